@@ -1,0 +1,375 @@
+"""Linear probes: one logistic regression per attribute on activations at a hook.
+
+A probe is trained on the same inputs as an SAE (activations, one row per real position) with a
+binary attribute of the row's item as target (paper section 8.2.3). For every attribute we
+report accuracy, balanced accuracy and ROC AUC on the training rows and on held-out rows, and
+give a steering :class:`~mechrec.steering.Direction`:
+
+- the probe is fit on standardised activations (for conditioning); its weights are mapped back
+  to raw activation space, ``w_raw = w_std / scale``, so ``logit(x) = x @ w_raw + b_raw``;
+- the steering direction is ``w_raw`` (the raw-space change that raises the probe's logit
+  fastest), scaled to unit variance of the training activations along it
+  (:func:`~mechrec.steering.unit_variance_direction`): adding ``k * direction`` moves an
+  activation ``k`` standard deviations towards the attribute.
+
+Attributes without both classes among the training rows (e.g. a genre no item has) are skipped
+with a warning and reported with ``status`` explaining why.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import accuracy_score, balanced_accuracy_score, roc_auc_score
+from sklearn.model_selection import GroupShuffleSplit, ShuffleSplit
+
+from mechrec.steering.directions import Direction, unit_variance_direction
+
+_FORMAT = "mechrec.probes/1"
+METRIC_COLUMNS = (
+    "attribute",
+    "status",
+    "n_train",
+    "n_train_positive",
+    "n_test",
+    "n_test_positive",
+    "train_accuracy",
+    "test_accuracy",
+    "train_balanced_accuracy",
+    "test_balanced_accuracy",
+    "train_roc_auc",
+    "test_roc_auc",
+)
+
+
+@dataclass
+class Probe:
+    """A fitted probe for one attribute, in raw activation space.
+
+    Attributes:
+        attribute: the attribute's name.
+        weight: ``(d,)`` raw-space weights: ``logit(x) = x @ weight + bias``.
+        bias: raw-space intercept.
+        direction: unit-variance steering direction (see the module docstring).
+    """
+
+    attribute: str
+    weight: np.ndarray
+    bias: float
+    direction: Direction
+
+    def decision_function(self, activations: np.ndarray | torch.Tensor) -> np.ndarray:
+        """Probe logits for raw activations ``(R, d)``."""
+        x = _as_matrix(activations, "activations")
+        return (x @ self.weight.astype(x.dtype)).astype(np.float64) + self.bias
+
+    def predict_proba(self, activations: np.ndarray | torch.Tensor) -> np.ndarray:
+        """Probability of the attribute for raw activations ``(R, d)``."""
+        return 1.0 / (1.0 + np.exp(-self.decision_function(activations)))
+
+
+@dataclass
+class ProbeSet:
+    """Probes for several attributes at one hook, with their evaluation table.
+
+    Attributes:
+        hook_name: hook the activations came from (``None`` if unknown).
+        probes: fitted probes by attribute name (skipped attributes are absent).
+        metrics: one row per requested attribute, columns :data:`METRIC_COLUMNS`.
+        settings: the fitting options (class balancing, C, split), for provenance.
+    """
+
+    hook_name: str | None
+    probes: dict[str, Probe]
+    metrics: pd.DataFrame
+    settings: dict = field(default_factory=dict)
+
+    def direction(self, attribute: str) -> Direction:
+        """The unit-variance steering direction of ``attribute``'s probe."""
+        if attribute not in self.probes:
+            skipped = self.metrics.set_index("attribute")["status"].to_dict()
+            why = f" ({skipped[attribute]})" if attribute in skipped else ""
+            raise KeyError(
+                f"no probe for {attribute!r}{why}; fitted attributes: {sorted(self.probes)}"
+            )
+        return self.probes[attribute].direction
+
+    def directions(self) -> dict[str, Direction]:
+        """All steering directions by attribute name."""
+        return {name: probe.direction for name, probe in self.probes.items()}
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write one safetensors file (weights, directions; JSON metadata), atomically."""
+        path = Path(path)
+        names = list(self.probes)
+        d = next(iter(self.probes.values())).weight.shape[0] if names else 0
+        tensors = {
+            "weight": torch.as_tensor(
+                np.stack([self.probes[n].weight for n in names]) if names else np.zeros((0, d))
+            ).float(),
+            "bias": torch.tensor([self.probes[n].bias for n in names], dtype=torch.float64),
+            "direction": torch.stack([self.probes[n].direction.vector.float() for n in names])
+            if names
+            else torch.zeros(0, d),
+        }
+        meta = {
+            "format": _FORMAT,
+            "hook_name": json.dumps(self.hook_name),
+            "attributes": json.dumps(names),
+            "sigma": json.dumps([self.probes[n].direction.sigma for n in names]),
+            "metrics": self.metrics.to_json(orient="records"),
+            "settings": json.dumps(self.settings),
+        }
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(fd)
+        try:
+            save_file({k: v.contiguous() for k, v in tensors.items()}, tmp, metadata=meta)
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> ProbeSet:
+        """Read a file written by :meth:`save`."""
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"no probe file at {path}; write one with ProbeSet.save(path)")
+        with safe_open(str(path), framework="pt") as handle:
+            meta = handle.metadata() or {}
+            if meta.get("format") != _FORMAT:
+                raise ValueError(
+                    f"{path} is not a mechrec probe file (format {meta.get('format')!r}, "
+                    f"expected {_FORMAT!r})"
+                )
+            weight = handle.get_tensor("weight").double().numpy()
+            bias = handle.get_tensor("bias").numpy()
+            vectors = handle.get_tensor("direction")
+        hook_name = json.loads(meta["hook_name"])
+        names = json.loads(meta["attributes"])
+        sigmas = json.loads(meta["sigma"])
+        probes = {
+            name: Probe(
+                attribute=name,
+                weight=weight[i],
+                bias=float(bias[i]),
+                direction=Direction(
+                    vectors[i], name=f"probe:{name}", hook_name=hook_name, sigma=sigmas[i]
+                ),
+            )
+            for i, name in enumerate(names)
+        }
+        metrics = pd.DataFrame(json.loads(meta["metrics"]), columns=list(METRIC_COLUMNS))
+        return cls(hook_name, probes, metrics, json.loads(meta["settings"]))
+
+
+def fit_probes(
+    activations: np.ndarray | torch.Tensor | object,
+    labels: np.ndarray | torch.Tensor | pd.DataFrame,
+    attribute_names: Sequence[str] | None = None,
+    *,
+    test_activations: np.ndarray | torch.Tensor | object | None = None,
+    test_labels: np.ndarray | torch.Tensor | pd.DataFrame | None = None,
+    test_fraction: float = 0.2,
+    groups: np.ndarray | torch.Tensor | None = None,
+    balanced: bool = True,
+    C: float = 1.0,
+    max_iter: int = 1000,
+    max_train_rows: int | None = None,
+    seed: int = 0,
+    hook_name: str | None = None,
+) -> ProbeSet:
+    """Fit one logistic-regression probe per attribute and evaluate it.
+
+    Args:
+        activations: ``(R, d)`` raw activations, or an ``ActivationSet`` (its rows, its
+            ``sequence_index`` as ``groups`` and its ``hook_name`` are used).
+        labels: ``(R, A)`` binary labels (bool/0/1), or a DataFrame whose columns are the
+            attributes.
+        attribute_names: names of the ``A`` label columns (defaults to the DataFrame's columns
+            or ``attr0..``).
+        test_activations, test_labels: held-out rows; if omitted, ``test_fraction`` of the rows
+            is held out (whole groups at a time when ``groups`` is given, so positions of one
+            sequence never land on both sides). ``test_fraction=0`` skips testing.
+        groups: ``(R,)`` group ids for the split (e.g. sequence index).
+        balanced: weight classes inversely to their frequency (``class_weight="balanced"``).
+        C: inverse L2 regularisation strength of the logistic regression.
+        max_iter: lbfgs iterations.
+        max_train_rows: fit on at most this many random training rows (metrics and the
+            unit-variance scale still use all training rows).
+        seed: seed for the split and the subsample.
+        hook_name: recorded on the probes' directions (steering refuses other hooks).
+    """
+    x, groups, hook_name = _unpack_activations(activations, groups, hook_name)
+    y, names = _label_matrix(labels, attribute_names, len(x))
+    if test_activations is not None or test_labels is not None:
+        if test_activations is None or test_labels is None:
+            raise ValueError("pass both test_activations and test_labels, or neither")
+        x_test, _, _ = _unpack_activations(test_activations, None, None)
+        y_test, _ = _label_matrix(test_labels, names, len(x_test))
+        if x_test.shape[1] != x.shape[1]:
+            raise ValueError(
+                f"test activations have width {x_test.shape[1]} but training ones "
+                f"{x.shape[1]}; both must come from the same hook"
+            )
+        x_train, y_train = x, y
+    else:
+        train_idx, test_idx = _split(len(x), test_fraction, groups, seed)
+        x_train, y_train, x_test, y_test = x[train_idx], y[train_idx], x[test_idx], y[test_idx]
+    mean = x_train.mean(axis=0, dtype=np.float64)
+    scale = x_train.std(axis=0, dtype=np.float64)
+    scale[scale < 1e-12] = 1.0
+    rng = np.random.default_rng(seed)
+    fit_rows = np.arange(len(x_train))
+    if max_train_rows is not None and len(fit_rows) > max_train_rows:
+        fit_rows = np.sort(rng.choice(fit_rows, size=max_train_rows, replace=False))
+    z_fit = (x_train[fit_rows] - mean) / scale
+    train_tensor = torch.from_numpy(x_train)
+
+    probes: dict[str, Probe] = {}
+    rows = []
+    for a, name in enumerate(names):
+        row = {"attribute": name, "n_train": len(x_train), "n_test": len(x_test)}
+        row["n_train_positive"] = int(y_train[:, a].sum())
+        row["n_test_positive"] = int(y_test[:, a].sum())
+        target = y_train[fit_rows, a]
+        if target.min() == target.max():
+            kind = "positive" if target.max() == 0 else "negative"
+            row["status"] = f"skipped: no {kind} training examples"
+            warnings.warn(f"probe for {name!r} skipped: no {kind} training examples", stacklevel=2)
+            rows.append(row)
+            continue
+        model = LogisticRegression(
+            C=C, max_iter=max_iter, class_weight="balanced" if balanced else None
+        )
+        model.fit(z_fit, target)
+        weight = model.coef_[0] / scale
+        bias = float(model.intercept_[0] - np.dot(model.coef_[0], mean / scale))
+        direction = unit_variance_direction(
+            torch.from_numpy(weight).float(),
+            train_tensor,
+            name=f"probe:{name}",
+            hook_name=hook_name,
+        )
+        probe = Probe(name, weight, bias, direction)
+        probes[name] = probe
+        row["status"] = "ok"
+        row.update(_scores("train", probe.decision_function(x_train), y_train[:, a]))
+        row.update(_scores("test", probe.decision_function(x_test), y_test[:, a]))
+        rows.append(row)
+    metrics = pd.DataFrame(rows, columns=list(METRIC_COLUMNS))
+    settings = {
+        "balanced": balanced,
+        "C": C,
+        "max_iter": max_iter,
+        "max_train_rows": max_train_rows,
+        "seed": seed,
+        "test_fraction": None if test_labels is not None else test_fraction,
+        "grouped_split": groups is not None and test_labels is None,
+    }
+    return ProbeSet(hook_name, probes, metrics, settings)
+
+
+def _scores(prefix: str, logits: np.ndarray, target: np.ndarray) -> dict[str, float]:
+    if len(target) == 0:
+        return {}
+    pred = (logits > 0).astype(np.int64)
+    out = {f"{prefix}_accuracy": float(accuracy_score(target, pred))}
+    both = target.min() != target.max()
+    out[f"{prefix}_balanced_accuracy"] = (
+        float(balanced_accuracy_score(target, pred)) if both else float("nan")
+    )
+    out[f"{prefix}_roc_auc"] = float(roc_auc_score(target, logits)) if both else float("nan")
+    return out
+
+
+def _split(
+    n: int, test_fraction: float, groups: np.ndarray | None, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    if not 0.0 <= test_fraction < 1.0:
+        raise ValueError(f"test_fraction must be in [0, 1), got {test_fraction}")
+    if test_fraction == 0.0:
+        return np.arange(n), np.arange(0)
+    if groups is not None:
+        splitter = GroupShuffleSplit(n_splits=1, test_size=test_fraction, random_state=seed)
+        train, test = next(splitter.split(np.zeros(n), groups=groups))
+    else:
+        splitter = ShuffleSplit(n_splits=1, test_size=test_fraction, random_state=seed)
+        train, test = next(splitter.split(np.zeros(n)))
+    return np.sort(train), np.sort(test)
+
+
+def _unpack_activations(
+    activations: object, groups: object, hook_name: str | None
+) -> tuple[np.ndarray, np.ndarray | None, str | None]:
+    if hasattr(activations, "activations") and hasattr(activations, "hook_name"):
+        source = activations
+        activations = source.activations  # type: ignore[attr-defined]
+        hook_name = hook_name or source.hook_name  # type: ignore[attr-defined]
+        if groups is None and hasattr(source, "sequence_index"):
+            groups = source.sequence_index  # type: ignore[attr-defined]
+    x = _as_matrix(activations, "activations")
+    if groups is not None:
+        groups = np.asarray(groups.cpu() if isinstance(groups, torch.Tensor) else groups)
+        if groups.shape != (len(x),):
+            raise ValueError(f"groups must have shape ({len(x)},), got {groups.shape}")
+    return x, groups, hook_name
+
+
+def _as_matrix(values: object, what: str) -> np.ndarray:
+    """A float32/float64 ``(rows, d)`` array (float32 inputs stay float32 to save memory)."""
+    if isinstance(values, torch.Tensor):
+        values = values.detach().cpu()
+        values = (
+            values if values.dtype in (torch.float32, torch.float64) else values.double()
+        ).numpy()
+    arr = np.asarray(values)
+    if arr.dtype not in (np.float32, np.float64):
+        arr = arr.astype(np.float64)
+    if arr.ndim != 2:
+        raise ValueError(f"{what} must be a (rows, d) matrix, got shape {arr.shape}")
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{what} contain NaN or infinite values; drop or fix those rows first")
+    return arr
+
+
+def _label_matrix(
+    labels: object, names: Sequence[str] | None, n_rows: int
+) -> tuple[np.ndarray, list[str]]:
+    if isinstance(labels, pd.DataFrame):
+        if names is None:
+            names = [str(c) for c in labels.columns]
+        labels = labels.to_numpy()
+    elif isinstance(labels, torch.Tensor):
+        labels = labels.detach().cpu().numpy()
+    arr = np.asarray(labels)
+    if arr.ndim == 1:
+        arr = arr[:, None]
+    if arr.ndim != 2 or arr.shape[0] != n_rows:
+        raise ValueError(
+            f"labels must be (rows={n_rows}, attributes), got shape {arr.shape}; build one "
+            "row per activation row (e.g. attribute_matrix[token])"
+        )
+    numeric = arr.astype(np.float64)
+    if not np.isin(numeric, (0.0, 1.0)).all():
+        raise ValueError("labels must be binary (bool, or 0/1); found other values")
+    names = list(names) if names is not None else [f"attr{i}" for i in range(arr.shape[1])]
+    if len(names) != arr.shape[1]:
+        raise ValueError(f"{len(names)} attribute names for {arr.shape[1]} label columns")
+    if len(set(names)) != len(names):
+        raise ValueError(f"attribute names must be unique, got {names}")
+    return numeric.astype(np.int64), names

@@ -1,0 +1,136 @@
+"""Interventions on any HookedTransformer: TransformerLens hook functions and context managers.
+
+>>> with steer(model, "blocks.0.hook_resid_post", FeatureEdit(sae, {12: 5.0}),
+...            attention_mask=mask):
+...     logits = model(tokens, attention_mask=mask)
+
+The hook flattens the trailing dimensions of the activation (``(batch, pos, d)`` or
+``(batch, pos, head, d_head)``) into ``d_in``, edits the selected cells and leaves every other
+cell, padding included, untouched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+import torch
+from transformer_lens import HookedTransformer
+from transformer_lens.hook_points import HookPoint
+
+from mechrec.steering.edits import (
+    Edit,
+    EditSpec,
+    apply_edits,
+    as_edit_list,
+    check_edits_for_hook,
+)
+from mechrec.steering.positions import PositionSpec, normalize_positions, resolve_positions
+from mechrec.steering.validation import check_hook_name
+
+
+class SteeringHook:
+    """A TransformerLens forward hook ``(activation, hook) -> activation`` applying edits.
+
+    Args:
+        edits: one :class:`~mechrec.steering.edits.Edit`, a list applied in order, or ``None``.
+        positions: see :mod:`mechrec.steering.positions`; default ``"last"``.
+        attention_mask: ``(batch, pos)`` mask of the batch that will run (1 = real), or ``None``
+            when there is no padding. Needed for ``"all"`` to skip padding and for ``"last"``
+            with right padding.
+        hook_name: if given, edits belonging to another hook are refused.
+
+    Attributes:
+        calls: how many times the hook has run (0 after a forward pass means the hook point never
+            fired, e.g. ``hook_result`` without ``cfg.use_attn_result``).
+    """
+
+    def __init__(
+        self,
+        edits: EditSpec,
+        positions: PositionSpec = "last",
+        attention_mask: torch.Tensor | None = None,
+        hook_name: str | None = None,
+    ) -> None:
+        self.edits: list[Edit] = as_edit_list(edits)
+        if hook_name is not None:
+            check_edits_for_hook(self.edits, hook_name)
+        self.positions = normalize_positions(positions)
+        self.attention_mask = attention_mask
+        self.calls = 0
+
+    def __call__(self, activation: torch.Tensor, hook: HookPoint | None = None) -> torch.Tensor:
+        """Return the activation with the selected cells edited."""
+        self.calls += 1
+        if not self.edits:
+            return activation
+        return edit_cells(
+            activation, self.edits, self.positions, self.attention_mask, getattr(hook, "name", None)
+        )
+
+
+def edit_cells(
+    activation: torch.Tensor,
+    edits: Sequence[Edit],
+    positions: PositionSpec,
+    attention_mask: torch.Tensor | None,
+    hook_name: str | None = None,
+) -> torch.Tensor:
+    """Apply ``edits`` to the ``positions`` cells of a ``(batch, pos, ...)`` activation."""
+    if activation.ndim < 3:
+        raise ValueError(
+            f"cannot steer the activation at {hook_name!r} with shape {tuple(activation.shape)}: "
+            "expected (batch, pos, ...) with feature dimensions after the position axis"
+        )
+    if not activation.is_floating_point():
+        raise ValueError(f"cannot steer {hook_name!r}: its activation is not floating point")
+    batch, seq_len = activation.shape[:2]
+    flat = activation.reshape(batch, seq_len, -1)
+    sel = resolve_positions(positions, batch, seq_len, attention_mask, activation.device)
+    if not bool(sel.any()):
+        return activation
+    out = flat.clone()
+    out[sel] = apply_edits(flat[sel], edits)
+    return out.reshape(activation.shape)
+
+
+def make_steering_hook(
+    model: HookedTransformer,
+    hook_name: str,
+    edits: EditSpec,
+    positions: PositionSpec = "last",
+    attention_mask: torch.Tensor | None = None,
+) -> tuple[str, SteeringHook]:
+    """Validate ``hook_name`` against ``model`` and return a ``(name, hook)`` pair.
+
+    The pair goes straight into ``model.run_with_hooks(..., fwd_hooks=[pair])`` or
+    ``model.hooks(fwd_hooks=[pair])``.
+    """
+    check_hook_name(model, hook_name)
+    return hook_name, SteeringHook(edits, positions, attention_mask, hook_name=hook_name)
+
+
+@contextmanager
+def steer(
+    model: HookedTransformer,
+    hook_name: str,
+    edits: EditSpec,
+    positions: PositionSpec = "last",
+    attention_mask: torch.Tensor | None = None,
+) -> Iterator[SteeringHook]:
+    """Context manager: every forward pass of ``model`` inside it is steered.
+
+    Args:
+        model: any HookedTransformer.
+        hook_name: TransformerLens hook name, e.g. ``"blocks.0.hook_resid_post"``.
+        edits: a :class:`~mechrec.steering.edits.FeatureEdit`, a
+            :class:`~mechrec.steering.edits.DirectionEdit`, or a list applied in order.
+        positions: ``"last"`` (default), ``"all"``, explicit ints or a bool ``(batch, pos)``.
+        attention_mask: the mask of the batch you will run (see :class:`SteeringHook`).
+
+    Yields:
+        The :class:`SteeringHook` (its ``calls`` counter shows whether it fired).
+    """
+    name, hook = make_steering_hook(model, hook_name, edits, positions, attention_mask)
+    with model.hooks(fwd_hooks=[(name, hook)]):
+        yield hook
