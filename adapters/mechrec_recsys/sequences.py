@@ -30,6 +30,10 @@ class SequenceSet:
     targets: np.ndarray | None = None
 
     def __post_init__(self) -> None:
+        # plain lists would break fancy indexing in :meth:`subset`
+        object.__setattr__(self, "users", np.asarray(self.users))
+        if self.targets is not None:
+            object.__setattr__(self, "targets", np.asarray(self.targets))
         if len(self.users) != len(self.sequences):
             raise ValueError(
                 f"{len(self.users)} users but {len(self.sequences)} sequences: one each expected"
@@ -56,6 +60,20 @@ class SequenceSet:
         )
 
 
+def _as_tokens(sequence: object, row: int) -> np.ndarray:
+    """One sequence as a 1-D int64 array; non-integer tokens are an error, not truncated."""
+    array = np.asarray(sequence)
+    if array.ndim != 1:
+        raise ValueError(f"sequence {row} of the batch has shape {array.shape}; each sequence "
+                         "must be one-dimensional")
+    if array.size == 0 or array.dtype.kind in "iu":
+        return array.astype(np.int64, copy=False)
+    if array.dtype.kind == "f" and np.all(np.isfinite(array)) and np.all(np.mod(array, 1) == 0):
+        return array.astype(np.int64)
+    raise ValueError(f"sequence {row} of the batch holds non-integer tokens "
+                     f"(dtype {array.dtype}); tokens are integers >= 1")
+
+
 def left_pad(
     sequences: Sequence[np.ndarray], max_len: int | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -63,14 +81,28 @@ def left_pad(
 
     Sequences longer than ``max_len`` keep their last ``max_len`` tokens.
 
+    Args:
+        sequences: one-dimensional integer token sequences (arrays, lists or tensors).
+        max_len: a positive integer, or ``None`` for no truncation.
+
     Returns:
         ``(tokens, attention_mask)``, both ``(B, L)`` int64 tensors; ``L`` is the longest
         (truncated) sequence; the mask is 1 on real items and 0 on padding.
+
+    Raises:
+        ValueError: no sequences, an empty sequence, a token below 1, a non-integer token, a
+            sequence that is not one-dimensional, or a ``max_len`` that is not a positive
+            integer.
     """
     if len(sequences) == 0:
         raise ValueError("cannot build a batch from zero sequences")
-    trimmed = [np.asarray(s, dtype=np.int64)[-max_len:] if max_len else np.asarray(s)
-               for s in sequences]
+    if max_len is not None and (
+        not isinstance(max_len, (int, np.integer)) or isinstance(max_len, bool) or max_len < 1
+    ):
+        raise ValueError(f"max_len must be a positive integer or None, got {max_len!r}")
+    trimmed = [_as_tokens(s, row) for row, s in enumerate(sequences)]
+    if max_len is not None:
+        trimmed = [s[-int(max_len):] for s in trimmed]
     width = max(len(s) for s in trimmed)
     if width == 0:
         raise ValueError("every sequence in the batch is empty; each needs at least one item")
@@ -92,8 +124,13 @@ def left_pad(
 def iter_batches(
     sequences: Sequence[np.ndarray], batch_size: int, max_len: int | None = None
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Yield left-padded ``(tokens, attention_mask)`` batches in order."""
-    if batch_size < 1:
+    """Yield left-padded ``(tokens, attention_mask)`` batches in order.
+
+    Each batch holds ``batch_size`` consecutive sequences (the last one may hold fewer) and is
+    built by :func:`left_pad`, so its width is that of its own longest (truncated) sequence.
+    Zero sequences yield no batch.
+    """
+    if isinstance(batch_size, bool) or batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     for start in range(0, len(sequences), batch_size):
         yield left_pad(sequences[start:start + batch_size], max_len)

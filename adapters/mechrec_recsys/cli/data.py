@@ -1,12 +1,23 @@
-"""``mechrec data``: load a dataset and inspect it.
+"""``mechrec data``: download, list and inspect datasets.
+
+Commands:
+
+* ``mechrec data stats NAME``: load a dataset (optionally split it) and print its statistics.
+* ``mechrec data download NAME [--cache-dir DIR]``: download, verify and unpack an official
+  MovieLens zip into the cache, unless a local copy already exists.
+* ``mechrec data list``: the known datasets with their URL, size, checksum kind and the local
+  copy found, if any.
 
 Bad input (unknown dataset, missing files, malformed rows, a time split on data without
-timestamps, ...) prints one line ``error: ...`` to stderr and exits with code 2.
+timestamps, no network, a checksum mismatch, ...) prints one line ``error: ...`` to stderr and
+exits with code 2.
 """
 
 from __future__ import annotations
 
+import json
 import math
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -14,13 +25,21 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from mechrec_recsys.data import DATASET_NAMES, load_dataset
+from mechrec_recsys.data import DATASET_NAMES, RELEASES, load_dataset
+from mechrec_recsys.data.download import (
+    ENV_DATA,
+    MANIFEST,
+    default_cache_dir,
+    download_dataset,
+    find_local_copy,
+)
+from mechrec_recsys.data.registry import MovieLensRelease, get_release
 from mechrec_recsys.data.splits import SPLIT_KINDS, make_split
 from mechrec_recsys.data.stats import dataset_statistics
 
 data_app = typer.Typer(
     name="data",
-    help="Load datasets (downloading them if needed) and print their statistics.",
+    help="Download, list and load datasets, and print their statistics.",
     no_args_is_help=True,
 )
 
@@ -93,6 +112,113 @@ def stats(
             f"{info['validation_targets_unseen_dropped']:,} validation targets never seen in "
             f"training dropped; {info['truncated_sequences']:,} sequences truncated to "
             f"{max_len}", highlight=False)
+
+
+def checksum_kind(release: MovieLensRelease) -> str:
+    """How a download of ``release`` is verified: ``"sha256"``, ``"md5"`` or ``"none"``."""
+    if release.sha256 is not None:
+        return "sha256"
+    if release.md5 is not None:
+        return "md5"
+    return "none"
+
+
+def format_size(size: int | None) -> str:
+    """A published archive size for people, e.g. ``"4.9 MB"``; ``"unknown"`` when none is
+    published."""
+    if size is None:
+        return "unknown"
+    return f"{size / 1e6:,.1f} MB"
+
+
+def local_copy(
+    release: MovieLensRelease, data_dir: Path | None, cache_dir: Path
+) -> tuple[Path, str] | None:
+    """Where a local copy of ``release`` is found, in the loaders' order of precedence.
+
+    Returns:
+        ``(folder, where)`` with ``where`` one of ``"--data-dir"``, ``"$MECHREC_DATA"`` and
+        ``"cache"``, or ``None`` when there is no complete copy.
+    """
+    env = os.environ.get(ENV_DATA)
+    places: list[tuple[Path | str | None, str]] = [
+        (data_dir, "--data-dir"), (env or None, f"${ENV_DATA}"), (cache_dir, "cache")]
+    for root, where in places:
+        if root is None:
+            continue
+        found = find_local_copy(root, release)
+        if found is not None:
+            return found, where
+    return None
+
+
+@data_app.command("download")
+def download(
+    name: str = typer.Argument(..., help=f"dataset: {', '.join(DATASET_NAMES)}"),
+    cache_dir: Path | None = typer.Option(
+        None, "--cache-dir", help="download into this folder instead of the user cache "
+        "($XDG_CACHE_HOME/mechrec/datasets)"),
+) -> None:
+    """Download, verify and unpack an official MovieLens zip into the cache.
+
+    Without --cache-dir, a copy already in $MECHREC_DATA or the cache is reported and nothing
+    is downloaded. With --cache-dir, the dataset is placed in that folder unless it is already
+    there.
+    """
+    try:
+        release = get_release(name)
+        cache = (cache_dir if cache_dir is not None else default_cache_dir()).expanduser()
+        existing = local_copy(release, None, cache)
+        if existing is not None and (cache_dir is None or existing[1] == "cache"):
+            folder, where = existing
+            typer.echo(f"{name} is already available in {folder} ({where}); nothing to "
+                       "download")
+            return
+        folder = download_dataset(name, cache)
+    except (ValueError, FileNotFoundError, KeyError) as exc:
+        fail(str(exc))
+        return
+    except OSError as exc:  # the cache folder cannot be created or written
+        fail(f"cannot write the download into {cache}: {exc}. Fix: pass --cache-dir with a "
+             "writable folder")
+        return
+    verified = "unknown"
+    manifest = folder / MANIFEST
+    if manifest.is_file():
+        try:
+            verified = json.loads(manifest.read_text()).get("verified_with", verified)
+        except (ValueError, OSError):
+            verified = "unknown"
+    check = ("checksum verified with " + verified.upper() if verified in ("sha256", "md5")
+             else "NOT verified: no published checksum")
+    typer.echo(f"downloaded {release.url} into {folder} ({check})")
+
+
+@data_app.command("list")
+def list_datasets(
+    data_dir: Path | None = typer.Option(
+        None, "--data-dir", help="also look for local copies in this folder (checked first)"),
+    cache_dir: Path | None = typer.Option(
+        None, "--cache-dir", help="the cache folder to look in (default: the user cache)"),
+) -> None:
+    """List the known datasets: URL, size, checksum kind and the local copy found, if any."""
+    cache = (cache_dir if cache_dir is not None else default_cache_dir()).expanduser()
+    rows = []
+    for name, release in RELEASES.items():
+        found = local_copy(release, data_dir.expanduser() if data_dir else None, cache)
+        copy = f"{found[0]} ({found[1]})" if found else "not found"
+        rows.append((name, format_size(release.size), checksum_kind(release), release.url,
+                     copy))
+    header = ("dataset", "size", "checksum", "url", "local copy")
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header) - 1)]
+    for row in [header, *rows]:
+        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
+        typer.echo("  ".join([*cells, row[-1]]).rstrip())
+    env = os.environ.get(ENV_DATA)
+    order = ([f"--data-dir {data_dir}"] if data_dir else []) + [
+        f"${ENV_DATA} ({env if env else 'unset'})", f"cache ({cache})",
+        "download (mechrec data download NAME)"]
+    typer.echo("lookup order: " + " > ".join(order))
 
 
 def register(app: typer.Typer) -> None:
