@@ -1,0 +1,204 @@
+"""How well an SAE reconstructs activations, and what the model does with the reconstruction.
+
+Two kinds of measurement:
+
+- :func:`reconstruction_metrics`: RMSE, explained variance, L0 and dead-feature fraction
+  over an activation source (streamed chunk by chunk);
+- :func:`evaluate_with_reconstruction`: run any evaluation callable while the model's
+  activation at the SAE's hook is replaced by the de-normalised reconstruction, in one of
+  two modes:
+
+  ``"replace"``
+      the hook output becomes ``decode(encode(x))``: the model sees only what the SAE keeps
+      (the paper's Table 1);
+  ``"replace_error"``
+      the hook output becomes ``x + (decode(edit(encode(x))) - decode(encode(x)))``, i.e. the
+      (edited) reconstruction plus the SAE's error term ``x - decode(encode(x))``. Without an
+      edit the difference is exactly zero, so the model's outputs are exactly the original
+      ones; with an edit only the edit's effect reaches the model.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Literal, TypeVar
+
+import torch
+from transformer_lens import HookedTransformer
+
+from mechrec.activations.sets import ActivationSource, check_not_empty, iter_chunks
+from mechrec.hooks import validate_hook_name
+from mechrec.normalization import check_finite
+
+if TYPE_CHECKING:
+    from mechrec.saes.normalized import NormalizedSAE
+
+__all__ = [
+    "REPLACE_MODES",
+    "ReconstructionMetrics",
+    "ReplaceMode",
+    "evaluate_with_reconstruction",
+    "reconstruction_hook",
+    "reconstruction_hooks",
+    "reconstruction_metrics",
+]
+
+ReplaceMode = Literal["replace", "replace_error"]
+REPLACE_MODES: tuple[str, ...] = ("replace", "replace_error")
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class ReconstructionMetrics:
+    """Reconstruction quality of an SAE over a set of activations.
+
+    Attributes:
+        rmse: ``sqrt(mean over rows and dimensions of (x - x_hat)^2)``.
+        explained_variance: ``1 - sum ||x - x_hat||^2 / sum ||x - mean(x)||^2``.
+        l0: mean number of non-zero features per row.
+        dead_fraction: fraction of features that never fire on these rows.
+        n_dead: number of such features.
+        n_rows: number of rows measured.
+        space: ``"normalized"`` (what the SAE sees; the paper's Table 1) or ``"raw"``.
+    """
+
+    rmse: float
+    explained_variance: float
+    l0: float
+    dead_fraction: float
+    n_dead: int
+    n_rows: int
+    space: str
+
+    def as_dict(self) -> dict[str, float | int | str]:
+        """The metrics as a plain dict (for tables and JSON)."""
+        return asdict(self)
+
+
+@torch.no_grad()
+def reconstruction_metrics(
+    nsae: NormalizedSAE,
+    source: ActivationSource,
+    *,
+    space: Literal["normalized", "raw"] = "normalized",
+    batch_size: int = 8192,
+) -> ReconstructionMetrics:
+    """RMSE, explained variance, L0 and dead fraction of ``nsae`` over ``source``.
+
+    Args:
+        nsae: the SAE with its normaliser.
+        source: raw activations at the SAE's hook (an ``ActivationSet`` or ``ActivationStore``).
+        space: measure errors in normalised space (default, comparable across layers and with
+            the paper) or in the model's raw activation space.
+        batch_size: rows encoded at once.
+    """
+    check_not_empty(source)
+    if space not in ("normalized", "raw"):
+        raise ValueError(f"space must be 'normalized' or 'raw', got {space!r}")
+    if source.d != nsae.d_in:
+        raise ValueError(
+            f"the activations have width {source.d} but the SAE's d_in is {nsae.d_in}: "
+            f"measure it on activations from its hook {nsae.hook_name!r}"
+        )
+    device = nsae.device
+    d = nsae.d_in
+    sse = 0.0
+    sum_x = torch.zeros(d, dtype=torch.float64)
+    sum_sq = 0.0
+    n = 0
+    active = 0.0
+    fired = torch.zeros(nsae.d_sae, dtype=torch.bool, device=device)
+    for chunk in iter_chunks(source):
+        for start in range(0, len(chunk), batch_size):
+            x_raw = chunk.activations[start : start + batch_size].to(device)
+            check_finite(x_raw, f"activations at {source.hook_name!r}")
+            x = nsae.normalizer.normalize(x_raw)
+            feats = nsae.sae.encode(x)
+            x_hat = nsae.sae.decode(feats)
+            if space == "raw":
+                x, x_hat = x_raw, nsae.normalizer.denormalize(x_hat)
+            x64 = x.double()
+            sse += float((x64 - x_hat.double()).pow(2).sum())
+            sum_x += x64.sum(0).cpu()
+            sum_sq += float(x64.pow(2).sum())
+            nz = feats != 0
+            active += float(nz.sum())
+            fired |= nz.any(0)
+            n += x.shape[0]
+    total_var = sum_sq - float(sum_x.pow(2).sum()) / n
+    n_dead = int((~fired).sum())
+    return ReconstructionMetrics(
+        rmse=math.sqrt(sse / (n * d)),
+        explained_variance=1.0 - sse / total_var if total_var > 0 else float("nan"),
+        l0=active / n,
+        dead_fraction=n_dead / nsae.d_sae,
+        n_dead=n_dead,
+        n_rows=n,
+        space=space,
+    )
+
+
+def reconstruction_hook(
+    nsae: NormalizedSAE,
+    mode: ReplaceMode = "replace",
+    edit: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> Callable[..., torch.Tensor]:
+    """A TransformerLens forward hook that swaps the activation for the SAE reconstruction.
+
+    Args:
+        nsae: the SAE (its hook name says where to attach the hook).
+        mode: ``"replace"`` or ``"replace_error"`` (see the module docstring).
+        edit: optional function applied to the feature activations ``(..., d_sae)`` before
+            decoding (e.g. setting one feature to a value); must not modify its input in place.
+    """
+    if mode not in REPLACE_MODES:
+        raise ValueError(f"mode must be one of {REPLACE_MODES}, got {mode!r}")
+
+    def hook(act: torch.Tensor, hook: object = None) -> torch.Tensor:
+        shape = act.shape
+        x = act.reshape(*shape[:2], -1) if act.ndim > 3 else act
+        if x.shape[-1] != nsae.d_in:
+            raise ValueError(
+                f"the activation at {nsae.hook_name!r} has width {x.shape[-1]} but the SAE's "
+                f"d_in is {nsae.d_in}: this SAE was trained on another hook or model"
+            )
+        feats = nsae.encode(x)
+        x_hat = nsae.decode(feats)
+        x_new = nsae.decode(edit(feats)) if edit is not None else x_hat
+        out = x_new if mode == "replace" else x + (x_new - x_hat)
+        return out.to(act.dtype).reshape(shape)
+
+    return hook
+
+
+@contextmanager
+def reconstruction_hooks(
+    model: HookedTransformer,
+    nsae: NormalizedSAE,
+    mode: ReplaceMode = "replace",
+    edit: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> Iterator[HookedTransformer]:
+    """Context manager: inside it, ``model`` runs with its hook replaced (see
+    :func:`reconstruction_hook`); the hook is removed on exit, even after an error."""
+    validate_hook_name(model, nsae.hook_name)
+    with model.hooks(fwd_hooks=[(nsae.hook_name, reconstruction_hook(nsae, mode, edit))]):
+        yield model
+
+
+def evaluate_with_reconstruction(
+    model: HookedTransformer,
+    nsae: NormalizedSAE,
+    evaluate: Callable[[HookedTransformer], T],
+    mode: ReplaceMode = "replace",
+    edit: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> T:
+    """``evaluate(model)`` with the SAE's hook output replaced by its reconstruction.
+
+    ``evaluate`` is any callable that runs the model and returns what it measured (ranking
+    metrics, a loss, logits...). Its return value is passed through.
+    """
+    with reconstruction_hooks(model, nsae, mode, edit) as hooked:
+        return evaluate(hooked)

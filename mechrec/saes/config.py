@@ -1,0 +1,205 @@
+"""The one configuration object that selects an SAE architecture and its training run.
+
+Loss convention (what an ``l1_coefficient`` means)
+--------------------------------------------------
+Every SAE sees *normalised* activations (see :mod:`mechrec.normalization`). For the
+``standard`` (ReLU + L1) and ``gated`` architectures the training loss per batch is
+
+    reconstruction + l1_coefficient * mean_over_rows( sum_i f_i * ||W_dec[i]||_2 )
+
+- the L1 term is sae-lens' own: each feature activation is weighted by the norm of its
+  decoder row, which makes the penalty independent of how the decoder is scaled, and equals
+  the plain ``||f||_1`` of an SAE whose decoder rows have unit norm (the constraint used by
+  the ``dictionary_learning`` trainer that the paper used). Saved SAEs have the decoder norms
+  folded into the encoder, so their feature activations are in those unit-decoder units.
+- the reconstruction term depends on ``reconstruction_loss``:
+
+  ``"norm"`` (default, the paper's convention)
+      ``mean_over_rows ||x - x_hat||_2``: the Euclidean norm of the error, *not* squared,
+      averaged over rows, as in ``dictionary_learning``'s standard trainer.
+  ``"squared"`` (sae-lens' default)
+      ``mean_over_rows ||x - x_hat||_2^2``: squared error summed over dimensions.
+
+Both terms of the ``"norm"`` loss scale linearly with the activations, so λ does not depend
+on their scale. The mapping is the identity: the paper's λ is our ``l1_coefficient``.
+Measured with ``benchmarks/bench_saes.py l1-grid`` (standard SAE, 2048 features, 3000 steps
+of 1024 rows, lr 1e-3, one seed; activations at ``blocks.0.hook_resid_post`` of a GPTRec-sized
+model trained on MovieLens-100k, normalised per dimension; metrics on held-out users):
+
+=====  ======  =====  =====  ====  =============================
+λ      L0      EV     RMSE   dead  paper's Table 1: L0 / EV / RMSE
+=====  ======  =====  =====  ====  =============================
+0.001  1073.8  0.999  0.025  0.00  821.5 / 1 / 0.02
+0.05   634.0   0.994  0.074  0.00  137.3 / 1 / 0.008
+0.1    300.4   0.968  0.179  0.00  102.1 / 0.958 / 0.178
+0.2    84.1    0.839  0.399  0.00  29.0 / 0.850 / 0.340
+0.3    36.8    0.671  0.570  0.00  9.3 / 0.676 / 0.501
+0.4    24.7    0.454  0.734  0.06  2.7 / 0.337 / 0.724
+0.5    10.9    0.185  0.898  0.21  0.6 / 0.060 / 0.880
+1.0    0.1     -0.01  0.996  0.86  0.5 / 0.0001 / 0.922
+=====  ======  =====  =====  ====  =============================
+
+Reconstruction (EV, RMSE) follows the paper at every λ; L0 spans the same three orders of
+magnitude (~1000 at 0.001 down to <1 at 1) but sits 3-9x above the paper's between 0.05 and
+0.5 on these stand-in activations (longer training lowers it slowly: 277 after 5000 steps
+at λ=0.1). A squared loss weighs the L1 term against ``||e||^2``, whose gradient is
+``2 ||e||`` times larger, and that factor changes with λ itself: no constant factor maps the
+paper's grid onto it. Measured the same way with ``reconstruction_loss="squared"``, the
+grid stays dense: L0 494.6 / 210.9 / 94.6 and EV 0.989 / 0.944 / 0.852 at λ = 0.1 / 0.4 / 1.
+
+TopK/BatchTopK fix sparsity directly (``k``); JumpReLU uses an L0 penalty
+(``l0_coefficient``) or a target L0 (``target_l0``). Their auxiliary losses (aux-k, pre-act,
+gated's auxiliary reconstruction) are sae-lens' own and stay squared.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any, Literal
+
+ARCHITECTURES: tuple[str, ...] = ("standard", "topk", "batchtopk", "jumprelu", "gated")
+Architecture = Literal["standard", "topk", "batchtopk", "jumprelu", "gated"]
+ReconstructionLoss = Literal["norm", "squared"]
+
+
+@dataclass
+class SAETrainingConfig:
+    """Architecture, hyperparameters and training run of one SAE.
+
+    Attributes:
+        architecture: ``"standard"`` (ReLU + L1), ``"topk"``, ``"batchtopk"``,
+            ``"jumprelu"`` or ``"gated"``.
+        d_sae: dictionary size (number of features).
+        l1_coefficient: L1 weight λ for ``standard`` and ``gated`` (see the module docstring
+            for its exact meaning).
+        k: active features per row for ``topk`` (rounded to an int) and the average number
+            per row across a batch for ``batchtopk``.
+        l0_coefficient: weight of the L0 (step-function) sparsity loss for ``jumprelu``.
+        target_l0: ``jumprelu`` only: if set, penalise ``(L0 - target_l0)^2`` (Gemma Scope 2
+            style) instead of ``l0_coefficient * L0``; ``l0_coefficient`` then scales it.
+        reconstruction_loss: ``"norm"`` (the paper's, non-squared error norm) or
+            ``"squared"`` (sae-lens' squared error).
+        lr: Adam learning rate (the paper: 1e-3).
+        adam_beta1: Adam first-moment decay.
+        adam_beta2: Adam second-moment decay.
+        steps: number of optimisation steps.
+        batch_size: activation rows per step.
+        lr_warm_up_steps: steps of linear learning-rate warm-up from ~0 to ``lr``.
+        lr_decay_steps: steps of linear learning-rate decay to 0 at the end of training.
+        sparsity_warm_up_steps: steps over which the sparsity coefficient (L1 or L0) grows
+            linearly from 0 to its value; lets features find data before being pushed to 0.
+        dead_feature_window: a feature that has not fired for this many steps counts as dead
+            during training (feeds aux-k, pre-act loss and resampling).
+        resample_dead_every: every this many steps, re-initialise dead features towards
+            badly reconstructed inputs (``standard``, ``gated``, ``jumprelu``); ``None``: never.
+        resample_until: fraction of training after which no more resampling happens, so
+            re-initialised features have time to settle.
+        aux_loss_coefficient: weight of the aux-k loss that trains dead features of
+            ``topk``/``batchtopk`` on the residual error.
+        jumprelu_bandwidth: width of the straight-through estimator window for ``jumprelu``.
+        jumprelu_init_threshold: initial ``jumprelu`` threshold.
+        pre_act_loss_coefficient: ``jumprelu`` only: weight of the pre-activation loss that
+            pulls dead features' pre-activations up to the threshold; ``None`` disables it.
+        decoder_init_norm: norm of each decoder row at initialisation (encoder = decoder^T).
+        normalization: normalisation fitted on the training activations when no normaliser is
+            passed to training: ``"per_dim"`` (the paper), ``"scalar"`` or ``"none"``.
+        seed: seed of the weight initialisation, batch order and resampling.
+        device: torch device to train on.
+    """
+
+    architecture: str = "standard"
+    d_sae: int = 2048
+    l1_coefficient: float = 0.1
+    k: float = 32
+    l0_coefficient: float = 1e-3
+    target_l0: float | None = None
+    reconstruction_loss: str = "norm"
+    lr: float = 1e-3
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    steps: int = 3000
+    batch_size: int = 1024
+    lr_warm_up_steps: int = 100
+    lr_decay_steps: int = 0
+    sparsity_warm_up_steps: int = 0
+    dead_feature_window: int = 200
+    resample_dead_every: int | None = 500
+    resample_until: float = 0.7
+    aux_loss_coefficient: float = 1.0
+    jumprelu_bandwidth: float = 0.05
+    jumprelu_init_threshold: float = 0.01
+    pre_act_loss_coefficient: float | None = 3e-6
+    decoder_init_norm: float = 0.1
+    normalization: str = "per_dim"
+    seed: int = 0
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        if self.architecture not in ARCHITECTURES:
+            raise ValueError(
+                f"unknown SAE architecture {self.architecture!r}; choose one of {ARCHITECTURES}"
+            )
+        if self.reconstruction_loss not in ("norm", "squared"):
+            raise ValueError(
+                f"reconstruction_loss must be 'norm' or 'squared', got {self.reconstruction_loss!r}"
+            )
+        if self.normalization not in ("per_dim", "scalar", "none"):
+            raise ValueError(
+                f"normalization must be 'per_dim', 'scalar' or 'none', got {self.normalization!r}"
+            )
+        positive = {
+            "d_sae": self.d_sae,
+            "steps": self.steps,
+            "batch_size": self.batch_size,
+            "lr": self.lr,
+            "dead_feature_window": self.dead_feature_window,
+        }
+        for name, value in positive.items():
+            if not value > 0:
+                raise ValueError(f"{name} must be > 0, got {value}")
+        for name in ("l1_coefficient", "l0_coefficient", "aux_loss_coefficient"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.architecture in ("topk", "batchtopk") and not 0 < self.k <= self.d_sae:
+            raise ValueError(f"k must be in (0, d_sae={self.d_sae}], got {self.k}")
+        if self.target_l0 is not None and not 0 < self.target_l0 <= self.d_sae:
+            raise ValueError(f"target_l0 must be in (0, d_sae={self.d_sae}], got {self.target_l0}")
+        if self.lr_warm_up_steps + self.lr_decay_steps > self.steps:
+            raise ValueError(
+                f"lr_warm_up_steps + lr_decay_steps ({self.lr_warm_up_steps} + "
+                f"{self.lr_decay_steps}) exceed steps ({self.steps})"
+            )
+        if self.resample_dead_every is not None and self.resample_dead_every < 1:
+            raise ValueError("resample_dead_every must be >= 1 or None")
+
+    @property
+    def sparsity_parameter(self) -> tuple[str, float]:
+        """The hyperparameter that sets sparsity for this architecture, with its value."""
+        if self.architecture in ("standard", "gated"):
+            return "l1_coefficient", self.l1_coefficient
+        if self.architecture in ("topk", "batchtopk"):
+            return "k", self.k
+        if self.target_l0 is not None:
+            return "target_l0", self.target_l0
+        return "l0_coefficient", self.l0_coefficient
+
+    def to_dict(self) -> dict[str, Any]:
+        """All fields as a JSON-able dict."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SAETrainingConfig:
+        """Build a config from a dict; unknown keys are an error naming the valid ones."""
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ValueError(f"unknown SAE config keys {unknown}; valid keys: {sorted(names)}")
+        return cls(**data)
+
+    def with_overrides(self, **overrides: Any) -> SAETrainingConfig:
+        """A copy with some fields changed (validated like a new config)."""
+        names = {f.name for f in fields(self)}
+        unknown = sorted(set(overrides) - names)
+        if unknown:
+            raise ValueError(f"unknown SAE config keys {unknown}; valid keys: {sorted(names)}")
+        return replace(self, **overrides)

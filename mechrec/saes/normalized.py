@@ -1,0 +1,170 @@
+"""`NormalizedSAE`: an sae-lens SAE together with the normaliser it was trained behind.
+
+The SAE sees normalised activations; everything outside it (the model, steering,
+reconstruction metrics in raw space) sees raw ones. ``NormalizedSAE`` does the translation
+in both directions so callers never handle the normaliser by hand:
+
+- ``encode(x_raw) = sae.encode(normalize(x_raw))``
+- ``decode(f) = denormalize(sae.decode(f))``
+- ``reconstruct(x_raw) = decode(encode(x_raw))``
+
+Feature activations are in "unit-decoder" units: SAEs trained by :mod:`mechrec.saes.training`
+have their decoder-row norms folded into the encoder before they are returned, so every
+decoder row has norm 1 (in normalised space) and a feature activation of ``a`` moves the
+normalised activation by ``a`` along its direction.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from sae_lens import SAE
+
+from mechrec.normalization import NORMALIZER_FILENAME, Normalizer
+from mechrec.saes.io import (
+    PROVENANCE_FILENAME,
+    check_sae_directory,
+    read_provenance,
+    write_directory_atomically,
+    write_json,
+)
+
+
+class NormalizedSAE:
+    """An sae-lens ``SAE`` plus the :class:`Normalizer` of its training activations.
+
+    Args:
+        sae: an inference sae-lens SAE (any architecture).
+        normalizer: the normaliser its training activations went through.
+        hook_name: the hook point it reads; overrides ``sae.cfg.metadata.hook_name`` (which
+            is then set to it). Required if the SAE's metadata has none.
+        provenance: optional JSON-able description (training config, metrics) saved with it.
+
+    The SAE is put in eval mode with gradients off: a ``NormalizedSAE`` is for inference.
+    """
+
+    def __init__(
+        self,
+        sae: SAE,
+        normalizer: Normalizer,
+        hook_name: str | None = None,
+        provenance: dict[str, Any] | None = None,
+    ) -> None:
+        if hook_name is not None:
+            sae.cfg.metadata.hook_name = hook_name
+        if not sae.cfg.metadata.hook_name:
+            raise ValueError(
+                "the SAE has no hook name (cfg.metadata.hook_name is unset): pass "
+                "hook_name='blocks.0.hook_resid_post' (or whichever hook it was trained on)"
+            )
+        if normalizer.d != sae.cfg.d_in:
+            raise ValueError(
+                f"the normaliser has {normalizer.d} dimensions but the SAE's d_in is "
+                f"{sae.cfg.d_in}: they must come from the same hook point"
+            )
+        self.sae = sae
+        self.normalizer = normalizer
+        self.provenance = provenance
+        self.sae.eval()
+        self.sae.requires_grad_(False)
+
+    @property
+    def hook_name(self) -> str:
+        """TransformerLens hook name the SAE reads and writes."""
+        return str(self.sae.cfg.metadata.hook_name)
+
+    @property
+    def d_in(self) -> int:
+        """Width of the activations at the hook."""
+        return int(self.sae.cfg.d_in)
+
+    @property
+    def d_sae(self) -> int:
+        """Number of features (dictionary size)."""
+        return int(self.sae.cfg.d_sae)
+
+    @property
+    def architecture(self) -> str:
+        """sae-lens inference architecture name (e.g. ``"standard"``, ``"jumprelu"``)."""
+        return str(self.sae.cfg.architecture())
+
+    @property
+    def device(self) -> torch.device:
+        """Device of the SAE parameters."""
+        return self.sae.W_dec.device
+
+    def to(self, device: str | torch.device) -> NormalizedSAE:
+        """Move the SAE to ``device`` (the normaliser follows the inputs' device)."""
+        self.sae.to(device)
+        return self
+
+    def _check_width(self, x: torch.Tensor, what: str, width: int) -> None:
+        if x.shape[-1] != width:
+            raise ValueError(
+                f"{what} have last dimension {x.shape[-1]} but this SAE expects {width} "
+                f"(hook {self.hook_name}, d_in={self.d_in}, d_sae={self.d_sae}): use an SAE "
+                "trained on this hook point"
+            )
+
+    def encode(self, x_raw: torch.Tensor) -> torch.Tensor:
+        """Raw activations ``(..., d_in)`` -> feature activations ``(..., d_sae)``."""
+        self._check_width(x_raw, "activations", self.d_in)
+        return self.sae.encode(self.normalizer.normalize(x_raw))
+
+    def decode(self, features: torch.Tensor) -> torch.Tensor:
+        """Feature activations ``(..., d_sae)`` -> raw (de-normalised) activations."""
+        self._check_width(features, "feature activations", self.d_sae)
+        return self.normalizer.denormalize(self.sae.decode(features))
+
+    def reconstruct(self, x_raw: torch.Tensor) -> torch.Tensor:
+        """``decode(encode(x_raw))``: the SAE's reconstruction in raw space."""
+        return self.decode(self.encode(x_raw))
+
+    def decoder_directions(self) -> torch.Tensor:
+        """``(d_sae, d_in)``: raw-space change caused by raising each feature by 1."""
+        return self.sae.W_dec.detach() * self.normalizer.std.to(self.sae.W_dec.device)
+
+    def save(self, directory: str | os.PathLike) -> Path:
+        """Write the SAE (sae-lens format), its normaliser and provenance to ``directory``."""
+
+        def write(tmp: Path) -> None:
+            self.sae.save_model(tmp)
+            self.normalizer.save(tmp / NORMALIZER_FILENAME)
+            if self.provenance is not None:
+                write_json(tmp / PROVENANCE_FILENAME, self.provenance)
+
+        return write_directory_atomically(directory, write)
+
+    @classmethod
+    def load(
+        cls,
+        directory: str | os.PathLike,
+        *,
+        device: str = "cpu",
+        normalizer: Normalizer | None = None,
+        hook_name: str | None = None,
+    ) -> NormalizedSAE:
+        """Load an SAE saved by :meth:`save`, ready to encode raw activations.
+
+        Args:
+            directory: folder with ``cfg.json``, ``sae_weights.safetensors`` and
+                ``normalizer.safetensors``.
+            device: where to put the SAE.
+            normalizer: use this normaliser instead of the saved one (needed for plain
+                sae-lens SAEs, which have none; ``Normalizer.identity(d_in)`` for raw training).
+            hook_name: override the hook name stored in ``cfg.json``.
+        """
+        root = check_sae_directory(directory, need_normalizer=normalizer is None)
+        sae = SAE.load_from_disk(root, device=device)
+        if normalizer is None:
+            normalizer = Normalizer.load(root / NORMALIZER_FILENAME)
+        return cls(sae, normalizer, hook_name=hook_name, provenance=read_provenance(root))
+
+    def __repr__(self) -> str:
+        return (
+            f"NormalizedSAE(architecture={self.architecture!r}, hook_name={self.hook_name!r}, "
+            f"d_in={self.d_in}, d_sae={self.d_sae}, normalizer={self.normalizer.mode!r})"
+        )

@@ -1,0 +1,241 @@
+"""Train one SAE through sae-lens' ``SAETrainer`` on our activation sources.
+
+The trainer gets our own data provider (shuffled, normalised batches from an
+``ActivationSet`` or ``ActivationStore``): no language model, no sae-lens activation store,
+no wandb, no hub. The loop is driven through ``SAETrainer``'s public per-step methods
+(``maybe_reset_sparsity`` / ``step`` / ``set_final_sae_metadata``, the seams sae-lens
+exposes for external coordinators) instead of ``fit()``, so that we can
+
+- resample dead features between steps (sae-lens has no resampling),
+- report progress through a callback instead of a tqdm bar,
+- stop with a clear error as soon as the loss stops being finite.
+
+Dead features are fought per architecture: TopK/BatchTopK use sae-lens' aux-k loss, JumpReLU
+its pre-activation loss, and standard/gated/JumpReLU can resample dead features towards
+badly reconstructed inputs (Anthropic's "Towards Monosemanticity" recipe).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from sae_lens import SAETrainer, TrainingSAE
+from sae_lens.config import LoggingConfig, SAETrainerConfig
+
+from mechrec.activations.sets import (
+    ActivationSource,
+    check_not_empty,
+    fit_normalizer,
+    iter_batches,
+)
+from mechrec.normalization import Normalizer
+from mechrec.saes.architectures import FEATURE_AXES, build_training_sae, to_inference_sae
+from mechrec.saes.config import SAETrainingConfig
+from mechrec.saes.normalized import NormalizedSAE
+
+
+def norm_reconstruction_loss(preds: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per-element terms whose sum over the last dimension is ``||target - preds||_2``.
+
+    sae-lens reduces its ``mse_loss_fn`` output as ``.sum(dim=-1).mean()``. Returning
+    ``e_j^2 / ||e||`` makes that reduction the mean Euclidean norm of the error (the paper's
+    ``dictionary_learning`` convention) with the exact gradient ``e / ||e||``.
+    """
+    sq = (preds - target).pow(2)
+    return sq / sq.sum(dim=-1, keepdim=True).clamp_min(1e-12).sqrt()
+
+
+@dataclass
+class TrainingResult:
+    """What :func:`train_sae` returns.
+
+    Attributes:
+        sae: the trained SAE with its normaliser, ready to use and to save.
+        config: the configuration it was trained with.
+        history: one dict per logged step (step, losses, l0, dead features in the window).
+        n_resampled: total number of dead features re-initialised during training.
+        dead_fraction_train: fraction of features that did not fire during the last
+            ``dead_feature_window`` steps of training.
+        seconds: wall-clock training time.
+        rows_per_second: activation rows processed per second of training.
+    """
+
+    sae: NormalizedSAE
+    config: SAETrainingConfig
+    history: list[dict[str, float]] = field(default_factory=list)
+    n_resampled: int = 0
+    dead_fraction_train: float = 0.0
+    seconds: float = 0.0
+    rows_per_second: float = 0.0
+
+
+@torch.no_grad()
+def resample_dead_features(
+    trainer: SAETrainer,
+    batch: torch.Tensor,
+    dead: torch.Tensor,
+    generator: torch.Generator,
+    init_threshold: float = 0.0,
+) -> int:
+    """Re-initialise dead features towards inputs the SAE reconstructs badly.
+
+    Inputs are drawn with probability proportional to their squared reconstruction error;
+    each dead feature's decoder row becomes the (centred, unit-norm) input scaled to the
+    mean live decoder norm, its encoder column the same direction scaled to 0.2 x the mean
+    live encoder norm; its biases (and JumpReLU threshold) are reset, as are Adam's moments
+    for all of these, and its "steps since fired" counter.
+
+    Returns:
+        the number of features re-initialised (at most ``batch_size``).
+    """
+    sae: TrainingSAE = trainer.sae
+    idx = dead.nonzero().squeeze(1)
+    if idx.numel() == 0:
+        return 0
+    idx = idx[torch.randperm(idx.numel(), generator=generator)[: batch.shape[0]]]
+    alive = ~dead
+    x = batch.to(sae.W_dec.device)
+    err = (sae.decode(sae.encode(x)) - x).pow(2).sum(-1)
+    rows = torch.multinomial(err.cpu() + 1e-12, idx.numel(), replacement=False, generator=generator)
+    dirs = x[rows] - sae.b_dec
+    dirs = dirs / dirs.norm(dim=-1, keepdim=True).clamp_min(1e-8)
+    dec_norm = sae.W_dec[alive].norm(dim=1).mean() if alive.any() else torch.tensor(1.0)
+    enc_norm = sae.W_enc[:, alive].norm(dim=0).mean() if alive.any() else torch.tensor(1.0)
+    sae.W_dec.data[idx] = dirs * dec_norm
+    sae.W_enc.data[:, idx] = dirs.T * enc_norm * 0.2
+    for name, axis in FEATURE_AXES.items():
+        param = getattr(sae, name, None)
+        if not isinstance(param, torch.nn.Parameter):
+            continue
+        if name not in ("W_enc", "W_dec"):
+            param.data[idx] = init_threshold if name == "threshold" else 0.0
+        state = trainer.optimizer.state.get(param, {})
+        for key in ("exp_avg", "exp_avg_sq"):
+            if key in state:
+                state[key].index_fill_(axis, idx.to(state[key].device), 0.0)
+    trainer.n_forward_passes_since_fired[idx] = 0
+    return int(idx.numel())
+
+
+def _trainer_config(cfg: SAETrainingConfig) -> SAETrainerConfig:
+    return SAETrainerConfig(
+        total_training_samples=cfg.steps * cfg.batch_size,
+        train_batch_size_samples=cfg.batch_size,
+        lr=cfg.lr,
+        lr_end=cfg.lr,
+        lr_scheduler_name="constant",
+        lr_warm_up_steps=cfg.lr_warm_up_steps,
+        lr_decay_steps=cfg.lr_decay_steps,
+        adam_beta1=cfg.adam_beta1,
+        adam_beta2=cfg.adam_beta2,
+        device=cfg.device,
+        dead_feature_window=cfg.dead_feature_window,
+        feature_sampling_window=cfg.dead_feature_window,
+        n_checkpoints=0,
+        save_final_checkpoint=False,
+        logger=LoggingConfig(log_to_wandb=False),
+    )
+
+
+def _step_record(step: int, out: Any, trainer: SAETrainer) -> dict[str, float]:
+    record: dict[str, float] = {"step": step, "loss": out.loss.item()}
+    for name, value in out.losses.items():
+        record[name] = float(value.item())
+    record["l0"] = float((out.feature_acts != 0).sum(-1).float().mean())
+    record["dead_features"] = int(trainer.dead_neurons.sum())
+    return record
+
+
+def train_sae(
+    source: ActivationSource,
+    config: SAETrainingConfig,
+    *,
+    normalizer: Normalizer | None = None,
+    hook_name: str | None = None,
+    log_every: int = 100,
+    progress: Callable[[dict[str, float]], None] | None = None,
+) -> TrainingResult:
+    """Train one SAE on the activations of ``source``.
+
+    Args:
+        source: raw activations (``ActivationSet`` / ``ActivationStore``) at one hook.
+        config: architecture and hyperparameters.
+        normalizer: normalisation to train behind; ``None`` fits ``config.normalization`` on
+            ``source`` (streamed). Pass one to share it across a sweep.
+        hook_name: hook the SAE belongs to (default: ``source.hook_name``).
+        log_every: record losses, L0 and dead features every this many steps.
+        progress: called with each record (a dict) as it is made.
+
+    Returns:
+        a :class:`TrainingResult` whose ``sae`` is a ready :class:`NormalizedSAE`.
+    """
+    check_not_empty(source)
+    hook_name = hook_name or source.hook_name
+    if normalizer is None:
+        normalizer = fit_normalizer(source, config.normalization)
+    if normalizer.d != source.d:
+        raise ValueError(
+            f"the normaliser has {normalizer.d} dimensions but the activations have "
+            f"{source.d}: fit it on activations from the same hook ({hook_name!r})"
+        )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        training_sae = build_training_sae(config, source.d, hook_name)
+    if config.reconstruction_loss == "norm":
+        training_sae.mse_loss_fn = norm_reconstruction_loss
+    provider = iter_batches(source, config.batch_size, seed=config.seed, normalizer=normalizer)
+    trainer = SAETrainer(cfg=_trainer_config(config), sae=training_sae, data_provider=provider)
+    generator = torch.Generator().manual_seed(config.seed + 1)
+    resample_stop = int(config.resample_until * config.steps)
+    history: list[dict[str, float]] = []
+    n_resampled = 0
+    start = time.perf_counter()
+    training_sae.train()
+    for step in range(1, config.steps + 1):
+        trainer.maybe_reset_sparsity()
+        batch = next(provider)
+        out = trainer.step(batch)
+        trainer.n_training_steps += 1
+        loss = out.loss.item()
+        if not math.isfinite(loss):
+            raise FloatingPointError(
+                f"SAE training diverged at step {step} (loss {loss}): lower lr "
+                f"(now {config.lr}) or check the activations for extreme values"
+            )
+        if (
+            config.resample_dead_every is not None
+            and step % config.resample_dead_every == 0
+            and step <= resample_stop
+        ):
+            n_resampled += resample_dead_features(
+                trainer,
+                batch,
+                trainer.dead_neurons,
+                generator,
+                init_threshold=config.jumprelu_init_threshold,
+            )
+        if step % log_every == 0 or step == config.steps:
+            record = _step_record(step, out, trainer)
+            history.append(record)
+            if progress is not None:
+                progress(record)
+    seconds = time.perf_counter() - start
+    trainer.set_final_sae_metadata()
+    dead_fraction = float(trainer.dead_neurons.float().mean())
+    inference = to_inference_sae(training_sae, config.architecture)
+    provenance = {"training_config": config.to_dict(), "normalization": normalizer.mode}
+    nsae = NormalizedSAE(inference, normalizer, hook_name=hook_name, provenance=provenance)
+    return TrainingResult(
+        sae=nsae,
+        config=config,
+        history=history,
+        n_resampled=n_resampled,
+        dead_fraction_train=dead_fraction,
+        seconds=seconds,
+        rows_per_second=config.steps * config.batch_size / seconds,
+    )
