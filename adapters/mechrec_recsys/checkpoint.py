@@ -1,0 +1,230 @@
+"""GPTRec checkpoints: safetensors weights + a JSON config holding the item vocabulary.
+
+A checkpoint directory holds ``model.safetensors`` (the state dict) and ``config.json``
+(format tag, :class:`~mechrec_recsys.model.GPTRecConfig`, vocabulary, free metadata and the
+SHA-256 of the weights file). Each file is written atomically (temporary file, ``fsync``,
+``os.replace``); the weights go first and the config last, and loading checks the hash, so a
+crash between the two writes is detected instead of pairing new weights with an old config.
+Nothing is pickled: loading a stranger's checkpoint cannot run code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as load_safetensors_bytes
+from safetensors.torch import save as save_safetensors_bytes
+from transformer_lens import HookedTransformer
+
+from mechrec_recsys.model import GPTRecConfig, _gptrec_config_of, build_gptrec
+from mechrec_recsys.vocab import ItemVocab
+
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "Checkpoint",
+    "atomic_write_bytes",
+    "atomic_write_json",
+    "check_vocab_matches",
+    "load_checkpoint",
+    "read_json",
+    "read_tensors",
+    "save_checkpoint",
+    "write_tensors",
+]
+
+CHECKPOINT_FORMAT = "mechrec.gptrec/1"
+WEIGHTS_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically: temp file in the same folder, fsync, rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: str | Path, data: Any) -> None:
+    """Write ``data`` as indented JSON, atomically."""
+    atomic_write_bytes(path, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode())
+
+
+def read_json(path: str | Path) -> Any:
+    """Read a JSON file; errors name the file, line and column."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"file not found: {path}")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(
+            f"{path}: line {exc.lineno}, column {exc.colno}: invalid JSON ({exc.msg})"
+        ) from None
+
+
+def write_tensors(
+    path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None
+) -> str:
+    """Save tensors as safetensors atomically; returns the SHA-256 of the written bytes."""
+    data = save_safetensors_bytes(
+        {name: t.detach().contiguous().cpu() for name, t in tensors.items()}, metadata=metadata
+    )
+    atomic_write_bytes(path, data)
+    return hashlib.sha256(data).hexdigest()
+
+
+def read_tensors(path: str | Path, expected_sha256: str | None = None) -> dict[str, torch.Tensor]:
+    """Load a safetensors file (optionally verifying its SHA-256)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file not found: {path}")
+    data = path.read_bytes()
+    if expected_sha256 is not None and hashlib.sha256(data).hexdigest() != expected_sha256:
+        raise ValueError(
+            f"{path} does not match the hash recorded beside it (interrupted write or "
+            "tampering); re-create the checkpoint"
+        )
+    try:
+        return load_safetensors_bytes(data)
+    except SafetensorError as exc:
+        raise ValueError(f"{path}: not a valid safetensors file ({exc})") from None
+
+
+@dataclass
+class Checkpoint:
+    """A loaded GPTRec checkpoint.
+
+    Attributes:
+        model: the ``HookedTransformer`` in eval mode.
+        vocab: the item vocabulary it was trained on.
+        config: its architecture.
+        metadata: free JSON metadata stored with it (training config, metrics, ...).
+    """
+
+    model: HookedTransformer
+    vocab: ItemVocab
+    config: GPTRecConfig
+    metadata: dict[str, Any]
+
+
+def save_checkpoint(
+    directory: str | Path,
+    model: HookedTransformer,
+    vocab: ItemVocab,
+    *,
+    metadata: dict[str, Any] | None = None,
+) -> Path:
+    """Save a GPTRec model with its vocabulary into ``directory`` (created if needed).
+
+    Raises:
+        ValueError: the model is not a GPTRec model or its size disagrees with the vocabulary.
+    """
+    config = _gptrec_config_of(model)
+    if model.cfg.d_vocab != vocab.size:
+        raise ValueError(
+            f"model has {model.cfg.d_vocab} tokens but the vocabulary has {vocab.size} "
+            "(items + padding): save the model with the vocabulary it was trained on"
+        )
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    digest = write_tensors(directory / WEIGHTS_FILE, model.state_dict(),
+                           metadata={"format": CHECKPOINT_FORMAT})
+    atomic_write_json(
+        directory / CONFIG_FILE,
+        {
+            "format": CHECKPOINT_FORMAT,
+            "model_config": config.to_json(),
+            "vocab_size": vocab.size,
+            "vocab": vocab.to_json(),
+            "weights_sha256": digest,
+            "metadata": metadata or {},
+        },
+    )
+    return directory
+
+
+def load_checkpoint(
+    directory: str | Path, *, device: str = "cpu", expected_vocab: ItemVocab | None = None
+) -> Checkpoint:
+    """Load a checkpoint written by :func:`save_checkpoint`.
+
+    Args:
+        directory: the checkpoint folder.
+        device: where to put the model.
+        expected_vocab: if given, the vocabulary of the data the model will be used on; a
+            mismatch raises ``ValueError``.
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise FileNotFoundError(f"checkpoint directory not found: {directory}")
+    config_path = directory / CONFIG_FILE
+    raw = read_json(config_path)
+    if not isinstance(raw, dict) or raw.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(
+            f"{config_path}: not a GPTRec checkpoint config (expected \"format\": "
+            f"\"{CHECKPOINT_FORMAT}\")"
+        )
+    for key in ("model_config", "vocab", "vocab_size", "weights_sha256"):
+        if key not in raw:
+            raise ValueError(f"{config_path}: missing key {key!r}")
+    config = GPTRecConfig.from_json(raw["model_config"])
+    vocab = ItemVocab.from_json(raw["vocab"])
+    if vocab.size != raw["vocab_size"]:
+        raise ValueError(
+            f"{config_path}: vocab_size {raw['vocab_size']} disagrees with the stored "
+            f"vocabulary ({vocab.size} tokens)"
+        )
+    if expected_vocab is not None:
+        check_vocab_matches(vocab, expected_vocab, source=str(directory))
+    state = read_tensors(directory / WEIGHTS_FILE, raw["weights_sha256"])
+    model = build_gptrec(vocab.size, config, device=device)
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if missing or unexpected:
+        raise ValueError(
+            f"{directory / WEIGHTS_FILE} does not fit the config: missing {missing[:5]}, "
+            f"unexpected {unexpected[:5]}"
+        )
+    for name, tensor in state.items():
+        if tensor.shape != expected[name].shape:
+            raise ValueError(
+                f"{directory / WEIGHTS_FILE}: {name} has shape {tuple(tensor.shape)}, the config "
+                f"implies {tuple(expected[name].shape)}"
+            )
+    model.load_state_dict(state, strict=True)
+    model.eval()
+    return Checkpoint(model=model, vocab=vocab, config=config, metadata=raw.get("metadata", {}))
+
+
+def check_vocab_matches(
+    model_vocab: ItemVocab, data_vocab: ItemVocab, source: str = "model"
+) -> None:
+    """Raise ``ValueError`` unless two vocabularies map the same items to the same tokens."""
+    if model_vocab.num_items != data_vocab.num_items or not (
+        model_vocab.item_ids == data_vocab.item_ids
+    ).all():
+        only_model = len(set(model_vocab.item_ids.tolist()) - set(data_vocab.item_ids.tolist()))
+        only_data = len(set(data_vocab.item_ids.tolist()) - set(model_vocab.item_ids.tolist()))
+        raise ValueError(
+            f"the item vocabulary of {source} ({model_vocab.num_items} items) does not match the "
+            f"data ({data_vocab.num_items} items; {only_model} only in the model, {only_data} "
+            "only in the data): use the dataset and split the model was trained on"
+        )
