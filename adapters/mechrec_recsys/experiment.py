@@ -1,0 +1,263 @@
+"""An experiment: one dataset split plus the GPTRec model trained on it.
+
+Every analysis of the paper (SAE training and Table 1, attribute alignment, steering sweeps)
+starts from the same three things: the split's user sequences, the trained model, and the
+item attributes aligned with model tokens. :class:`Experiment` holds them, rebuilds the split
+exactly as it was at training time (the run's ``run.json`` records how), batches any part of
+the split, collects activations at any hook, and scores any top-K lists on the test users.
+
+Run folder layout (written by ``mechrec train``)::
+
+    run_dir/run.json        how the split and model were made (RunSpec)
+    run_dir/model/          the best GPTRec checkpoint (safetensors + JSON)
+    run_dir/metrics.json    GPTRec vs popularity on the test users
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from transformer_lens import HookedTransformer
+
+from mechrec.activations import ActivationSet, collect_activations
+from mechrec_recsys.checkpoint import atomic_write_json, load_checkpoint
+from mechrec_recsys.data import Dataset, Split, load_dataset
+from mechrec_recsys.data.splits import make_split
+from mechrec_recsys.metrics import (
+    attribute_share_at_k,
+    coverage_at_k,
+    diversity_at_k,
+    hit_rate_at_k,
+    mask_seen,
+    mrr_at_k,
+    ndcg_at_k,
+    top_k_from_scores,
+)
+from mechrec_recsys.model import last_position_scores
+from mechrec_recsys.sequences import SequenceSet, iter_batches
+
+RUN_SPEC_FILE = "run.json"
+MODEL_DIR = "model"
+RUN_SPEC_FORMAT = "mechrec.run_spec/1"
+#: Splits ask for whole histories; the model reads only the last ``n_ctx`` items of each.
+FULL_HISTORY = 10**9
+PARTS = ("train", "validation", "sae_train", "test")
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """How a run's split was made, so later analyses rebuild exactly the same users.
+
+    Attributes:
+        dataset: dataset name for :func:`mechrec_recsys.data.load_dataset` (e.g. ``ml-100k``).
+        split: ``paper`` | ``loo`` | ``random``.
+        seed: seed of the split (and of the model's initialisation and training).
+    """
+
+    dataset: str
+    split: str = "paper"
+    seed: int = 0
+
+    def save(self, run_dir: str | Path) -> Path:
+        """Write ``run_dir/run.json`` atomically."""
+        path = Path(run_dir) / RUN_SPEC_FILE
+        atomic_write_json(path, {"format": RUN_SPEC_FORMAT, **asdict(self)})
+        return path
+
+    @classmethod
+    def load(cls, run_dir: str | Path) -> RunSpec:
+        """Read ``run_dir/run.json``; a missing or malformed file is a clear error."""
+        path = Path(run_dir) / RUN_SPEC_FILE
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"{path} not found: {run_dir} is not a mechrec run folder; create one with "
+                "'mechrec train DATASET --split paper --out RUN_DIR'"
+            )
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise ValueError(
+                f"{path}: line {exc.lineno}, column {exc.colno}: invalid JSON ({exc.msg})"
+            ) from None
+        if not isinstance(data, dict) or data.get("format") != RUN_SPEC_FORMAT:
+            raise ValueError(f"{path}: not a mechrec run spec (expected format {RUN_SPEC_FORMAT})")
+        try:
+            return cls(dataset=str(data["dataset"]), split=str(data["split"]),
+                       seed=int(data["seed"]))
+        except KeyError as exc:
+            raise ValueError(f"{path}: missing key {exc.args[0]!r}") from None
+
+
+def decade_label(year: float) -> str:
+    """``1994 -> "decade=1990s"``."""
+    return f"decade={int(year) // 10 * 10}s"
+
+
+@dataclass
+class Experiment:
+    """A dataset split with the GPTRec model trained on it.
+
+    Attributes:
+        spec: how the split was made.
+        dataset: the loaded dataset (interactions and catalog).
+        split: the split's parts as :class:`SequenceSet` over ``split.vocab``.
+        model: the trained GPTRec ``HookedTransformer`` (eval mode).
+        batch_size: sequences per forward pass.
+    """
+
+    spec: RunSpec
+    dataset: Dataset
+    split: Split
+    model: HookedTransformer
+    batch_size: int = 256
+    _activations: dict[tuple[str, str], ActivationSet] = field(default_factory=dict, repr=False)
+
+    # ---------------------------------------------------------------------------- building
+    @classmethod
+    def open(
+        cls,
+        run_dir: str | Path,
+        *,
+        data_dir: str | Path | None = None,
+        download: bool = True,
+        device: str = "cpu",
+        batch_size: int = 256,
+    ) -> Experiment:
+        """Rebuild the split of a ``mechrec train`` run and load its best model."""
+        run_dir = Path(run_dir)
+        spec = RunSpec.load(run_dir)
+        dataset = load_dataset(spec.dataset, data_dir, download=download)
+        split = make_split(dataset, spec.split, seed=spec.seed, max_len=FULL_HISTORY)
+        checkpoint = load_checkpoint(run_dir / MODEL_DIR, device=device,
+                                     expected_vocab=split.vocab)
+        return cls(spec=spec, dataset=dataset, split=split, model=checkpoint.model,
+                   batch_size=batch_size)
+
+    # ---------------------------------------------------------------------------- data
+    @property
+    def vocab(self):
+        """The item vocabulary shared by the split and the model."""
+        return self.split.vocab
+
+    def part(self, name: str) -> SequenceSet:
+        """One part of the split: ``train``, ``validation``, ``sae_train`` or ``test``."""
+        if name not in PARTS:
+            raise ValueError(f"unknown split part {name!r}; choose one of {', '.join(PARTS)}")
+        value = getattr(self.split, name)
+        if value is None:
+            raise ValueError(
+                f"the {self.spec.split!r} split has no {name!r} part"
+                + ("; SAE users exist only in the paper and random splits"
+                   if name == "sae_train" else "")
+            )
+        return value
+
+    def batches(self, name: str) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Left-padded ``(tokens, attention_mask)`` batches of a part, truncated to the model's
+        context; for ``test`` and ``validation`` these are the inputs (targets held out)."""
+        device = next(self.model.parameters()).device
+        for tokens, mask in iter_batches(self.part(name).sequences, self.batch_size,
+                                         self.model.cfg.n_ctx):
+            yield tokens.to(device), mask.to(device)
+
+    def activations(self, name: str, hook_name: str) -> ActivationSet:
+        """Activations at ``hook_name`` for every real position of a part (cached)."""
+        key = (name, hook_name)
+        if key not in self._activations:
+            with torch.no_grad():
+                collected = collect_activations(self.model, self.batches(name), hook_name)
+            if not isinstance(collected, ActivationSet):  # pragma: no cover - no budget given
+                collected = collected.load()
+            self._activations[key] = collected
+        return self._activations[key]
+
+    # ---------------------------------------------------------------------------- attributes
+    @property
+    def genre_names(self) -> list[str]:
+        """Genres of the catalog, in catalog order."""
+        return list(self.dataset.catalog.genre_names)
+
+    def token_attributes(
+        self, names: list[str] | None = None, *, decades: bool = False
+    ) -> tuple[np.ndarray, list[str]]:
+        """Attributes aligned with tokens: ``((vocab.size, A) float32, names)``.
+
+        Args:
+            names: catalog attribute names (default: every genre).
+            decades: also add one-hot release decades (``decade=1990s``, ...) from the year.
+        """
+        names = self.genre_names if names is None else list(names)
+        matrix = self.dataset.catalog.attribute_matrix(self.vocab, names)
+        if not decades:
+            return matrix, names
+        years = self.dataset.catalog.items["year"].reindex(self.vocab.item_ids)
+        known = years.notna().to_numpy()
+        labels = np.array([decade_label(y) if ok else "" for y, ok in zip(years, known,
+                                                                          strict=True)])
+        decade_names = sorted(set(labels[known]))
+        extra = np.zeros((self.vocab.size, len(decade_names)), dtype=np.float32)
+        for column, label in enumerate(decade_names):
+            extra[1:, column] = labels == label
+        return np.concatenate([matrix, extra], axis=1), names + decade_names
+
+    # ---------------------------------------------------------------------------- evaluation
+    def train_items(self) -> np.ndarray:
+        """Distinct item tokens of the recommender-training sequences (for coverage)."""
+        return np.unique(np.concatenate(self.part("train").sequences))
+
+    def top_k_from_last_scores(
+        self, scores: torch.Tensor, sequences: list[np.ndarray], k: int = 10,
+        *, exclude_seen: bool = True,
+    ) -> np.ndarray:
+        """Top-``k`` tokens from last-position scores, masking padding and seen items."""
+        scores = scores.detach().float().clone()
+        mask_seen(scores, sequences if exclude_seen else None)
+        return top_k_from_scores(scores, k)
+
+    def recommend(self, name: str = "test", k: int = 10, *, exclude_seen: bool = True
+                  ) -> np.ndarray:
+        """Top-``k`` tokens for every sequence of a part, with the model as it is (hooks
+        attached to it apply)."""
+        sequences = self.part(name).sequences
+        out = []
+        start = 0
+        with torch.no_grad():
+            for tokens, mask in self.batches(name):
+                chunk = sequences[start:start + tokens.shape[0]]
+                start += tokens.shape[0]
+                scores = last_position_scores(self.model, tokens, mask)
+                out.append(self.top_k_from_last_scores(scores, chunk, k,
+                                                       exclude_seen=exclude_seen))
+        return np.concatenate(out)
+
+    def evaluate_top_k(
+        self, top_k: np.ndarray, *, k: int = 10, attributes: tuple[np.ndarray, list[str]]
+        | None = None,
+    ) -> dict[str, Any]:
+        """Ranking and beyond-accuracy metrics of top-K lists for the test users.
+
+        Returns a flat dict: ``ndcg``, ``ndcg_se``, ``hit_rate``, ``hit_rate_se``, ``mrr``,
+        ``coverage``, ``diversity`` and ``share:<attribute>`` for every attribute given
+        (default: every genre).
+        """
+        targets = self.part("test").targets
+        out: dict[str, Any] = {}
+        for metric, values in (("ndcg", ndcg_at_k(top_k, targets, k)),
+                               ("hit_rate", hit_rate_at_k(top_k, targets, k)),
+                               ("mrr", mrr_at_k(top_k, targets, k))):
+            out[metric] = float(values.mean())
+            out[f"{metric}_se"] = (float(values.std(ddof=1) / np.sqrt(values.size))
+                                   if values.size > 1 else float("nan"))
+        out["coverage"] = coverage_at_k(top_k, self.train_items(), k)
+        out["diversity"] = diversity_at_k(top_k, k)
+        matrix, names = attributes if attributes is not None else self.token_attributes()
+        shares = np.nanmean(attribute_share_at_k(top_k, matrix, k), axis=0)
+        for name, share in zip(names, shares, strict=True):
+            out[f"share:{name}"] = float(share)
+        return out
