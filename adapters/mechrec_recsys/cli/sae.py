@@ -1,0 +1,371 @@
+"""``mechrec sae``: train SAEs on a run's activations, evaluate them, reproduce Table 1.
+
+Commands:
+
+* ``mechrec sae train RUN_DIR --hook blocks.0.hook_resid_post --architecture standard
+  --d-sae 2048 --l1 0.1 --steps 3000 --seed 0 [--name NAME]``: train an SAE on the SAE users'
+  activations, save it under ``RUN_DIR/saes/NAME/`` (sae-lens format + normaliser) and print
+  its reconstruction metrics on the test users. ``--k`` sets TopK/BatchTopK sparsity,
+  ``--target-l0`` / ``--l0-coefficient`` JumpReLU's.
+* ``mechrec sae eval RUN_DIR SAE_DIR``: one SAE's Table-1 rows: the original model, then the
+  model with the hook replaced by the reconstruction ("replace", the paper's Table 1) and by
+  reconstruction + error ("replace + error", identical to the original by construction).
+* ``mechrec sae table1 RUN_DIR [--l1 ...] [--d-sae ...] [--seeds 0,1,2,3,4] [--steps N]
+  [--out FILE.csv]``: the paper's sweep (L1 weights at dictionary 2048, dictionary sizes at L1
+  0.1, on the first block's output), mean ± std over seeds; writes CSV + JSON and prints the
+  table. Every SAE is saved as it finishes: rerun the same command after an interruption and
+  it continues.
+
+Bad input (a folder that is not a run, an unknown hook, an SAE of another model, a missing
+normaliser, malformed lists, ...) prints one line ``error: ...`` to stderr and exits with
+code 2.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from mechrec.saes import ARCHITECTURES, PAPER_DICT_SIZES, PAPER_L1_GRID, SAETrainingConfig
+from mechrec_recsys.experiment import Experiment
+from mechrec_recsys.saes import (
+    PAPER_HOOK,
+    Table1,
+    evaluate_sae,
+    json_safe,
+    load_run_sae,
+    open_run,
+    resolve_sae_directory,
+    run_table1,
+    train_run_sae,
+    write_table1,
+)
+
+sae_app = typer.Typer(
+    name="sae",
+    help="Train sparse autoencoders on a run's activations, evaluate them, reproduce Table 1.",
+    no_args_is_help=True,
+)
+
+BAD_INPUT = (ValueError, FileNotFoundError, KeyError, OSError, FloatingPointError)
+#: Default learning-rate warm-up (capped at a tenth of the steps for short runs).
+WARM_UP_STEPS = 100
+
+
+def fail(message: str) -> None:
+    """Print a one-line error to stderr and exit with code 2."""
+    typer.echo("error: " + " ".join(str(message).split()), err=True)
+    raise typer.Exit(code=2)
+
+
+def parse_list(text: str, convert: Callable[[str], Any], option: str) -> list[Any]:
+    """``"0.1,0.2"`` -> ``[0.1, 0.2]``; a malformed item is a clear ``ValueError``."""
+    items = [item.strip() for item in text.split(",") if item.strip()]
+    if not items:
+        raise ValueError(f"{option} needs a comma-separated list of values, got {text!r}")
+    values = []
+    for item in items:
+        try:
+            values.append(convert(item))
+        except ValueError:
+            kind = "integers" if convert is int else "numbers"
+            raise ValueError(f"{option} takes comma-separated {kind}; {item!r} is not one "
+                             f"(got {text!r})") from None
+    return values
+
+
+def _console() -> Console:
+    console = Console()
+    if not console.is_terminal:
+        console.width = max(console.width, 160)  # keep "mean ± std" cells on one line in logs
+    return console
+
+
+def _number(value: Any, fmt: str) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return format(value, fmt)
+
+
+def _mean_spread(mean: Any, spread: Any, fmt: str) -> str:
+    text = _number(mean, fmt)
+    if spread is None or text == "-" or (isinstance(spread, float) and math.isnan(spread)):
+        return text
+    return f"{text} ± {format(spread, fmt)}"
+
+
+def _open(run_dir: Path, data_dir: Path | None, download: bool, device: str) -> Experiment:
+    return open_run(run_dir, data_dir=data_dir, download=download, device=device)
+
+
+def _warm_up(steps: int, warm_up: int | None) -> int:
+    return min(WARM_UP_STEPS, steps // 10) if warm_up is None else warm_up
+
+
+def training_config(
+    *, architecture: str, d_sae: int, l1: float | None, k: float | None,
+    target_l0: float | None, l0_coefficient: float | None, steps: int, batch_size: int,
+    lr: float, warm_up: int | None, seed: int, device: str,
+) -> SAETrainingConfig:
+    """The SAE config of ``mechrec sae train``'s options; a sparsity option that does not
+    belong to ``architecture`` is an error naming the one that does."""
+    if architecture not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {architecture!r}; choose one of "
+                         f"{', '.join(ARCHITECTURES)}")
+    owners = {"--l1": (l1, ("standard", "gated")), "--k": (k, ("topk", "batchtopk")),
+              "--target-l0": (target_l0, ("jumprelu",)),
+              "--l0-coefficient": (l0_coefficient, ("jumprelu",))}
+    for option, (value, archs) in owners.items():
+        if value is not None and architecture not in archs:
+            raise ValueError(f"{option} applies to {'/'.join(archs)}, not {architecture}; "
+                             f"{architecture} takes {_sparsity_option(architecture)}")
+    overrides: dict[str, Any] = {}
+    if l1 is not None:
+        overrides["l1_coefficient"] = l1
+    if k is not None:
+        overrides["k"] = k
+    if target_l0 is not None:
+        overrides["target_l0"] = target_l0
+        overrides["l0_coefficient"] = 1.0 if l0_coefficient is None else l0_coefficient
+    elif l0_coefficient is not None:
+        overrides["l0_coefficient"] = l0_coefficient
+    return SAETrainingConfig(
+        architecture=architecture, d_sae=d_sae, steps=steps, batch_size=batch_size, lr=lr,
+        lr_warm_up_steps=_warm_up(steps, warm_up), seed=seed, device=device, **overrides)
+
+
+def _sparsity_option(architecture: str) -> str:
+    return {"standard": "--l1", "gated": "--l1", "topk": "--k", "batchtopk": "--k",
+            "jumprelu": "--target-l0 or --l0-coefficient"}[architecture]
+
+
+# -------------------------------------------------------------------------------- train
+@sae_app.command("train")
+def train(
+    run_dir: Path = typer.Argument(..., help="run folder written by 'mechrec train'"),
+    hook: str = typer.Option(PAPER_HOOK, "--hook", help="TransformerLens hook to read"),
+    architecture: str = typer.Option("standard", "--architecture",
+                                     help=" | ".join(ARCHITECTURES)),
+    d_sae: int = typer.Option(2048, "--d-sae", help="dictionary size"),
+    l1: float | None = typer.Option(None, "--l1", help="L1 weight (standard, gated; "
+                                    "default 0.1)"),
+    k: float | None = typer.Option(None, "--k", help="active features per row (topk, "
+                                   "batchtopk; default 32)"),
+    target_l0: float | None = typer.Option(None, "--target-l0", help="jumprelu: target L0 "
+                                           "(penalises (L0 - target)^2)"),
+    l0_coefficient: float | None = typer.Option(
+        None, "--l0-coefficient", help="jumprelu: L0 penalty weight (default 1e-3; 1 with "
+        "--target-l0)"),
+    steps: int = typer.Option(3000, "--steps", help="optimisation steps"),
+    batch_size: int = typer.Option(1024, "--batch-size", help="activation rows per step"),
+    lr: float = typer.Option(1e-3, "--lr", help="Adam learning rate (the paper: 1e-3)"),
+    warm_up: int | None = typer.Option(None, "--warm-up", help="learning-rate warm-up steps "
+                                       "(default min(100, steps/10))"),
+    seed: int = typer.Option(0, "--seed"),
+    name: str | None = typer.Option(None, "--name", help="folder under RUN_DIR/saes/ "
+                                    "(default: hook-architecture-size-sparsity-seed)"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace an SAE of that name"),
+    data_dir: Path | None = typer.Option(None, "--data-dir", help="folder holding the dataset"),
+    download: bool = typer.Option(True, "--download/--no-download",
+                                  help="download the dataset when no local copy exists"),
+    device: str = typer.Option("cpu", "--device", help="cpu | cuda"),
+    progress: bool = typer.Option(True, "--progress/--no-progress",
+                                  help="print training progress to stderr"),
+) -> None:
+    """Train an SAE on the SAE users' activations at a hook, save it, print its metrics."""
+    try:
+        config = training_config(
+            architecture=architecture, d_sae=d_sae, l1=l1, k=k, target_l0=target_l0,
+            l0_coefficient=l0_coefficient, steps=steps, batch_size=batch_size, lr=lr,
+            warm_up=warm_up, seed=seed, device=device)
+        experiment = _open(run_dir, data_dir, download, device)
+
+        def report(record: dict[str, float]) -> None:
+            if progress:
+                typer.echo(f"step {int(record['step'])}/{steps}: loss {record['loss']:.4f}, "
+                           f"L0 {record['l0']:.1f}, dead {int(record['dead_features'])}",
+                           err=True)
+
+        trained = train_run_sae(experiment, config, hook=hook, run_dir=run_dir, name=name,
+                                overwrite=overwrite, progress=report)
+    except BAD_INPUT as exc:
+        fail(str(exc))
+        return
+    metrics = trained.test_metrics
+    parameter, value = config.sparsity_parameter
+    table = Table(title=f"{architecture} SAE at {hook}: {d_sae} features, {parameter} "
+                  f"{value:g}, seed {seed}; metrics on {metrics.n_rows:,} test activations")
+    for column in ("RMSE", "explained variance", "L0", "dead (test)", "dead (training)",
+                   "resampled", "seconds"):
+        table.add_column(column, justify="right")
+    table.add_row(f"{metrics.rmse:.4f}", f"{metrics.explained_variance:.4f}",
+                  f"{metrics.l0:.1f}", f"{metrics.dead_fraction:.3f}",
+                  f"{trained.training.dead_fraction_train:.3f}",
+                  str(trained.training.n_resampled), f"{trained.training.seconds:.1f}")
+    console = _console()
+    console.print(table)
+    console.print(f"saved to {trained.directory} (sae-lens format + normalizer.safetensors); "
+                  f"evaluate with: mechrec sae eval {run_dir} {trained.directory}",
+                  highlight=False, soft_wrap=True)
+
+
+# -------------------------------------------------------------------------------- eval
+def eval_table(rows: list[dict[str, Any]], title: str) -> Table:
+    """A rich table of :func:`mechrec_recsys.saes.evaluate_sae` rows (mean ± SE cells)."""
+    table = Table(title=title)
+    table.add_column("model", style="bold")
+    for column in ("RMSE", "expl. var.", "L0", "dead", "NDCG@10", "HR@10", "Coverage@10",
+                   "ΔNDCG (paired)"):
+        table.add_column(column, justify="right")
+    for row in rows:
+        table.add_row(
+            row["model"], _number(row.get("rmse"), ".4f"),
+            _number(row.get("explained_variance"), ".4f"), _number(row.get("l0"), ".1f"),
+            _number(row.get("dead_fraction"), ".3f"),
+            *(_mean_spread(row[key], row[f"{key}_se"], ".4f")
+              for key in ("ndcg", "hit_rate", "coverage")),
+            _mean_spread(row.get("ndcg_delta"), row.get("ndcg_delta_se"), ".4f"))
+    return table
+
+
+@sae_app.command("eval")
+def evaluate(
+    run_dir: Path = typer.Argument(..., help="run folder written by 'mechrec train'"),
+    sae_dir: Path = typer.Argument(..., help="SAE folder (or its name under RUN_DIR/saes/)"),
+    k: int = typer.Option(10, "--k", help="length of the recommendation lists"),
+    out: Path | None = typer.Option(None, "--out", help="also write the rows as JSON"),
+    data_dir: Path | None = typer.Option(None, "--data-dir", help="folder holding the dataset"),
+    download: bool = typer.Option(True, "--download/--no-download",
+                                  help="download the dataset when no local copy exists"),
+    device: str = typer.Option("cpu", "--device", help="cpu | cuda"),
+) -> None:
+    """One SAE's Table-1 rows: original model, "replace" and "replace + error"."""
+    try:
+        experiment = _open(run_dir, data_dir, download, device)
+        directory = resolve_sae_directory(run_dir, sae_dir)
+        nsae = load_run_sae(experiment, directory, device=device)
+        rows = evaluate_sae(experiment, nsae, k=k)
+        if out is not None:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(json.dumps(json_safe({"sae": str(directory), "rows": rows}),
+                                      indent=2) + "\n")
+    except BAD_INPUT as exc:
+        fail(str(exc))
+        return
+    recon = rows[1]
+    title = (f"{nsae.architecture} SAE at {nsae.hook_name} ({nsae.d_sae} features) on "
+             f"{len(experiment.part('test'))} test users ({recon['n_rows']:,} activations)")
+    console = _console()
+    console.print(eval_table(rows, title))
+    console.print("reconstruction metrics in normalised space on the test users' activations; "
+                  "ranking metrics: mean ± standard error over test users (coverage: "
+                  "bootstrap); ΔNDCG: paired difference with the original", highlight=False)
+
+
+# -------------------------------------------------------------------------------- table1
+def table1_table(table: Table1, title: str) -> Table:
+    """A rich table like the paper's Table 1 (first row: the original model)."""
+    out = Table(title=title)
+    for column in ("L1 weight", "dict size", "RMSE", "expl. var.", "L0", "dead",
+                   "NDCG@10", "HR@10", "Coverage@10"):
+        out.add_column(column, justify="right")
+    rows = table.rows()
+    original = rows[0]
+    out.add_row("original", "-", "-", "-", "-", "-",
+                *(_mean_spread(original[f"{key}_mean"], original[f"{key}_se"], ".4f")
+                  for key in ("ndcg", "hit_rate", "coverage")))
+    previous = None
+    for row in rows[1:]:
+        if previous is not None and row["sweep"] != previous:
+            out.add_section()
+        previous = row["sweep"]
+        out.add_row(
+            f"{row['l1_coefficient']:g}", str(row["d_sae"]),
+            _mean_spread(row["rmse_mean"], row["rmse_std"], ".3f"),
+            _mean_spread(row["explained_variance_mean"], row["explained_variance_std"], ".3f"),
+            _mean_spread(row["l0_mean"], row["l0_std"], ".1f"),
+            _mean_spread(row["dead_fraction_mean"], row["dead_fraction_std"], ".3f"),
+            *(_mean_spread(row[f"{key}_mean"], row[f"{key}_std"], ".4f")
+              for key in ("ndcg", "hit_rate", "coverage")))
+    return out
+
+
+@sae_app.command("table1")
+def table1(
+    run_dir: Path = typer.Argument(..., help="run folder written by 'mechrec train'"),
+    hook: str = typer.Option(PAPER_HOOK, "--hook", help="TransformerLens hook to read"),
+    l1: str = typer.Option(",".join(f"{v:g}" for v in PAPER_L1_GRID), "--l1",
+                           help="L1 weights of the L1 sweep (comma-separated)"),
+    d_sae: str = typer.Option(",".join(str(v) for v in PAPER_DICT_SIZES), "--d-sae",
+                              help="dictionary sizes of the size sweep (comma-separated)"),
+    l1_d_sae: int = typer.Option(2048, "--l1-d-sae", help="dictionary size of the L1 sweep"),
+    d_sae_l1: float = typer.Option(0.1, "--d-sae-l1", help="L1 weight of the size sweep"),
+    seeds: str = typer.Option("0,1,2,3,4", "--seeds", help="seeds per point (comma-separated)"),
+    steps: int = typer.Option(3000, "--steps", help="optimisation steps per SAE"),
+    batch_size: int = typer.Option(1024, "--batch-size", help="activation rows per step"),
+    lr: float = typer.Option(1e-3, "--lr", help="Adam learning rate (the paper: 1e-3)"),
+    warm_up: int | None = typer.Option(None, "--warm-up", help="learning-rate warm-up steps "
+                                       "(default min(100, steps/10))"),
+    k: int = typer.Option(10, "--k", help="length of the recommendation lists"),
+    out: Path | None = typer.Option(None, "--out", help="CSV to write (JSON beside it); "
+                                    "default RUN_DIR/table1.csv"),
+    data_dir: Path | None = typer.Option(None, "--data-dir", help="folder holding the dataset"),
+    download: bool = typer.Option(True, "--download/--no-download",
+                                  help="download the dataset when no local copy exists"),
+    device: str = typer.Option("cpu", "--device", help="cpu | cuda"),
+    progress: bool = typer.Option(True, "--progress/--no-progress",
+                                  help="print one line per finished SAE to stderr"),
+) -> None:
+    """The paper's Table 1: L1 weights at one dictionary size, dictionary sizes at one L1
+    weight, averaged over seeds; resumable."""
+    try:
+        l1_values = parse_list(l1, float, "--l1")
+        d_sae_values = parse_list(d_sae, int, "--d-sae")
+        seed_values = parse_list(seeds, int, "--seeds")
+        base = SAETrainingConfig(architecture="standard", d_sae=l1_d_sae,
+                                 l1_coefficient=d_sae_l1, steps=steps,
+                                 batch_size=batch_size, lr=lr,
+                                 lr_warm_up_steps=_warm_up(steps, warm_up), device=device)
+        experiment = _open(run_dir, data_dir, download, device)
+
+        def report(done: int, total: int, row: dict[str, Any]) -> None:
+            if progress:
+                typer.echo(f"[{done}/{total}] d_sae={row['d_sae']} l1={row['l1_coefficient']:g} "
+                           f"seed={row['seed']}: L0 {row['l0']:.1f}, EV "
+                           f"{row['explained_variance']:.3f}, NDCG {row['ndcg']:.4f} "
+                           f"({row['seconds']:.1f} s training)", err=True)
+
+        result = run_table1(experiment, run_dir, hook=hook, l1_values=l1_values,
+                            d_sae_values=d_sae_values, seeds=seed_values, l1_d_sae=l1_d_sae,
+                            d_sae_l1=d_sae_l1, base=base, k=k, progress=report)
+        csv_path, json_path = write_table1(result, out if out is not None
+                                           else run_dir / "table1.csv")
+    except BAD_INPUT as exc:
+        fail(str(exc))
+        return
+    n = len(result.seeds)
+    title = (f"Table 1 on {result.info['run']['dataset']} ({result.info['test_users']} test "
+             f"users), {result.hook}: standard SAEs, {steps} steps of {batch_size}, "
+             f"{n} seed{'s' if n > 1 else ''}")
+    console = _console()
+    console.print(table1_table(result, title))
+    identical = sum(r.get("replace_error_identical", 0.0) == 1.0 for r in result.runs)
+    console.print(
+        f"SAE rows: mean ± std over seeds; original: ± standard error over test users. "
+        f"Metrics on the test users; reconstruction in normalised space. \"replace + error\" "
+        f"gave the original top-{k} lists for {identical}/{len(result.runs)} SAEs.",
+        highlight=False)
+    console.print(f"wrote {csv_path} and {json_path}; SAEs in {result.directory}",
+                  highlight=False, soft_wrap=True)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``sae`` command group to the ``mechrec`` application."""
+    app.add_typer(sae_app, name="sae")

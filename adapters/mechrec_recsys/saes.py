@@ -1,0 +1,582 @@
+"""SAEs for a recommender run: train at any hook, save, evaluate the Table-1 way, sweep.
+
+Glue between the generic SAE engine (:mod:`mechrec.saes`, :mod:`mechrec.reconstruction`) and
+an :class:`~mechrec_recsys.experiment.Experiment` (a ``mechrec train`` run folder: the split
+and the trained GPTRec):
+
+- :func:`train_run_sae` trains an SAE on the SAE users' activations (the paper's 40% of
+  training users, split part ``sae_train``) at any hook and saves it under
+  ``RUN_DIR/saes/<name>/`` (sae-lens format plus ``normalizer.safetensors``, see
+  :meth:`mechrec.saes.NormalizedSAE.save`);
+- :func:`evaluate_sae` gives an SAE's rows of the paper's Table 1: RMSE, explained variance,
+  L0 and dead fraction on the *test* users' activations (normalised space, as in the paper),
+  and NDCG@10 / HitRate@10 / Coverage@10 with standard errors of the model whose hook output
+  is replaced by the de-normalised reconstruction, in both modes: ``"replace"`` (the paper's
+  Table 1) and ``"replace_error"`` (reconstruction plus the SAE's error term, which gives back
+  the original model's recommendations exactly). The first row is the original model;
+- :func:`run_table1` runs the paper's sweep (L1 weights at dictionary 2048, dictionary sizes
+  at L1 0.1, several seeds) through :func:`mechrec.saes.sweep_saes`, which saves every SAE
+  with its row and skips it on a rerun, so an interrupted sweep continues where it stopped;
+  :func:`write_table1` writes its CSV and JSON.
+
+Standard errors: NDCG and HitRate are means over test users (``std / sqrt(n)``); Coverage is
+a set-level metric, so its standard error is a bootstrap over test users
+(:func:`mechrec_recsys.metrics.evaluate_top_k`). Across seeds the sweep reports the standard
+deviation of every metric (the paper averages 5 runs per point).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import math
+import os
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mechrec.hooks import HookNameError, check_per_position, hook_width, validate_hook_name
+from mechrec.reconstruction import (
+    REPLACE_MODES,
+    ReconstructionMetrics,
+    evaluate_with_reconstruction,
+    reconstruction_metrics,
+)
+from mechrec.saes import (
+    PAPER_DICT_SIZES,
+    PAPER_L1_GRID,
+    NormalizedSAE,
+    SAETrainingConfig,
+    TrainingResult,
+    summarize_sweep,
+    sweep_saes,
+    train_sae,
+)
+from mechrec_recsys.checkpoint import atomic_write_json
+from mechrec_recsys.experiment import MODEL_DIR, Experiment, RunSpec
+from mechrec_recsys.metrics import RankingReport, paired_difference
+from mechrec_recsys.metrics import evaluate_top_k as ranking_report
+
+#: The paper's hook: the output of the first transformer block.
+PAPER_HOOK = "blocks.0.hook_resid_post"
+#: Sub-folder of a run folder holding its SAEs.
+SAES_DIR = "saes"
+#: Sub-folder of ``RUN_DIR/saes`` holding the Table-1 sweeps.
+TABLE1_DIR = "table1"
+SWEEP_SPEC_FILE = "sweep.json"
+SWEEP_SPEC_FORMAT = "mechrec.table1_sweep/1"
+TABLE1_FORMAT = "mechrec.table1/1"
+#: Labels of the evaluation modes, in table order.
+MODE_LABELS: dict[str, str] = {"replace": "replace", "replace_error": "replace + error"}
+#: Downstream metrics of a row, each with ``<name>_se`` beside it.
+RANKING_KEYS: tuple[str, ...] = ("ndcg", "hit_rate", "coverage")
+#: Reconstruction metrics of a row.
+RECONSTRUCTION_KEYS: tuple[str, ...] = ("rmse", "explained_variance", "l0", "dead_fraction")
+#: Columns of the Table-1 CSV (``*_std``: over seeds; ``*_se``: over test users).
+TABLE1_COLUMNS: tuple[str, ...] = (
+    "sweep", "l1_coefficient", "d_sae", "n_seeds",
+    *(f"{key}_{stat}" for key in RECONSTRUCTION_KEYS for stat in ("mean", "std")),
+    *(f"{key}_{stat}" for key in RANKING_KEYS for stat in ("mean", "std", "se")),
+    "ndcg_delta_mean", "ndcg_delta_se", "dead_fraction_train_mean", "replace_error_identical",
+    "seconds_mean",
+)
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=,+-]*$")
+
+
+# -------------------------------------------------------------------------------- run folders
+def open_run(
+    run_dir: str | os.PathLike,
+    *,
+    data_dir: str | os.PathLike | None = None,
+    download: bool = True,
+    device: str = "cpu",
+    batch_size: int = 256,
+) -> Experiment:
+    """Open a ``mechrec train`` run folder as an :class:`Experiment`, with clear errors.
+
+    Raises:
+        FileNotFoundError: the folder does not exist, is not a run (no ``run.json``) or has
+            no trained model yet (``model/`` is written when training ends).
+    """
+    root = Path(run_dir)
+    if not root.is_dir():
+        raise FileNotFoundError(
+            f"run folder {root} does not exist: pass the --out folder of 'mechrec train'"
+        )
+    RunSpec.load(root)
+    if not (root / MODEL_DIR).is_dir():
+        raise FileNotFoundError(
+            f"{root} has no trained model yet ({root / MODEL_DIR} is missing): let 'mechrec "
+            "train' finish (rerun the same command to resume it)"
+        )
+    return Experiment.open(root, data_dir=data_dir, download=download, device=device,
+                           batch_size=batch_size)
+
+
+def check_hook(experiment: Experiment, hook: str) -> int:
+    """Check the run's model has ``hook`` with one vector per position; return its width.
+
+    Raises:
+        HookNameError: unknown hook (the message suggests close matches) or a hook holding
+            attention patterns.
+    """
+    validate_hook_name(experiment.model, hook)
+    check_per_position(hook)
+    return hook_width(experiment.model, hook)
+
+
+def check_sae_fits(experiment: Experiment, nsae: NormalizedSAE, where: str = "the SAE") -> None:
+    """Check ``nsae`` reads a hook of the run's model, with the width the model has there.
+
+    Args:
+        experiment: the run.
+        nsae: the SAE.
+        where: how to name the SAE in errors (e.g. its directory).
+
+    Raises:
+        ValueError: the SAE's hook does not exist in the model, or its ``d_in`` differs
+            from the width of the model's activations at that hook.
+    """
+    try:
+        width = check_hook(experiment, nsae.hook_name)
+    except HookNameError as exc:
+        raise ValueError(
+            f"{where} reads hook {nsae.hook_name!r}, which the run's model cannot give: {exc}"
+        ) from None
+    if width != nsae.d_in:
+        raise ValueError(
+            f"{where} was trained on activations of width {nsae.d_in} at {nsae.hook_name!r}, "
+            f"but this run's model has width {width} there: it belongs to another model; "
+            f"train one for this run with 'mechrec sae train RUN_DIR --hook {nsae.hook_name}'"
+        )
+
+
+def sae_directory(run_dir: str | os.PathLike, name: str) -> Path:
+    """``RUN_DIR/saes/<name>``; ``name`` must be one plain folder name."""
+    if not _NAME_RE.match(name) or ".." in name:
+        raise ValueError(
+            f"invalid SAE name {name!r}: use letters, digits and . _ = , + - (no path "
+            "separators), e.g. 'standard-d2048-l1=0.1'"
+        )
+    return Path(run_dir) / SAES_DIR / name
+
+
+def resolve_sae_directory(run_dir: str | os.PathLike, sae: str | os.PathLike) -> Path:
+    """An SAE folder given as a path, or as a name under ``RUN_DIR/saes/``."""
+    path = Path(sae)
+    if path.is_dir():
+        return path
+    candidate = Path(run_dir) / SAES_DIR / str(sae)
+    return candidate if candidate.is_dir() else path
+
+
+def default_sae_name(config: SAETrainingConfig, hook: str) -> str:
+    """A readable folder name, e.g. ``blocks.0.hook_resid_post-standard-d2048-l1=0.1-seed0``."""
+    parameter, value = config.sparsity_parameter
+    short = {"l1_coefficient": "l1", "k": "k", "target_l0": "target_l0",
+             "l0_coefficient": "l0_coefficient"}[parameter]
+    value_text = f"{value:g}" if isinstance(value, float) else str(value)
+    return f"{hook}-{config.architecture}-d{config.d_sae}-{short}={value_text}-seed{config.seed}"
+
+
+def load_run_sae(
+    experiment: Experiment, directory: str | os.PathLike, *, device: str = "cpu"
+) -> NormalizedSAE:
+    """Load a saved SAE (with its normaliser) and check that it fits the run's model."""
+    nsae = NormalizedSAE.load(directory, device=device)
+    check_sae_fits(experiment, nsae, where=f"the SAE in {directory}")
+    return nsae
+
+
+# -------------------------------------------------------------------------------- training
+@dataclass
+class RunSAE:
+    """An SAE trained for a run.
+
+    Attributes:
+        sae: the trained SAE with its normaliser.
+        training: what :func:`mechrec.saes.train_sae` returned (history, dead fraction in
+            the last training window, resampled features, time).
+        test_metrics: reconstruction metrics on the test users' activations.
+        directory: where it was saved (``None`` if not saved).
+    """
+
+    sae: NormalizedSAE
+    training: TrainingResult
+    test_metrics: ReconstructionMetrics
+    directory: Path | None = None
+
+
+def train_run_sae(
+    experiment: Experiment,
+    config: SAETrainingConfig,
+    *,
+    hook: str = PAPER_HOOK,
+    run_dir: str | os.PathLike | None = None,
+    name: str | None = None,
+    overwrite: bool = False,
+    progress: Callable[[dict[str, float]], None] | None = None,
+) -> RunSAE:
+    """Train an SAE on the SAE users' activations at ``hook`` and (optionally) save it.
+
+    Args:
+        experiment: the run (its split must have a ``sae_train`` part: paper or random split).
+        config: architecture and hyperparameters.
+        hook: TransformerLens hook name (default: the first block's output).
+        run_dir: if given, save to ``run_dir/saes/<name>/``.
+        name: folder name (default: :func:`default_sae_name`).
+        overwrite: replace an SAE already saved under that name.
+        progress: called with every training log record.
+
+    Raises:
+        HookNameError: unknown hook; FileExistsError: the folder exists and not ``overwrite``.
+    """
+    check_hook(experiment, hook)
+    directory = None
+    if run_dir is not None:
+        directory = sae_directory(run_dir, name or default_sae_name(config, hook))
+        if directory.exists() and not overwrite:
+            raise FileExistsError(
+                f"{directory} already exists: choose another name (--name) or replace it "
+                "(--overwrite)"
+            )
+    source = experiment.activations("sae_train", hook)
+    result = train_sae(source, config, hook_name=hook, progress=progress)
+    metrics = reconstruction_metrics(result.sae, experiment.activations("test", hook))
+    if directory is not None:
+        result.sae.provenance = {
+            **(result.sae.provenance or {}),
+            "run": {"run_dir": str(Path(run_dir).resolve()), **_spec_dict(experiment.spec),
+                    "trained_on": "sae_train"},
+            "test_metrics": json_safe(metrics.as_dict()),
+            "dead_fraction_train": result.dead_fraction_train,
+            "n_resampled": result.n_resampled,
+            "seconds": result.seconds,
+        }
+        result.sae.save(directory)
+    return RunSAE(sae=result.sae, training=result, test_metrics=metrics, directory=directory)
+
+
+# -------------------------------------------------------------------------------- evaluation
+@dataclass
+class Downstream:
+    """Top-K lists of the test users and their ranking report."""
+
+    top_k: np.ndarray
+    report: RankingReport
+
+    def row(self) -> dict[str, float]:
+        """``ndcg``, ``ndcg_se``, ``hit_rate``, ``hit_rate_se``, ``coverage``, ``coverage_se``."""
+        out: dict[str, float] = {}
+        for key in RANKING_KEYS:
+            estimate = self.report.metrics[key]
+            out[key] = estimate.mean
+            out[f"{key}_se"] = estimate.se
+        return out
+
+
+def downstream(
+    experiment: Experiment,
+    nsae: NormalizedSAE | None = None,
+    *,
+    mode: str = "replace",
+    k: int = 10,
+    n_bootstrap: int = 200,
+) -> Downstream:
+    """Recommend top-``k`` for the test users and score them, optionally with the SAE's hook
+    output replaced by its reconstruction (``mode``: ``"replace"`` / ``"replace_error"``)."""
+    if nsae is None:
+        top_k = experiment.recommend("test", k)
+    else:
+        top_k = evaluate_with_reconstruction(
+            experiment.model, nsae, lambda model: experiment.recommend("test", k), mode=mode)
+    report = ranking_report(top_k, experiment.part("test").targets,
+                            train_items=experiment.train_items(), k=k,
+                            n_bootstrap=n_bootstrap)
+    return Downstream(top_k=top_k, report=report)
+
+
+def evaluate_sae(
+    experiment: Experiment,
+    nsae: NormalizedSAE,
+    *,
+    modes: Sequence[str] = REPLACE_MODES,
+    k: int = 10,
+    original: Downstream | None = None,
+) -> list[dict[str, Any]]:
+    """The SAE's Table-1 rows; the first row is the original model.
+
+    Every row has ``model`` (``"original"``, ``"replace"`` or ``"replace + error"``),
+    ``mode``, the ranking metrics with standard errors (:meth:`Downstream.row`) and, for SAE
+    rows, the reconstruction metrics on the test users' activations (``rmse``,
+    ``explained_variance``, ``l0``, ``dead_fraction``, ``n_dead``, ``n_rows``, ``space``),
+    ``ndcg_delta`` / ``ndcg_delta_se`` (paired difference with the original over test users)
+    and ``identical_top_k`` (the top-K lists equal the original's).
+
+    Args:
+        experiment: the run.
+        nsae: the SAE (checked against the run's model).
+        modes: evaluation modes (see :mod:`mechrec.reconstruction`).
+        k: list length.
+        original: the original model's result, if already computed.
+    """
+    for mode in modes:
+        if mode not in REPLACE_MODES:
+            raise ValueError(f"unknown mode {mode!r}; choose from {REPLACE_MODES}")
+    check_sae_fits(experiment, nsae)
+    original = original if original is not None else downstream(experiment, k=k)
+    recon = reconstruction_metrics(nsae, experiment.activations("test", nsae.hook_name))
+    rows: list[dict[str, Any]] = [{"model": "original", "mode": "original", **original.row()}]
+    for row in _replaced_rows(experiment, nsae, modes, k, original):
+        rows.append({"model": row["model"], "mode": row["mode"], **recon.as_dict(), **row})
+    return rows
+
+
+def _replaced_rows(experiment: Experiment, nsae: NormalizedSAE, modes: Sequence[str], k: int,
+                   original: Downstream) -> list[dict[str, Any]]:
+    rows = []
+    for mode in modes:
+        result = downstream(experiment, nsae, mode=mode, k=k)
+        delta = paired_difference(result.report.per_user["ndcg"], original.report.per_user["ndcg"])
+        rows.append({
+            "model": MODE_LABELS[mode], "mode": mode, **result.row(),
+            "ndcg_delta": delta.mean, "ndcg_delta_se": delta.se,
+            "identical_top_k": bool(np.array_equal(result.top_k, original.top_k)),
+        })
+    return rows
+
+
+# -------------------------------------------------------------------------------- Table 1
+def table1_points(
+    l1_values: Iterable[float] = PAPER_L1_GRID,
+    d_sae_values: Iterable[int] = PAPER_DICT_SIZES,
+    *,
+    l1_d_sae: int = 2048,
+    d_sae_l1: float = 0.1,
+) -> list[dict[str, Any]]:
+    """The sweep's points without repeats: every L1 weight at dictionary ``l1_d_sae``, then
+    every dictionary size at L1 ``d_sae_l1`` (their common point is trained once)."""
+    points: list[dict[str, Any]] = []
+    for d_sae, l1 in [(l1_d_sae, v) for v in l1_values] + [(d, d_sae_l1) for d in d_sae_values]:
+        point = {"d_sae": int(d_sae), "l1_coefficient": float(l1)}
+        if point not in points:
+            points.append(point)
+    return points
+
+
+@dataclass
+class Table1:
+    """The result of :func:`run_table1`.
+
+    Attributes:
+        hook: the hook the SAEs read.
+        k: list length of the ranking metrics.
+        seeds: seeds each point was trained with.
+        base_config: training configuration shared by every run (as a dict).
+        original: the original model's row (ranking metrics with standard errors).
+        runs: one row per (point, seed), as returned by :func:`mechrec.saes.sweep_saes`.
+        summary: one row per table line (columns :data:`TABLE1_COLUMNS`): ``sweep`` is
+            ``"l1"`` (the L1 weights at one dictionary size) or ``"d_sae"`` (the dictionary
+            sizes at one L1 weight); means and standard deviations over seeds.
+        directory: where the sweep's SAEs are saved.
+    """
+
+    hook: str
+    k: int
+    seeds: list[int]
+    base_config: dict[str, Any]
+    original: dict[str, Any]
+    runs: list[dict[str, Any]]
+    summary: list[dict[str, Any]]
+    directory: Path
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def rows(self) -> list[dict[str, Any]]:
+        """The table's lines, the original model first, with the columns of the CSV."""
+        original = {column: None for column in TABLE1_COLUMNS}
+        original["sweep"] = "original"
+        for key in RANKING_KEYS:
+            original[f"{key}_mean"] = self.original[key]
+            original[f"{key}_se"] = self.original[f"{key}_se"]
+        return [original, *self.summary]
+
+
+def sweep_directory(run_dir: str | os.PathLike, hook: str, base: SAETrainingConfig,
+                    k: int) -> Path:
+    """Folder of a Table-1 sweep: one per hook and shared training configuration, so a rerun
+    with the same settings resumes and one with other settings does not mix with it."""
+    shared = {key: value for key, value in base.to_dict().items()
+              if key not in ("seed", "d_sae", "l1_coefficient")}
+    digest = hashlib.sha256(
+        json.dumps({"hook": hook, "k": k, "config": shared}, sort_keys=True).encode()
+    ).hexdigest()[:8]
+    tag = f"{base.architecture}-steps{base.steps}-batch{base.batch_size}-lr{base.lr:g}-{digest}"
+    return Path(run_dir) / SAES_DIR / TABLE1_DIR / hook / tag
+
+
+def run_table1(
+    experiment: Experiment,
+    run_dir: str | os.PathLike,
+    *,
+    hook: str = PAPER_HOOK,
+    l1_values: Sequence[float] = PAPER_L1_GRID,
+    d_sae_values: Sequence[int] = PAPER_DICT_SIZES,
+    seeds: Sequence[int] = (0, 1, 2, 3, 4),
+    l1_d_sae: int = 2048,
+    d_sae_l1: float = 0.1,
+    base: SAETrainingConfig | None = None,
+    k: int = 10,
+    progress: Callable[[int, int, dict[str, Any]], None] | None = None,
+) -> Table1:
+    """The paper's Table 1 sweep on a run: standard (ReLU + L1) SAEs on the SAE users'
+    activations, measured on the test users.
+
+    Every SAE is saved with its row under :func:`sweep_directory`; a rerun loads those
+    instead of retraining them, so an interrupted sweep continues where it stopped.
+
+    Args:
+        experiment: the run.
+        run_dir: its folder (the SAEs go under ``run_dir/saes/table1/``).
+        hook: hook to train on (the paper: the first block's output).
+        l1_values: L1 weights swept at dictionary size ``l1_d_sae``.
+        d_sae_values: dictionary sizes swept at L1 weight ``d_sae_l1``.
+        seeds: seeds per point (the paper: 5).
+        l1_d_sae: dictionary size of the L1 sweep (the paper: 2048).
+        d_sae_l1: L1 weight of the dictionary-size sweep (the paper: 0.1).
+        base: shared training configuration (default :class:`SAETrainingConfig`'s, i.e.
+            the standard architecture, lr 1e-3, the paper's loss convention).
+        k: list length of the ranking metrics.
+        progress: called as ``progress(done, total, row)`` after every run.
+    """
+    base = base if base is not None else SAETrainingConfig()
+    if base.architecture != "standard":
+        raise ValueError(
+            f"Table 1 sweeps the L1 weight of standard SAEs; got architecture "
+            f"{base.architecture!r}"
+        )
+    seeds = [int(s) for s in seeds]
+    if not seeds or not (list(l1_values) or list(d_sae_values)):
+        raise ValueError("the sweep needs at least one seed and one L1 weight or dictionary size")
+    check_hook(experiment, hook)
+    points = table1_points(l1_values, d_sae_values, l1_d_sae=l1_d_sae, d_sae_l1=d_sae_l1)
+    for point in points:
+        base.with_overrides(**point)  # validate every point before training anything
+    directory = sweep_directory(run_dir, hook, base, k)
+    directory.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(directory / SWEEP_SPEC_FILE, {
+        "format": SWEEP_SPEC_FORMAT, "hook": hook, "k": k, "base_config": base.to_dict()})
+
+    original = downstream(experiment, k=k)
+    total = len(points) * len(seeds)
+    done = 0
+
+    def evaluate(nsae: NormalizedSAE) -> dict[str, float]:
+        row: dict[str, float] = {}
+        for mode_row in _replaced_rows(experiment, nsae, REPLACE_MODES, k, original):
+            if mode_row["mode"] == "replace":
+                row.update({key: mode_row[key] for key in
+                            (*(f"{m}{s}" for m in RANKING_KEYS for s in ("", "_se")),
+                             "ndcg_delta", "ndcg_delta_se")})
+            else:
+                row.update({f"replace_error_{m}": mode_row[m] for m in RANKING_KEYS})
+                row["replace_error_identical"] = float(mode_row["identical_top_k"])
+        return row
+
+    def report(row: dict[str, Any]) -> None:
+        nonlocal done
+        done += 1
+        if progress is not None:
+            progress(done, total, row)
+
+    runs = sweep_saes(
+        experiment.activations("sae_train", hook), base, points, seeds=seeds,
+        eval_source=experiment.activations("test", hook), evaluate=evaluate,
+        out_dir=directory, progress=report,
+    )
+    summary = _summarize(runs, l1_values, d_sae_values, l1_d_sae, d_sae_l1)
+    return Table1(hook=hook, k=k, seeds=seeds, base_config=base.to_dict(),
+                  original=original.row(), runs=runs, summary=summary, directory=directory,
+                  info={"run": _spec_dict(experiment.spec),
+                        "test_users": len(experiment.part("test")),
+                        "test_rows": len(experiment.activations("test", hook)),
+                        "sae_train_rows": len(experiment.activations("sae_train", hook))})
+
+
+def _summarize(runs: list[dict[str, Any]], l1_values: Sequence[float],
+               d_sae_values: Sequence[int], l1_d_sae: int, d_sae_l1: float
+               ) -> list[dict[str, Any]]:
+    by_point = {(int(s["d_sae"]), float(s["l1_coefficient"])): s
+                for s in summarize_sweep(runs, by=["d_sae", "l1_coefficient"])}
+    lines = [("l1", (int(l1_d_sae), float(v))) for v in l1_values]
+    lines += [("d_sae", (int(d), float(d_sae_l1))) for d in d_sae_values]
+    out = []
+    for sweep, key in lines:
+        s = by_point[key]
+        line: dict[str, Any] = {"sweep": sweep, "d_sae": key[0], "l1_coefficient": key[1],
+                                "n_seeds": s["n_seeds"]}
+        for metric in RECONSTRUCTION_KEYS:
+            line[f"{metric}_mean"] = s[f"{metric}_mean"]
+            line[f"{metric}_std"] = s[f"{metric}_std"]
+        for metric in RANKING_KEYS:
+            line[f"{metric}_mean"] = s[f"{metric}_mean"]
+            line[f"{metric}_std"] = s[f"{metric}_std"]
+            line[f"{metric}_se"] = s[f"{metric}_se_mean"]
+        line["ndcg_delta_mean"] = s["ndcg_delta_mean"]
+        line["ndcg_delta_se"] = s["ndcg_delta_se_mean"]
+        line["dead_fraction_train_mean"] = s["dead_fraction_train_mean"]
+        line["replace_error_identical"] = s["replace_error_identical_mean"]
+        line["seconds_mean"] = s["seconds_mean"]
+        out.append({column: line.get(column) for column in TABLE1_COLUMNS})
+    return out
+
+
+def write_table1(table: Table1, path: str | os.PathLike) -> tuple[Path, Path]:
+    """Write the table as CSV at ``path`` and, beside it, JSON (``.json``) with every run.
+
+    Both are written atomically. Returns ``(csv_path, json_path)``.
+    """
+    csv_path = Path(path)
+    json_path = csv_path.with_suffix(".json")
+    csv_path.parent.mkdir(parents=True, exist_ok=True)
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(TABLE1_COLUMNS), lineterminator="\n")
+    writer.writeheader()
+    for row in table.rows():
+        writer.writerow({key: "" if _missing(value) else value for key, value in row.items()})
+    tmp = csv_path.with_name(f".{csv_path.name}.tmp-{os.getpid()}")
+    tmp.write_text(buffer.getvalue())
+    os.replace(tmp, csv_path)
+    atomic_write_json(json_path, json_safe({
+        "format": TABLE1_FORMAT, "hook": table.hook, "k": table.k, "seeds": table.seeds,
+        "base_config": table.base_config, "sweep_directory": str(table.directory),
+        "info": table.info, "rows": table.rows(), "runs": table.runs,
+    }))
+    return csv_path, json_path
+
+
+# -------------------------------------------------------------------------------- helpers
+def _spec_dict(spec: RunSpec) -> dict[str, Any]:
+    return {"dataset": spec.dataset, "split": spec.split, "seed": spec.seed}
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def json_safe(value: Any) -> Any:
+    """NaN/inf become ``None`` so the JSON stays strict."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, (np.floating, np.integer)):
+        return json_safe(value.item())
+    return value

@@ -1,0 +1,210 @@
+"""``mechrec sae``: train every architecture, evaluate, Table 1 (resumable), bad input."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import sae_lens
+import torch
+from mechrec_recsys.cli.main import app
+from mechrec_recsys.experiment import Experiment, RunSpec
+from typer.testing import CliRunner
+
+from mechrec.activations import ActivationSet
+from mechrec.normalization import Normalizer
+from mechrec.saes import NormalizedSAE, SAETrainingConfig, train_sae
+
+PAPER_HOOK = "blocks.0.hook_resid_post"
+FAST = ["--steps", "100", "--batch-size", "256", "--no-progress"]
+SPARSITY = {
+    "standard": ["--l1", "0.1"],
+    "topk": ["--k", "8"],
+    "batchtopk": ["--k", "8"],
+    "jumprelu": ["--target-l0", "8"],
+    "gated": ["--l1", "0.1"],
+}
+
+
+def run_cli(*args: str):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def data_args(data_dir: Path) -> list[str]:
+    return ["--data-dir", str(data_dir / "ml-100k"), "--no-download"]
+
+
+def assert_one_line_error(result, message: str) -> None:
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
+    assert message in lines[0], lines[0]
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("architecture", list(SPARSITY))
+def test_every_architecture_trains_from_the_cli_and_loads_in_plain_sae_lens(
+    architecture: str, paper_run_dir: Path, paper_experiment: Experiment, data_args: list[str]
+):
+    name = f"cli-{architecture}"
+    result = run_cli("sae", "train", paper_run_dir, "--hook", PAPER_HOOK, "--architecture",
+                     architecture, "--d-sae", "64", *SPARSITY[architecture], "--seed", "0",
+                     "--name", name, "--overwrite", *FAST, *data_args)
+    assert result.exit_code == 0, result.output
+    assert "explained variance" in result.output and "saved to" in result.output
+    directory = paper_run_dir / "saes" / name
+    provenance = json.loads((directory / "mechrec.json").read_text())
+    assert provenance["training_config"]["architecture"] == architecture
+    metrics = provenance["test_metrics"]
+    assert metrics["explained_variance"] > 0.3 and metrics["l0"] > 0
+    if architecture == "topk":
+        assert metrics["l0"] <= 8
+
+    # plain sae-lens loads it, hook name set, and gives our feature activations on
+    # normalised inputs
+    plain = sae_lens.SAE.load_from_disk(str(directory))
+    assert plain.cfg.metadata.hook_name == PAPER_HOOK and plain.cfg.d_sae == 64
+    ours = NormalizedSAE.load(directory)
+    normalizer = Normalizer.load(directory / "normalizer.safetensors")
+    x = paper_experiment.activations("test", PAPER_HOOK).activations[:1000]
+    with torch.no_grad():
+        expected = plain.encode(normalizer.normalize(x))
+    assert torch.allclose(ours.encode(x), expected, atol=1e-6)
+    assert (expected != 0).any()
+
+
+def test_eval_prints_original_replace_and_replace_error(paper_run_dir: Path,
+                                                        data_args: list[str], tmp_path: Path):
+    name = "cli-eval-standard"
+    trained = run_cli("sae", "train", paper_run_dir, "--d-sae", "64", "--name", name,
+                      "--overwrite", *FAST, *data_args)
+    assert trained.exit_code == 0, trained.output
+    out = tmp_path / "eval.json"
+    result = run_cli("sae", "eval", paper_run_dir, name, "--out", out, *data_args)
+    assert result.exit_code == 0, result.output
+    for label in ("original", "replace", "replace + error", "NDCG@10", "HR@10", "Coverage@10",
+                  "±"):
+        assert label in result.output, label
+    rows = {row["model"]: row for row in json.loads(out.read_text())["rows"]}
+    original, with_error = rows["original"], rows["replace + error"]
+    assert with_error["identical_top_k"] is True
+    for key in ("ndcg", "hit_rate", "coverage", "ndcg_se", "hit_rate_se", "coverage_se"):
+        assert with_error[key] == original[key], key
+    assert rows["replace"]["rmse"] > 0 and rows["replace"]["n_rows"] > 0
+
+
+SWEEP = ["--l1", "0.05,0.3", "--d-sae", "32,64", "--l1-d-sae", "64", "--seeds", "0,1",
+         "--steps", "100", "--batch-size", "256", "--no-progress"]
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with path.open() as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_table1_sweep_writes_csv_json_and_resumes(paper_run_dir: Path, data_args: list[str],
+                                                  tmp_path: Path):
+    out = tmp_path / "table1.csv"
+    result = run_cli("sae", "table1", paper_run_dir, *SWEEP, "--out", out, *data_args)
+    assert result.exit_code == 0, result.output
+    assert "original" in result.output and "L1 weight" in result.output
+    assert "gave the original top-10 lists for 8/8 SAEs" in result.output
+    rows = read_csv(out)
+    assert [(r["sweep"], r["l1_coefficient"], r["d_sae"]) for r in rows] == [
+        ("original", "", ""), ("l1", "0.05", "64"), ("l1", "0.3", "64"),
+        ("d_sae", "0.1", "32"), ("d_sae", "0.1", "64")]
+    assert all(r["n_seeds"] == "2" for r in rows[1:])
+    assert float(rows[0]["ndcg_se"]) > 0 and rows[0]["rmse_mean"] == ""
+    # more L1 -> sparser and worse reconstruction; bigger dictionary -> better
+    assert float(rows[2]["l0_mean"]) < float(rows[1]["l0_mean"])
+    assert float(rows[2]["explained_variance_mean"]) < float(rows[1]["explained_variance_mean"])
+    assert float(rows[4]["rmse_mean"]) < float(rows[3]["rmse_mean"])
+    assert all(float(r["replace_error_identical"]) == 1.0 for r in rows[1:])
+
+    # the JSON keeps every run; the CSV's mean/std are over the two seeds of each point
+    data = json.loads(out.with_suffix(".json").read_text())
+    runs = data["runs"]
+    assert len(runs) == 8 and data["seeds"] == [0, 1]
+    pair = [r for r in runs if r["d_sae"] == 64 and r["l1_coefficient"] == 0.05]
+    assert sorted(r["seed"] for r in pair) == [0, 1]
+    l0s = [r["l0"] for r in pair]
+    assert float(rows[1]["l0_mean"]) == pytest.approx(sum(l0s) / 2)
+    assert float(rows[1]["l0_std"]) == pytest.approx(abs(l0s[0] - l0s[1]) / 2 ** 0.5)
+    assert all(r["replace_error_ndcg"] == float(rows[0]["ndcg_mean"]) for r in runs)
+
+    # resume: an interrupted sweep (one SAE never saved) retrains only what is missing
+    sweep_dir = Path(data["sweep_directory"])
+    saved = {p.name: (p / "sae_weights.safetensors").stat().st_ino
+             for p in sweep_dir.iterdir() if p.is_dir()}
+    assert len(saved) == 8
+    lost = "d_sae=32,l1_coefficient=0.1,seed=1"
+    shutil.rmtree(sweep_dir / lost)
+    again = run_cli("sae", "table1", paper_run_dir, *SWEEP, "--out", out, *data_args)
+    assert again.exit_code == 0, again.output
+    after = {p.name: (p / "sae_weights.safetensors").stat().st_ino
+             for p in sweep_dir.iterdir() if p.is_dir()}
+    assert set(after) == set(saved)
+    assert {n for n in saved if after[n] != saved[n]} == {lost}
+    for before_row, after_row in zip(rows, read_csv(out), strict=True):
+        for key in ("l0_mean", "rmse_mean", "ndcg_mean", "coverage_mean"):
+            if before_row[key]:
+                assert float(after_row[key]) == pytest.approx(float(before_row[key]),
+                                                              rel=1e-5), key
+
+
+@pytest.fixture(scope="module")
+def foreign_saes(tmp_path_factory: pytest.TempPathFactory, paper_sae: NormalizedSAE) -> Path:
+    """SAE folders that do not fit the run: another width, another hook, no normaliser."""
+    root = tmp_path_factory.mktemp("foreign_saes")
+    narrow = ActivationSet.from_tensor(torch.randn(512, 16), PAPER_HOOK)
+    config = SAETrainingConfig(d_sae=32, steps=20, batch_size=128, lr_warm_up_steps=0)
+    train_sae(narrow, config).sae.save(root / "narrow")
+    paper_sae.save(root / "no-normalizer")
+    (root / "no-normalizer" / "normalizer.safetensors").unlink()
+    paper_sae.save(root / "other-hook")
+    NormalizedSAE.load(root / "other-hook", hook_name="blocks.5.hook_resid_post").save(
+        root / "other-hook")
+    return root
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["train", "{run}", "--hook", "blocks.0.hook_resid_pos"],
+         "did you mean 'blocks.0.hook_resid_post'"),
+        (["table1", "{run}", "--hook", "blocks.0.hook_resid_pos"],
+         "did you mean 'blocks.0.hook_resid_post'"),
+        (["train", "{run}", "--architecture", "standard", "--k", "8"],
+         "--k applies to topk/batchtopk, not standard; standard takes --l1"),
+        (["train", "{run}", "--architecture", "sparse"], "unknown architecture 'sparse'"),
+        (["train", "{run}", "--d-sae", "0"], "d_sae must be > 0"),
+        (["train", "{run}", "--name", "../escape"], "invalid SAE name"),
+        (["table1", "{run}", "--l1", "0.1,abc"], "--l1 takes comma-separated numbers"),
+        (["table1", "{run}", "--seeds", "0,1.5"], "--seeds takes comma-separated integers"),
+        (["train", "{tmp}"], "not a mechrec run folder"),
+        (["table1", "{tmp}/nowhere"], "does not exist"),
+        (["train", "{unfinished}"], "no trained model yet"),
+        (["eval", "{tmp}", "{saes}/narrow"], "not a mechrec run folder"),
+        (["eval", "{run}", "{saes}/narrow"], "width 16 at 'blocks.0.hook_resid_post'"),
+        (["eval", "{run}", "{saes}/other-hook"], "reads hook 'blocks.5.hook_resid_post'"),
+        (["eval", "{run}", "{saes}/no-normalizer"], "normalizer.safetensors is missing"),
+        (["eval", "{run}", "{saes}/absent"], "does not exist"),
+    ],
+)
+def test_bad_input_gives_one_line_and_exit_code_2(
+    args: list[str], message: str, paper_run_dir: Path, foreign_saes: Path, tmp_path: Path,
+    data_args: list[str],
+):
+    unfinished = tmp_path / "unfinished"
+    unfinished.mkdir()
+    RunSpec(dataset="ml-100k").save(unfinished)
+    places = {"run": paper_run_dir, "tmp": tmp_path, "saes": foreign_saes,
+              "unfinished": unfinished}
+    filled = [a.format(**places) for a in args]
+    progress = [] if filled[0] == "eval" else ["--no-progress"]
+    result = run_cli("sae", *filled, *progress, *data_args)
+    assert_one_line_error(result, message)

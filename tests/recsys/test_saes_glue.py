@@ -1,0 +1,155 @@
+"""The recommender glue of SAEs: train on a run, save/load, Table-1 evaluation in both modes."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from mechrec_recsys.experiment import Experiment, RunSpec
+from mechrec_recsys.saes import (
+    PAPER_HOOK,
+    check_sae_fits,
+    default_sae_name,
+    downstream,
+    evaluate_sae,
+    load_run_sae,
+    open_run,
+    resolve_sae_directory,
+    sae_directory,
+    table1_points,
+    train_run_sae,
+)
+
+from mechrec.activations import ActivationSet
+from mechrec.hooks import HookNameError
+from mechrec.reconstruction import reconstruction_metrics
+from mechrec.saes import (
+    PAPER_DICT_SIZES,
+    PAPER_L1_GRID,
+    NormalizedSAE,
+    SAETrainingConfig,
+    train_sae,
+)
+
+TINY = SAETrainingConfig(architecture="standard", d_sae=64, l1_coefficient=0.1, steps=100,
+                         batch_size=256, seed=0)
+
+
+def test_replace_error_reproduces_the_original_model_exactly(paper_experiment: Experiment,
+                                                             paper_sae: NormalizedSAE):
+    rows = evaluate_sae(paper_experiment, paper_sae, k=10)
+    assert [r["model"] for r in rows] == ["original", "replace", "replace + error"]
+    original, replaced, with_error = rows
+    # "replace + error": exactly the original recommendations, hence exactly its metrics
+    assert with_error["identical_top_k"] is True
+    for key in ("ndcg", "ndcg_se", "hit_rate", "hit_rate_se", "coverage", "coverage_se"):
+        assert with_error[key] == original[key], key
+    assert with_error["ndcg_delta"] == 0.0 and with_error["ndcg_delta_se"] == 0.0
+    assert original == {"model": "original", "mode": "original",
+                        **downstream(paper_experiment, k=10).row()}
+    # the "replace" row is the paper's Table 1: reconstruction measured on the TEST users
+    test_acts = paper_experiment.activations("test", PAPER_HOOK)
+    expected = reconstruction_metrics(paper_sae, test_acts)
+    assert replaced["rmse"] == pytest.approx(expected.rmse)
+    assert replaced["l0"] == pytest.approx(expected.l0)
+    assert replaced["n_rows"] == len(test_acts)
+    assert 0.5 < replaced["explained_variance"] < 1.0 and replaced["rmse"] > 0
+    # the reconstruction is imperfect, so the paired NDCG difference has a positive SE
+    assert replaced["ndcg_delta_se"] > 0
+    assert replaced["ndcg"] > 0 and replaced["ndcg_se"] > 0 and replaced["coverage_se"] > 0
+
+
+def test_replace_mode_really_changes_the_hook_output(paper_experiment: Experiment):
+    # An SAE that reconstructs almost nothing (huge L1) changes the recommendations in
+    # "replace" mode, while "replace + error" still reproduces the original model.
+    source = paper_experiment.activations("sae_train", PAPER_HOOK)
+    crushed = train_sae(source, TINY.with_overrides(l1_coefficient=5.0)).sae
+    original, replaced, with_error = evaluate_sae(paper_experiment, crushed)
+    assert replaced["explained_variance"] < 0.3
+    assert not replaced["identical_top_k"] and replaced["ndcg_delta_se"] > 0
+    assert with_error["identical_top_k"] and with_error["ndcg"] == original["ndcg"]
+    before = downstream(paper_experiment).top_k
+    after = downstream(paper_experiment, crushed, mode="replace").top_k
+    assert (before != after).any(axis=1).mean() > 0.5  # most users get another top-10 list
+
+
+def test_train_run_sae_saves_under_the_run_and_reloads(paper_experiment: Experiment,
+                                                       tmp_path: Path):
+    trained = train_run_sae(paper_experiment, TINY, run_dir=tmp_path)
+    name = default_sae_name(TINY, PAPER_HOOK)
+    assert name == "blocks.0.hook_resid_post-standard-d64-l1=0.1-seed0"
+    assert trained.directory == tmp_path / "saes" / name
+    for file in ("cfg.json", "sae_weights.safetensors", "normalizer.safetensors", "mechrec.json"):
+        assert (trained.directory / file).is_file(), file
+    provenance = json.loads((trained.directory / "mechrec.json").read_text())
+    assert provenance["run"]["dataset"] == "ml-100k"
+    assert provenance["run"]["trained_on"] == "sae_train"
+    assert provenance["training_config"]["d_sae"] == 64
+    assert provenance["test_metrics"]["l0"] == pytest.approx(trained.test_metrics.l0)
+    test_acts = paper_experiment.activations("test", PAPER_HOOK)
+    assert trained.test_metrics.n_rows == len(test_acts)
+
+    loaded = load_run_sae(paper_experiment, resolve_sae_directory(tmp_path, name))
+    x = test_acts.activations[:500]
+    assert torch.equal(loaded.encode(x), trained.sae.encode(x))
+    assert loaded.hook_name == PAPER_HOOK
+
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        train_run_sae(paper_experiment, TINY, run_dir=tmp_path)
+    again = train_run_sae(paper_experiment, TINY.with_overrides(seed=1), run_dir=tmp_path,
+                          name=name, overwrite=True)
+    assert json.loads((again.directory / "mechrec.json").read_text())[
+        "training_config"]["seed"] == 1
+
+
+def test_sae_of_another_hook_or_width_is_rejected(paper_experiment: Experiment,
+                                                  paper_sae: NormalizedSAE, tmp_path: Path):
+    # another width: an SAE trained on 16-dimensional activations "at" the same hook
+    narrow = ActivationSet.from_tensor(torch.randn(512, 16), PAPER_HOOK)
+    narrow_sae = train_sae(narrow, TINY.with_overrides(steps=20, lr_warm_up_steps=0)).sae
+    with pytest.raises(ValueError, match=r"width 16 .* width 32 there"):
+        check_sae_fits(paper_experiment, narrow_sae)
+    # a hook the 2-layer model does not have: reload a copy so the fixture stays untouched
+    paper_sae.save(tmp_path / "copy")
+    moved = NormalizedSAE.load(tmp_path / "copy", hook_name="blocks.5.hook_resid_post")
+    with pytest.raises(ValueError, match=r"blocks\.5\.hook_resid_post.*cannot give"):
+        evaluate_sae(paper_experiment, moved)
+    with pytest.raises(HookNameError, match=r"did you mean 'blocks\.0\.hook_resid_post'"):
+        train_run_sae(paper_experiment, TINY, hook="blocks.0.hook_resid_pos")
+
+
+def test_open_run_errors_name_the_problem(paper_run_dir: Path, tmp_path: Path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        open_run(tmp_path / "nowhere")
+    with pytest.raises(FileNotFoundError, match="not a mechrec run folder"):
+        open_run(tmp_path)
+    unfinished = tmp_path / "unfinished"
+    unfinished.mkdir()
+    RunSpec(dataset="ml-100k").save(unfinished)
+    with pytest.raises(FileNotFoundError, match="no trained model yet"):
+        open_run(unfinished)
+    with pytest.raises(ValueError, match="invalid SAE name"):
+        sae_directory(paper_run_dir, "../escape")
+
+
+def test_missing_normaliser_is_a_clear_error(paper_experiment: Experiment,
+                                             paper_sae: NormalizedSAE, tmp_path: Path):
+    paper_sae.save(tmp_path / "sae")
+    (tmp_path / "sae" / "normalizer.safetensors").unlink()
+    with pytest.raises(FileNotFoundError, match=r"normalizer\.safetensors is missing"):
+        load_run_sae(paper_experiment, tmp_path / "sae")
+    shutil.rmtree(tmp_path / "sae")
+
+
+def test_table1_points_follow_the_paper_and_share_the_common_point():
+    points = table1_points()
+    assert points[:8] == [{"d_sae": 2048, "l1_coefficient": v} for v in PAPER_L1_GRID]
+    sizes = [p["d_sae"] for p in points[8:]]
+    assert sizes == [d for d in PAPER_DICT_SIZES if d != 2048]
+    assert all(p["l1_coefficient"] == 0.1 for p in points[8:])
+    assert len(points) == 15  # (2048, 0.1) is trained once for both sweeps
+    assert np.unique([json.dumps(p, sort_keys=True) for p in points]).size == len(points)
