@@ -1,0 +1,326 @@
+"""``mechrec align``: how well an SAE's features match item attributes (paper sections 4.2, 7).
+
+Commands:
+
+* ``mechrec align tables RUN_DIR SAE_DIR [--out DIR] [--metric correlation]
+  [--decades/--no-decades] [--top-k 5] [--seed 0] [--title-contains TEXT]... [--years A-B]...``:
+  label every position of the SAE-training and test users by its item (genres, release decade,
+  custom predicates), compute feature x attribute statistics for the SAE's features, the raw
+  neurons at its hook and a random-projection control, and write them with the per-genre table
+  (paper Table 2), the SAE vs neurons vs control summary (Fig. 4), the top-feature profiles
+  (Fig. 2), monosemanticity and the top features per attribute, as CSV and parquet, into
+  ``--out`` (default ``SAE_DIR/alignment``). The best feature per attribute is chosen on the
+  SAE-training users and scored on the test users ("honest"); the in-sample variant (chosen
+  and scored on the test users, as in the paper) is reported beside it.
+* ``mechrec align examples RUN_DIR SAE_DIR FEATURE [--k 10]``: the feature's top activating
+  positions with the titles of the items before them, and its p_top-k for genres, decades and
+  custom predicates.
+
+Example::
+
+    mechrec align tables runs/ml100k-paper runs/ml100k-paper/saes/paper-l1-0.1
+    mechrec align examples runs/ml100k-paper runs/ml100k-paper/saes/paper-l1-0.1 117 \\
+        --title-contains "Star Wars" --years 1980-1989
+
+Bad input (not a run folder, not an SAE folder, an SAE trained on another hook or model, an
+unknown metric, a feature out of range) prints one line ``error: ...`` to stderr and exits with
+code 2.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from mechrec.alignment import METRICS, DegenerateInputWarning
+from mechrec.saes import NormalizedSAE
+from mechrec_recsys.alignment import (
+    AlignmentRun,
+    ItemPredicate,
+    align,
+    feature_examples,
+    feature_p_top_k,
+    parse_year_range,
+    title_contains,
+    year_between,
+)
+from mechrec_recsys.experiment import MODEL_DIR, Experiment, RunSpec
+
+align_app = typer.Typer(
+    name="align",
+    help="Align SAE features with item attributes (genres, decades, predicates): the paper's "
+    "Table 2 and Fig. 2/4 with an honest selection, neurons and a random control. "
+    "Commands: 'tables' writes every table; 'examples' shows a feature's top positions.",
+    no_args_is_help=True,
+)
+
+BAD_INPUT = (ValueError, FileNotFoundError, KeyError, OSError)
+PARTS = ("sae_train", "test", "train", "validation")
+METRIC_LABELS = {"correlation": "corr", "roc_auc": "AUC", "sensitivity": "sens",
+                 "precision": "prec", "mean_given_attribute": "mean|attr"}
+
+
+def fail(message: str) -> None:
+    """Print a one-line error to stderr and exit with code 2."""
+    typer.echo("error: " + " ".join(str(message).split()), err=True)
+    raise typer.Exit(code=2)
+
+
+def _console() -> Console:
+    console = Console()
+    if not console.is_terminal:
+        console.width = max(console.width, 160)  # keep table rows on one line in logs
+    return console
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    if value is None or value is pd.NA:
+        return ""
+    if isinstance(value, float) and math.isnan(value):
+        return "nan"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def build_predicates(title_texts: Sequence[str], year_ranges: Sequence[str]
+                     ) -> dict[str, ItemPredicate]:
+    """Named item predicates from ``--title-contains`` texts and ``--years`` ranges."""
+    predicates: dict[str, ItemPredicate] = {}
+    for text in title_texts:
+        predicates[f"title: {text}"] = title_contains(text)
+    for text in year_ranges:
+        first, last = parse_year_range(text)
+        predicates[f"years {first}-{last}"] = year_between(first, last)
+    return predicates
+
+
+def resolve_sae_dir(run_dir: Path, sae_dir: Path) -> Path:
+    """``SAE_DIR`` as given, or, when that is not a folder, ``RUN_DIR/saes/SAE_DIR``."""
+    if sae_dir.is_dir():
+        return sae_dir
+    candidate = run_dir / "saes" / sae_dir
+    return candidate if candidate.is_dir() else sae_dir
+
+
+def open_run(run_dir: Path, sae_dir: Path, data_dir: Path | None, download: bool,
+             device: str) -> tuple[Experiment, NormalizedSAE]:
+    """Load the SAE and the run's experiment (split + model); errors are ``BAD_INPUT``."""
+    sae = NormalizedSAE.load(resolve_sae_dir(run_dir, sae_dir), device=device)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"run folder {run_dir} does not exist: pass the --out folder "
+                                "of 'mechrec train'")
+    RunSpec.load(run_dir)
+    if not (run_dir / MODEL_DIR).is_dir():
+        raise FileNotFoundError(f"{run_dir} has no trained model yet ({run_dir / MODEL_DIR} is "
+                                "missing): let 'mechrec train' finish")
+    experiment = Experiment.open(run_dir, data_dir=data_dir, download=download, device=device)
+    return experiment, sae
+
+
+def per_genre_rich(run: AlignmentRun) -> Table:
+    """Rich table of :meth:`AlignmentRun.per_attribute_table` with a mean row per group."""
+    frame = run.per_attribute_table("SAE")
+    summary = run.summary()
+    m = run.metric
+    table = Table(title=f"Best SAE feature per attribute (paper Table 2): chosen by {m} on "
+              f"{run.select_part} users, scored on {run.score_part} users; in-sample = chosen "
+              f"and scored on {run.score_part} users")
+    table.add_column("attribute", style="bold")
+    table.add_column("share", justify="right")
+    table.add_column("feature", justify="right")
+    for metric in run.reported:
+        table.add_column(METRIC_LABELS.get(metric, metric), justify="right")
+    table.add_column(f"{METRIC_LABELS.get(m, m)} on select", justify="right")
+    table.add_column("in-sample feature", justify="right")
+    table.add_column(f"in-sample {METRIC_LABELS.get(m, m)}", justify="right")
+    groups = list(dict.fromkeys(frame["group"]))
+    for group in groups:
+        sub = frame[frame["group"] == group]
+        for attribute, row in sub.iterrows():
+            table.add_row(str(attribute), _fmt(row["share"]), _fmt(row["feature"]),
+                          *(_fmt(row[metric]) for metric in run.reported),
+                          _fmt(row[f"{m}_on_select"]), _fmt(row["feature_in_sample"]),
+                          _fmt(row[f"{m}_in_sample"]))
+        honest = summary[(summary["group"] == group) & (summary["features"] == "SAE")
+                         & (summary["selection"] == "honest")].iloc[0]
+        in_sample = summary[(summary["group"] == group) & (summary["features"] == "SAE")
+                            & (summary["selection"] == "in-sample")].iloc[0]
+        means = [_fmt(honest[f"{m}_mean"])] + [_fmt(honest[f"{x}_mean"])
+                                                for x in run.reported[1:]]
+        table.add_row(f"mean ({group}, n={honest['attributes']})",
+                      _fmt(float(sub["share"].mean())), "", *means, "", "",
+                      _fmt(in_sample[f"{m}_mean"]), style="italic", end_section=True)
+    return table
+
+
+def summary_rich(run: AlignmentRun) -> Table:
+    """Rich table of :meth:`AlignmentRun.summary` (SAE vs neurons vs random control)."""
+    frame = run.summary()
+    m = run.metric
+    table = Table(title=f"SAE vs neurons vs random control: best feature per attribute, "
+                  f"min/mean/max of {m} (paper section 7.1.3 / Fig. 4)")
+    for name in ("group", "features", "selection"):
+        table.add_column(name, style="bold" if name == "features" else None)
+    table.add_column("width", justify="right")
+    table.add_column("attrs", justify="right")
+    label = METRIC_LABELS.get(m, m)
+    for column in (f"{label} min", f"{label} mean", f"{label} max"):
+        table.add_column(column, justify="right")
+    for x in run.reported[1:]:
+        table.add_column(f"{METRIC_LABELS.get(x, x)} mean", justify="right")
+    previous = None
+    for _, row in frame.iterrows():
+        if previous is not None and row["group"] != previous:
+            table.add_section()
+        previous = row["group"]
+        table.add_row(str(row["group"]), str(row["features"]), str(row["selection"]),
+                      str(row["n_features"]), str(row["attributes"]),
+                      _fmt(row[f"{m}_min"]), _fmt(row[f"{m}_mean"]), _fmt(row[f"{m}_max"]),
+                      *(_fmt(row[f"{x}_mean"]) for x in run.reported[1:]))
+    return table
+
+
+@align_app.command("tables")
+def tables_command(
+    run_dir: Path = typer.Argument(..., help="run folder written by 'mechrec train'"),
+    sae_dir: Path = typer.Argument(..., help="SAE folder (NormalizedSAE.save) trained on the "
+                                   "run's model, or its name under RUN_DIR/saes"),
+    out: Path | None = typer.Option(None, "--out", help="output folder (default: "
+                                    "SAE_DIR/alignment)"),
+    metric: str = typer.Option("correlation", "--metric",
+                               help=f"chooses the best feature: {' | '.join(METRICS)}"),
+    decades: bool = typer.Option(True, "--decades/--no-decades",
+                                 help="also align with release decades"),
+    top_k: int = typer.Option(5, "--top-k", help="top features per attribute in "
+                              "top_features.csv"),
+    seed: int = typer.Option(0, "--seed", help="seed of the random-projection control"),
+    title_texts: list[str] = typer.Option([], "--title-contains",
+                                          help="custom attribute: title contains TEXT "
+                                          "(repeatable)"),
+    year_ranges: list[str] = typer.Option([], "--years", help="custom attribute: release "
+                                          "year in FIRST-LAST, e.g. 1980-1989 (repeatable)"),
+    data_dir: Path | None = typer.Option(None, "--data-dir", help="folder holding the "
+                                         "dataset"),
+    download: bool = typer.Option(True, "--download/--no-download",
+                                  help="download the dataset when no local copy exists"),
+    device: str = typer.Option("cpu", "--device", help="cpu | cuda"),
+) -> None:
+    """Write SAE / neuron / random-control alignment tables and print Table 2 and the summary.
+
+    Files in --out (CSV and parquet each): sae, neurons, control (every metric of every
+    feature x attribute pair on the select and score rows, long form), per_genre (best SAE
+    feature per attribute, honest and in-sample), summary (SAE vs neurons vs control),
+    comparison (per attribute, all three), profiles (Fig. 2), monosemanticity, top_features;
+    plus alignment.json (rows, hook, notes).
+    """
+    if metric not in METRICS:
+        fail(f"unknown metric {metric!r}; choose one of {', '.join(METRICS)}")
+    if top_k < 1:
+        fail(f"--top-k must be a positive integer, got {top_k}")
+    out_dir = out if out is not None else resolve_sae_dir(run_dir, sae_dir) / "alignment"
+    try:
+        predicates = build_predicates(title_texts, year_ranges)
+        experiment, sae = open_run(run_dir, sae_dir, data_dir, download, device)
+        run = align(experiment, sae, metric=metric, decades=decades, predicates=predicates,
+                    seed=seed)
+        written = run.write(out_dir, top_k=top_k, provenance={
+            "run_dir": str(run_dir), "sae_dir": str(resolve_sae_dir(run_dir, sae_dir)),
+            "command": "mechrec align tables"})
+    except BAD_INPUT as exc:
+        fail(str(exc))
+        return
+    console = _console()
+    console.print(per_genre_rich(run))
+    console.print(summary_rich(run))
+    rows = {part: run.stats["SAE"][part].n_rows for part in ("select", "score")}
+    console.print(
+        f"hook {run.hook_name}; honest = best feature chosen on {rows['select']:,} positions of "
+        f"the {run.select_part} users, scored on {rows['score']:,} positions of the "
+        f"{run.score_part} users; in-sample = chosen and scored on the {run.score_part} users "
+        "(flatters wide dictionaries). Random control: as many random directions as the SAE "
+        "has features, each firing as often as its SAE feature.", highlight=False)
+    for note in run.notes:
+        console.print(f"note: {note}", style="dim", highlight=False)
+    console.print(f"tables written to {written['summary'].parent}", highlight=False)
+
+
+@align_app.command("examples")
+def examples_command(
+    run_dir: Path = typer.Argument(..., help="run folder written by 'mechrec train'"),
+    sae_dir: Path = typer.Argument(..., help="SAE folder trained on the run's model, or its "
+                                   "name under RUN_DIR/saes"),
+    feature: int = typer.Argument(..., help="SAE feature index"),
+    k: int = typer.Option(10, "--k", help="top activating positions to show"),
+    part: str = typer.Option("sae_train", "--part",
+                             help=f"users whose positions are searched: {' | '.join(PARTS)}"),
+    context: int = typer.Option(5, "--context", help="preceding items shown per position"),
+    p_top: int = typer.Option(100, "--p-top", help="k of p_top-k (share of the top-k "
+                              "activation mass on items with an attribute)"),
+    title_texts: list[str] = typer.Option([], "--title-contains",
+                                          help="p_top-k for: title contains TEXT (repeatable)"),
+    year_ranges: list[str] = typer.Option([], "--years", help="p_top-k for: release year in "
+                                          "FIRST-LAST (repeatable)"),
+    data_dir: Path | None = typer.Option(None, "--data-dir", help="folder holding the "
+                                         "dataset"),
+    download: bool = typer.Option(True, "--download/--no-download",
+                                  help="download the dataset when no local copy exists"),
+    device: str = typer.Option("cpu", "--device", help="cpu | cuda"),
+) -> None:
+    """Print a feature's top activating positions with the items before them, and p_top-k."""
+    if part not in PARTS:
+        fail(f"unknown --part {part!r}; choose one of {', '.join(PARTS)}")
+    for name, value in (("--k", k), ("--p-top", p_top)):
+        if value < 1:
+            fail(f"{name} must be a positive integer, got {value}")
+    if context < 0:
+        fail(f"--context must be >= 0, got {context}")
+    try:
+        predicates = build_predicates(title_texts, year_ranges)
+        experiment, sae = open_run(run_dir, sae_dir, data_dir, download, device)
+        examples = feature_examples(experiment, sae, feature, k=k, part=part, context=context)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DegenerateInputWarning)
+            shares = feature_p_top_k(experiment, sae, feature, predicates=predicates, k=p_top,
+                                     part=part)
+    except BAD_INPUT as exc:
+        fail(str(exc))
+        return
+    console = _console()
+    table = Table(title=f"feature {feature}: top {k} positions of the {part} users "
+                  f"(context: up to {context} preceding items, oldest first)")
+    for name in ("rank", "activation", "user", "pos"):
+        table.add_column(name, justify="right")
+    longest = max((len(str(t)) for t in examples["title"]), default=4)
+    table.add_column("item", style="bold", no_wrap=True, min_width=min(longest, 80))
+    table.add_column("genres")
+    table.add_column("context")
+    for _, row in examples.iterrows():
+        table.add_row(str(row["rank"]), f"{row['activation']:.3f}", str(row["user"]),
+                      str(row["position"]), str(row["title"]), str(row["genres"]),
+                      str(row["context"]))
+    console.print(table)
+    if examples.empty:
+        console.print(f"feature {feature} never fires on the {part} users", highlight=False)
+        return
+    values = shares.iloc[0]
+    custom = [c for c in values.index if c in predicates]
+    ranked = values.drop(labels=custom).dropna().sort_values(ascending=False)
+    ranked = ranked[ranked > 0].head(8)
+    parts = [f"{name} {value:.3f}" for name, value in ranked.items()]
+    parts += [f"{name} {_fmt(float(values[name]))}" for name in custom]
+    console.print(f"p_top{p_top} (share of the top-{p_top} activation mass): " + "; ".join(parts),
+                  highlight=False)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``align`` command group to the ``mechrec`` application."""
+    app.add_typer(align_app, name="align")

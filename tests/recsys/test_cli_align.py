@@ -1,0 +1,129 @@
+"""``mechrec align``: writes loadable tables, prints Table 2 and the summary, shows titles."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from mechrec_recsys.alignment import feature_examples
+from mechrec_recsys.cli.main import app
+from mechrec_recsys.experiment import Experiment
+from typer.testing import CliRunner
+
+from mechrec.saes import NormalizedSAE
+
+STEMS = ("sae", "neurons", "control", "per_genre", "summary", "comparison", "profiles",
+         "monosemanticity", "top_features")
+
+
+def run_cli(*args: object):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def sae_dir(paper_sae: NormalizedSAE, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return paper_sae.save(tmp_path_factory.mktemp("align_cli") / "sae")
+
+
+def test_tables_writes_every_table_and_prints_table_2_and_the_summary(
+    paper_run_dir: Path, sae_dir: Path, data_dir: Path, paper_experiment: Experiment
+) -> None:
+    result = run_cli("align", "tables", paper_run_dir, sae_dir, "--data-dir",
+                     data_dir / "ml-100k", "--no-download", "--top-k", "2",
+                     "--title-contains", "Star Wars", "--years", "1980-1989")
+    assert result.exit_code == 0, result.output
+    out = sae_dir / "alignment"  # the default --out
+    assert "paper Table 2" in result.output and "SAE vs neurons vs random control" in result.output
+    assert "in-sample" in result.output and "honest" in result.output
+    for name in ("Horror", "Documentary", "decade=1990s", "title: Star Wars", "years 1980-1989",
+                 "mean (genre, n=18)"):
+        assert name in result.output
+    for stem in STEMS:
+        csv = pd.read_csv(out / f"{stem}.csv")
+        parquet = pd.read_parquet(out / f"{stem}.parquet")
+        assert len(csv) == len(parquet) > 0 and list(csv.columns) == list(parquet.columns)
+    per_genre = pd.read_parquet(out / "per_genre.parquet").set_index("attribute")
+    genres = paper_experiment.genre_names
+    assert set(genres) <= set(per_genre.index)
+    assert per_genre.loc["unknown", ["correlation", "roc_auc", "sensitivity"]].isna().all()
+    assert per_genre.loc["Horror", "correlation"] > 0
+    summary = pd.read_csv(out / "summary.csv")
+    assert set(summary["features"]) == {"SAE", "neurons", "random"}
+    assert set(summary["selection"]) == {"honest", "in-sample"}
+    assert set(summary["group"]) == {"genre", "decade", "custom", "all"}
+    top = pd.read_csv(out / "top_features.csv")
+    assert len(top) == 2 * len(per_genre)
+    meta = json.loads((out / "alignment.json").read_text())
+    assert meta["provenance"]["sae_dir"] == str(sae_dir)
+    assert meta["rows"]["score"] == len(paper_experiment.activations("test", meta["hook_name"]))
+
+
+def test_tables_without_decades_into_another_folder(
+    paper_run_dir: Path, sae_dir: Path, data_dir: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "tables"
+    result = run_cli("align", "tables", paper_run_dir, sae_dir, "--out", out, "--no-decades",
+                     "--metric", "roc_auc", "--data-dir", data_dir / "ml-100k", "--no-download")
+    assert result.exit_code == 0, result.output
+    per_genre = pd.read_csv(out / "per_genre.csv")
+    assert set(per_genre["group"]) == {"genre"}
+    assert not per_genre["attribute"].str.startswith("decade=").any()
+    # the selecting metric comes first and the table is sorted by it
+    assert list(per_genre.columns[:5]) == ["attribute", "group", "share", "feature", "roc_auc"]
+    assert per_genre["roc_auc"].dropna().is_monotonic_decreasing
+    assert set(pd.read_csv(out / "summary.csv")["group"]) == {"genre"}
+
+
+def test_examples_show_real_titles_with_context(
+    paper_run_dir: Path, sae_dir: Path, data_dir: Path, paper_experiment: Experiment,
+    paper_sae: NormalizedSAE
+) -> None:
+    feature = 3
+    expected = feature_examples(paper_experiment, paper_sae, feature, k=4)
+    assert len(expected) == 4
+    result = run_cli("align", "examples", paper_run_dir, sae_dir, feature, "--k", "4",
+                     "--title-contains", "Star Wars", "--data-dir", data_dir / "ml-100k",
+                     "--no-download")
+    assert result.exit_code == 0, result.output
+    assert f"feature {feature}: top 4 positions" in result.output
+    for title in expected["title"]:  # full titles, even long ones
+        assert title in result.output
+    assert f"{expected['activation'].iloc[0]:.3f}" in result.output
+    assert "p_top100" in result.output and "title: Star Wars" in result.output
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["tables", "{run}", "{sae}", "--metric", "f1"], "unknown metric 'f1'"),
+        (["tables", "{run}", "{missing}"], "does not exist"),
+        (["tables", "{missing}", "{sae}"], "run folder"),
+        (["tables", "{untrained}", "{sae}"], "no trained model yet"),
+        (["tables", "{run}", "{sae}", "--years", "eighties"], "expected FIRST-LAST"),
+        (["tables", "{run}", "{wrong_hook}"], "does not have"),
+        (["examples", "{run}", "{sae}", "100000"], "out of range"),
+        (["examples", "{run}", "{sae}", "1", "--part", "holdout"], "unknown --part"),
+    ],
+)
+def test_bad_input_gives_one_line_and_exit_code_2(
+    paper_run_dir: Path, sae_dir: Path, data_dir: Path, tmp_path: Path, args: list[str],
+    message: str
+) -> None:
+    wrong_hook = tmp_path / "wrong_hook"
+    if "{wrong_hook}" in args:
+        NormalizedSAE.load(sae_dir, hook_name="blocks.9.hook_resid_post").save(wrong_hook)
+    untrained = tmp_path / "untrained"
+    if "{untrained}" in args:
+        untrained.mkdir()
+        shutil.copy(paper_run_dir / "run.json", untrained / "run.json")
+    paths = {"{run}": paper_run_dir, "{sae}": sae_dir, "{missing}": tmp_path / "missing",
+             "{wrong_hook}": wrong_hook, "{untrained}": untrained}
+    filled = [paths.get(a, a) for a in args]
+    result = run_cli("align", *filled, "--data-dir", data_dir / "ml-100k", "--no-download")
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0]
+    assert "Traceback" not in result.output
