@@ -1,0 +1,339 @@
+"""``mechrec steer``: steer genres with SAE features and probes (paper section 8).
+
+Commands:
+
+* ``mechrec steer sweep RUN_DIR SAE_DIR [--genres Action,Sci-Fi] [--values -10:10:1]
+  [--mode replace|keep-error|both] [--probes/--no-probes] [--out DIR]``: for each genre's best
+  SAE feature (chosen on the SAE-training users), set it at the last position to every value
+  and score the test users' top-10 (genre shares, NDCG/HR with standard errors, coverage,
+  diversity); with probes, also add unit-variance probe and SAE decoder directions (Fig. 9).
+  Writes tidy tables (``sweep.csv``/``.json``, ``target_share.csv``, ``monotonicity.csv``,
+  ``features.csv``, ``probes.csv``, ``users.csv``, ``summary.json``) and prints the target-genre
+  share and NDCG at -10, -2, 0, 2 and 10.
+* ``mechrec steer user RUN_DIR SAE_DIR --user ID --genre Sci-Fi --values 0,2,5``: one user's
+  top-10 before and after setting the genre's feature (Fig. 7), with titles and genres.
+
+``replace`` mode replaces the last position's activation by the edited SAE reconstruction (the
+paper's procedure; even value 0 is then not the unsteered model); ``keep-error`` keeps the SAE's
+error term. Bad input (unknown genre, feature index out of range, NaN values, an SAE from
+another hook or model width, an unknown user, a missing run or SAE folder) prints one line
+``error: ...`` to stderr and exits with code 2.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, NoReturn, TypeVar
+
+import pandas as pd
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from mechrec_recsys.steering import (
+    DEFAULT_GENRES,
+    MODES,
+    GenreSweep,
+    compare_fast_naive,
+    example_users,
+    parse_feature_overrides,
+    parse_values,
+    resolve_genres,
+    run_genre_sweep,
+    select_genre_features,
+    user_recommendations,
+)
+
+steer_app = typer.Typer(
+    name="steer",
+    help="Steer genres in a trained GPTRec with SAE features and probe directions.",
+    no_args_is_help=True,
+)
+
+BAD_INPUT = (ValueError, FileNotFoundError, KeyError, OSError, TypeError)
+SUMMARY_VALUES = (-10.0, -2.0, 0.0, 2.0, 10.0)
+T = TypeVar("T")
+
+
+def fail(message: str) -> NoReturn:
+    """Print a one-line error to stderr and exit with code 2."""
+    typer.echo("error: " + " ".join(str(message).split()), err=True)
+    raise typer.Exit(code=2)
+
+
+@contextmanager
+def _warnings_to_stderr() -> Iterator[None]:
+    """Show Python warnings raised inside as one line ``warning: ...`` each on stderr."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            yield
+        finally:
+            shown: set[str] = set()
+            for item in caught:
+                if issubclass(item.category, DeprecationWarning | FutureWarning):
+                    continue
+                line = " ".join(str(item.message).split())
+                if line not in shown:
+                    shown.add(line)
+                    typer.echo(f"warning: {line}", err=True)
+
+
+def _guard(action: Callable[[], T]) -> T:
+    """Run ``action``; bad input becomes a one-line error with exit code 2."""
+    try:
+        return action()
+    except BAD_INPUT as exc:
+        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        fail(str(message))
+
+
+def _open(run_dir: Path, sae_dir: Path, data_dir: Path | None, download: bool, device: str,
+          batch_size: int) -> tuple[Any, Any]:
+    """Open the run and its SAE (a folder, or a name under ``RUN_DIR/saes``); check they fit."""
+    from mechrec_recsys.saes import load_run_sae, open_run, resolve_sae_directory
+
+    if batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {batch_size}")
+    experiment = open_run(run_dir, data_dir=data_dir, download=download, device=device,
+                          batch_size=batch_size)
+    sae = load_run_sae(experiment, resolve_sae_directory(run_dir, sae_dir), device=device)
+    return experiment, sae
+
+
+def _modes(mode: str) -> list[str]:
+    if mode == "both":
+        return list(MODES)
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r}; choose replace, keep-error or both")
+    return [mode]
+
+
+def _console() -> Console:
+    console = Console()
+    if not console.is_terminal:
+        console.width = max(console.width, 140)  # keep table rows on one line in logs
+    return console
+
+
+def _fmt(value: float, digits: int = 3) -> str:
+    return "" if value is None or (isinstance(value, float) and math.isnan(value)) \
+        else f"{value:.{digits}f}"
+
+
+def summary_tables(result: GenreSweep) -> list[Table]:
+    """Two rich tables: target-genre share and NDCG@k per curve at -10, -2, 0, 2, 10.
+
+    The share table also counts the steps of the whole grid where the share went down and
+    gives the Spearman correlation of share with value (1 = monotonic rise).
+    """
+    summary = result.summary(SUMMARY_VALUES)
+    mono = result.monotonicity().set_index("curve")
+    k = result.metadata.get("k", 10)
+    base = result.reference("unsteered")
+    recon = result.reference("sae_reconstruction")
+    at = [c.split("@", 1)[1] for c in summary.columns if c.startswith("share@")]
+    share = Table(title=f"share of the target genre in the top-{k} (test users)")
+    ndcg = Table(title=f"NDCG@{k} (unsteered {base['ndcg']:.3f} ± {base['ndcg_se']:.3f}; "
+                       f"replace with unedited reconstruction {recon['ndcg']:.3f} ± "
+                       f"{recon['ndcg_se']:.3f})")
+    for table in (share, ndcg):
+        for name in ("genre", "method", "mode", "feature"):
+            table.add_column(name, style="bold" if name == "genre" else None)
+    share.add_column("unsteered", justify="right")
+    for value in at:
+        share.add_column(value, justify="right")
+        ndcg.add_column(value, justify="right")
+    share.add_column("steps down", justify="right")
+    share.add_column("spearman", justify="right")
+    for row in summary.to_dict(orient="records"):
+        column = result.curves.loc[result.curves["curve"] == row["curve"], "column"].iloc[0]
+        feature = "" if pd.isna(row["feature"]) else str(int(row["feature"]))
+        head = [str(row["genre"]), str(row["method"]), str(row["mode"]), feature]
+        curve = mono.loc[row["curve"]]
+        share.add_row(*head, _fmt(float(base[f"share:{column}"])),
+                      *(_fmt(row[f"share@{v}"]) for v in at),
+                      f"{curve['decreases']}/{curve['n_steps']}", _fmt(curve["spearman"], 2))
+        ndcg.add_row(*head, *(_fmt(row[f"ndcg@{v}"]) for v in at))
+    return [share, ndcg]
+
+
+@steer_app.command("sweep")
+def sweep_command(
+    run_dir: Path = typer.Argument(..., help="run folder written by 'mechrec train'"),
+    sae_dir: Path = typer.Argument(..., help="SAE folder, or its name under RUN_DIR/saes"),
+    genres: str = typer.Option(",".join(DEFAULT_GENRES), "--genres",
+                               help="comma-separated genres; Children also finds Children's"),
+    values: str = typer.Option("-10:10:1", "--values",
+                               help="start:stop:step (inclusive) or a comma list"),
+    mode: str = typer.Option("both", "--mode", help="SAE feature edits: replace (paper: the "
+                             "activation becomes the edited reconstruction) | keep-error | both"),
+    probes: bool = typer.Option(True, "--probes/--no-probes",
+                                help="also steer with probe and SAE decoder directions "
+                                "(unit variance, Fig. 9)"),
+    features: str | None = typer.Option(None, "--features",
+                                        help="GENRE=INDEX,... instead of the best features"),
+    k: int = typer.Option(10, "--k", help="length of the recommendation lists"),
+    users: int = typer.Option(1, "--example-users", help="per genre, the N test users with the "
+                              "most and the N with the fewest items of the genre get before/"
+                              "after lists in users.csv (0: none)"),
+    user_values: str = typer.Option("-2,0,2,5", "--user-values",
+                                    help="feature values for the example users' lists"),
+    naive: int = typer.Option(0, "--compare-naive", help="also run the naive full forward "
+                              "pass on this many values and report the fast path's speed-up "
+                              "and largest logit difference (0: skip)"),
+    out: Path | None = typer.Option(None, "--out",
+                                    help="output folder (default RUN_DIR/steering/SAE_NAME)"),
+    data_dir: Path | None = typer.Option(None, "--data-dir", help="folder holding the dataset"),
+    download: bool = typer.Option(True, "--download/--no-download"),
+    device: str = typer.Option("cpu", "--device", help="cpu | cuda"),
+    batch_size: int = typer.Option(256, "--batch-size", help="test users per forward pass"),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+) -> None:
+    """Sweep each genre's SAE feature (and probe) over values; write tables, print a summary."""
+    with _warnings_to_stderr():
+        grid = _guard(lambda: parse_values(values))
+        chosen_modes = _guard(lambda: _modes(mode))
+        overrides = _guard(lambda: parse_feature_overrides(features))
+        user_grid = _guard(lambda: parse_values(user_values)) if users > 0 else []
+        if k < 1:
+            fail(f"--k must be >= 1, got {k}")
+        if users < 0 or naive < 0:
+            fail("--example-users and --compare-naive must be >= 0")
+        experiment, sae = _guard(lambda: _open(run_dir, sae_dir, data_dir, download, device,
+                                               batch_size))
+        genre_list = [g for g in genres.split(",") if g.strip()]
+        result = _guard(lambda: run_genre_sweep(
+            experiment, sae, genres=genre_list, values=grid, modes=chosen_modes, probes=probes,
+            features=overrides, k=k, progress=progress))
+        user_table = None
+        if users > 0:
+            user_table = _guard(lambda: _example_user_lists(experiment, sae, result, users,
+                                                            user_grid, chosen_modes[0], k))
+        extra: dict[str, Any] = {"command": {
+            "run_dir": str(run_dir), "sae_dir": str(sae_dir), "genres": genre_list,
+            "values": values, "mode": mode, "probes": probes, "features": overrides, "k": k}}
+        if naive > 0:
+            extra["fast_path"] = _guard(lambda: _fast_vs_naive(experiment, sae, result, grid,
+                                                               naive))
+        out_dir = out if out is not None else Path(run_dir) / "steering" / Path(sae_dir).name
+        _guard(lambda: result.save(out_dir, users=user_table, extra=extra))
+    console = _console()
+    meta = result.metadata
+    console.print(f"{meta['run']['dataset']} ({meta['run']['split']} split), "
+                  f"{meta['n_test_users']} test users; SAE d_sae={meta['sae']['d_sae']} at "
+                  f"{meta['hook_name']}; {len(grid)} values in [{grid[0]:g}, {grid[-1]:g}]",
+                  highlight=False)
+    console.print("features: the best correlation on the SAE-training users, "
+                  + ", ".join(f"{r.genre} -> {r.feature} ({r.correlation_select:.2f}; test "
+                              f"{r.correlation_test:.2f})"
+                              for r in result.features.itertuples(index=False)),
+                  highlight=False)
+    for table in summary_tables(result):
+        console.print(table)
+    console.print("replace: the last position becomes the edited SAE reconstruction (paper); "
+                  "keep-error: the SAE error term is kept; add: value × unit-variance direction",
+                  highlight=False)
+    if "fast_path" in extra:
+        fp = extra["fast_path"]
+        console.print(f"fast path: {fp['fast_seconds_per_value'] * 1e3:.1f} ms per value vs "
+                      f"naive {fp['naive_seconds_per_value'] * 1e3:.1f} ms "
+                      f"(x{fp['speedup']:.1f}); largest logit difference "
+                      f"{fp['max_abs_logit_diff']:.2e}; same top-{k}: {fp['same_top_k']}",
+                      highlight=False)
+    console.print(f"tables written to {out_dir}", highlight=False)
+
+
+def _example_user_lists(experiment: Any, sae: Any, result: GenreSweep, n: int,
+                        values: list[float], mode: str, k: int) -> pd.DataFrame:
+    """Before/after lists of each genre's example users under its feature (one mode)."""
+    from mechrec.sweep import feature_target
+
+    frames = []
+    for row in result.features.itertuples(index=False):
+        target = feature_target(sae, int(row.feature), name=f"sae:{row.genre}",
+                                keep_error=mode == "keep-error")
+        chosen = example_users(experiment, row.column, k=k, n=n)
+        frame = user_recommendations(experiment, target, chosen, values,
+                                     genre_column=row.column, k=k)
+        frame.insert(0, "genre", row.genre)
+        frame.insert(1, "mode", mode)
+        frames.append(frame)
+    return pd.concat(frames, ignore_index=True)
+
+
+def _fast_vs_naive(experiment: Any, sae: Any, result: GenreSweep, grid: list[float],
+                   n: int) -> dict[str, Any]:
+    """Fast path against the naive path for the first genre's replace-mode feature."""
+    from mechrec.sweep import feature_target
+
+    first = result.features.iloc[0]
+    target = feature_target(sae, int(first["feature"]), name=f"sae:{first['genre']}")
+    return compare_fast_naive(experiment, target, grid, naive_values=grid[:n])
+
+
+@steer_app.command("user")
+def user_command(
+    run_dir: Path = typer.Argument(..., help="run folder written by 'mechrec train'"),
+    sae_dir: Path = typer.Argument(..., help="SAE folder, or its name under RUN_DIR/saes"),
+    user: str = typer.Option(..., "--user", help="raw user id (test users first)"),
+    genre: str = typer.Option(..., "--genre", help="genre whose feature is steered"),
+    values: str = typer.Option("0,2,5", "--values", help="comma list or start:stop:step"),
+    feature: int | None = typer.Option(None, "--feature",
+                                       help="SAE feature index instead of the genre's best"),
+    mode: str = typer.Option("replace", "--mode", help="replace | keep-error"),
+    k: int = typer.Option(10, "--k", help="length of the recommendation lists"),
+    out: Path | None = typer.Option(None, "--out", help="also write the lists as CSV here"),
+    data_dir: Path | None = typer.Option(None, "--data-dir", help="folder holding the dataset"),
+    download: bool = typer.Option(True, "--download/--no-download"),
+    device: str = typer.Option("cpu", "--device", help="cpu | cuda"),
+) -> None:
+    """Print one user's top-k before and after setting a genre's SAE feature (Fig. 7)."""
+    with _warnings_to_stderr():
+        grid = _guard(lambda: parse_values(values))
+        if mode not in MODES:
+            fail(f"unknown mode {mode!r}; choose replace or keep-error")
+        if k < 1:
+            fail(f"--k must be >= 1, got {k}")
+        experiment, sae = _guard(lambda: _open(run_dir, sae_dir, data_dir, download, device, 256))
+        resolved = _guard(lambda: resolve_genres([genre], experiment.genre_names))
+        overrides = {genre: feature} if feature is not None else None
+        chosen = _guard(lambda: select_genre_features(experiment, sae, resolved,
+                                                      overrides=overrides))
+        row = chosen.iloc[0]
+        from mechrec.sweep import feature_target
+
+        target = feature_target(sae, int(row["feature"]), name=f"sae:{genre}",
+                                keep_error=mode == "keep-error")
+        lists = _guard(lambda: user_recommendations(experiment, target, [user], grid,
+                                                    genre_column=row["column"], k=k))
+        if out is not None:
+            from mechrec_recsys.checkpoint import atomic_write_bytes
+
+            _guard(lambda: atomic_write_bytes(out, lists.to_csv(index=False).encode()))
+    console = _console()
+    first = lists.iloc[0]
+    console.print(f"user {first['user_id']} ({first['part']} users): {row['column']} feature "
+                  f"{int(row['feature'])} (correlation {row['correlation_select']:.2f} on the "
+                  f"SAE-training users), {mode} mode; * = {row['column']}, + = not in the "
+                  "list before", highlight=False)
+    for setting, group in lists.groupby("setting", sort=False):
+        label = "before (unsteered)" if setting == "before" else f"feature = {setting}"
+        share = group["has_target_genre"].mean()
+        console.print(f"{label}: {row['column']} share {share:.1f}", highlight=False)
+        for item in group.itertuples(index=False):
+            mark = ("*" if item.has_target_genre else " ") + \
+                   ("+" if setting != "before" and not item.in_before else " ")
+            console.print(f"  {item.rank:>2} {mark} {item.title}  [{item.genres}]",
+                          highlight=False, markup=False)
+    if out is not None:
+        console.print(f"lists written to {out}", highlight=False)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``steer`` command group to the ``mechrec`` application."""
+    app.add_typer(steer_app, name="steer")
