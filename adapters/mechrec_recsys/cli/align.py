@@ -37,7 +37,6 @@ from typing import Any
 
 import pandas as pd
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from mechrec.alignment import METRICS, DegenerateInputWarning
@@ -52,6 +51,7 @@ from mechrec_recsys.alignment import (
     title_contains,
     year_between,
 )
+from mechrec_recsys.cli._common import fail, wide_console
 from mechrec_recsys.experiment import MODEL_DIR, Experiment, RunSpec
 
 align_app = typer.Typer(
@@ -68,17 +68,6 @@ METRIC_LABELS = {"correlation": "corr", "roc_auc": "AUC", "sensitivity": "sens",
                  "precision": "prec", "mean_given_attribute": "mean|attr"}
 
 
-def fail(message: str) -> None:
-    """Print a one-line error to stderr and exit with code 2."""
-    typer.echo("error: " + " ".join(str(message).split()), err=True)
-    raise typer.Exit(code=2)
-
-
-def _console() -> Console:
-    console = Console()
-    if not console.is_terminal:
-        console.width = max(console.width, 160)  # keep table rows on one line in logs
-    return console
 
 
 def _fmt(value: Any, digits: int = 3) -> str:
@@ -238,7 +227,7 @@ def tables_command(
     except BAD_INPUT as exc:
         fail(str(exc))
         return
-    console = _console()
+    console = wide_console(160)
     console.print(per_genre_rich(run))
     console.print(summary_rich(run))
     rows = {part: run.stats["SAE"][part].n_rows for part in ("select", "score")}
@@ -294,7 +283,7 @@ def examples_command(
     except BAD_INPUT as exc:
         fail(str(exc))
         return
-    console = _console()
+    console = wide_console(160)
     table = Table(title=f"feature {feature}: top {k} positions of the {part} users "
                   f"(context: up to {context} preceding items, oldest first)")
     for name in ("rank", "activation", "user", "pos"):

@@ -25,6 +25,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from mechrec_recsys.cli._common import fail
 from mechrec_recsys.data import DATASET_NAMES, RELEASES, load_dataset
 from mechrec_recsys.data.download import (
     ENV_DATA,
@@ -45,12 +46,6 @@ data_app = typer.Typer(
 
 BAD_INPUT = (ValueError, FileNotFoundError, OSError, KeyError)
 
-
-def fail(message: str) -> None:
-    """Print a one-line error to stderr and exit with code 2."""
-    line = " ".join(str(message).split())
-    typer.echo(f"error: {line}", err=True)
-    raise typer.Exit(code=2)
 
 
 def _format(value: float, statistic: str) -> str:

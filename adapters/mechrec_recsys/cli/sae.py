@@ -30,10 +30,10 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from mechrec.saes import ARCHITECTURES, PAPER_DICT_SIZES, PAPER_L1_GRID, SAETrainingConfig
+from mechrec_recsys.cli._common import fail, wide_console
 from mechrec_recsys.experiment import Experiment
 from mechrec_recsys.saes import (
     PAPER_HOOK,
@@ -59,11 +59,6 @@ BAD_INPUT = (ValueError, FileNotFoundError, KeyError, OSError, FloatingPointErro
 WARM_UP_STEPS = 100
 
 
-def fail(message: str) -> None:
-    """Print a one-line error to stderr and exit with code 2."""
-    typer.echo("error: " + " ".join(str(message).split()), err=True)
-    raise typer.Exit(code=2)
-
 
 def parse_list(text: str, convert: Callable[[str], Any], option: str) -> list[Any]:
     """``"0.1,0.2"`` -> ``[0.1, 0.2]``; a malformed item is a clear ``ValueError``."""
@@ -80,12 +75,6 @@ def parse_list(text: str, convert: Callable[[str], Any], option: str) -> list[An
                              f"(got {text!r})") from None
     return values
 
-
-def _console() -> Console:
-    console = Console()
-    if not console.is_terminal:
-        console.width = max(console.width, 160)  # keep "mean ± std" cells on one line in logs
-    return console
 
 
 def _number(value: Any, fmt: str) -> str:
@@ -209,7 +198,7 @@ def train(
                   f"{metrics.l0:.1f}", f"{metrics.dead_fraction:.3f}",
                   f"{trained.training.dead_fraction_train:.3f}",
                   str(trained.training.n_resampled), f"{trained.training.seconds:.1f}")
-    console = _console()
+    console = wide_console(160)
     console.print(table)
     console.print(f"saved to {trained.directory} (sae-lens format + normalizer.safetensors); "
                   f"evaluate with: mechrec sae eval {run_dir} {trained.directory}",
@@ -262,7 +251,7 @@ def evaluate(
     recon = rows[1]
     title = (f"{nsae.architecture} SAE at {nsae.hook_name} ({nsae.d_sae} features) on "
              f"{len(experiment.part('test'))} test users ({recon['n_rows']:,} activations)")
-    console = _console()
+    console = wide_console(160)
     console.print(eval_table(rows, title))
     console.print("reconstruction metrics in normalised space on the test users' activations; "
                   "ranking metrics: mean ± standard error over test users (coverage: "
@@ -354,7 +343,7 @@ def table1(
     title = (f"Table 1 on {result.info['run']['dataset']} ({result.info['test_users']} test "
              f"users), {result.hook}: standard SAEs, {steps} steps of {batch_size}, "
              f"{n} seed{'s' if n > 1 else ''}")
-    console = _console()
+    console = wide_console(160)
     console.print(table1_table(result, title))
     identical = sum(r.get("replace_error_identical", 0.0) == 1.0 for r in result.runs)
     console.print(

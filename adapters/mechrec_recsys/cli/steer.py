@@ -27,13 +27,13 @@ import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import Any, TypeVar
 
 import pandas as pd
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from mechrec_recsys.cli._common import fail, wide_console
 from mechrec_recsys.steering import (
     DEFAULT_GENRES,
     MODES,
@@ -58,11 +58,6 @@ BAD_INPUT = (ValueError, FileNotFoundError, KeyError, OSError, TypeError)
 SUMMARY_VALUES = (-10.0, -2.0, 0.0, 2.0, 10.0)
 T = TypeVar("T")
 
-
-def fail(message: str) -> NoReturn:
-    """Print a one-line error to stderr and exit with code 2."""
-    typer.echo("error: " + " ".join(str(message).split()), err=True)
-    raise typer.Exit(code=2)
 
 
 @contextmanager
@@ -112,12 +107,6 @@ def _modes(mode: str) -> list[str]:
         raise ValueError(f"unknown mode {mode!r}; choose replace, keep-error or both")
     return [mode]
 
-
-def _console() -> Console:
-    console = Console()
-    if not console.is_terminal:
-        console.width = max(console.width, 140)  # keep table rows on one line in logs
-    return console
 
 
 def _fmt(value: float, digits: int = 3) -> str:
@@ -222,7 +211,7 @@ def sweep_command(
                                                                naive))
         out_dir = out if out is not None else Path(run_dir) / "steering" / Path(sae_dir).name
         _guard(lambda: result.save(out_dir, users=user_table, extra=extra))
-    console = _console()
+    console = wide_console(140)
     meta = result.metadata
     console.print(f"{meta['run']['dataset']} ({meta['run']['split']} split), "
                   f"{meta['n_test_users']} test users; SAE d_sae={meta['sae']['d_sae']} at "
@@ -315,7 +304,7 @@ def user_command(
             from mechrec_recsys.checkpoint import atomic_write_bytes
 
             _guard(lambda: atomic_write_bytes(out, lists.to_csv(index=False).encode()))
-    console = _console()
+    console = wide_console(140)
     first = lists.iloc[0]
     console.print(f"user {first['user_id']} ({first['part']} users): {row['column']} feature "
                   f"{int(row['feature'])} (correlation {row['correlation_select']:.2f} on the "
