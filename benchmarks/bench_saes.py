@@ -13,9 +13,9 @@ Three tables, each printed as Markdown:
     d_model 64, 2 heads) trained here for a few minutes on MovieLens-100k, normalised per
     dimension. Reports L0, RMSE, explained variance and the dead fraction on held-out users.
 ``dead``
-    Every architecture on the same realistic activations at a comparable sparsity, with the
-    dead-feature fraction on held-out users, and the standard SAE without resampling for
-    comparison.
+    Every architecture on the same realistic activations at a comparable sparsity (k or
+    target L0 32, L1 0.1), plus L1 at 0.5, each with and without resampling where it
+    matters, with the fraction of features that never fire on held-out users.
 
 The stand-in recommender is cached (``--cache-dir``) so reruns skip its training. It lives
 here, not in the core: the core never knows about recommendations.
@@ -23,7 +23,7 @@ here, not in the core: the core never knows about recommendations.
 Run (2 CPU cores are plenty; numbers depend on the machine):
     OMP_NUM_THREADS=1 python benchmarks/bench_saes.py throughput
     OMP_NUM_THREADS=1 python benchmarks/bench_saes.py l1-grid --steps 3000
-    OMP_NUM_THREADS=1 python benchmarks/bench_saes.py dead --steps 3000
+    OMP_NUM_THREADS=1 python benchmarks/bench_saes.py dead --steps 2000
 """
 
 from __future__ import annotations
@@ -295,14 +295,23 @@ def run_dead(args: argparse.Namespace) -> None:
     train, test = realistic_activations(args)
     normalizer = fit_normalizer(train)
     base = base_config(args)
+    never = {"resample_dead_every": None}
+    every500 = {"resample_dead_every": 500}
+    topk = {"architecture": "topk", "k": 32}
+    batchtopk = {"architecture": "batchtopk", "k": 32}
     variants = [
-        ("standard", {"l1_coefficient": 0.1}),
-        ("standard (no resampling)", {"l1_coefficient": 0.1, "resample_dead_every": None}),
-        ("topk", {"architecture": "topk", "k": 32}),
-        ("topk (no aux-k)", {"architecture": "topk", "k": 32, "aux_loss_coefficient": 0.0}),
-        ("batchtopk", {"architecture": "batchtopk", "k": 32}),
-        ("jumprelu", {"architecture": "jumprelu", "target_l0": 32, "l0_coefficient": 1.0}),
-        ("gated", {"architecture": "gated", "l1_coefficient": 0.1}),
+        ("standard λ=0.1", {"l1_coefficient": 0.1}),
+        ("standard λ=0.5", {"l1_coefficient": 0.5}),
+        ("standard λ=0.5 + resampling", {"l1_coefficient": 0.5, **every500}),
+        ("topk (aux-k + resampling)", topk),
+        ("topk (aux-k only)", {**topk, **never}),
+        ("batchtopk (aux-k only)", batchtopk),
+        ("batchtopk + resampling", {**batchtopk, **every500}),
+        (
+            "jumprelu (target L0, pre-act loss)",
+            {"architecture": "jumprelu", "target_l0": 32, "l0_coefficient": 1.0},
+        ),
+        ("gated λ=0.1", {"architecture": "gated", "l1_coefficient": 0.1}),
     ]
     rows = []
     for name, overrides in variants:

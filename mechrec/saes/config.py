@@ -34,11 +34,12 @@ model trained on MovieLens-100k, normalised per dimension; metrics on held-out u
 0.1    300.4   0.968  0.179  0.00  102.1 / 0.958 / 0.178
 0.2    84.1    0.839  0.399  0.00  29.0 / 0.850 / 0.340
 0.3    36.8    0.671  0.570  0.00  9.3 / 0.676 / 0.501
-0.4    24.7    0.454  0.734  0.06  2.7 / 0.337 / 0.724
-0.5    10.9    0.185  0.898  0.21  0.6 / 0.060 / 0.880
-1.0    0.1     -0.01  0.996  0.86  0.5 / 0.0001 / 0.922
+0.4    24.6    0.455  0.734  0.05  2.7 / 0.337 / 0.724
+0.5    10.9    0.182  0.899  0.07  0.6 / 0.060 / 0.880
+1.0    0.8     -0.01  0.996  0.12  0.5 / 0.0001 / 0.922
 =====  ======  =====  =====  ====  =============================
 
+("dead": share of features that never fire on the held-out users.)
 Reconstruction (EV, RMSE) follows the paper at every λ; L0 spans the same three orders of
 magnitude (~1000 at 0.001 down to <1 at 1) but sits 3-9x above the paper's between 0.05 and
 0.5 on these stand-in activations (longer training lowers it slowly: 277 after 5000 steps
@@ -60,6 +61,8 @@ from typing import Any, Literal
 ARCHITECTURES: tuple[str, ...] = ("standard", "topk", "batchtopk", "jumprelu", "gated")
 Architecture = Literal["standard", "topk", "batchtopk", "jumprelu", "gated"]
 ReconstructionLoss = Literal["norm", "squared"]
+#: Resampling interval that ``resample_dead_every="auto"`` gives TopK SAEs.
+AUTO_RESAMPLE_EVERY = 500
 
 
 @dataclass
@@ -91,7 +94,12 @@ class SAETrainingConfig:
         dead_feature_window: a feature that has not fired for this many steps counts as dead
             during training (feeds aux-k, pre-act loss and resampling).
         resample_dead_every: every this many steps, re-initialise dead features towards
-            badly reconstructed inputs (``standard``, ``gated``, ``jumprelu``); ``None``: never.
+            badly reconstructed inputs (any architecture); ``None``: never; ``"auto"``: every
+            500 steps for ``topk``, never otherwise. Measured on MovieLens-100k activations
+            (dictionary 2048, 2000 steps; share of features never firing on held-out users):
+            TopK k=32 17.6% with resampling vs 52.5% with aux-k alone; BatchTopK 47.4% with
+            vs 17.8% without; L1 at λ=0.5 8.9% with vs 1.5% without; L1 at λ=0.1, JumpReLU
+            and Gated had no dead features to resample.
         resample_until: fraction of training after which no more resampling happens, so
             re-initialised features have time to settle.
         aux_loss_coefficient: weight of the aux-k loss that trains dead features of
@@ -123,7 +131,7 @@ class SAETrainingConfig:
     lr_decay_steps: int = 0
     sparsity_warm_up_steps: int = 0
     dead_feature_window: int = 200
-    resample_dead_every: int | None = 500
+    resample_dead_every: int | str | None = "auto"
     resample_until: float = 0.7
     aux_loss_coefficient: float = 1.0
     jumprelu_bandwidth: float = 0.05
@@ -169,8 +177,16 @@ class SAETrainingConfig:
                 f"lr_warm_up_steps + lr_decay_steps ({self.lr_warm_up_steps} + "
                 f"{self.lr_decay_steps}) exceed steps ({self.steps})"
             )
-        if self.resample_dead_every is not None and self.resample_dead_every < 1:
-            raise ValueError("resample_dead_every must be >= 1 or None")
+        every = self.resample_dead_every
+        if every is not None and every != "auto" and (isinstance(every, str) or every < 1):
+            raise ValueError(f"resample_dead_every must be >= 1, None or 'auto', got {every!r}")
+
+    @property
+    def resample_interval(self) -> int | None:
+        """Steps between resamplings of dead features (``"auto"`` resolved), or ``None``."""
+        if self.resample_dead_every == "auto":
+            return AUTO_RESAMPLE_EVERY if self.architecture == "topk" else None
+        return self.resample_dead_every  # type: ignore[return-value]
 
     @property
     def sparsity_parameter(self) -> tuple[str, float]:

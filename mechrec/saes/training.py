@@ -11,8 +11,10 @@ exposes for external coordinators) instead of ``fit()``, so that we can
 - stop with a clear error as soon as the loss stops being finite.
 
 Dead features are fought per architecture: TopK/BatchTopK use sae-lens' aux-k loss, JumpReLU
-its pre-activation loss, and standard/gated/JumpReLU can resample dead features towards
-badly reconstructed inputs (Anthropic's "Towards Monosemanticity" recipe).
+its pre-activation loss, and any architecture can resample dead features towards badly
+reconstructed inputs (Anthropic's "Towards Monosemanticity" recipe). By default only TopK
+resamples: measured on MovieLens activations it helps TopK and hurts BatchTopK and
+high-λ L1 SAEs (see ``SAETrainingConfig.resample_dead_every``).
 """
 
 from __future__ import annotations
@@ -191,6 +193,7 @@ def train_sae(
     provider = iter_batches(source, config.batch_size, seed=config.seed, normalizer=normalizer)
     trainer = SAETrainer(cfg=_trainer_config(config), sae=training_sae, data_provider=provider)
     generator = torch.Generator().manual_seed(config.seed + 1)
+    resample_every = config.resample_interval
     resample_stop = int(config.resample_until * config.steps)
     history: list[dict[str, float]] = []
     n_resampled = 0
@@ -207,11 +210,7 @@ def train_sae(
                 f"SAE training diverged at step {step} (loss {loss}): lower lr "
                 f"(now {config.lr}) or check the activations for extreme values"
             )
-        if (
-            config.resample_dead_every is not None
-            and step % config.resample_dead_every == 0
-            and step <= resample_stop
-        ):
+        if resample_every is not None and step % resample_every == 0 and step <= resample_stop:
             n_resampled += resample_dead_features(
                 trainer,
                 batch,

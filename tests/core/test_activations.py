@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from conftest import make_tiny_model, make_token_batches
+from tiny_model import make_tiny_model, make_token_batches
 
 from mechrec.activations import (
     ActivationSet,

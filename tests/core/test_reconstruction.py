@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import make_token_batches
+from tiny_model import make_token_batches
 
 from mechrec.activations import ActivationSet, collect_activations
 from mechrec.hooks import HookNameError

@@ -6,8 +6,8 @@ import json
 
 import pytest
 import torch
-from conftest import make_token_batches
 from sae_lens import SAE, StandardSAE, StandardSAEConfig
+from tiny_model import make_token_batches
 
 from mechrec.activations import ActivationSet, collect_activations, fit_normalizer
 from mechrec.normalization import NORMALIZER_FILENAME, Normalizer
@@ -132,8 +132,14 @@ def test_config_validation():
         SAETrainingConfig(steps=10, lr_warm_up_steps=20)
     with pytest.raises(ValueError, match=r"unknown SAE config keys \['l1'\]"):
         SAETrainingConfig().with_overrides(l1=0.1)
+    with pytest.raises(ValueError, match="resample_dead_every must be"):
+        SAETrainingConfig(resample_dead_every="sometimes")
     cfg = SAETrainingConfig(architecture="jumprelu", target_l0=10)
     assert cfg.sparsity_parameter == ("target_l0", 10)
+    # "auto" resamples TopK only (what the MovieLens measurements support)
+    assert cfg.resample_interval is None
+    assert SAETrainingConfig(architecture="topk").resample_interval == 500
+    assert SAETrainingConfig(resample_dead_every=40).resample_interval == 40
     assert SAETrainingConfig.from_dict(cfg.to_dict()) == cfg
 
 

@@ -1,0 +1,48 @@
+"""A tiny, non-recommender HookedTransformer and token batches for core tests.
+
+Imported by name from test modules (``from tiny_model import ...``); a unique module name,
+unlike ``conftest``, cannot collide with another test folder's helpers.
+"""
+
+from __future__ import annotations
+
+import torch
+from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+TINY_VOCAB = 24
+TINY_CTX = 16
+
+
+def make_tiny_model(seed: int = 0) -> HookedTransformer:
+    """A 2-layer, d_model 16 attention+MLP model with random weights, in eval mode."""
+    cfg = HookedTransformerConfig(
+        n_layers=2,
+        d_model=16,
+        n_heads=2,
+        d_head=8,
+        d_mlp=32,
+        d_vocab=TINY_VOCAB,
+        n_ctx=TINY_CTX,
+        act_fn="gelu",
+        normalization_type="LN",
+        seed=seed,
+        device="cpu",
+    )
+    model = HookedTransformer(cfg)
+    model.eval()
+    return model
+
+
+def make_token_batches(
+    n_batches: int = 3, batch_size: int = 8, seq_len: int = TINY_CTX, seed: int = 0
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Left-padded random token batches: tokens in 1..V-1, 0 is padding, ragged lengths."""
+    gen = torch.Generator().manual_seed(seed)
+    batches = []
+    for _ in range(n_batches):
+        tokens = torch.randint(1, TINY_VOCAB, (batch_size, seq_len), generator=gen)
+        lengths = torch.randint(2, seq_len + 1, (batch_size,), generator=gen)
+        mask = (torch.arange(seq_len)[None, :] >= (seq_len - lengths)[:, None]).long()
+        tokens = tokens * mask
+        batches.append((tokens, mask))
+    return batches
