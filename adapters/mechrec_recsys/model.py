@@ -45,6 +45,9 @@ from transformer_lens.utilities.architectures import POST_NORM_ARCHITECTURES
 from mechrec_recsys.vocab import PAD_TOKEN
 
 __all__ = [
+    "FastAttention",
+    "FastLayerNorm",
+    "FastTransformerBlock",
     "GPTRecConfig",
     "TiedUnembed",
     "build_gptrec",

@@ -665,6 +665,7 @@ def train_and_evaluate(
     device: str = "cpu",
     k: int = 10,
     exclude_seen: bool = True,
+    targets_per_user: int = 1,
     log: Callable[[str], None] | None = None,
 ) -> SplitRun:
     """Train GPTRec on ``split.train`` (early stopping on ``split.validation``) and compare it
@@ -672,13 +673,23 @@ def train_and_evaluate(
 
     ``split`` is a :class:`mechrec_recsys.data.Split` (anything with ``vocab``, ``train``,
     ``validation``, ``test`` and ``info``). With ``out_dir`` the summary is also written to
-    ``out_dir/metrics.json``.
+    ``out_dir/metrics.json``. ``targets_per_user > 1`` scores each test user's last that many
+    items (:func:`~mechrec_recsys.metrics.expand_last_targets`) instead of one; it needs test
+    users that are not training users (the paper split), since under leave-one-out their earlier
+    items are training data.
     """
+    if targets_per_user > 1 and np.intersect1d(np.asarray(split.test.users),
+                                               np.asarray(split.train.users)).size:
+        raise ValueError(
+            "scoring several items per test user needs test users who are not training users "
+            "(the paper split); under leave-one-out their earlier items are training data"
+        )
     result = train_gptrec(split.train, split.vocab, validation=split.validation,
                           model_config=model_config, train_config=train_config, out_dir=out_dir,
                           resume=resume, device=device, log=log)
     comparison = compare_with_popularity(result.model, split.train, split.test, k=k,
-                                         exclude_seen=exclude_seen)
+                                         exclude_seen=exclude_seen,
+                                         targets_per_user=targets_per_user)
     run = SplitRun(result=result, comparison=comparison, split_info=dict(split.info))
     if out_dir is not None and _rank_from_env() == 0:
         atomic_write_json(Path(out_dir) / METRICS_FILE, run.to_json())

@@ -14,9 +14,11 @@ from mechrec_recsys.metrics import (
     PopularityRecommender,
     attribute_share_at_k,
     bootstrap_se,
+    compare_with_popularity,
     coverage_at_k,
     diversity_at_k,
     evaluate_top_k,
+    expand_last_targets,
     hit_rate_at_k,
     mask_seen,
     mean_and_se,
@@ -220,3 +222,26 @@ def test_all_position_ndcg_matches_prefix_by_prefix_ranking() -> None:
                 expected.append(ndcg_at_k(top, whole[i:i + 1])[0])
         assert np.allclose(got, expected, atol=1e-9)
     assert len(got) == 1 + 4 + 5
+
+
+def test_several_targets_per_user_are_averaged_per_user() -> None:
+    test = SequenceSet(np.array([10, 20]), [np.array([1, 2, 3]), np.array([4])],
+                       np.array([5, 6]))
+    rows, owners = expand_last_targets(test, 3)
+    assert [r.tolist() for r in rows.sequences] == [[1], [1, 2], [1, 2, 3], [4]]
+    assert rows.targets.tolist() == [2, 3, 5, 6] and owners.tolist() == [0, 0, 0, 1]
+    assert rows.users.tolist() == [10, 10, 10, 20]
+    top = np.array([[7, 8], [3, 9], [9, 5], [1, 2]])
+    report = evaluate_top_k(top, rows.targets, train_items=np.arange(1, 10), k=2, groups=owners)
+    first_user = (0.0 + 1.0 + 1 / math.log2(3)) / 3
+    assert report.per_user["ndcg"].tolist() == pytest.approx([first_user, 0.0])
+    assert report.n_users == 2
+    assert report.metrics["coverage"].mean == pytest.approx(4 / 9)  # lists [9, 5] and [1, 2]
+    model = build_gptrec(21, GPTRecConfig(n_layers=1, d_model=8, d_mlp=16, max_len=6))
+    one = compare_with_popularity(model, test, test, k=3)
+    same = compare_with_popularity(model, test, test, k=3, targets_per_user=1)
+    assert one.to_json() == same.to_json() and one.info["test_users"] == 2
+    several = compare_with_popularity(model, test, test, k=3, targets_per_user=3)
+    assert several.info["test_users"] == 2 and several.reports["GPTRec"].n_users == 2
+    with pytest.raises(ValueError, match="n must be"):
+        expand_last_targets(test, 0)

@@ -48,6 +48,8 @@ def test_train_beats_popularity_on_ml100k_leave_one_out(tmp_path, data_dir) -> N
         (["no-such-data", "--split", "loo"], "no-such-data"),
         (["ml-100k", "--split", "loo", "--dropout", "1.5"], "dropout"),
         (["ml-100k", "--split", "loo", "--loss", "bpr"], "loss must be"),
+        (["ml-100k", "--split", "loo", "--eval-last", "5"], "not training users"),
+        (["ml-100k", "--split", "paper", "--eval-last", "0"], "--eval-last must be"),
     ],
 )
 def test_bad_input_gives_one_line_and_exit_code_2(tmp_path, data_dir, args, message) -> None:
@@ -69,4 +71,5 @@ def test_resuming_with_other_data_is_refused(tmp_path, data_dir) -> None:
                      str(data_dir), "--no-download", "--epochs", "1", "--n-layers", "1",
                      "--d-model", "16", "--max-len", "20", "--no-progress")
     assert second.exit_code == 2
-    assert second.output.startswith("error: ") and "different settings or data" in second.output
+    assert second.output.startswith("error: ") and "holds a run of" in second.output
+    assert json.loads((out / "run.json").read_text())["split"] == "loo"  # left untouched
