@@ -30,19 +30,25 @@ from mechrec_recsys.vocab import ItemVocab
 __all__ = [
     "CHECKPOINT_FORMAT",
     "Checkpoint",
+    "RunState",
     "atomic_write_bytes",
     "atomic_write_json",
     "check_vocab_matches",
     "load_checkpoint",
+    "load_run_state",
     "read_json",
     "read_tensors",
     "save_checkpoint",
+    "save_run_state",
     "write_tensors",
 ]
 
 CHECKPOINT_FORMAT = "mechrec.gptrec/1"
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
+RUN_STATE_FORMAT = "mechrec.gptrec_train_state/1"
+RUN_STATE_TENSORS = "train_state.safetensors"
+RUN_STATE_JSON = "train_state.json"
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
@@ -82,10 +88,20 @@ def read_json(path: str | Path) -> Any:
 def write_tensors(
     path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None
 ) -> str:
-    """Save tensors as safetensors atomically; returns the SHA-256 of the written bytes."""
-    data = save_safetensors_bytes(
-        {name: t.detach().contiguous().cpu() for name, t in tensors.items()}, metadata=metadata
-    )
+    """Save tensors as safetensors atomically; returns the SHA-256 of the written bytes.
+
+    Tensors that share memory with an earlier one (safetensors refuses those) are copied.
+    """
+    plain: dict[str, torch.Tensor] = {}
+    storages: set[int] = set()
+    for name, tensor in tensors.items():
+        tensor = tensor.detach().cpu()
+        pointer = tensor.untyped_storage().data_ptr()
+        if pointer in storages:
+            tensor = tensor.clone()
+        storages.add(pointer)
+        plain[name] = tensor.contiguous()
+    data = save_safetensors_bytes(plain, metadata=metadata)
     atomic_write_bytes(path, data)
     return hashlib.sha256(data).hexdigest()
 
@@ -228,3 +244,88 @@ def check_vocab_matches(
             f"data ({data_vocab.num_items} items; {only_model} only in the model, {only_data} "
             "only in the data): use the dataset and split the model was trained on"
         )
+
+
+# --------------------------------------------------------------------------------------------
+# Training run state (resume)
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class RunState:
+    """What a training run needs to continue: weights, best weights, optimiser, progress.
+
+    Attributes:
+        info: the JSON part (the run's identity, epoch, history, early-stopping counters, ...).
+        model: the current model state dict.
+        best: the best model state dict so far.
+        optimizer_tensors: the optimiser's per-parameter tensors (see :meth:`restore_optimizer`).
+    """
+
+    info: dict[str, Any]
+    model: dict[str, torch.Tensor]
+    best: dict[str, torch.Tensor]
+    optimizer_tensors: dict[str, torch.Tensor]
+
+    def restore_optimizer(self, optimizer: torch.optim.Optimizer) -> None:
+        """Load the saved optimiser state (tensors here, scalars and groups in ``info``)."""
+        meta = self.info["optimizer"]
+        state: dict[int, dict[str, Any]] = {}
+        for name, value in self.optimizer_tensors.items():
+            pid, key = name.split(".", 1)
+            state.setdefault(int(pid), {})[key] = value
+        for name, value in meta["scalars"].items():
+            pid, key = name.split(".", 1)
+            state.setdefault(int(pid), {})[key] = value
+        optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+
+
+def save_run_state(
+    directory: str | Path,
+    *,
+    model_state: dict[str, torch.Tensor],
+    best_state: dict[str, torch.Tensor],
+    optimizer: torch.optim.Optimizer,
+    info: dict[str, Any],
+) -> None:
+    """Write a training run's state: tensors first, then the JSON (with their hash) as commit.
+
+    A crash between the two writes leaves the previous JSON, whose hash no longer matches, so
+    :func:`load_run_state` refuses the pair instead of mixing epochs.
+    """
+    tensors = {f"model.{k}": v for k, v in model_state.items()}
+    tensors.update({f"best.{k}": v for k, v in best_state.items()})
+    scalars: dict[str, Any] = {}
+    opt = optimizer.state_dict()
+    for pid, pstate in opt["state"].items():
+        for key, value in pstate.items():
+            if torch.is_tensor(value):
+                tensors[f"opt.{pid}.{key}"] = value
+            else:
+                scalars[f"{pid}.{key}"] = value
+    directory = Path(directory)
+    digest = write_tensors(directory / RUN_STATE_TENSORS, tensors)
+    atomic_write_json(directory / RUN_STATE_JSON, {
+        **info,
+        "format": RUN_STATE_FORMAT,
+        "tensors_sha256": digest,
+        "optimizer": {"param_groups": opt["param_groups"], "scalars": scalars},
+    })
+
+
+def load_run_state(directory: str | Path) -> RunState | None:
+    """Read the state written by :func:`save_run_state`; ``None`` if the folder has none."""
+    directory = Path(directory)
+    path = directory / RUN_STATE_JSON
+    if not path.is_file():
+        return None
+    info = read_json(path)
+    if not isinstance(info, dict) or info.get("format") != RUN_STATE_FORMAT:
+        raise ValueError(f"{path}: not a GPTRec training state (format {RUN_STATE_FORMAT})")
+    tensors = read_tensors(directory / RUN_STATE_TENSORS, info.get("tensors_sha256"))
+
+    def part(prefix: str) -> dict[str, torch.Tensor]:
+        return {k[len(prefix) + 1:]: v for k, v in tensors.items() if k.startswith(prefix + ".")}
+
+    return RunState(info=info, model=part("model"), best=part("best"),
+                    optimizer_tensors=part("opt"))

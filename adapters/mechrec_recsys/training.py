@@ -34,10 +34,9 @@ from transformer_lens import HookedTransformer
 
 from mechrec_recsys.checkpoint import (
     atomic_write_json,
-    read_json,
-    read_tensors,
+    load_run_state,
     save_checkpoint,
-    write_tensors,
+    save_run_state,
 )
 from mechrec_recsys.distributed import (
     DistContext,
@@ -68,10 +67,7 @@ __all__ = [
     "validation_ndcg",
 ]
 
-STATE_FORMAT = "mechrec.gptrec_train_state/1"
 METRICS_FILE = "metrics.json"
-STATE_TENSORS = "train_state.safetensors"
-STATE_JSON = "train_state.json"
 BEST_DIR = "model"
 
 
@@ -352,58 +348,6 @@ def _fingerprint(vocab: ItemVocab, sequences: list[np.ndarray]) -> str:
     return digest.hexdigest()
 
 
-def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
-    state = optimizer.state_dict()
-    tensors: dict[str, torch.Tensor] = {}
-    scalars: dict[str, Any] = {}
-    for pid, pstate in state["state"].items():
-        for key, value in pstate.items():
-            if torch.is_tensor(value):
-                tensors[f"opt.{pid}.{key}"] = value
-            else:
-                scalars[f"{pid}.{key}"] = value
-    return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
-
-
-def _load_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor],
-                    meta: dict) -> None:
-    state: dict[int, dict[str, Any]] = {}
-    for name, value in tensors.items():
-        if name.startswith("opt."):
-            _, pid, key = name.split(".", 2)
-            state.setdefault(int(pid), {})[key] = value
-    for name, value in meta["scalars"].items():
-        pid, key = name.split(".", 1)
-        state.setdefault(int(pid), {})[key] = value
-    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
-
-
-def _prefixed(prefix: str, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {f"{prefix}.{k}": v for k, v in state.items()}
-
-
-def _unprefixed(prefix: str, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    cut = len(prefix) + 1
-    return {k[cut:]: v for k, v in tensors.items() if k.startswith(prefix + ".")}
-
-
-def _save_state(out_dir: Path, *, model: HookedTransformer, best: dict[str, torch.Tensor],
-                optimizer: torch.optim.Optimizer, info: dict[str, Any]) -> None:
-    opt_tensors, opt_meta = _optimizer_tensors(optimizer)
-    tensors = {
-        **_prefixed("model", model.state_dict()),
-        **_prefixed("best", best),
-        **opt_tensors,
-    }
-    digest = write_tensors(out_dir / STATE_TENSORS, tensors)
-    atomic_write_json(out_dir / STATE_JSON, {
-        **info,
-        "format": STATE_FORMAT,
-        "tensors_sha256": digest,
-        "optimizer": opt_meta,
-    })
-
-
 def _describe_mismatch(saved: dict, current: dict) -> str:
     diffs = [f"{k}: {saved.get(k)!r} -> {current.get(k)!r}"
              for k in sorted(set(saved) | set(current)) if saved.get(k) != current.get(k)]
@@ -493,11 +437,9 @@ def _train(sequences: list[np.ndarray], vocab: ItemVocab, validation: SequenceSe
     best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     best_metric, best_epoch, bad_evals, start_epoch, finished = -math.inf, 0, 0, 0, False
 
-    state_json = out_dir / STATE_JSON if out_dir is not None else None
-    if state_json is not None and state_json.is_file() and resume:
-        saved = read_json(state_json)
-        if saved.get("format") != STATE_FORMAT:
-            raise ValueError(f"{state_json}: not a GPTRec training state")
+    saved_state = load_run_state(out_dir) if out_dir is not None and resume else None
+    if saved_state is not None:
+        saved = saved_state.info
         mismatch = _describe_mismatch(
             {k: saved.get(k) for k in identity}, json.loads(json.dumps(identity)))
         if mismatch:
@@ -505,10 +447,9 @@ def _train(sequences: list[np.ndarray], vocab: ItemVocab, validation: SequenceSe
                 f"{out_dir} holds a run with different settings or data ({mismatch}); "
                 "use a new output directory or disable resuming"
             )
-        tensors = read_tensors(out_dir / STATE_TENSORS, saved["tensors_sha256"])
-        model.load_state_dict(_unprefixed("model", tensors))
-        best_state = _unprefixed("best", tensors)
-        _load_optimizer(optimizer, tensors, saved["optimizer"])
+        model.load_state_dict(saved_state.model)
+        best_state = saved_state.best
+        saved_state.restore_optimizer(optimizer)
         history = [{k: (math.nan if v is None else v) for k, v in h.items()}
                    for h in saved["history"]]
         best_metric = saved["best_metric"] if saved["best_metric"] is not None else -math.inf
@@ -567,7 +508,8 @@ def _train(sequences: list[np.ndarray], vocab: ItemVocab, validation: SequenceSe
         log(f"epoch {epoch}: loss {mean_loss:.4f}  val NDCG@{cfg.eval_k} ({positions}) {val:.4f}"
             f"{'  *' if improved and validation is not None else ''}  ({seconds:.1f}s)")
         if out_dir is not None and ctx.is_main:
-            _save_state(out_dir, model=model, best=best_state, optimizer=optimizer, info={
+            save_run_state(out_dir, model_state=model.state_dict(), best_state=best_state,
+                           optimizer=optimizer, info={
                 **identity,
                 "epoch": epoch,
                 "history": [{k: (None if isinstance(v, float) and math.isnan(v) else v)

@@ -11,7 +11,10 @@ from mechrec_recsys.checkpoint import (
     atomic_write_json,
     check_vocab_matches,
     load_checkpoint,
+    load_run_state,
     save_checkpoint,
+    save_run_state,
+    write_tensors,
 )
 from mechrec_recsys.model import GPTRecConfig, build_gptrec, last_position_scores
 from mechrec_recsys.sequences import left_pad
@@ -99,3 +102,28 @@ def test_plain_transformer_lens_models_are_refused(tmp_path) -> None:
         n_layers=1, d_model=8, n_heads=1, d_head=8, d_vocab=VOCAB.size, n_ctx=4, act_fn="relu"))
     with pytest.raises(ValueError, match="not a GPTRec model"):
         save_checkpoint(tmp_path / "x", plain, VOCAB)
+
+
+def test_run_state_round_trip_and_torn_writes(tmp_path, trained_model) -> None:
+    optimizer = torch.optim.Adam(trained_model.parameters(), lr=0.01)
+    tokens, mask = batch()
+    trained_model(tokens, attention_mask=mask)[:, -1, 1:].logsumexp(-1).sum().backward()
+    optimizer.step()
+    state = {k: v.clone() for k, v in trained_model.state_dict().items()}
+    save_run_state(tmp_path, model_state=state, best_state=state, optimizer=optimizer,
+                   info={"epoch": 3})
+    loaded = load_run_state(tmp_path)
+    assert loaded.info["epoch"] == 3
+    assert all(torch.equal(loaded.model[k], v) and torch.equal(loaded.best[k], v)
+               for k, v in state.items())
+    fresh = torch.optim.Adam(trained_model.parameters(), lr=0.5)
+    loaded.restore_optimizer(fresh)
+    for param in trained_model.parameters():
+        a, b = optimizer.state[param], fresh.state[param]
+        assert torch.equal(a["exp_avg"], b["exp_avg"]) and torch.equal(a["step"], b["step"])
+    assert fresh.param_groups[0]["lr"] == 0.01
+    # New tensors written but the JSON (the commit point) not: the pair is refused.
+    write_tensors(tmp_path / "train_state.safetensors", {"x": torch.zeros(1)})
+    with pytest.raises(ValueError, match="does not match the hash"):
+        load_run_state(tmp_path)
+    assert load_run_state(tmp_path / "nothing-here") is None

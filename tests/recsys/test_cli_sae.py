@@ -138,14 +138,14 @@ def test_table1_sweep_writes_csv_json_and_resumes(paper_run_dir: Path, data_args
 
     # resume: an interrupted sweep (one SAE never saved) retrains only what is missing
     sweep_dir = Path(data["sweep_directory"])
-    saved = {p.name: (p / "sae_weights.safetensors").stat().st_ino
+    saved = {p.name: (p / "sae_weights.safetensors").stat().st_mtime_ns
              for p in sweep_dir.iterdir() if p.is_dir()}
     assert len(saved) == 8
     lost = "d_sae=32,l1_coefficient=0.1,seed=1"
     shutil.rmtree(sweep_dir / lost)
     again = run_cli("sae", "table1", paper_run_dir, *SWEEP, "--out", out, *data_args)
     assert again.exit_code == 0, again.output
-    after = {p.name: (p / "sae_weights.safetensors").stat().st_ino
+    after = {p.name: (p / "sae_weights.safetensors").stat().st_mtime_ns
              for p in sweep_dir.iterdir() if p.is_dir()}
     assert set(after) == set(saved)
     assert {n for n in saved if after[n] != saved[n]} == {lost}
