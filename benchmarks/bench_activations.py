@@ -30,39 +30,23 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from transformer_lens import HookedTransformer, HookedTransformerConfig
+from _bench_common import gptrec_sized_model, random_left_padded
+from transformer_lens import HookedTransformer
 
 from mechrec.activations import bytes_per_row, collect_activations
 
 
 def build_model() -> HookedTransformer:
     """A GPTRec-sized HookedTransformer with random weights."""
-    cfg = HookedTransformerConfig(
-        n_layers=3,
-        d_model=64,
-        n_heads=2,
-        d_head=32,
-        d_mlp=256,
-        d_vocab=1700,
-        n_ctx=200,
-        act_fn="gelu",
-        normalization_type="LN",
-        seed=0,
-        device="cpu",
-    )
-    return HookedTransformer(cfg).eval()
+    return gptrec_sized_model().eval()
 
 
-def build_batches(n_batches: int, batch: int = 64, seq_len: int = 200, seed: int = 0):
+def build_batches(
+    n_batches: int, batch: int = 64, seq_len: int = 200, seed: int = 0
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Left-padded random batches; real lengths uniform in [seq_len/2, seq_len]."""
     gen = torch.Generator().manual_seed(seed)
-    out = []
-    for _ in range(n_batches):
-        tokens = torch.randint(1, 1700, (batch, seq_len), generator=gen)
-        lengths = torch.randint(seq_len // 2, seq_len + 1, (batch,), generator=gen)
-        mask = (torch.arange(seq_len)[None, :] >= (seq_len - lengths)[:, None]).long()
-        out.append((tokens * mask, mask))
-    return out
+    return [random_left_padded(gen, batch, seq_len) for _ in range(n_batches)]
 
 
 @torch.no_grad()

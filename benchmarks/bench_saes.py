@@ -37,8 +37,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _bench_common import gptrec_sized_model
 from safetensors.torch import load_file, save_file
-from transformer_lens import HookedTransformer, HookedTransformerConfig
+from transformer_lens import HookedTransformer
 
 from mechrec.activations import ActivationSet, collect_activations, fit_normalizer
 from mechrec.reconstruction import reconstruction_metrics
@@ -168,20 +169,7 @@ def batches_of(seqs: Sequence[np.ndarray], size: int) -> list[tuple[torch.Tensor
 
 def train_recommender(seqs: Sequence[np.ndarray], epochs: int) -> HookedTransformer:
     """Next-item training of a GPTRec-sized HookedTransformer (full softmax, Adam 1e-3)."""
-    cfg = HookedTransformerConfig(
-        n_layers=3,
-        d_model=64,
-        n_heads=2,
-        d_head=32,
-        d_mlp=256,
-        d_vocab=1683,
-        n_ctx=MAX_LEN,
-        act_fn="gelu",
-        normalization_type="LN",
-        seed=0,
-        device="cpu",
-    )
-    model = HookedTransformer(cfg)
+    model = gptrec_sized_model(d_vocab=1683, n_ctx=MAX_LEN)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     gen = torch.Generator().manual_seed(0)
     for epoch in range(epochs):

@@ -16,8 +16,9 @@ import time
 from collections.abc import Callable
 
 import torch
+from _bench_common import gptrec_sized_model, random_left_padded
 from sae_lens import StandardSAE, StandardSAEConfig
-from transformer_lens import HookedTransformer, HookedTransformerConfig
+from transformer_lens import HookedTransformer
 
 from mechrec.normalization import Normalizer
 from mechrec.saes import NormalizedSAE
@@ -33,29 +34,13 @@ VALUES = [float(v) for v in range(-10, 11)]
 
 def build_model(device: str) -> HookedTransformer:
     """A GPTRec-sized HookedTransformer with random weights."""
-    cfg = HookedTransformerConfig(
-        n_layers=3,
-        d_model=64,
-        n_heads=2,
-        d_head=32,
-        d_mlp=256,
-        d_vocab=1700,
-        n_ctx=200,
-        act_fn="gelu",
-        normalization_type="LN",
-        seed=0,
-        device=device,
-    )
-    return HookedTransformer(cfg).eval()
+    return gptrec_sized_model(device=device).eval()
 
 
 def build_batch(batch: int, seq_len: int, vocab: int, device: str) -> tuple[torch.Tensor, ...]:
     """Left-padded random tokens with real lengths in [seq_len/2, seq_len]; 0 is padding."""
-    gen = torch.Generator().manual_seed(0)
-    tokens = torch.randint(1, vocab, (batch, seq_len), generator=gen)
-    lengths = torch.randint(seq_len // 2, seq_len + 1, (batch,), generator=gen)
-    mask = (torch.arange(seq_len)[None, :] >= (seq_len - lengths)[:, None]).long()
-    return (tokens * mask).to(device), mask.to(device)
+    tokens, mask = random_left_padded(torch.Generator().manual_seed(0), batch, seq_len, vocab)
+    return tokens.to(device), mask.to(device)
 
 
 def build_sae(model: HookedTransformer, tokens, mask, hook: str) -> NormalizedSAE:

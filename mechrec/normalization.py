@@ -21,14 +21,14 @@ trained on it (see :mod:`mechrec.saes.io`).
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
+
+from mechrec._io import save_safetensors_atomically
 
 NormalizationMode = Literal["per_dim", "scalar", "none"]
 MODES: tuple[str, ...] = ("per_dim", "scalar", "none")
@@ -205,21 +205,9 @@ class Normalizer:
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the normaliser to ``path`` (a ``.safetensors`` file) atomically."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.close(fd)
-        try:
-            save_file(
-                {"mean": self.mean.contiguous(), "std": self.std.contiguous()},
-                tmp,
-                metadata=self.to_metadata(),
-            )
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-        return path
+        return save_safetensors_atomically(
+            Path(path), {"mean": self.mean, "std": self.std}, self.to_metadata()
+        )
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Normalizer:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -30,11 +29,11 @@ import numpy as np
 import pandas as pd
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, roc_auc_score
 from sklearn.model_selection import GroupShuffleSplit, ShuffleSplit
 
+from mechrec._io import save_safetensors_atomically
 from mechrec.steering.directions import Direction, unit_variance_direction
 
 _FORMAT = "mechrec.probes/1"
@@ -132,16 +131,7 @@ class ProbeSet:
             "metrics": self.metrics.to_json(orient="records"),
             "settings": json.dumps(self.settings),
         }
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.close(fd)
-        try:
-            save_file({k: v.contiguous() for k, v in tensors.items()}, tmp, metadata=meta)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-        return path
+        return save_safetensors_atomically(path, tensors, meta)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> ProbeSet:

@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +32,7 @@ import torch
 from rich.progress import Progress
 from transformer_lens import HookedTransformer
 
+from mechrec._io import atomic_write_text
 from mechrec.steering import (
     Direction,
     DirectionEdit,
@@ -182,8 +182,9 @@ class SweepResult:
     def to_csv(self, path: str | os.PathLike) -> Path:
         """Write the table as CSV (atomically); metadata goes to ``<path>.meta.json``."""
         path = Path(path)
-        _atomic_write(path, self.frame.to_csv(index=False))
-        _atomic_write(path.with_name(path.name + ".meta.json"), json.dumps(self.metadata, indent=2))
+        atomic_write_text(path, self.frame.to_csv(index=False))
+        meta_path = path.with_name(path.name + ".meta.json")
+        atomic_write_text(meta_path, json.dumps(self.metadata, indent=2))
         return path
 
     def to_json(self, path: str | os.PathLike) -> Path:
@@ -191,7 +192,7 @@ class SweepResult:
         rows = json.loads(self.frame.to_json(orient="records"))
         payload = {"metadata": self.metadata, "rows": rows}
         path = Path(path)
-        _atomic_write(path, json.dumps(payload, indent=2))
+        atomic_write_text(path, json.dumps(payload, indent=2))
         return path
 
     @classmethod
@@ -395,14 +396,3 @@ def _row(
             raise TypeError(f"metric {metric!r} is not a number: {score!r}") from exc
     return row
 
-
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)

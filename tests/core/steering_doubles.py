@@ -9,10 +9,11 @@ from __future__ import annotations
 import math
 
 import torch
-from transformer_lens import HookedTransformer, HookedTransformerConfig
+from tiny_model import TINY_CTX, TINY_VOCAB, make_tiny_model, random_left_padded
+from transformer_lens import HookedTransformer
 
-VOCAB = 24
-CTX = 16
+VOCAB = TINY_VOCAB
+CTX = TINY_CTX
 
 
 class ToySAE:
@@ -47,35 +48,17 @@ class ToySAE:
         return (f @ self.W_dec + self.b_dec) * self.std + self.mean
 
 
-def make_model(seed: int = 0, **overrides) -> HookedTransformer:
+def make_model(seed: int = 0, **overrides: object) -> HookedTransformer:
     """A tiny causal model like the conftest one, with config overrides (rotary, ...)."""
-    kwargs = dict(
-        n_layers=2,
-        d_model=16,
-        n_heads=2,
-        d_head=8,
-        d_mlp=32,
-        d_vocab=VOCAB,
-        n_ctx=CTX,
-        act_fn="gelu",
-        normalization_type="LN",
-        seed=seed,
-        device="cpu",
-    )
-    kwargs.update(overrides)
-    model = HookedTransformer(HookedTransformerConfig(**kwargs))
-    model.eval()
-    return model
+    return make_tiny_model(seed, **overrides)
 
 
-def left_padded(batch: int = 6, seq_len: int = CTX, seed: int = 0):
+def left_padded(
+    batch: int = 6, seq_len: int = CTX, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Left-padded random tokens (0 = padding) and their mask; at least one full row."""
     gen = torch.Generator().manual_seed(seed)
-    tokens = torch.randint(1, VOCAB, (batch, seq_len), generator=gen)
-    lengths = torch.randint(2, seq_len + 1, (batch,), generator=gen)
-    lengths[0] = seq_len
-    mask = (torch.arange(seq_len)[None, :] >= (seq_len - lengths)[:, None]).long()
-    return tokens * mask, mask
+    return random_left_padded(gen, batch, seq_len, full_first_row=True)
 
 
 def activations_at(model: HookedTransformer, tokens, mask, hook_name: str) -> torch.Tensor:

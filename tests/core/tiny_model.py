@@ -13,9 +13,13 @@ TINY_VOCAB = 24
 TINY_CTX = 16
 
 
-def make_tiny_model(seed: int = 0) -> HookedTransformer:
-    """A 2-layer, d_model 16 attention+MLP model with random weights, in eval mode."""
-    cfg = HookedTransformerConfig(
+def make_tiny_model(seed: int = 0, **overrides: object) -> HookedTransformer:
+    """A 2-layer, d_model 16 attention+MLP model with random weights, in eval mode.
+
+    ``overrides`` replace entries of its :class:`HookedTransformerConfig` (e.g.
+    ``positional_embedding_type="rotary"``).
+    """
+    kwargs: dict[str, object] = dict(
         n_layers=2,
         d_model=16,
         n_heads=2,
@@ -28,9 +32,23 @@ def make_tiny_model(seed: int = 0) -> HookedTransformer:
         seed=seed,
         device="cpu",
     )
-    model = HookedTransformer(cfg)
+    kwargs.update(overrides)
+    model = HookedTransformer(HookedTransformerConfig(**kwargs))
     model.eval()
     return model
+
+
+def random_left_padded(
+    gen: torch.Generator, batch_size: int, seq_len: int, *, full_first_row: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One left-padded random batch ``(tokens, mask)``: tokens in 1..V-1, 0 is padding, real
+    lengths in 2..seq_len drawn from ``gen`` (the first row full if ``full_first_row``)."""
+    tokens = torch.randint(1, TINY_VOCAB, (batch_size, seq_len), generator=gen)
+    lengths = torch.randint(2, seq_len + 1, (batch_size,), generator=gen)
+    if full_first_row:
+        lengths[0] = seq_len
+    mask = (torch.arange(seq_len)[None, :] >= (seq_len - lengths)[:, None]).long()
+    return tokens * mask, mask
 
 
 def make_token_batches(
@@ -38,11 +56,4 @@ def make_token_batches(
 ) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Left-padded random token batches: tokens in 1..V-1, 0 is padding, ragged lengths."""
     gen = torch.Generator().manual_seed(seed)
-    batches = []
-    for _ in range(n_batches):
-        tokens = torch.randint(1, TINY_VOCAB, (batch_size, seq_len), generator=gen)
-        lengths = torch.randint(2, seq_len + 1, (batch_size,), generator=gen)
-        mask = (torch.arange(seq_len)[None, :] >= (seq_len - lengths)[:, None]).long()
-        tokens = tokens * mask
-        batches.append((tokens, mask))
-    return batches
+    return [random_left_padded(gen, batch_size, seq_len) for _ in range(n_batches)]

@@ -10,6 +10,12 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from download_doubles import (
+    fake_fetch,
+    isolate_cache,
+    official_ml100k_zip,
+    release_for,
+)
 from mechrec_recsys.data import (
     RELEASES,
     ChecksumError,
@@ -27,33 +33,13 @@ from mechrec_recsys.data.download import MANIFEST, verify_archive
 @pytest.fixture
 def ml100k_zip(data_dir, tmp_path) -> Path:
     """A zip laid out like the official ml-100k.zip, built from the shared test copy."""
-    archive = tmp_path / "source" / "ml-100k.zip"
-    archive.parent.mkdir()
-    with zipfile.ZipFile(archive, "w") as bundle:
-        for name in ("u.data", "u.item", "u.genre"):
-            bundle.write(data_dir / "ml-100k" / name, f"ml-100k/{name}")
-    return archive
+    return official_ml100k_zip(data_dir, tmp_path / "source")
 
 
 @pytest.fixture
 def isolated(monkeypatch, tmp_path) -> Path:
     """No MECHREC_DATA, and a cache inside tmp_path; returns the cache folder."""
-    monkeypatch.delenv("MECHREC_DATA", raising=False)
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    return tmp_path / "xdg" / "mechrec" / "datasets"
-
-
-def _fake_fetch(archive: Path, calls: list):
-    def fetch(url: str, destination: Path) -> None:
-        calls.append(url)
-        destination.write_bytes(archive.read_bytes())
-    return fetch
-
-
-def _release_for(archive: Path):
-    data = archive.read_bytes()
-    return dataclasses.replace(RELEASES["ml-100k"], sha256=hashlib.sha256(data).hexdigest(),
-                               size=len(data))
+    return isolate_cache(monkeypatch, tmp_path)
 
 
 def test_cache_dir_respects_xdg(isolated):
@@ -68,8 +54,8 @@ def test_cache_dir_defaults_to_home(monkeypatch, tmp_path):
 
 def test_download_verifies_extracts_and_caches(isolated, ml100k_zip, monkeypatch):
     calls: list[str] = []
-    monkeypatch.setattr(download_module, "fetch_url", _fake_fetch(ml100k_zip, calls))
-    monkeypatch.setitem(RELEASES, "ml-100k", _release_for(ml100k_zip))
+    monkeypatch.setattr(download_module, "fetch_url", fake_fetch(ml100k_zip, calls))
+    monkeypatch.setitem(RELEASES, "ml-100k", release_for(ml100k_zip))
     dataset = load_dataset("ml-100k")
     assert dataset.num_interactions == 100_000 and dataset.num_users == 943
     assert calls == ["https://files.grouplens.org/datasets/movielens/ml-100k.zip"]
@@ -87,9 +73,9 @@ def test_download_verifies_extracts_and_caches(isolated, ml100k_zip, monkeypatch
 
 def test_checksum_mismatch_leaves_nothing_behind(isolated, ml100k_zip, monkeypatch):
     calls: list[str] = []
-    wrong = dataclasses.replace(_release_for(ml100k_zip), sha256="0" * 64)
+    wrong = dataclasses.replace(release_for(ml100k_zip), sha256="0" * 64)
     with pytest.raises(ChecksumError) as info:
-        download_dataset("ml-100k", isolated, fetch=_fake_fetch(ml100k_zip, calls),
+        download_dataset("ml-100k", isolated, fetch=fake_fetch(ml100k_zip, calls),
                          release=wrong)
     assert "expected " + "0" * 64 in str(info.value)
     assert "ml-100k.zip" in str(info.value)
@@ -98,7 +84,7 @@ def test_checksum_mismatch_leaves_nothing_behind(isolated, ml100k_zip, monkeypat
 
 def test_published_checksum_rejects_a_different_zip(isolated, ml100k_zip, monkeypatch):
     # our rebuilt zip is not byte-identical to GroupLens' archive: the real value rejects it
-    monkeypatch.setattr(download_module, "fetch_url", _fake_fetch(ml100k_zip, []))
+    monkeypatch.setattr(download_module, "fetch_url", fake_fetch(ml100k_zip, []))
     with pytest.raises(ChecksumError, match="expected 4,924,029"):
         load_dataset("ml-100k")
     assert not (isolated / "ml-100k").exists()
@@ -151,11 +137,9 @@ def test_unsafe_archive_is_refused(isolated, tmp_path):
     archive = tmp_path / "evil.zip"
     with zipfile.ZipFile(archive, "w") as bundle:
         bundle.writestr("../outside.txt", "x")
-    data = archive.read_bytes()
-    release = dataclasses.replace(RELEASES["ml-100k"], sha256=hashlib.sha256(data).hexdigest(),
-                                  size=len(data))
+    release = release_for(archive)
     with pytest.raises(DataError, match="unsafe path"):
-        download_dataset("ml-100k", isolated, fetch=_fake_fetch(archive, []), release=release)
+        download_dataset("ml-100k", isolated, fetch=fake_fetch(archive, []), release=release)
     assert not (tmp_path / "outside.txt").exists()
 
 
@@ -163,11 +147,9 @@ def test_archive_without_the_files_is_refused(isolated, tmp_path):
     archive = tmp_path / "other.zip"
     with zipfile.ZipFile(archive, "w") as bundle:
         bundle.writestr("ml-100k/README", "x")
-    data = archive.read_bytes()
-    release = dataclasses.replace(RELEASES["ml-100k"], sha256=hashlib.sha256(data).hexdigest(),
-                                  size=len(data))
+    release = release_for(archive)
     with pytest.raises(DataError, match=r"does not contain u\.data"):
-        download_dataset("ml-100k", isolated, fetch=_fake_fetch(archive, []), release=release)
+        download_dataset("ml-100k", isolated, fetch=fake_fetch(archive, []), release=release)
     assert not (isolated / "ml-100k").exists()
 
 

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import urllib.error
-import zipfile
 from pathlib import Path
 
 import pytest
+from download_doubles import fake_fetch, isolate_cache, official_ml100k_zip, release_for
 from mechrec_recsys.cli.main import app
 from mechrec_recsys.data import RELEASES
 from mechrec_recsys.data import download as download_module
@@ -21,25 +20,18 @@ URL = "https://files.grouplens.org/datasets/movielens/{}.zip"
 @pytest.fixture
 def isolated(monkeypatch, tmp_path) -> Path:
     """No MECHREC_DATA, a cache inside tmp_path, and a network that must not be used."""
-    monkeypatch.delenv("MECHREC_DATA", raising=False)
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
 
     def no_network(url: str, destination: Path) -> None:
         raise AssertionError(f"the test tried to download {url}")
 
     monkeypatch.setattr(download_module, "fetch_url", no_network)
-    return tmp_path / "xdg" / "mechrec" / "datasets"
+    return isolate_cache(monkeypatch, tmp_path)
 
 
 @pytest.fixture
 def ml100k_zip(data_dir, tmp_path) -> Path:
     """A zip laid out like the official ml-100k.zip, built from the shared test copy."""
-    archive = tmp_path / "source" / "ml-100k.zip"
-    archive.parent.mkdir()
-    with zipfile.ZipFile(archive, "w") as bundle:
-        for name in ("u.data", "u.item", "u.genre"):
-            bundle.write(data_dir / "ml-100k" / name, f"ml-100k/{name}")
-    return archive
+    return official_ml100k_zip(data_dir, tmp_path / "source")
 
 
 @pytest.fixture
@@ -47,15 +39,8 @@ def serve(monkeypatch, ml100k_zip):
     """Replace the network by the local zip and publish its checksum; returns the URLs
     fetched."""
     calls: list[str] = []
-
-    def fetch(url: str, destination: Path) -> None:
-        calls.append(url)
-        destination.write_bytes(ml100k_zip.read_bytes())
-
-    data = ml100k_zip.read_bytes()
-    monkeypatch.setattr(download_module, "fetch_url", fetch)
-    monkeypatch.setitem(RELEASES, "ml-100k", dataclasses.replace(
-        RELEASES["ml-100k"], sha256=hashlib.sha256(data).hexdigest(), size=len(data)))
+    monkeypatch.setattr(download_module, "fetch_url", fake_fetch(ml100k_zip, calls))
+    monkeypatch.setitem(RELEASES, "ml-100k", release_for(ml100k_zip))
     return calls
 
 

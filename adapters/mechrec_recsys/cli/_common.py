@@ -1,11 +1,30 @@
-"""Helpers shared by the ``mechrec`` sub-commands: one-line errors and wide rich consoles."""
+"""Helpers shared by the ``mechrec`` sub-commands: one-line errors, wide rich consoles and the
+options that every command opening a run or a dataset takes.
+
+The options are ``Annotated`` types; a command declares e.g.
+``data_dir: DataDirOption = None, download: DownloadOption = True, device: DeviceOption = "cpu"``.
+"""
 
 from __future__ import annotations
 
-from typing import NoReturn
+from pathlib import Path
+from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
+
+#: ``--data-dir``: where the dataset is (default: ``None``, the loaders' lookup order).
+DataDirOption = Annotated[
+    Path | None, typer.Option("--data-dir", help="folder holding the dataset")
+]
+#: ``--download/--no-download``: fetch the dataset when no local copy exists (default ``True``).
+DownloadOption = Annotated[
+    bool,
+    typer.Option("--download/--no-download",
+                 help="download the dataset when no local copy exists"),
+]
+#: ``--device``: where the model runs (default ``"cpu"``).
+DeviceOption = Annotated[str, typer.Option("--device", help="cpu | cuda")]
 
 
 def fail(message: str) -> NoReturn:

@@ -51,7 +51,13 @@ from mechrec_recsys.alignment import (
     title_contains,
     year_between,
 )
-from mechrec_recsys.cli._common import fail, wide_console
+from mechrec_recsys.cli._common import (
+    DataDirOption,
+    DeviceOption,
+    DownloadOption,
+    fail,
+    wide_console,
+)
 from mechrec_recsys.experiment import MODEL_DIR, Experiment, RunSpec
 
 align_app = typer.Typer(
@@ -197,11 +203,9 @@ def tables_command(
                                           "(repeatable)"),
     year_ranges: list[str] = typer.Option([], "--years", help="custom attribute: release "
                                           "year in FIRST-LAST, e.g. 1980-1989 (repeatable)"),
-    data_dir: Path | None = typer.Option(None, "--data-dir", help="folder holding the "
-                                         "dataset"),
-    download: bool = typer.Option(True, "--download/--no-download",
-                                  help="download the dataset when no local copy exists"),
-    device: str = typer.Option("cpu", "--device", help="cpu | cuda"),
+    data_dir: DataDirOption = None,
+    download: DownloadOption = True,
+    device: DeviceOption = "cpu",
 ) -> None:
     """Write SAE / neuron / random-control alignment tables and print Table 2 and the summary.
 
@@ -258,11 +262,9 @@ def examples_command(
                                           help="p_top-k for: title contains TEXT (repeatable)"),
     year_ranges: list[str] = typer.Option([], "--years", help="p_top-k for: release year in "
                                           "FIRST-LAST (repeatable)"),
-    data_dir: Path | None = typer.Option(None, "--data-dir", help="folder holding the "
-                                         "dataset"),
-    download: bool = typer.Option(True, "--download/--no-download",
-                                  help="download the dataset when no local copy exists"),
-    device: str = typer.Option("cpu", "--device", help="cpu | cuda"),
+    data_dir: DataDirOption = None,
+    download: DownloadOption = True,
+    device: DeviceOption = "cpu",
 ) -> None:
     """Print a feature's top activating positions with the items before them, and p_top-k."""
     if part not in PARTS:

@@ -33,7 +33,13 @@ import typer
 from rich.table import Table
 
 from mechrec.saes import ARCHITECTURES, PAPER_DICT_SIZES, PAPER_L1_GRID, SAETrainingConfig
-from mechrec_recsys.cli._common import fail, wide_console
+from mechrec_recsys.cli._common import (
+    DataDirOption,
+    DeviceOption,
+    DownloadOption,
+    fail,
+    wide_console,
+)
 from mechrec_recsys.experiment import Experiment
 from mechrec_recsys.saes import (
     PAPER_HOOK,
@@ -161,10 +167,9 @@ def train(
     name: str | None = typer.Option(None, "--name", help="folder under RUN_DIR/saes/ "
                                     "(default: hook-architecture-size-sparsity-seed)"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace an SAE of that name"),
-    data_dir: Path | None = typer.Option(None, "--data-dir", help="folder holding the dataset"),
-    download: bool = typer.Option(True, "--download/--no-download",
-                                  help="download the dataset when no local copy exists"),
-    device: str = typer.Option("cpu", "--device", help="cpu | cuda"),
+    data_dir: DataDirOption = None,
+    download: DownloadOption = True,
+    device: DeviceOption = "cpu",
     progress: bool = typer.Option(True, "--progress/--no-progress",
                                   help="print training progress to stderr"),
 ) -> None:
@@ -230,10 +235,9 @@ def evaluate(
     sae_dir: Path = typer.Argument(..., help="SAE folder (or its name under RUN_DIR/saes/)"),
     k: int = typer.Option(10, "--k", help="length of the recommendation lists"),
     out: Path | None = typer.Option(None, "--out", help="also write the rows as JSON"),
-    data_dir: Path | None = typer.Option(None, "--data-dir", help="folder holding the dataset"),
-    download: bool = typer.Option(True, "--download/--no-download",
-                                  help="download the dataset when no local copy exists"),
-    device: str = typer.Option("cpu", "--device", help="cpu | cuda"),
+    data_dir: DataDirOption = None,
+    download: DownloadOption = True,
+    device: DeviceOption = "cpu",
 ) -> None:
     """One SAE's Table-1 rows: original model, "replace" and "replace + error"."""
     try:
@@ -305,10 +309,9 @@ def table1(
     k: int = typer.Option(10, "--k", help="length of the recommendation lists"),
     out: Path | None = typer.Option(None, "--out", help="CSV to write (JSON beside it); "
                                     "default RUN_DIR/table1.csv"),
-    data_dir: Path | None = typer.Option(None, "--data-dir", help="folder holding the dataset"),
-    download: bool = typer.Option(True, "--download/--no-download",
-                                  help="download the dataset when no local copy exists"),
-    device: str = typer.Option("cpu", "--device", help="cpu | cuda"),
+    data_dir: DataDirOption = None,
+    download: DownloadOption = True,
+    device: DeviceOption = "cpu",
     progress: bool = typer.Option(True, "--progress/--no-progress",
                                   help="print one line per finished SAE to stderr"),
 ) -> None:

@@ -33,7 +33,7 @@ import pandas as pd
 import typer
 from rich.table import Table
 
-from mechrec_recsys.cli._common import fail, wide_console
+from mechrec_recsys.cli._common import DataDirOption, DeviceOption, fail, wide_console
 from mechrec_recsys.steering import (
     DEFAULT_GENRES,
     MODES,
@@ -177,9 +177,9 @@ def sweep_command(
                               "and largest logit difference (0: skip)"),
     out: Path | None = typer.Option(None, "--out",
                                     help="output folder (default RUN_DIR/steering/SAE_NAME)"),
-    data_dir: Path | None = typer.Option(None, "--data-dir", help="folder holding the dataset"),
+    data_dir: DataDirOption = None,
     download: bool = typer.Option(True, "--download/--no-download"),
-    device: str = typer.Option("cpu", "--device", help="cpu | cuda"),
+    device: DeviceOption = "cpu",
     batch_size: int = typer.Option(256, "--batch-size", help="test users per forward pass"),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
@@ -277,9 +277,9 @@ def user_command(
     mode: str = typer.Option("replace", "--mode", help="replace | keep-error"),
     k: int = typer.Option(10, "--k", help="length of the recommendation lists"),
     out: Path | None = typer.Option(None, "--out", help="also write the lists as CSV here"),
-    data_dir: Path | None = typer.Option(None, "--data-dir", help="folder holding the dataset"),
+    data_dir: DataDirOption = None,
     download: bool = typer.Option(True, "--download/--no-download"),
-    device: str = typer.Option("cpu", "--device", help="cpu | cuda"),
+    device: DeviceOption = "cpu",
 ) -> None:
     """Print one user's top-k before and after setting a genre's SAE feature (Fig. 7)."""
     with _warnings_to_stderr():

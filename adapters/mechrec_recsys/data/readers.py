@@ -480,6 +480,23 @@ def _check_chunk(
     return frame, problems
 
 
+def _malformed_rows_error(
+    path: Path, problem: str, *, line: int, bad_count: int, n: int, on_bad_rows: str, fix: str,
+    unit: str = "line", explain_all_bad: bool = False,
+) -> DataFormatError:
+    """The error for a file with ``bad_count`` malformed rows of ``n``, naming the first one
+    (``problem`` at ``line``). In ``"error"`` mode with some good rows the fix also offers
+    ``on_bad_rows='drop'``; with ``explain_all_bad`` and every row bad (``"drop"`` mode) it says
+    that the file's format itself is wrong."""
+    more = f" ({bad_count:,} of {n:,} rows are malformed)" if bad_count > 1 else ""
+    advice = fix
+    if explain_all_bad and on_bad_rows != "error":
+        advice += "; every row is malformed, so the file's format itself is wrong"
+    if on_bad_rows == "error" and bad_count < n:
+        advice += "; or pass on_bad_rows='drop' to drop and count such rows"
+    return DataFormatError(path, problem + more, advice, line=line, unit=unit)
+
+
 def _checked_frame(
     stream: RowStream, fmt: TextFormat, fields: list[Field], *, on_bad_rows: str,
     report: LoadReport, fix: str, time_unit: str, count_rows: bool, drop_reason: str,
@@ -515,12 +532,8 @@ def _checked_frame(
     if count_rows:
         report.rows_read += n
     if first is not None and (on_bad_rows == "error" or bad_count == n):
-        more = f" ({bad_count:,} of {n:,} rows are malformed)" if bad_count > 1 else ""
-        advice = fix if on_bad_rows == "error" else (
-            f"{fix}; every row is malformed, so the file's format itself is wrong")
-        if on_bad_rows == "error" and bad_count < n:
-            advice += "; or pass on_bad_rows='drop' to drop and count such rows"
-        raise DataFormatError(path, first[1] + more, advice, line=first[0])
+        raise _malformed_rows_error(path, first[1], line=first[0], bad_count=bad_count, n=n,
+                                    on_bad_rows=on_bad_rows, fix=fix, explain_all_bad=True)
     if bad_count:
         report.add_drop(drop_reason, bad_count, examples)
     if not frames:
@@ -584,11 +597,9 @@ def read_parquet_table(
         return frame
     bad_rows = sorted(problems)
     if on_bad_rows == "error" or len(bad_rows) == n:
-        more = f" ({len(bad_rows):,} of {n:,} rows are malformed)" if len(bad_rows) > 1 else ""
-        advice = fix + ("; or pass on_bad_rows='drop' to drop and count such rows"
-                        if on_bad_rows == "error" and len(bad_rows) < n else "")
-        raise DataFormatError(path, problems[bad_rows[0]] + more, advice,
-                              line=bad_rows[0] + 1, unit="row")
+        raise _malformed_rows_error(path, problems[bad_rows[0]], line=bad_rows[0] + 1,
+                                    bad_count=len(bad_rows), n=n, on_bad_rows=on_bad_rows,
+                                    fix=fix, unit="row")
     examples = [f"{path.name} row {i + 1}: {problems[i]}" for i in bad_rows[:5]]
     report.add_drop(drop_reason, len(bad_rows), examples)
     keep = np.ones(n, dtype=bool)

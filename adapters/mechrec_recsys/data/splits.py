@@ -163,18 +163,53 @@ class _Builder:
         return part, int((~keep).sum())
 
 
+def _start_user_split(
+    dataset: Dataset,
+    kind: str,
+    *,
+    seed: int,
+    max_len: int,
+    tie_break: str,
+    drop_unseen_targets: bool,
+    fractions: dict[str, float],
+    require_timestamps: bool,
+) -> tuple[UserHistories, dict]:
+    """Check the arguments, order the events and drop users with fewer than 2 of them.
+
+    Returns the histories and the split's ``info`` so far (common entries, then
+    ``fractions``).
+    """
+    _check_args(max_len, fractions)
+    if require_timestamps:
+        _require_timestamps(dataset, f"the {kind} split")
+    ordered = order_events(dataset, tie_break=tie_break, seed=seed)
+    hist, dropped = _drop_short(ordered, 2, dataset)
+    info = _base_info(kind, dataset, seed, max_len, tie_break, 2, len(ordered), dropped,
+                      drop_unseen_targets)
+    info.update(fractions)
+    return hist, info
+
+
 def _user_split(
     dataset: Dataset,
     hist: UserHistories,
+    info: dict,
     *,
     test_idx: np.ndarray,
-    val_idx: np.ndarray,
-    train_idx: np.ndarray,
-    sae_idx: np.ndarray | None,
+    recommender: np.ndarray,
+    sae_idx: np.ndarray,
     max_len: int,
     drop_unseen_targets: bool,
-    info: dict,
 ) -> Split:
+    """Cut a split whose parts are sets of users: the first ``info["validation_fraction"]``
+    of ``recommender`` validate, the rest train the recommender; ``sae_idx`` train SAEs
+    (when ``info["sae_fraction"] > 0``)."""
+    n_val = _share(len(recommender), info["validation_fraction"])
+    val_idx, train_idx = recommender[:n_val], recommender[n_val:]
+    with_sae = info["sae_fraction"] > 0
+    if with_sae and len(sae_idx) == 0:
+        raise EmptyDatasetError(f"dataset {dataset.name!r} has too few users ({len(hist)}) for "
+                                "an SAE part. Fix: use more data or sae_fraction=0")
     if len(train_idx) == 0 or len(test_idx) == 0:
         raise EmptyDatasetError(
             f"dataset {dataset.name!r} has too few users ({len(hist)}) for a {info['kind']} "
@@ -184,17 +219,34 @@ def _user_split(
     train = builder.full(train_idx, training=True)
     validation, val_unseen = builder.held_out(val_idx) if len(val_idx) else (None, 0)
     test, test_unseen = builder.held_out(test_idx)
-    sae = builder.full(sae_idx) if sae_idx is not None else None
+    sae = builder.full(sae_idx) if with_sae else None
     if len(test) == 0:
         raise EmptyDatasetError(
             f"dataset {dataset.name!r}: every test target is an item never seen in training "
             f"({test_unseen} users). Fix: use more data, or drop_unseen_targets=False")
+    return _finish(builder, info, train=train, validation=validation, val_unseen=val_unseen,
+                   sae=sae, test=test, test_unseen=test_unseen, test_selected=len(test_idx))
+
+
+def _finish(
+    builder: _Builder,
+    info: dict,
+    *,
+    train: SequenceSet,
+    validation: SequenceSet | None,
+    val_unseen: int,
+    sae: SequenceSet | None,
+    test: SequenceSet,
+    test_unseen: int,
+    test_selected: int,
+) -> Split:
+    """Add the parts' sizes, dropped targets and truncations to ``info``; the split."""
     info.update({
         "train_users": len(train),
         "validation_users": 0 if validation is None else len(validation),
         "sae_users": 0 if sae is None else len(sae),
         "test_users": len(test),
-        "test_users_selected": len(test_idx),
+        "test_users_selected": test_selected,
         "test_targets_unseen_dropped": test_unseen,
         "validation_targets_unseen_dropped": val_unseen,
         "items_in_train": int(builder.seen.sum()),
@@ -249,11 +301,11 @@ def paper_split(
     Raises:
         MissingTimestampsError: the dataset has no timestamps.
     """
-    _check_args(max_len, {"test_fraction": test_fraction, "sae_fraction": sae_fraction,
-                          "validation_fraction": validation_fraction})
-    _require_timestamps(dataset, "the paper split")
-    ordered = order_events(dataset, tie_break=tie_break, seed=seed)
-    hist, dropped = _drop_short(ordered, 2, dataset)
+    hist, info = _start_user_split(
+        dataset, "paper", seed=seed, max_len=max_len, tie_break=tie_break,
+        drop_unseen_targets=drop_unseen_targets, require_timestamps=True,
+        fractions={"test_fraction": test_fraction, "sae_fraction": sae_fraction,
+                   "validation_fraction": validation_fraction})
     rng = rng_for(seed, USER_STREAM)
     last = hist.last_timestamps()
     recency = np.lexsort((rng.permutation(len(hist)), -last))  # most recent first
@@ -264,23 +316,13 @@ def paper_split(
     rank = np.empty(len(hist), dtype=np.int64)
     rank[recency] = np.arange(len(hist))
     recommender = recommender[np.argsort(rank[recommender], kind="stable")]
-    n_val = _share(len(recommender), validation_fraction)
-    val_idx, train_idx = recommender[:n_val], recommender[n_val:]
-    if sae_fraction > 0 and len(sae_idx) == 0:
-        raise EmptyDatasetError(f"dataset {dataset.name!r} has too few users ({len(hist)}) for "
-                                "an SAE part. Fix: use more data or sae_fraction=0")
-    info = _base_info("paper", dataset, seed, max_len, tie_break, 2, len(ordered), dropped,
-                      drop_unseen_targets)
-    non_test = np.concatenate([val_idx, train_idx, sae_idx])
+    non_test = np.concatenate([recommender, sae_idx])
     info.update({
-        "test_fraction": test_fraction, "sae_fraction": sae_fraction,
-        "validation_fraction": validation_fraction,
         "time_threshold": int(last[test_idx].min()),
         "latest_non_test_event": int(last[non_test].max()) if len(non_test) else None,
     })
-    return _user_split(dataset, hist, test_idx=test_idx, val_idx=val_idx, train_idx=train_idx,
-                       sae_idx=sae_idx if sae_fraction > 0 else None, max_len=max_len,
-                       drop_unseen_targets=drop_unseen_targets, info=info)
+    return _user_split(dataset, hist, info, test_idx=test_idx, recommender=recommender,
+                       sae_idx=sae_idx, max_len=max_len, drop_unseen_targets=drop_unseen_targets)
 
 
 def random_user_split(
@@ -299,27 +341,17 @@ def random_user_split(
     Works with or without timestamps (without them, sequence order is file order). Arguments
     as in :func:`paper_split`; here test and validation users are drawn at random.
     """
-    _check_args(max_len, {"test_fraction": test_fraction, "sae_fraction": sae_fraction,
-                          "validation_fraction": validation_fraction})
-    ordered = order_events(dataset, tie_break=tie_break, seed=seed)
-    hist, dropped = _drop_short(ordered, 2, dataset)
-    rng = rng_for(seed, USER_STREAM)
-    shuffled = rng.permutation(len(hist))
+    hist, info = _start_user_split(
+        dataset, "random", seed=seed, max_len=max_len, tie_break=tie_break,
+        drop_unseen_targets=drop_unseen_targets, require_timestamps=False,
+        fractions={"test_fraction": test_fraction, "sae_fraction": sae_fraction,
+                   "validation_fraction": validation_fraction})
+    shuffled = rng_for(seed, USER_STREAM).permutation(len(hist))
     n_test = max(1, _share(len(hist), test_fraction))
     test_idx, rest = shuffled[:n_test], shuffled[n_test:]
     recommender, sae_idx = _partition_rest(rest, sae_fraction)
-    n_val = _share(len(recommender), validation_fraction)
-    val_idx, train_idx = recommender[:n_val], recommender[n_val:]
-    if sae_fraction > 0 and len(sae_idx) == 0:
-        raise EmptyDatasetError(f"dataset {dataset.name!r} has too few users ({len(hist)}) for "
-                                "an SAE part. Fix: use more data or sae_fraction=0")
-    info = _base_info("random", dataset, seed, max_len, tie_break, 2, len(ordered), dropped,
-                      drop_unseen_targets)
-    info.update({"test_fraction": test_fraction, "sae_fraction": sae_fraction,
-                 "validation_fraction": validation_fraction})
-    return _user_split(dataset, hist, test_idx=test_idx, val_idx=val_idx, train_idx=train_idx,
-                       sae_idx=sae_idx if sae_fraction > 0 else None, max_len=max_len,
-                       drop_unseen_targets=drop_unseen_targets, info=info)
+    return _user_split(dataset, hist, info, test_idx=test_idx, recommender=recommender,
+                       sae_idx=sae_idx, max_len=max_len, drop_unseen_targets=drop_unseen_targets)
 
 
 def leave_one_out_split(
@@ -357,16 +389,8 @@ def leave_one_out_split(
             "Fix: use more data, or drop_unseen_targets=False")
     info = _base_info("loo", dataset, seed, max_len, tie_break, 3, len(ordered), dropped,
                       drop_unseen_targets)
-    info.update({
-        "train_users": len(train), "validation_users": len(validation), "sae_users": 0,
-        "test_users": len(test), "test_users_selected": len(hist),
-        "test_targets_unseen_dropped": test_unseen,
-        "validation_targets_unseen_dropped": val_unseen,
-        "items_in_train": int(builder.seen.sum()),
-        "truncated_sequences": builder.truncated,
-    })
-    return Split(vocab=builder.vocab, train=train, validation=validation, sae_train=None,
-                 test=test, info=info)
+    return _finish(builder, info, train=train, validation=validation, val_unseen=val_unseen,
+                   sae=None, test=test, test_unseen=test_unseen, test_selected=len(hist))
 
 
 def make_split(dataset: Dataset, kind: str, **kwargs) -> Split:
