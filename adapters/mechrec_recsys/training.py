@@ -103,8 +103,8 @@ class TrainConfig:
     """
 
     epochs: int = 200
-    batch_size: int = 64
-    lr: float = 2e-3
+    batch_size: int = 128
+    lr: float = 1e-3
     weight_decay: float = 0.0
     beta2: float = 0.98
     loss: Literal["full", "sampled"] = "full"
