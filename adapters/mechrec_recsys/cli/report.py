@@ -1,0 +1,185 @@
+"""``mechrec reproduce`` and ``mechrec report``: the whole paper into one HTML report.
+
+Commands:
+
+* ``mechrec reproduce --dataset ml-100k --split paper --seed 0 --out RUN_DIR [--quick]
+  [size options]``: run every step of the paper into ``RUN_DIR`` (dataset statistics, GPTRec
+  vs popularity, Table 1, the analysis SAE, Table 2 / Figure 4, steering curves), then write
+  ``RUN_DIR/report.html`` and print its path. Each step is skipped when its outputs are already
+  there with the same settings, so rerunning after an interruption loses no finished work.
+  ``--quick`` runs every step at toy size (seconds); the default is the paper's settings of
+  ``docs/reproducing-the-paper.md`` (hours on a 2-core CPU).
+* ``mechrec report RUN_DIR [--out FILE]``: re-render the HTML report from the run folder's
+  saved outputs (a missing output becomes a note naming the command that produces it).
+
+Bad input (unknown dataset or split, a run folder that does not exist, an output path that
+cannot be written, a run folder holding results of other settings) prints one line
+``error: ...`` to stderr and exits with code 2.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import typer
+
+from mechrec_recsys.cli._common import fail
+
+BAD_INPUT = (ValueError, FileNotFoundError, KeyError, OSError)
+
+
+def _check_writable(folder: Path, what: str) -> None:
+    """Create ``folder`` if needed and prove a file can be written in it, or fail."""
+    if folder.exists() and not folder.is_dir():
+        fail(f"{what} {folder} exists and is not a folder; choose another path")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".mechrec-write-test-{uuid.uuid4().hex[:8]}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        fail(f"cannot write to {what} {folder}: {exc.strerror or exc}; choose a writable "
+             "folder")
+
+
+def _int_list(text: str | None, option: str) -> tuple[int, ...] | None:
+    if text is None:
+        return None
+    try:
+        values = tuple(int(item) for item in text.split(",") if item.strip())
+    except ValueError:
+        fail(f"{option} takes comma-separated integers, got {text!r}")
+    if not values:
+        fail(f"{option} needs at least one value, got {text!r}")
+    return values
+
+
+def _float_list(text: str | None, option: str) -> tuple[float, ...] | None:
+    if text is None:
+        return None
+    try:
+        values = tuple(float(item) for item in text.split(",") if item.strip())
+    except ValueError:
+        fail(f"{option} takes comma-separated numbers, got {text!r}")
+    if not values:
+        fail(f"{option} needs at least one value, got {text!r}")
+    return values
+
+
+def reproduce_command(
+    out: Path = typer.Option(..., "--out", help="run folder (created; reused to resume)"),
+    dataset: str = typer.Option("ml-100k", "--dataset", help="MovieLens dataset name"),
+    split: str = typer.Option("paper", "--split", help="paper | random (splits with SAE "
+                              "users)"),
+    seed: int = typer.Option(0, "--seed", help="seed of the split, models and control"),
+    quick: bool = typer.Option(False, "--quick", help="toy sizes: every step in seconds, for "
+                               "a first look and tests (not the paper's numbers)"),
+    epochs: int | None = typer.Option(None, "--epochs", help="GPTRec: maximum epochs"),
+    d_model: int | None = typer.Option(None, "--d-model", help="GPTRec: hidden size"),
+    n_layers: int | None = typer.Option(None, "--n-layers", help="GPTRec: transformer "
+                                        "blocks"),
+    table1_l1: str | None = typer.Option(None, "--table1-l1", help="Table 1: L1 weights "
+                                         "(comma-separated)"),
+    table1_d_sae: str | None = typer.Option(None, "--table1-d-sae", help="Table 1: "
+                                            "dictionary sizes (comma-separated)"),
+    table1_seeds: str | None = typer.Option(None, "--table1-seeds", help="Table 1: seeds "
+                                            "per point (comma-separated)"),
+    table1_steps: int | None = typer.Option(None, "--table1-steps", help="Table 1: steps "
+                                            "per SAE"),
+    d_sae: int | None = typer.Option(None, "--d-sae", help="analysis SAE: dictionary size"),
+    l1: float | None = typer.Option(None, "--l1", help="analysis SAE: L1 weight"),
+    sae_steps: int | None = typer.Option(None, "--sae-steps", help="analysis SAE: steps"),
+    genres: str | None = typer.Option(None, "--genres", help="steering: comma-separated "
+                                      "genres"),
+    values: str | None = typer.Option(None, "--values", help="steering: start:stop:step "
+                                      "(inclusive) or a comma list"),
+    report: Path | None = typer.Option(None, "--report", help="HTML file to write (default "
+                                       "RUN_DIR/report.html)"),
+    data_dir: Path | None = typer.Option(None, "--data-dir", help="folder holding the "
+                                         "dataset"),
+    download: bool = typer.Option(True, "--download/--no-download",
+                                  help="download the dataset when no local copy exists"),
+    device: str = typer.Option("cpu", "--device", help="cpu | cuda"),
+    progress: bool = typer.Option(True, "--progress/--no-progress",
+                                  help="print one line per step to stderr"),
+) -> None:
+    """Run every step of the paper into a run folder and write its HTML report."""
+    from mechrec_recsys.data.registry import DATASET_NAMES
+    from mechrec_recsys.report import ReproduceSettings, run_pipeline, write_report
+    from mechrec_recsys.report.settings import SPLITS_WITH_SAE_USERS
+    from mechrec_recsys.steering import parse_values
+
+    if dataset not in DATASET_NAMES:
+        fail(f"unknown dataset {dataset!r}; choose one of {', '.join(DATASET_NAMES)}")
+    if split not in SPLITS_WITH_SAE_USERS:
+        fail(f"split {split!r} cannot reproduce the paper (it needs SAE users); choose one of "
+             f"{', '.join(SPLITS_WITH_SAE_USERS)}")
+    try:
+        grid = tuple(parse_values(values)) if values is not None else None
+        preset = (ReproduceSettings.quick_preset if quick else ReproduceSettings.paper)(
+            dataset, split, seed)
+        settings = preset.with_overrides(
+            epochs=epochs, d_model=d_model, n_layers=n_layers,
+            table1_l1=_float_list(table1_l1, "--table1-l1"),
+            table1_d_sae=_int_list(table1_d_sae, "--table1-d-sae"),
+            table1_seeds=_int_list(table1_seeds, "--table1-seeds"), table1_steps=table1_steps,
+            sae_d_sae=d_sae, sae_l1=l1, sae_steps=sae_steps,
+            steer_genres=tuple(g.strip() for g in genres.split(",") if g.strip())
+            if genres is not None else None,
+            steer_values=grid)
+    except BAD_INPUT as exc:
+        fail(str(exc))
+        return
+    _check_writable(out, "run folder")
+    if report is not None:
+        _check_writable(report.parent if str(report.parent) else Path(os.curdir),
+                        "report folder")
+
+    def log(message: str) -> None:
+        if progress:
+            typer.echo(message, err=True)
+
+    try:
+        run_pipeline(settings, out, data_dir=data_dir, download=download, device=device,
+                     log=log)
+        path = write_report(out, report)
+    except BAD_INPUT as exc:
+        fail(str(exc))
+        return
+    typer.echo(str(path))
+
+
+def report_command(
+    run_dir: Path = typer.Argument(..., help="run folder written by 'mechrec reproduce'"),
+    out: Path | None = typer.Option(None, "--out", help="HTML file to write (default "
+                                    "RUN_DIR/report.html)"),
+) -> None:
+    """Re-render the HTML report of a run folder from its saved outputs."""
+    from mechrec_recsys.report import RunLayout, write_report
+
+    if not run_dir.is_dir():
+        fail(f"run folder {run_dir} does not exist: pass the --out folder of 'mechrec "
+             "reproduce'")
+    layout = RunLayout(run_dir)
+    if not (layout.steps.is_file() or layout.run_spec.is_file()):
+        fail(f"{run_dir} is not a mechrec run folder (it has neither {layout.steps.name} "
+             f"under {layout.reproduce_dir.name}/ nor {layout.run_spec.name}); create one "
+             "with 'mechrec reproduce --out RUN_DIR'")
+    if out is not None and out.is_dir():
+        fail(f"--out {out} is a folder; give a file name such as {out / 'report.html'}")
+    if out is not None:
+        _check_writable(out.parent if str(out.parent) else Path(os.curdir), "report folder")
+    try:
+        path = write_report(run_dir, out)
+    except BAD_INPUT as exc:
+        fail(str(exc))
+        return
+    typer.echo(str(path))
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``reproduce`` and ``report`` commands to the ``mechrec`` application."""
+    app.command("reproduce")(reproduce_command)
+    app.command("report")(report_command)

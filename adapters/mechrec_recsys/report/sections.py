@@ -1,0 +1,637 @@
+"""The report's sections, one function each, built only from a run folder's saved outputs.
+
+Each function takes :class:`~mechrec_recsys.report.outputs.RunOutputs` and returns a
+:class:`Section`. An output that is missing or unreadable becomes a note naming the file and
+the commands that produce it; it never stops the report.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+from mechrec_recsys.report.markup import (
+    details,
+    esc,
+    figure,
+    fmt,
+    missing_note,
+    num_cell,
+    number,
+    paragraph,
+    table,
+    text_cell,
+)
+from mechrec_recsys.report.outputs import MissingOutput, RunOutputs
+from mechrec_recsys.report.settings import ReproduceSettings
+from mechrec_recsys.report.steps import STEP_NAMES, STEPS, step_command
+from mechrec_recsys.report.svg import Series, bar_chart, line_chart
+
+
+@dataclass(frozen=True)
+class Section:
+    """One part of the report.
+
+    Attributes:
+        ident: HTML id (anchor of the table of contents).
+        title: heading.
+        body: ready HTML.
+    """
+
+    ident: str
+    title: str
+    body: str
+
+
+# ------------------------------------------------------------------------------ helpers
+def reproduce_command(out: RunOutputs) -> str:
+    """The ``mechrec reproduce`` command that (re)makes this run folder."""
+    try:
+        s = out.settings
+        head = (f"mechrec reproduce --dataset {s.get('dataset')} --split {s.get('split')} "
+                f"--seed {s.get('seed')}")
+        quick = " --quick" if s.get("quick") else ""
+    except MissingOutput:
+        head, quick = "mechrec reproduce --dataset DATASET --split paper --seed 0", ""
+    return f"{head}{quick} --out {out.run_dir}"
+
+
+def known_settings(out: RunOutputs) -> ReproduceSettings | None:
+    """The run's settings, or ``None`` when the folder has none (or unreadable ones)."""
+    try:
+        return ReproduceSettings.from_json(out.settings)
+    except (MissingOutput, ValueError, TypeError):
+        return None
+
+
+def _missing(out: RunOutputs, what: str, exc: MissingOutput) -> str:
+    commands = [reproduce_command(out)]
+    if exc.step in STEP_NAMES:
+        single = step_command(exc.step, known_settings(out), out.run_dir)
+        if not single.startswith("mechrec reproduce"):
+            commands.append(f"{single}   (this step alone)")
+    return missing_note(what, exc.path, exc.reason, commands)
+
+
+def _guard(out: RunOutputs, what: str, build: Callable[[], str]) -> str:
+    """``build()``, or the missing-output note when a file it reads is not available."""
+    try:
+        return build()
+    except MissingOutput as exc:
+        return _missing(out, what, exc)
+    except (KeyError, IndexError, TypeError, ValueError) as exc:
+        return paragraph(f"{what} could not be read from the run's files "
+                         f"({type(exc).__name__}: {exc}); rerun the step that writes it.",
+                         cls="missing")
+
+
+def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    clean = frame.astype(object).where(frame.notna(), None)
+    return clean.to_dict(orient="records")
+
+
+# ------------------------------------------------------------------------------ overview
+def overview_section(out: RunOutputs) -> Section:
+    """What the run is (dataset, split, seed, preset) and which steps are done."""
+
+    def build() -> str:
+        s = out.settings
+        parts = [paragraph(f"Run folder {out.run_dir}: {s['dataset']}, {s['split']} split, "
+                           f"seed {s['seed']}; {'quick' if s.get('quick') else 'paper'} "
+                           "preset.")]
+        if s.get("quick"):
+            parts.append(paragraph(
+                "Quick preset: every step ran at toy size (small model, few epochs, tiny "
+                "SAEs). The numbers show that the pipeline works, not what the paper found; "
+                "run without --quick for the paper's settings.", cls="warning"))
+        records = out.steps
+        rows = []
+        for step in STEPS:
+            record = records.get(step.name)
+            rows.append([text_cell(step.name, header=True), text_cell(step.title),
+                         text_cell("done" if record else "not done",
+                                   key=f"overview/{step.name}/status")])
+        parts.append(table(["step", "produces", "status"], rows))
+        return "".join(parts)
+
+    return Section("overview", "Overview", _guard(out, "The run's settings", build))
+
+
+# ------------------------------------------------------------------------------ dataset
+SPLIT_COUNTS: tuple[tuple[str, str], ...] = (
+    ("users_total", "users in the dataset"),
+    ("users_dropped_short", "users dropped (too short)"),
+    ("train_users", "recommender-training users"),
+    ("validation_users", "validation users"),
+    ("sae_users", "SAE-training users"),
+    ("test_users_selected", "test users selected"),
+    ("test_targets_unseen_dropped", "test users dropped (target item unseen in training)"),
+    ("test_users", "test users scored"),
+    ("items_in_train", "items in recommender training"),
+    ("vocab_size", "vocabulary (items + padding)"),
+    ("truncated_sequences", "truncated sequences"),
+)
+
+
+def dataset_section(out: RunOutputs) -> Section:
+    """Split bookkeeping and :func:`~mechrec_recsys.data.dataset_statistics`."""
+
+    def split_counts() -> str:
+        info = out.split_info["info"]
+        rows = [[text_cell(label, header=True), num_cell(info[key], key=f"split/{key}",
+                                                         count=True)]
+                for key, label in SPLIT_COUNTS if key in info]
+        return table(["split bookkeeping", "count"], rows,
+                     caption=f"{info.get('kind', '')} split of {info.get('dataset', '')}, "
+                             f"seed {info.get('seed', '')}")
+
+    def statistics() -> str:
+        stats = out.dataset_statistics
+        columns = list(stats.columns)
+
+        def rows_of(names: Sequence[str], count: bool) -> list[list[str]]:
+            return [[text_cell(name, header=True),
+                     *(num_cell(stats.at[name, c], key=f"stats/{name}/{c}", count=count,
+                                digits=3) for c in columns)] for name in names]
+
+        plain = [n for n in stats.index if not str(n).startswith("genre ")]
+        genres = [n for n in stats.index if str(n).startswith("genre ")]
+        body = table(["statistic", *columns], rows_of(plain, True),
+                     caption="users, items, interactions and sequence lengths per part "
+                             "(all = the whole dataset before the split)")
+        if genres:
+            body += details("genre shares of the interactions, per part",
+                            table(["statistic", *columns], rows_of(genres, False)))
+        return body
+
+    body = (_guard(out, "The split's bookkeeping", split_counts)
+            + _guard(out, "The dataset statistics", statistics))
+    return Section("dataset", "Dataset and split", body)
+
+
+# ------------------------------------------------------------------------------ GPTRec
+METRIC_LABELS: dict[str, str] = {"ndcg": "NDCG", "hit_rate": "HR", "mrr": "MRR",
+                                 "coverage": "Coverage", "diversity": "Diversity"}
+
+
+def gptrec_section(out: RunOutputs) -> Section:
+    """GPTRec vs popularity with standard errors, and the training curve."""
+
+    def build() -> str:
+        m = out.metrics
+        comparison = m["comparison"]
+        k = comparison["k"]
+        reports = comparison["reports"]
+        keys = [key for key in METRIC_LABELS
+                if all(key in rep["metrics"] for rep in reports.values())]
+        rows = []
+        for name, rep in reports.items():
+            rows.append([text_cell(name, header=True), *(
+                num_cell(rep["metrics"][key]["mean"], spread=rep["metrics"][key]["se"],
+                         key=f"gptrec/{name}/{key}") for key in keys)])
+        paired = comparison.get("paired_difference", {})
+        model = next(iter(reports))
+        rows.append([text_cell(f"{model} − popularity (paired)", header=True), *(
+            num_cell(paired[key]["mean"], spread=paired[key]["se"], key=f"gptrec/paired/{key}")
+            if key in paired else text_cell("") for key in keys)])
+        info = comparison.get("info", {})
+        seen = "excluded" if info.get("exclude_seen") else "included"
+        parts = [table(["model", *(f"{METRIC_LABELS[key]}@{k}" for key in keys)], rows,
+                       caption=f"test users: {info.get('test_users', '–')}; mean ± standard "
+                               "error over test users (coverage and diversity: bootstrap); "
+                               f"seen items {seen}")]
+        parts.append(paragraph(
+            f"Best epoch {m.get('best_epoch')} (validation NDCG@{k} "
+            f"{fmt(m.get('best_val_ndcg'))}); "
+            f"{'stopped early' if m.get('stopped_early') else 'ran every epoch'}."))
+        history = m.get("history") or []
+        if len(history) > 1:
+            epochs = [h["epoch"] for h in history]
+            parts.append('<div class="charts">' + figure(line_chart(
+                [Series("validation NDCG", epochs, [h.get("val_ndcg") for h in history])],
+                title=f"validation NDCG@{k} per epoch", x_label="epoch", y_label="NDCG"),
+                "early stopping watches this curve") + figure(line_chart(
+                    [Series("training loss", epochs, [h.get("loss") for h in history])],
+                    title="training loss per epoch", x_label="epoch", y_label="loss"),
+                    "next-item cross-entropy") + "</div>")
+        return "".join(parts)
+
+    return Section("gptrec", "GPTRec vs popularity (paper §5)",
+                   _guard(out, "GPTRec's test metrics", build))
+
+
+# ------------------------------------------------------------------------------ Table 1
+def table1_section(out: RunOutputs) -> Section:
+    """Table 1: reconstruction, sparsity and downstream metrics per L1 weight / size."""
+
+    def build() -> str:
+        t = out.table1
+        k = t["k"]
+        rows_data = t["rows"]
+        rows = []
+        for i, row in enumerate(rows_data):
+            key = f"table1/{i}"
+            if row["sweep"] == "original":
+                head = [text_cell("original", header=True), text_cell("–"),
+                        *(text_cell("–") for _ in range(4))]
+                ranking = [num_cell(row[f"{m}_mean"], spread=row[f"{m}_se"],
+                                    key=f"{key}/{m}") for m in ("ndcg", "hit_rate", "coverage")]
+                rows.append([*head, *ranking, text_cell("–")])
+                continue
+            spread = "std" if (number(row.get("n_seeds")) or 0) > 1 else None
+            head = [num_cell(row["l1_coefficient"], key=f"{key}/l1_coefficient", digits=3),
+                    num_cell(row["d_sae"], key=f"{key}/d_sae", count=True)]
+            recon = [num_cell(row[f"{m}_mean"], spread=row[f"{m}_std"] if spread else None,
+                              spread_kind="std", key=f"{key}/{m}",
+                              digits=1 if m == "l0" else 3)
+                     for m in ("rmse", "explained_variance", "l0", "dead_fraction")]
+            ranking = [num_cell(row[f"{m}_mean"], spread=row[f"{m}_std"] if spread else None,
+                                spread_kind="std", key=f"{key}/{m}")
+                       for m in ("ndcg", "hit_rate", "coverage")]
+            delta = num_cell(row["ndcg_delta_mean"], spread=row["ndcg_delta_se"],
+                             key=f"{key}/ndcg_delta")
+            rows.append([*head, *recon, *ranking, delta])
+        config = t.get("base_config", {})
+        info = t.get("info", {})
+        seeds = t.get("seeds", [])
+        caption = (f"standard (L1) SAEs at {t.get('hook')}: {config.get('steps')} steps of "
+                   f"{config.get('batch_size')} rows, {len(seeds)} seed(s) {seeds}; metrics on "
+                   f"{info.get('test_users', '–')} test users ({info.get('test_rows', '–')} "
+                   "activations). SAE rows: mean (± std over seeds when there are several); "
+                   "original: ± standard error over test users.")
+        parts = [table(["L1 weight", "dict size", "RMSE", "expl. var.", "L0", "dead",
+                        f"NDCG@{k}", f"HR@{k}", f"Coverage@{k}", "ΔNDCG (paired)"], rows,
+                       caption=caption)]
+        identical = [r.get("replace_error_identical") for r in rows_data[1:]]
+        if identical and all(number(v) is not None for v in identical):
+            share = sum(float(v) for v in identical) / len(identical)
+            parts.append(paragraph(
+                f"With the SAE's error term added back (\"replace + error\"), "
+                f"{share:.0%} of the SAE points gave exactly the original top-{k} lists."))
+        l1_rows = [r for r in rows_data if r["sweep"] == "l1"]
+        original = rows_data[0] if rows_data and rows_data[0]["sweep"] == "original" else {}
+        charts = []
+        if len(l1_rows) > 1:
+            x = [r["l1_coefficient"] for r in l1_rows]
+            charts.append(figure(line_chart(
+                [Series("explained variance", x, [r["explained_variance_mean"]
+                                                  for r in l1_rows],
+                        err=[r["explained_variance_std"] for r in l1_rows])],
+                title=f"explained variance vs L1 (dictionary {l1_rows[0]['d_sae']})",
+                x_label="L1 weight", y_label="explained variance"), "reconstruction quality"))
+            charts.append(figure(line_chart(
+                [Series(f"NDCG@{k} (replace)", x, [r["ndcg_mean"] for r in l1_rows],
+                        err=[r["ndcg_std"] for r in l1_rows])],
+                title=f"NDCG@{k} vs L1 (dictionary {l1_rows[0]['d_sae']})",
+                x_label="L1 weight", y_label=f"NDCG@{k}",
+                references={"original": original.get("ndcg_mean")}),
+                "the model with the hook replaced by the reconstruction"))
+        size_rows = [r for r in rows_data if r["sweep"] == "d_sae"]
+        if len(size_rows) > 1:
+            charts.append(figure(line_chart(
+                [Series("RMSE", [r["d_sae"] for r in size_rows],
+                        [r["rmse_mean"] for r in size_rows],
+                        err=[r["rmse_std"] for r in size_rows])],
+                title=f"RMSE vs dictionary size (L1 {size_rows[0]['l1_coefficient']:g})",
+                x_label="dictionary size", y_label="RMSE"), "normalised space"))
+        if charts:
+            parts.append('<div class="charts">' + "".join(charts) + "</div>")
+        return "".join(parts)
+
+    return Section("table1", "Table 1: reconstruction vs sparsity (paper §6)",
+                   _guard(out, "Table 1", build))
+
+
+# ------------------------------------------------------------------------------ SAE
+def sae_section(out: RunOutputs) -> Section:
+    """The SAE used for the alignment and steering sections."""
+
+    def build() -> str:
+        s = out.sae_metrics
+        config = s["config"]
+        metrics = s["test_metrics"]
+        rows = [[text_cell(label, header=True), num_cell(value, key=f"sae/{name}", digits=4)]
+                for name, label, value in (
+                    ("d_sae", "dictionary size", config.get("d_sae")),
+                    ("l1_coefficient", "L1 weight", config.get("l1_coefficient")),
+                    ("steps", "training steps", config.get("steps")),
+                    ("batch_size", "rows per step", config.get("batch_size")),
+                    ("rmse", "RMSE (test)", metrics.get("rmse")),
+                    ("explained_variance", "explained variance (test)",
+                     metrics.get("explained_variance")),
+                    ("l0", "L0 (test)", metrics.get("l0")),
+                    ("dead_fraction", "dead fraction (test)", metrics.get("dead_fraction")),
+                    ("n_rows", "test activations", metrics.get("n_rows")),
+                    ("dead_fraction_train", "dead fraction (end of training)",
+                     s.get("dead_fraction_train")),
+                    ("training_seconds", "training seconds", s.get("training_seconds")))]
+        return table(["", "value"], rows,
+                     caption=f"{config.get('architecture')} SAE at {s.get('hook')}, trained "
+                             "on the SAE users' activations, measured on the test users'")
+
+    return Section("sae", "The SAE used for analysis", _guard(out, "The analysis SAE", build))
+
+
+# ------------------------------------------------------------------------------ Table 2
+def alignment_section(out: RunOutputs) -> Section:
+    """Table 2 (best feature per genre), SAE vs neurons vs random, and Figure 4's bars."""
+
+    def table2() -> str:
+        frame = out.alignment_table("per_genre")
+        meta = out.alignment_meta
+        genre_rows = [r for r in _records(frame) if r["group"] == "genre"]
+        rows = []
+        for r in genre_rows:
+            a = r["attribute"]
+            rows.append([text_cell(a, header=True),
+                         num_cell(r["feature"], key=f"table2/{a}/feature", count=True),
+                         *(num_cell(r[m], key=f"table2/{a}/{m}", digits=3)
+                           for m in ("correlation", "roc_auc", "sensitivity", "share",
+                                     "correlation_on_select")),
+                         num_cell(r["feature_in_sample"], key=f"table2/{a}/feature_in_sample",
+                                  count=True),
+                         num_cell(r["correlation_in_sample"],
+                                  key=f"table2/{a}/correlation_in_sample", digits=3)])
+        summary = out.alignment_table("summary")
+        mean = summary[(summary["group"] == "genre") & (summary["features"] == "SAE")
+                       & (summary["selection"] == "honest")]
+        if len(mean):
+            m = _records(mean)[0]
+            rows.append([text_cell(f"mean over {m['attributes']} genres", header=True),
+                         text_cell(""),
+                         num_cell(m["correlation_mean"], key="table2/mean/correlation",
+                                  digits=3),
+                         num_cell(m["roc_auc_mean"], key="table2/mean/roc_auc", digits=3),
+                         num_cell(m["sensitivity_mean"], key="table2/mean/sensitivity",
+                                  digits=3),
+                         text_cell(""), text_cell(""), text_cell(""), text_cell("")])
+        rows_info = meta.get("rows", {})
+        caption = (f"best SAE feature per genre by correlation, chosen on "
+                   f"{rows_info.get('select', '–')} positions of the {meta.get('select_part')} "
+                   f"users and scored on {rows_info.get('score', '–')} positions of the "
+                   f"{meta.get('score_part')} users; genre popularity = share of scored "
+                   "positions with the genre; in-sample = chosen and scored on the same rows")
+        body = table(["genre", "feature", "correlation", "ROC AUC", "sensitivity",
+                      "genre popularity", "corr. on select", "in-sample feature",
+                      "in-sample corr."], rows, caption=caption, table_id="table2")
+        others = [r for r in _records(frame) if r["group"] != "genre"]
+        if others:
+            body += details("other attributes: release decades and custom predicates", table(
+                ["attribute", "group", "feature", "correlation", "ROC AUC", "sensitivity",
+                 "share"],
+                [[text_cell(r["attribute"], header=True), text_cell(r["group"]),
+                  num_cell(r["feature"], key=f"table2/{r['attribute']}/feature", count=True),
+                  *(num_cell(r[m], key=f"table2/{r['attribute']}/{m}", digits=3)
+                    for m in ("correlation", "roc_auc", "sensitivity", "share"))]
+                 for r in others]))
+        notes = meta.get("notes") or []
+        if notes:
+            body += details(f"{len(notes)} note(s) from the alignment",
+                            "<ul>" + "".join(f"<li>{esc(n)}</li>" for n in notes) + "</ul>")
+        return body
+
+    def summary_table() -> str:
+        frame = out.alignment_table("summary")
+        rows = []
+        for r in _records(frame):
+            key = f"summary/{r['group']}/{r['features']}/{r['selection']}"
+            rows.append([text_cell(r["group"], header=True), text_cell(r["features"]),
+                         text_cell(r["selection"]),
+                         num_cell(r["n_features"], key=f"{key}/n_features", count=True),
+                         num_cell(r["attributes"], key=f"{key}/attributes", count=True),
+                         *(num_cell(r[c], key=f"{key}/{c}", digits=3)
+                           for c in ("correlation_min", "correlation_mean", "correlation_max",
+                                     "roc_auc_mean", "sensitivity_mean"))])
+        return table(["group", "features", "selection", "width", "attributes", "corr. min",
+                      "corr. mean", "corr. max", "AUC mean", "sensitivity mean"], rows,
+                     caption="SAE features vs the raw neurons at the same hook vs a random "
+                             "projection as wide and as sparse as the SAE (paper §7.1.3)")
+
+    def figure4() -> str:
+        frame = out.alignment_table("comparison")
+        genres = frame[frame["group"] == "genre"]
+        genres = genres[genres["SAE_correlation"].notna()].sort_values("share",
+                                                                      ascending=False)
+        sources = [(c[: -len("_correlation")], c) for c in genres.columns
+                   if c.endswith("_correlation")]
+        labels = {"SAE": "SAE feature", "neurons": "neuron", "random": "random control"}
+        svg = bar_chart(list(genres["attribute"]),
+                        {labels.get(s, s): list(genres[c]) for s, c in sources},
+                        title="best correlation per genre (honest selection)",
+                        y_label="correlation")
+        return figure(svg, "Figure 4 style: for each genre (most popular first), the "
+                           "correlation of the best SAE feature, the best neuron and the best "
+                           "random-control direction, each chosen on the SAE users and scored "
+                           "on the test users")
+
+    body = ("<h3>Table 2: the best SAE feature per genre</h3>" + _guard(out, "Table 2", table2)
+            + "<h3>SAE features vs neurons vs a random control</h3>"
+            + _guard(out, "The SAE vs neurons summary", summary_table)
+            + "<h3>Figure 4: best correlation per genre</h3>" + _guard(out, "Figure 4", figure4))
+    return Section("alignment", "Table 2 and Figure 4: genre features (paper §7)", body)
+
+
+# ------------------------------------------------------------------------------ steering
+CURVE_LABELS: dict[tuple[str, str], str] = {
+    ("sae_feature", "replace"): "SAE feature (replace)",
+    ("sae_feature", "keep-error"): "SAE feature (keep error)",
+    ("sae_direction", "add"): "SAE direction (add)",
+    ("probe_direction", "add"): "probe direction (add)",
+}
+
+
+def _curve_label(method: str, mode: str) -> str:
+    return CURVE_LABELS.get((method, mode), f"{method} ({mode})")
+
+
+def steering_section(out: RunOutputs) -> Section:
+    """Steering curves per genre: genre share, NDCG, coverage, diversity vs value."""
+
+    def features() -> str:
+        frame = out.steering_table("features")
+        rows = [[text_cell(r["genre"], header=True), text_cell(r["column"]),
+                 num_cell(r["feature"], key=f"steer/features/{r['genre']}/feature", count=True),
+                 num_cell(r["correlation_select"],
+                          key=f"steer/features/{r['genre']}/correlation_select", digits=3),
+                 num_cell(r["correlation_test"],
+                          key=f"steer/features/{r['genre']}/correlation_test", digits=3)]
+                for r in _records(frame)]
+        body = table(["genre", "column", "SAE feature", "corr. (SAE users)",
+                      "corr. (test users)"], rows,
+                     caption="the steered feature of each genre: best correlation on the SAE "
+                             "users")
+        summary = out.steering_summary
+        refs = {r["method"]: r for r in summary.get("references", [])}
+        meta = summary.get("metadata", {})
+        k = meta.get("k", "")
+        ref_rows = [[text_cell(name, header=True),
+                     num_cell(r.get("ndcg"), spread=r.get("ndcg_se"),
+                              key=f"steer/reference/{name}/ndcg"),
+                     num_cell(r.get("coverage"), key=f"steer/reference/{name}/coverage"),
+                     num_cell(r.get("diversity"), key=f"steer/reference/{name}/diversity")]
+                    for name, r in refs.items()]
+        body += table(["reference", f"NDCG@{k}", f"Coverage@{k}", f"Diversity@{k}"], ref_rows,
+                      caption=f"{meta.get('n_test_users', '–')} test users; replace-mode curves "
+                              "compare with sae_reconstruction (the unedited reconstruction), "
+                              "the others with unsteered")
+        return body
+
+    def curves() -> str:
+        frame = out.steering_table("target_share")
+        summary = out.steering_summary
+        refs = {r["method"]: r for r in summary.get("references", [])}
+        k = summary.get("metadata", {}).get("k", "")
+        unsteered = refs.get("unsteered", {})
+        parts = []
+        for genre, group in frame.groupby("genre", sort=False):
+            column = group["column"].iloc[0]
+            series: dict[str, list[Series]] = {m: [] for m in ("target_share", "ndcg",
+                                                                "coverage", "diversity")}
+            table_rows = []
+            values = sorted(group["value"].unique())
+            for curve, rows in group.groupby("curve", sort=False):
+                rows = rows.sort_values("value")
+                label = _curve_label(rows["method"].iloc[0], rows["mode"].iloc[0])
+                dashed = rows["method"].iloc[0] == "probe_direction"
+                x = list(rows["value"])
+                for metric in series:
+                    err = list(rows[f"{metric}_se"]) if f"{metric}_se" in rows else None
+                    series[metric].append(Series(label, x, list(rows[metric]), err=err,
+                                                 dashed=dashed))
+                by_value = rows.set_index("value")
+                table_rows.append([text_cell(label, header=True), *(
+                    num_cell(by_value.at[v, "target_share"] if v in by_value.index else None,
+                             key=f"steer/{genre}/{curve}/{v:g}/target_share", digits=3)
+                    for v in values)])
+            charts = [
+                figure(line_chart(series["target_share"],
+                                  title=f"{genre}: share in the top-{k}", x_label="value",
+                                  y_label="share of the genre",
+                                  references={"unsteered": unsteered.get(f"share:{column}")}),
+                       f"share of {column} items in the test users' top-{k} (± SE band)"),
+                figure(line_chart(series["ndcg"], title=f"{genre}: NDCG@{k}", x_label="value",
+                                  y_label=f"NDCG@{k}",
+                                  references={"unsteered": unsteered.get("ndcg")}),
+                       "ranking quality under steering (± SE band)"),
+                figure(line_chart(series["coverage"], title=f"{genre}: Coverage@{k}",
+                                  x_label="value", y_label=f"Coverage@{k}",
+                                  references={"unsteered": unsteered.get("coverage")}),
+                       "share of training items recommended to anyone"),
+                figure(line_chart(series["diversity"], title=f"{genre}: Diversity@{k}",
+                                  x_label="value", y_label="inter-list diversity",
+                                  references={"unsteered": unsteered.get("diversity")}),
+                       "mean pairwise cosine distance between users' lists"),
+            ]
+            parts.append(f'<h3 id="steer-{esc(genre)}">{esc(genre)}</h3>'
+                         f'<div class="charts">{"".join(charts)}</div>')
+            parts.append(details(f"{genre}: target share per value", table(
+                ["curve", *(f"{v:g}" for v in values)], table_rows)))
+        return "".join(parts)
+
+    def monotonicity() -> str:
+        frame = out.steering_table("monotonicity")
+        rows = [[text_cell(r["genre"], header=True),
+                 text_cell(_curve_label(r["method"], r["mode"])),
+                 num_cell(r["decreases"], key=f"steer/mono/{r['curve']}/decreases", count=True),
+                 num_cell(r["n_steps"], key=f"steer/mono/{r['curve']}/n_steps", count=True),
+                 num_cell(r["spearman"], key=f"steer/mono/{r['curve']}/spearman", digits=2),
+                 num_cell(r["share_at_min_value"], key=f"steer/mono/{r['curve']}/min",
+                          digits=3),
+                 num_cell(r["share_at_max_value"], key=f"steer/mono/{r['curve']}/max",
+                          digits=3)]
+                for r in _records(frame)]
+        return table(["genre", "curve", "steps down", "steps", "Spearman", "share at lowest",
+                      "share at highest"], rows,
+                     caption="does the genre's share rise with the value? (Spearman 1 = "
+                             "monotonic rise)")
+
+    def probes() -> str:
+        path = out.layout.steering_dir / "probes.csv"
+        if not path.is_file():
+            return ""
+        frame = out.steering_table("probes")
+        rows = [[text_cell(r["attribute"], header=True),
+                 num_cell(r.get("test_roc_auc"), key=f"steer/probe/{r['attribute']}/auc",
+                          digits=3),
+                 num_cell(r.get("test_balanced_accuracy"),
+                          key=f"steer/probe/{r['attribute']}/balanced_accuracy", digits=3)]
+                for r in _records(frame)]
+        return table(["genre", "test ROC AUC", "test balanced accuracy"], rows,
+                     caption="linear probes (logistic regression on the SAE users' "
+                             "activations), whose unit-variance directions are the dashed "
+                             "curves")
+
+    body = (_guard(out, "The steered features", features) + _guard(out, "The steering curves",
+                                                                   curves)
+            + _guard(out, "The monotonicity table", monotonicity)
+            + _guard(out, "The probe table", probes))
+    return Section("steering", "Steering genres: SAE features vs probes (paper §8)", body)
+
+
+# ------------------------------------------------------------------------------ provenance
+def provenance_section(out: RunOutputs) -> Section:
+    """Settings, package versions, per-step wall times and the single-step commands."""
+
+    def settings() -> str:
+        s = out.settings
+        rows = []
+        for key, value in s.items():
+            if key == "format":
+                continue
+            shown = ", ".join(str(v) for v in value) if isinstance(value, list) else value
+            rows.append([text_cell(key, header=True), text_cell(shown,
+                                                                key=f"settings/{key}")])
+        return details("settings", table(["setting", "value"], rows))
+
+    def versions() -> str:
+        p = out.provenance
+        rows = [[text_cell(name, header=True),
+                 text_cell(version if version else "not installed", key=f"versions/{name}")]
+                for name, version in p.get("versions", {}).items()]
+        rows += [[text_cell(label, header=True), text_cell(p.get(key), key=f"platform/{key}")]
+                 for key, label in (("python", "python"), ("platform", "platform"),
+                                    ("cpu_count", "CPU cores"),
+                                    ("torch_threads", "torch threads"), ("device", "device"))]
+        return table(["package / platform", "version"], rows,
+                     caption="recorded by the last 'mechrec reproduce' run")
+
+    def timings() -> str:
+        records = out.steps
+        invocation = {item["name"]: item["status"]
+                      for item in out.provenance.get("invocation", [])} \
+            if out.layout.provenance.is_file() else {}
+        settings = known_settings(out)
+        rows = []
+        for step in STEPS:
+            record = records.get(step.name)
+            command = text_cell(step_command(step.name, settings, out.run_dir))
+            if record is None:
+                rows.append([text_cell(step.name, header=True), text_cell("not done"),
+                             text_cell(""), text_cell(invocation.get(step.name, "")), command])
+                continue
+            rows.append([text_cell(step.name, header=True),
+                         num_cell(record.get("seconds"), key=f"timing/{step.name}", digits=1),
+                         text_cell(record.get("finished")),
+                         text_cell(invocation.get(step.name, "")), command])
+        total = sum(float(r.get("seconds") or 0.0) for r in records.values())
+        rows.append([text_cell("total", header=True),
+                     num_cell(total, key="timing/total", digits=1), text_cell(""),
+                     text_cell(""), text_cell(reproduce_command(out))])
+        return table(["step", "wall seconds", "finished (UTC)", "last invocation",
+                      "command"], rows,
+                     caption="wall time of the run that produced each step's outputs; a "
+                             "skipped step keeps the time of the run that made it")
+
+    body = (_guard(out, "The step records", timings) + _guard(out, "The versions", versions)
+            + _guard(out, "The settings", settings))
+    return Section("provenance", "Provenance", body)
+
+
+#: Sections in report order.
+SECTIONS: tuple[Callable[[RunOutputs], Section], ...] = (
+    overview_section, dataset_section, gptrec_section, table1_section, sae_section,
+    alignment_section, steering_section, provenance_section,
+)

@@ -1,0 +1,378 @@
+"""The paper's steps, each a thin call of the library function that does the work.
+
+=========  ==========================================================================
+step       library call (and what it writes)
+=========  ==========================================================================
+data       :func:`mechrec_recsys.data.dataset_statistics` -> ``reproduce/`` CSV + split JSON
+train      :func:`mechrec_recsys.training.train_and_evaluate` + ``RunSpec.save``
+table1     :func:`mechrec_recsys.saes.run_table1` + :func:`~mechrec_recsys.saes.write_table1`
+sae        :func:`mechrec_recsys.saes.train_run_sae` (+ its metrics in ``reproduce/sae.json``)
+align      :func:`mechrec_recsys.alignment.align` + ``AlignmentRun.write``
+steer      :func:`mechrec_recsys.steering.run_genre_sweep` + ``GenreSweep.save``
+=========  ==========================================================================
+
+A :class:`StepContext` holds what several steps share (the dataset and split, the opened
+experiment with its cached activations, the analysis SAE) and builds each lazily, so a run
+whose steps are all done opens nothing.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, is_dataclass
+from pathlib import Path
+from typing import Any
+
+from mechrec.saes import NormalizedSAE, SAETrainingConfig
+from mechrec_recsys.checkpoint import atomic_write_bytes, atomic_write_json, load_checkpoint
+from mechrec_recsys.data import Dataset, Split, dataset_statistics, load_dataset
+from mechrec_recsys.data.splits import make_split
+from mechrec_recsys.experiment import FULL_HISTORY, Experiment, RunSpec
+from mechrec_recsys.report.layout import RunLayout
+from mechrec_recsys.report.settings import ReproduceSettings
+
+#: Learning-rate warm-up of the SAEs, as ``mechrec sae``: at most 100 steps, a tenth of short runs.
+WARM_UP_STEPS = 100
+
+
+@dataclass
+class StepContext:
+    """Shared, lazily built state of one pipeline invocation.
+
+    Attributes:
+        settings: what to run.
+        layout: where outputs go.
+        data_dir: folder holding the dataset (``None``: ``$MECHREC_DATA``, cache, download).
+        download: allow downloading the dataset.
+        device: torch device.
+        log: receives one progress line at a time.
+    """
+
+    settings: ReproduceSettings
+    layout: RunLayout
+    data_dir: str | Path | None = None
+    download: bool = True
+    device: str = "cpu"
+    log: Callable[[str], None] = lambda message: None
+    _dataset: Dataset | None = field(default=None, repr=False)
+    _split: Split | None = field(default=None, repr=False)
+    _experiment: Experiment | None = field(default=None, repr=False)
+    _sae: NormalizedSAE | None = field(default=None, repr=False)
+
+    @property
+    def spec(self) -> RunSpec:
+        """The run's :class:`RunSpec` (dataset, split, seed)."""
+        s = self.settings
+        return RunSpec(dataset=s.dataset, split=s.split, seed=s.seed)
+
+    @property
+    def dataset(self) -> Dataset:
+        """The dataset, loaded once."""
+        if self._dataset is None:
+            self._dataset = load_dataset(self.settings.dataset, self.data_dir,
+                                         download=self.download)
+        return self._dataset
+
+    @property
+    def split(self) -> Split:
+        """The split, made once exactly as :meth:`Experiment.open` remakes it."""
+        if self._split is None:
+            s = self.settings
+            self._split = make_split(self.dataset, s.split, seed=s.seed, max_len=FULL_HISTORY)
+        return self._split
+
+    @property
+    def experiment(self) -> Experiment:
+        """The trained run (split + best model); activations are cached across steps."""
+        if self._experiment is None:
+            checkpoint = load_checkpoint(self.layout.run_dir / "model", device=self.device,
+                                         expected_vocab=self.split.vocab)
+            self._experiment = Experiment(spec=self.spec, dataset=self.dataset,
+                                          split=self.split, model=checkpoint.model)
+        return self._experiment
+
+    @property
+    def sae(self) -> NormalizedSAE:
+        """The analysis SAE (trained by the ``sae`` step, or loaded from its folder)."""
+        if self._sae is None:
+            from mechrec_recsys.saes import load_run_sae
+
+            self._sae = load_run_sae(self.experiment, self.layout.sae_dir, device=self.device)
+        return self._sae
+
+    def forget_model(self) -> None:
+        """Drop the cached experiment and SAE (after the model or SAE was retrained)."""
+        self._experiment = None
+        self._sae = None
+
+
+def _warm_up(steps: int) -> int:
+    return min(WARM_UP_STEPS, steps // 10)
+
+
+# ------------------------------------------------------------------------------ steps
+def run_data(ctx: StepContext, fresh_upstream: bool) -> dict[str, Any]:
+    """Dataset and split statistics (the split's bookkeeping as JSON)."""
+    del fresh_upstream
+    table = dataset_statistics(ctx.dataset, ctx.split)
+    atomic_write_bytes(ctx.layout.dataset_statistics, table.to_csv().encode())
+    report = getattr(ctx.dataset, "report", None)
+    atomic_write_json(ctx.layout.split_info, _json_ready({
+        "dataset": ctx.settings.dataset,
+        "split": ctx.settings.split,
+        "info": dict(ctx.split.info),
+        "load_report": _load_report(report),
+    }))
+    return {"users": int(table.loc["users", "all"])}
+
+
+def run_train(ctx: StepContext, fresh_upstream: bool) -> dict[str, Any]:
+    """GPTRec vs popularity (resumes an interrupted training run in the same folder)."""
+    del fresh_upstream
+    from mechrec_recsys.model import GPTRecConfig
+    from mechrec_recsys.training import TrainConfig, train_and_evaluate
+
+    s = ctx.settings
+    model_config = GPTRecConfig(n_layers=s.n_layers, n_heads=s.n_heads, d_model=s.d_model,
+                                d_mlp=s.d_mlp, max_len=s.max_len, dropout=s.dropout,
+                                init_seed=s.seed)
+    train_config = TrainConfig(epochs=s.epochs, patience=s.patience, batch_size=s.batch_size,
+                               lr=s.lr, seed=s.seed, eval_k=s.k, progress=False)
+    ctx.layout.run_dir.mkdir(parents=True, exist_ok=True)
+    ctx.spec.save(ctx.layout.run_dir)
+    run = train_and_evaluate(ctx.split, model_config=model_config, train_config=train_config,
+                             out_dir=ctx.layout.run_dir, resume=True, device=ctx.device, k=s.k,
+                             log=lambda message: ctx.log(f"  {message}"))
+    ctx.forget_model()
+    return {"best_epoch": run.result.best_epoch}
+
+
+def table1_base(settings: ReproduceSettings, device: str = "cpu") -> SAETrainingConfig:
+    """The training configuration shared by every Table-1 SAE (as ``mechrec sae table1``)."""
+    return SAETrainingConfig(architecture="standard", d_sae=settings.table1_l1_d_sae,
+                             l1_coefficient=settings.table1_d_sae_l1,
+                             steps=settings.table1_steps, batch_size=settings.table1_batch_size,
+                             lr=1e-3, lr_warm_up_steps=_warm_up(settings.table1_steps),
+                             device=device)
+
+
+def run_table1_step(ctx: StepContext, fresh_upstream: bool) -> dict[str, Any]:
+    """Table 1; SAEs already in the sweep folder are reused unless the model was retrained."""
+    from mechrec_recsys.saes import run_table1, sweep_directory, write_table1
+
+    s = ctx.settings
+    base = table1_base(s, ctx.device)
+    if fresh_upstream:  # SAEs cached for an older model would be stale
+        stale = sweep_directory(ctx.layout.run_dir, s.hook, base, s.k)
+        if stale.is_dir():
+            shutil.rmtree(stale)
+
+    def progress(done: int, total: int, row: dict[str, Any]) -> None:
+        ctx.log(f"  [{done}/{total}] d_sae={row['d_sae']} l1={row['l1_coefficient']:g} "
+                f"seed={row['seed']}")
+
+    table = run_table1(ctx.experiment, ctx.layout.run_dir, hook=s.hook,
+                       l1_values=list(s.table1_l1), d_sae_values=list(s.table1_d_sae),
+                       seeds=list(s.table1_seeds), l1_d_sae=s.table1_l1_d_sae,
+                       d_sae_l1=s.table1_d_sae_l1, base=base, k=s.k, progress=progress)
+    write_table1(table, ctx.layout.table1_csv)
+    return {"saes": len(table.runs)}
+
+
+def sae_config(settings: ReproduceSettings, device: str = "cpu") -> SAETrainingConfig:
+    """The analysis SAE's configuration (as ``mechrec sae train``)."""
+    return SAETrainingConfig(architecture="standard", d_sae=settings.sae_d_sae,
+                             l1_coefficient=settings.sae_l1, steps=settings.sae_steps,
+                             batch_size=settings.sae_batch_size, lr=1e-3,
+                             lr_warm_up_steps=_warm_up(settings.sae_steps), seed=settings.seed,
+                             device=device)
+
+
+def run_sae(ctx: StepContext, fresh_upstream: bool) -> dict[str, Any]:
+    """Train the analysis SAE (replacing an unfinished or stale one) and save its metrics."""
+    del fresh_upstream
+    from mechrec_recsys.saes import json_safe, train_run_sae
+
+    s = ctx.settings
+    config = sae_config(s, ctx.device)
+    trained = train_run_sae(ctx.experiment, config, hook=s.hook, run_dir=ctx.layout.run_dir,
+                            name=s.sae_name, overwrite=True)
+    ctx._sae = trained.sae
+    atomic_write_json(ctx.layout.sae_metrics, json_safe({
+        "format": "mechrec.reproduce_sae/1",
+        "directory": str(trained.directory),
+        "hook": s.hook,
+        "config": config.to_dict(),
+        "test_metrics": trained.test_metrics.as_dict(),
+        "dead_fraction_train": trained.training.dead_fraction_train,
+        "n_resampled": trained.training.n_resampled,
+        "training_seconds": trained.training.seconds,
+    }))
+    return {"l0": float(trained.test_metrics.l0)}
+
+
+def run_align(ctx: StepContext, fresh_upstream: bool) -> dict[str, Any]:
+    """Table 2 / Figure 4: best feature per attribute, SAE vs neurons vs random control."""
+    del fresh_upstream
+    from mechrec_recsys.alignment import align, parse_year_range, title_contains, year_between
+
+    s = ctx.settings
+    predicates = {f"title: {text}": title_contains(text) for text in s.align_title_contains}
+    for text in s.align_years:
+        first, last = parse_year_range(text)
+        predicates[f"years {first}-{last}"] = year_between(first, last)
+    run = align(ctx.experiment, ctx.sae, metric="correlation", decades=s.align_decades,
+                predicates=predicates, seed=s.seed)
+    run.write(ctx.layout.alignment_dir, top_k=s.align_top_k, provenance={
+        "run_dir": str(ctx.layout.run_dir), "sae_dir": str(ctx.layout.sae_dir),
+        "command": "mechrec reproduce"})
+    return {"attributes": len(run.attribute_names)}
+
+
+def run_steer(ctx: StepContext, fresh_upstream: bool) -> dict[str, Any]:
+    """Steering curves per genre: SAE feature edits, SAE and probe directions."""
+    del fresh_upstream
+    from mechrec_recsys.steering import run_genre_sweep
+
+    s = ctx.settings
+    result = run_genre_sweep(ctx.experiment, ctx.sae, genres=list(s.steer_genres),
+                             values=list(s.steer_values), modes=list(s.steer_modes),
+                             probes=s.steer_probes, k=s.k)
+    result.save(ctx.layout.steering_dir, extra={"command": {
+        "run_dir": str(ctx.layout.run_dir), "sae_dir": str(ctx.layout.sae_dir),
+        "genres": list(s.steer_genres), "values": list(s.steer_values),
+        "modes": list(s.steer_modes), "probes": s.steer_probes, "k": s.k,
+        "by": "mechrec reproduce"}})
+    return {"curves": int(result.curves["curve"].nunique())}
+
+
+def preflight(ctx: StepContext) -> None:
+    """Check what can be checked before hours of work: the steered genres exist.
+
+    Raises:
+        ValueError: a genre that is neither in the dataset nor a MovieLens genre.
+    """
+    from mechrec_recsys.steering import resolve_genres
+
+    resolve_genres(list(ctx.settings.steer_genres), list(ctx.dataset.catalog.genre_names),
+                   warn=False)
+
+
+# ------------------------------------------------------------------------------ registry
+@dataclass(frozen=True)
+class Step:
+    """One pipeline step.
+
+    Attributes:
+        name: short name (``train``, ``table1``, ...), also the key of its record.
+        title: what it produces, for logs and the report.
+        after: upstream steps whose outputs it reads.
+        outputs: the files that must exist for the step to count as done.
+        run: ``run(context, fresh_upstream)`` does the work; ``fresh_upstream`` is true when
+            an upstream step was redone since this step last finished.
+        command: the single CLI command that produces the same outputs.
+    """
+
+    name: str
+    title: str
+    after: tuple[str, ...]
+    outputs: Callable[[RunLayout], list[Path]]
+    run: Callable[[StepContext, bool], dict[str, Any]]
+    command: str
+
+
+STEPS: tuple[Step, ...] = (
+    Step("data", "dataset and split statistics", (),
+         lambda lay: [lay.dataset_statistics, lay.split_info], run_data,
+         "mechrec reproduce --out RUN_DIR"),
+    Step("train", "GPTRec vs popularity", (),
+         lambda lay: [lay.run_spec, lay.model_config, lay.metrics], run_train,
+         "mechrec train DATASET --split paper --out RUN_DIR"),
+    Step("table1", "Table 1: SAE reconstruction vs sparsity", ("train",),
+         lambda lay: [lay.table1_csv, lay.table1_json], run_table1_step,
+         "mechrec sae table1 RUN_DIR"),
+    Step("sae", "the SAE used for analysis", ("train",),
+         lambda lay: [lay.sae_dir / "cfg.json", lay.sae_metrics], run_sae,
+         "mechrec sae train RUN_DIR --architecture standard --d-sae 2048 --l1 0.1 "
+         "--name paper"),
+    Step("align", "Table 2 and Figure 4: genre alignment", ("train", "sae"),
+         lambda lay: [lay.alignment_dir / name for name in
+                      ("per_genre.csv", "summary.csv", "comparison.csv", "alignment.json")],
+         run_align, "mechrec align tables RUN_DIR paper"),
+    Step("steer", "steering curves per genre", ("train", "sae"),
+         lambda lay: [lay.steering_dir / name for name in
+                      ("target_share.csv", "summary.json", "features.csv")],
+         run_steer, "mechrec steer sweep RUN_DIR paper --probes"),
+)
+STEP_NAMES: tuple[str, ...] = tuple(step.name for step in STEPS)
+
+
+def _join(values: Any) -> str:
+    return ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in values)
+
+
+def step_command(name: str, settings: ReproduceSettings | None, run_dir: str | Path) -> str:
+    """The single command that makes the same outputs as step ``name`` with ``settings``
+    (a generic template when the settings are unknown)."""
+    step = get_step(name)
+    if settings is None:
+        return step.command.replace("RUN_DIR", str(run_dir))
+    s, run = settings, str(run_dir)
+    if name == "data":
+        return (f"mechrec reproduce --dataset {s.dataset} --split {s.split} --seed {s.seed}"
+                f"{' --quick' if s.quick else ''} --out {run}")
+    if name == "train":
+        return (f"mechrec train {s.dataset} --split {s.split} --seed {s.seed} --out {run} "
+                f"--n-layers {s.n_layers} --n-heads {s.n_heads} --d-model {s.d_model} "
+                f"--d-mlp {s.d_mlp} --max-len {s.max_len} --dropout {s.dropout:g} "
+                f"--epochs {s.epochs} --patience {s.patience} --batch-size {s.batch_size} "
+                f"--lr {s.lr:g} --k {s.k}")
+    if name == "table1":
+        return (f"mechrec sae table1 {run} --hook {s.hook} --l1 {_join(s.table1_l1)} "
+                f"--d-sae {_join(s.table1_d_sae)} --l1-d-sae {s.table1_l1_d_sae} "
+                f"--d-sae-l1 {s.table1_d_sae_l1:g} --seeds {_join(s.table1_seeds)} "
+                f"--steps {s.table1_steps} --batch-size {s.table1_batch_size} --k {s.k}")
+    if name == "sae":
+        return (f"mechrec sae train {run} --hook {s.hook} --architecture standard "
+                f"--d-sae {s.sae_d_sae} --l1 {s.sae_l1:g} --steps {s.sae_steps} "
+                f"--batch-size {s.sae_batch_size} --seed {s.seed} --name {s.sae_name}")
+    if name == "align":
+        extra = "".join(f' --title-contains "{t}"' for t in s.align_title_contains)
+        extra += "".join(f" --years {y}" for y in s.align_years)
+        return (f"mechrec align tables {run} {s.sae_name} --seed {s.seed} --top-k "
+                f"{s.align_top_k}{'' if s.align_decades else ' --no-decades'}{extra}")
+    mode = "both" if set(s.steer_modes) == {"replace", "keep-error"} else s.steer_modes[0]
+    return (f"mechrec steer sweep {run} {s.sae_name} --genres {_join(s.steer_genres)} "
+            f"--values {_join(s.steer_values)} --mode {mode} "
+            f"{'--probes' if s.steer_probes else '--no-probes'} --k {s.k} --example-users 0")
+
+
+def get_step(name: str) -> Step:
+    """The step called ``name``."""
+    for step in STEPS:
+        if step.name == name:
+            return step
+    raise ValueError(f"unknown step {name!r}; steps: {', '.join(STEP_NAMES)}")
+
+
+# ------------------------------------------------------------------------------ helpers
+def _load_report(report: Any) -> Any:
+    if report is None:
+        return None
+    if is_dataclass(report) and not isinstance(report, type):
+        return asdict(report)
+    return str(report)
+
+
+def _json_ready(value: Any) -> Any:
+    from mechrec_recsys.saes import json_safe
+
+    value = json_safe(value)
+    if isinstance(value, dict):
+        return {key: _json_ready(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_json_ready(item) for item in value]
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return str(value)

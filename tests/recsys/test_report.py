@@ -1,0 +1,350 @@
+"""``mechrec reproduce --quick`` end to end on real ml-100k, and the HTML report it writes.
+
+One quick run (module scope) feeds every test: the report must parse, hold every section,
+show exactly the numbers of the run's JSON/CSV outputs, reference nothing outside itself, and
+a rerun must skip finished steps (a deleted output reruns only its step). Tests that change the
+run folder work on a copy.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from mechrec_recsys.cli.main import app
+from typer.testing import CliRunner
+
+SECTION_IDS = ("overview", "dataset", "gptrec", "table1", "sae", "alignment", "steering",
+               "provenance")
+STEP_NAMES = ("data", "train", "table1", "sae", "align", "steer")
+VOID = {"meta", "br", "hr", "img", "input", "link", "wbr", "col", "area", "base", "source"}
+SVG_VOID = {"line", "circle", "rect", "polyline", "polygon", "path"}
+
+
+def run_cli(*args: object):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def assert_one_line_error(result, message: str) -> None:
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
+    assert message in lines[0], lines[0]
+    assert "Traceback" not in result.output
+
+
+class ReportParser(HTMLParser):
+    """Checks that tags nest properly; collects section ids and numeric cells."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stack: list[str] = []
+        self.sections: list[str] = []
+        self.cells: dict[str, dict[str, str]] = {}
+        self.svgs = 0
+        self._cell: dict[str, str] | None = None
+        self._text: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        values = {k: v or "" for k, v in attrs}
+        if tag == "section":
+            self.sections.append(values.get("id", ""))
+        if tag == "svg":
+            self.svgs += 1
+        if tag in ("td", "th") and "data-key" in values:
+            self._cell, self._text = values, []
+        if tag not in VOID:
+            self.stack.append(tag)
+
+    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        assert tag in VOID | SVG_VOID, f"self-closing <{tag}/>"
+
+    def handle_endtag(self, tag: str) -> None:
+        assert self.stack and self.stack[-1] == tag, f"</{tag}> closes {self.stack[-3:]}"
+        self.stack.pop()
+        if tag in ("td", "th") and self._cell is not None:
+            self._cell["text"] = "".join(self._text)
+            self.cells[self._cell["data-key"]] = self._cell
+            self._cell = None
+
+    def handle_data(self, data: str) -> None:
+        if self._cell is not None:
+            self._text.append(data)
+
+
+def parse(text: str) -> ReportParser:
+    parser = ReportParser()
+    parser.feed(text)
+    parser.close()
+    assert parser.stack == [], f"unclosed tags {parser.stack}"
+    return parser
+
+
+@pytest.fixture(scope="module")
+def data_args(data_dir: Path) -> list[str]:
+    return ["--data-dir", str(data_dir / "ml-100k"), "--no-download"]
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory: pytest.TempPathFactory, data_args: list[str]):
+    run_dir = tmp_path_factory.mktemp("reproduce") / "run"
+    result = run_cli("reproduce", "--quick", "--dataset", "ml-100k", "--split", "paper",
+                     "--seed", "0", "--out", run_dir, "--no-progress", *data_args)
+    assert result.exit_code == 0, result.output
+    return result, run_dir
+
+
+@pytest.fixture(scope="module")
+def report(quick_run) -> ReportParser:
+    _, run_dir = quick_run
+    return parse((run_dir / "report.html").read_text(encoding="utf-8"))
+
+
+def cell(report: ReportParser, key: str) -> dict[str, str]:
+    assert key in report.cells, f"no cell {key!r}; e.g. {sorted(report.cells)[:5]}"
+    return report.cells[key]
+
+
+def value(report: ReportParser, key: str) -> float:
+    return float(cell(report, key)["data-value"])
+
+
+def copy_run(quick_run, tmp_path: Path) -> Path:
+    _, run_dir = quick_run
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    return copy
+
+
+def step_mtimes(run_dir: Path) -> dict[str, int]:
+    """mtime of every file a step wrote (not the report, settings or provenance)."""
+    skip = {"report.html", "settings.json", "provenance.json", "steps.json"}
+    return {str(p.relative_to(run_dir)): p.stat().st_mtime_ns
+            for p in run_dir.rglob("*") if p.is_file() and p.name not in skip}
+
+
+def tokens(run_dir: Path) -> dict[str, str]:
+    steps = json.loads((run_dir / "reproduce" / "steps.json").read_text())["steps"]
+    return {name: record["token"] for name, record in steps.items()}
+
+
+def invocation(run_dir: Path) -> dict[str, str]:
+    data = json.loads((run_dir / "reproduce" / "provenance.json").read_text())
+    return {item["name"]: item["status"] for item in data["invocation"]}
+
+
+# ------------------------------------------------------------------------------ the run
+def test_reproduce_writes_the_report_and_prints_its_path(quick_run):
+    result, run_dir = quick_run
+    path = run_dir / "report.html"
+    assert path.is_file()
+    assert result.stdout.strip().splitlines()[-1] == str(path)
+    assert invocation(run_dir) == dict.fromkeys(STEP_NAMES, "ran")
+
+
+def test_report_parses_and_has_every_section(report: ReportParser, quick_run):
+    assert tuple(report.sections) == SECTION_IDS
+    text = (quick_run[1] / "report.html").read_text(encoding="utf-8")
+    for heading in ("Dataset and split", "GPTRec vs popularity", "Table 1", "Table 2",
+                    "Figure 4", "Steering genres", "Provenance"):
+        assert heading in text
+    assert report.svgs >= 1 + 2 + 4 * 2  # Fig. 4, training curves, 4 charts per genre
+    assert 'class="missing"' not in text
+
+
+def test_report_is_self_contained(quick_run):
+    text = (quick_run[1] / "report.html").read_text(encoding="utf-8").lower()
+    for forbidden in ("http://", "https://", "<script", "<link", "@import", "url(", "<img",
+                      "<iframe"):
+        assert forbidden not in text, forbidden
+
+
+def test_gptrec_numbers_come_from_metrics_json(report: ReportParser, quick_run):
+    metrics = json.loads((quick_run[1] / "metrics.json").read_text())["comparison"]
+    for model, rep in metrics["reports"].items():
+        for key in ("ndcg", "hit_rate", "coverage"):
+            got = cell(report, f"gptrec/{model}/{key}")
+            want = rep["metrics"][key]
+            assert float(got["data-value"]) == want["mean"]
+            assert float(got["data-se"]) == want["se"]
+            assert got["text"] == f"{want['mean']:.4f} ± {want['se']:.4f}"
+    assert value(report, "gptrec/paired/ndcg") == metrics["paired_difference"]["ndcg"]["mean"]
+
+
+def test_table1_numbers_come_from_table1_json(report: ReportParser, quick_run):
+    rows = json.loads((quick_run[1] / "table1.json").read_text())["rows"]
+    assert rows[0]["sweep"] == "original" and len(rows) > 2
+    assert value(report, "table1/0/ndcg") == rows[0]["ndcg_mean"]
+    for i, row in enumerate(rows[1:], start=1):
+        for key in ("rmse", "explained_variance", "l0", "dead_fraction", "ndcg", "hit_rate",
+                    "coverage"):
+            assert value(report, f"table1/{i}/{key}") == row[f"{key}_mean"]
+        assert value(report, f"table1/{i}/l1_coefficient") == row["l1_coefficient"]
+        assert value(report, f"table1/{i}/d_sae") == row["d_sae"]
+
+
+def test_table2_and_figure4_numbers_come_from_the_alignment_tables(report, quick_run):
+    folder = quick_run[1] / "saes" / "paper" / "alignment"
+    per_genre = pd.read_csv(folder / "per_genre.csv")
+    genres = per_genre[(per_genre["group"] == "genre") & per_genre["correlation"].notna()]
+    assert len(genres) >= 10
+    for row in genres.itertuples(index=False):
+        for key in ("correlation", "roc_auc", "sensitivity", "share"):
+            assert value(report, f"table2/{row.attribute}/{key}") == getattr(row, key)
+        assert value(report, f"table2/{row.attribute}/feature") == row.feature
+    summary = pd.read_csv(folder / "summary.csv")
+    sae = summary[(summary["group"] == "genre") & (summary["features"] == "SAE")
+                  & (summary["selection"] == "honest")].iloc[0]
+    assert value(report, "table2/mean/correlation") == sae["correlation_mean"]
+    neurons = summary[(summary["group"] == "genre") & (summary["features"] == "neurons")
+                      & (summary["selection"] == "honest")].iloc[0]
+    assert value(report, "summary/genre/neurons/honest/correlation_mean") == \
+        neurons["correlation_mean"]
+    text = (quick_run[1] / "report.html").read_text(encoding="utf-8")
+    comparison = pd.read_csv(folder / "comparison.csv")
+    best = comparison[comparison["group"] == "genre"].dropna(subset=["SAE_correlation"])
+    first = best.sort_values("share", ascending=False).iloc[0]
+    assert f"{first['attribute']}, SAE feature: {first['SAE_correlation']:.4g}" in text
+
+
+def test_steering_and_sae_numbers_come_from_their_files(report, quick_run):
+    run_dir = quick_run[1]
+    shares = pd.read_csv(run_dir / "steering" / "paper" / "target_share.csv")
+    assert set(shares["genre"]) == {"Action", "Sci-Fi"}
+    for row in shares.itertuples(index=False):
+        key = f"steer/{row.genre}/{row.curve}/{row.value:g}/target_share"
+        assert value(report, key) == row.target_share
+    features = pd.read_csv(run_dir / "steering" / "paper" / "features.csv")
+    for row in features.itertuples(index=False):
+        assert value(report, f"steer/features/{row.genre}/feature") == row.feature
+    sae = json.loads((run_dir / "reproduce" / "sae.json").read_text())
+    for key in ("rmse", "explained_variance", "l0", "dead_fraction"):
+        assert value(report, f"sae/{key}") == sae["test_metrics"][key]
+    stats = pd.read_csv(run_dir / "reproduce" / "dataset_statistics.csv", index_col=0)
+    assert value(report, "stats/users/all") == stats.at["users", "all"]
+    assert value(report, "stats/users/test") == stats.at["users", "test"]
+    steps = json.loads((run_dir / "reproduce" / "steps.json").read_text())["steps"]
+    for name in STEP_NAMES:
+        assert value(report, f"timing/{name}") == steps[name]["seconds"]
+    provenance = json.loads((run_dir / "reproduce" / "provenance.json").read_text())
+    for package in ("torch", "transformer-lens", "sae-lens", "mechrec"):
+        assert provenance["versions"][package]
+        assert cell(report, f"versions/{package}")["text"] == provenance["versions"][package]
+
+
+# ------------------------------------------------------------------------------ resuming
+def test_rerun_skips_every_finished_step(quick_run, tmp_path: Path, data_args):
+    run_dir = copy_run(quick_run, tmp_path)
+    before, before_tokens = step_mtimes(run_dir), tokens(run_dir)
+    result = run_cli("reproduce", "--quick", "--out", run_dir, *data_args)
+    assert result.exit_code == 0, result.output
+    assert invocation(run_dir) == dict.fromkeys(STEP_NAMES, "skipped")
+    assert "done before, skipped" in result.stderr
+    assert step_mtimes(run_dir) == before
+    assert tokens(run_dir) == before_tokens
+
+
+@pytest.mark.parametrize(("step", "output"), [
+    ("steer", "steering/paper/target_share.csv"),
+    ("table1", "table1.json"),
+])
+def test_a_deleted_output_reruns_only_its_step(quick_run, tmp_path: Path, data_args,
+                                               step: str, output: str):
+    run_dir = copy_run(quick_run, tmp_path)
+    before, before_tokens = step_mtimes(run_dir), tokens(run_dir)
+    (run_dir / output).unlink()
+    result = run_cli("reproduce", "--quick", "--out", run_dir, "--no-progress", *data_args)
+    assert result.exit_code == 0, result.output
+    assert invocation(run_dir) == {name: "ran" if name == step else "skipped"
+                                   for name in STEP_NAMES}
+    assert (run_dir / output).is_file()
+    after, after_tokens = step_mtimes(run_dir), tokens(run_dir)
+    assert after_tokens[step] != before_tokens[step]
+    assert {n: t for n, t in after_tokens.items() if n != step} == \
+        {n: t for n, t in before_tokens.items() if n != step}
+    for name in ("metrics.json", "model/model.safetensors", "saes/paper/sae_weights.safetensors",
+                 "saes/paper/alignment/per_genre.csv"):
+        assert after[name] == before[name], name
+
+
+def test_other_settings_in_the_same_folder_are_refused(quick_run, data_args):
+    _, run_dir = quick_run
+    before = tokens(run_dir)
+    result = run_cli("reproduce", "--quick", "--epochs", "5", "--out", run_dir, *data_args)
+    assert_one_line_error(result, "other settings")
+    assert "epochs 3 -> 5" in result.output
+    assert tokens(run_dir) == before
+
+
+# ------------------------------------------------------------------------------ mechrec report
+def test_report_command_rerenders_the_same_page(quick_run, tmp_path: Path):
+    _, run_dir = quick_run
+    out = tmp_path / "sub" / "again.html"
+    result = run_cli("report", run_dir, "--out", out)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip() == str(out)
+    assert out.read_text(encoding="utf-8") == (run_dir / "report.html").read_text(
+        encoding="utf-8")
+
+
+def test_missing_outputs_become_notes_naming_their_command(quick_run, tmp_path: Path):
+    run_dir = copy_run(quick_run, tmp_path)
+    shutil.rmtree(run_dir / "steering")
+    (run_dir / "table1.json").unlink()
+    (run_dir / "reproduce" / "sae.json").write_text("{not json")
+    result = run_cli("report", run_dir)
+    assert result.exit_code == 0, result.output
+    text = (run_dir / "report.html").read_text(encoding="utf-8")
+    page = parse(text)
+    assert tuple(page.sections) == SECTION_IDS
+    assert text.count('class="missing"') >= 3
+    assert "mechrec sae table1" in text and "mechrec steer sweep" in text
+    assert "invalid JSON" in text
+    assert "gptrec/GPTRec/ndcg" in page.cells  # the sections that have their files still show
+
+
+def test_report_of_a_bare_run_folder_lists_everything_missing(paper_run_dir: Path,
+                                                              tmp_path: Path):
+    out = tmp_path / "bare.html"
+    result = run_cli("report", paper_run_dir, "--out", out)
+    assert result.exit_code == 0, result.output
+    text = out.read_text(encoding="utf-8")
+    assert tuple(parse(text).sections) == SECTION_IDS
+    assert "mechrec reproduce" in text
+
+
+# ------------------------------------------------------------------------------ bad input
+def test_report_errors(tmp_path: Path, quick_run):
+    assert_one_line_error(run_cli("report", tmp_path / "nope"), "does not exist")
+    (tmp_path / "empty").mkdir()
+    assert_one_line_error(run_cli("report", tmp_path / "empty"), "not a mechrec run folder")
+    assert_one_line_error(run_cli("report", quick_run[1], "--out", tmp_path), "is a folder")
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("x")
+    assert_one_line_error(run_cli("report", quick_run[1], "--out", blocker / "r.html"),
+                          "not a folder")
+
+
+def test_reproduce_errors(tmp_path: Path, data_args):
+    out = tmp_path / "run"
+    assert_one_line_error(run_cli("reproduce", "--quick", "--dataset", "ml-5k", "--out", out),
+                          "unknown dataset 'ml-5k'")
+    assert_one_line_error(run_cli("reproduce", "--quick", "--split", "loo", "--out", out),
+                          "needs SAE users")
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("x")
+    assert_one_line_error(run_cli("reproduce", "--quick", "--out", blocker, *data_args),
+                          "not a folder")
+    assert_one_line_error(run_cli("reproduce", "--quick", "--out", blocker / "run",
+                                  *data_args), "cannot write to run folder")
+    assert_one_line_error(run_cli("reproduce", "--quick", "--values", "1:x", "--out", out),
+                          "steering values")
+    assert_one_line_error(run_cli("reproduce", "--quick", "--table1-seeds", "a", "--out", out),
+                          "--table1-seeds")
+    assert_one_line_error(run_cli("reproduce", "--quick", "--genres", "Sci-Fi,Polka",
+                                  "--out", out, "--no-progress", *data_args),
+                          "unknown genre 'Polka'")
