@@ -17,9 +17,15 @@ import os
 from pathlib import Path
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from mechrec_recsys.cli._common import (
+    DataDirOption,
+    DeviceOption,
+    DownloadOption,
+    fail,
+    wide_console,
+)
 from mechrec_recsys.metrics import Comparison
 from mechrec_recsys.model import GPTRecConfig
 from mechrec_recsys.training import TrainConfig, train_and_evaluate
@@ -28,12 +34,6 @@ SPLITS = ("paper", "loo")
 FULL_HISTORY = 10**9  # ask the split for whole histories; the model reads the last max_len
 BAD_INPUT = (ValueError, FileNotFoundError, KeyError, OSError)
 METRIC_LABELS = (("ndcg", "NDCG"), ("hit_rate", "HR"), ("mrr", "MRR"), ("coverage", "Coverage"))
-
-
-def _fail(message: str) -> None:
-    """Print a one-line error to stderr and exit with code 2."""
-    typer.echo("error: " + " ".join(str(message).split()), err=True)
-    raise typer.Exit(code=2)
 
 
 def comparison_table(comparison: Comparison, title: str) -> Table:
@@ -55,9 +55,8 @@ def train_command(
     name: str = typer.Argument(..., help="dataset name, e.g. ml-100k, ml-latest-small, ml-1m"),
     split: str = typer.Option(..., "--split", help="paper (time + user split) | loo"),
     out: Path = typer.Option(..., "--out", help="output folder (resumable run state, model)"),
-    data_dir: Path | None = typer.Option(None, "--data-dir", help="folder holding the dataset"),
-    download: bool = typer.Option(True, "--download/--no-download",
-                                  help="download the dataset when no local copy exists"),
+    data_dir: DataDirOption = None,
+    download: DownloadOption = True,
     epochs: int = typer.Option(TrainConfig.epochs, "--epochs", help="maximum epochs"),
     patience: int = typer.Option(
         TrainConfig.patience, "--patience",
@@ -80,16 +79,16 @@ def train_command(
         "split (not for loo, whose test users are training users)"),
     include_seen: bool = typer.Option(False, "--include-seen",
                                       help="allow recommending items already in the history"),
-    device: str = typer.Option("cpu", "--device", help="cpu | cuda"),
+    device: DeviceOption = "cpu",
     resume: bool = typer.Option(True, "--resume/--no-resume",
                                 help="continue the run found in --out"),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Train GPTRec on a dataset split and print its metrics next to popularity's."""
     if eval_last < 1:
-        _fail(f"--eval-last must be at least 1, got {eval_last}")
+        fail(f"--eval-last must be at least 1, got {eval_last}")
     if split not in SPLITS:
-        _fail(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
+        fail(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
     try:
         from mechrec_recsys.data import load_dataset
         from mechrec_recsys.data.splits import make_split
@@ -115,13 +114,10 @@ def train_command(
                                  out_dir=out, resume=resume, device=device, k=k,
                                  exclude_seen=not include_seen, targets_per_user=eval_last)
     except BAD_INPUT as exc:
-        _fail(str(exc))
-        return
+        fail(str(exc))
     if int(os.environ.get("RANK", "0")) != 0:
         return
-    console = Console()
-    if not console.is_terminal:
-        console.width = max(console.width, 120)  # keep "mean ± se" cells on one line in logs
+    console = wide_console(120)
     info = parts.info
     targets = "" if eval_last == 1 else f" (last {eval_last} items each)"
     title = (f"{name}, {split} split: {info['test_users']} test users{targets}, "
