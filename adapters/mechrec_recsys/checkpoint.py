@@ -34,18 +34,21 @@ __all__ = [
     "atomic_write_bytes",
     "atomic_write_json",
     "check_vocab_matches",
+    "checkpoint_sha256",
     "load_checkpoint",
     "load_run_state",
     "read_json",
     "read_tensors",
     "save_checkpoint",
     "save_run_state",
+    "state_dict_sha256",
     "write_tensors",
 ]
 
 CHECKPOINT_FORMAT = "mechrec.gptrec/1"
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
+_WEIGHTS_METADATA = {"format": CHECKPOINT_FORMAT}
 RUN_STATE_FORMAT = "mechrec.gptrec_train_state/1"
 RUN_STATE_TENSORS = "train_state.safetensors"
 RUN_STATE_JSON = "train_state.json"
@@ -92,6 +95,15 @@ def write_tensors(
 
     Tensors that share memory with an earlier one (safetensors refuses those) are copied.
     """
+    data = _tensor_bytes(tensors, metadata)
+    atomic_write_bytes(path, data)
+    return hashlib.sha256(data).hexdigest()
+
+
+def _tensor_bytes(
+    tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None
+) -> bytes:
+    """The safetensors bytes :func:`write_tensors` writes (shared memory copied, on the CPU)."""
     plain: dict[str, torch.Tensor] = {}
     storages: set[int] = set()
     for name, tensor in tensors.items():
@@ -101,9 +113,7 @@ def write_tensors(
             tensor = tensor.clone()
         storages.add(pointer)
         plain[name] = tensor.contiguous()
-    data = save_safetensors_bytes(plain, metadata=metadata)
-    atomic_write_bytes(path, data)
-    return hashlib.sha256(data).hexdigest()
+    return save_safetensors_bytes(plain, metadata=metadata)
 
 
 def read_tensors(path: str | Path, expected_sha256: str | None = None) -> dict[str, torch.Tensor]:
@@ -161,7 +171,7 @@ def save_checkpoint(
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     digest = write_tensors(directory / WEIGHTS_FILE, model.state_dict(),
-                           metadata={"format": CHECKPOINT_FORMAT})
+                           metadata=_WEIGHTS_METADATA)
     atomic_write_json(
         directory / CONFIG_FILE,
         {
@@ -174,6 +184,44 @@ def save_checkpoint(
         },
     )
     return directory
+
+
+def state_dict_sha256(model: torch.nn.Module) -> str:
+    """The SHA-256 of ``model``'s weights as :func:`save_checkpoint` would write them.
+
+    It equals the ``weights_sha256`` recorded in the ``config.json`` of a checkpoint saved from
+    (or loaded into) this model, so it identifies a trained model whether it is in memory or on
+    disk (see :func:`checkpoint_sha256`).
+    """
+    return hashlib.sha256(_tensor_bytes(model.state_dict(), _WEIGHTS_METADATA)).hexdigest()
+
+
+def checkpoint_sha256(directory: str | Path) -> str:
+    """The SHA-256 of a saved checkpoint's weights, as recorded in its ``config.json``.
+
+    Cheap (the weights are not read); :func:`load_checkpoint` verifies the recorded hash
+    against the weights file.
+
+    Raises:
+        FileNotFoundError: no checkpoint in ``directory``.
+        ValueError: the config is not a GPTRec checkpoint config or has no valid hash.
+    """
+    config_path = Path(directory) / CONFIG_FILE
+    if not config_path.is_file():
+        raise FileNotFoundError(
+            f"no checkpoint config at {config_path}: {directory} holds no trained GPTRec "
+            "(train one with 'mechrec train')"
+        )
+    raw = read_json(config_path)
+    if not isinstance(raw, dict) or raw.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(
+            f"{config_path}: not a GPTRec checkpoint config (expected \"format\": "
+            f"\"{CHECKPOINT_FORMAT}\")"
+        )
+    digest = raw.get("weights_sha256")
+    if not isinstance(digest, str) or len(digest) != 64:
+        raise ValueError(f"{config_path}: missing or malformed key 'weights_sha256'")
+    return digest
 
 
 def load_checkpoint(

@@ -16,9 +16,11 @@ Run folder layout (written by ``mechrec train``)::
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+import re
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -48,6 +50,9 @@ RUN_SPEC_FORMAT = "mechrec.run_spec/1"
 #: Splits ask for whole histories; the model reads only the last ``n_ctx`` items of each.
 FULL_HISTORY = 10**9
 PARTS = ("train", "validation", "sae_train", "test")
+#: Parts searched for a user id by :meth:`Experiment.find_user`, first match wins (test users,
+#: the ones with held-out targets, first).
+USER_PARTS: tuple[str, ...] = ("test", "validation", "sae_train", "train")
 
 
 @dataclass(frozen=True)
@@ -117,6 +122,7 @@ class Experiment:
     model: HookedTransformer
     batch_size: int = 256
     _activations: dict[tuple[str, str], ActivationSet] = field(default_factory=dict, repr=False)
+    _user_index: dict[str, tuple[str, int]] | None = field(default=None, repr=False)
 
     # ---------------------------------------------------------------------------- building
     @classmethod
@@ -157,6 +163,62 @@ class Experiment:
                    if name == "sae_train" else "")
             )
         return value
+
+    # ---------------------------------------------------------------------------- users
+    @property
+    def user_parts(self) -> list[str]:
+        """The parts :meth:`find_user` searches, in order (those this split has)."""
+        return [p for p in USER_PARTS if getattr(self.split, p) is not None]
+
+    def user_index(self) -> Mapping[str, tuple[str, int]]:
+        """Read-only ``{user key: (part, row)}`` of every user of the split (built once).
+
+        Keys are :meth:`user_key` of the stored ids. A user in several parts maps to the first
+        of :data:`USER_PARTS` (test users first); users keep their order within a part, and
+        parts follow :data:`USER_PARTS`.
+        """
+        if self._user_index is None:
+            index: dict[str, tuple[str, int]] = {}
+            for part in self.user_parts:
+                for row, user in enumerate(self.part(part).users.tolist()):
+                    index.setdefault(self.user_key(user), (part, row))
+            self._user_index = index
+        return MappingProxyType(self._user_index)
+
+    @staticmethod
+    def user_key(user: Any) -> str:
+        """The lookup key of a user id: its text, stripped; whole floats (``5.0``, numpy
+        scalars included) count as the integer (``"5"``)."""
+        if isinstance(user, np.generic):
+            user = user.item()
+        if isinstance(user, float) and user.is_integer():
+            user = int(user)
+        return str(user).strip()
+
+    def find_user(self, user: Any) -> tuple[str, int]:
+        """Where a raw user id's sequence is: ``(part, row)`` with ``part`` one of
+        :data:`USER_PARTS` (test users are searched first) and ``row`` its index there.
+
+        ``user`` may be the stored id or its text (``"42"`` finds user ``42``, and a text
+        with leading zeros or a sign such as ``"042"`` finds it when no id is ``"042"``).
+        Lookups use an index built on first use (:meth:`user_index`).
+
+        Raises:
+            ValueError: no sequence of the split belongs to ``user``; the message names the
+                parts searched and some user ids.
+        """
+        index = self.user_index()
+        key = self.user_key(user)
+        found = index.get(key)
+        if found is None and re.fullmatch(r"[+-]?\d+", key):
+            found = index.get(str(int(key)))
+        if found is not None:
+            return found
+        examples = ", ".join(list(index)[:5])
+        raise ValueError(
+            f"unknown user {user!r}: no sequence of this run belongs to that user id "
+            f"(searched the {', '.join(self.user_parts)} users; user ids include {examples})"
+        )
 
     def batches(self, name: str) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Left-padded ``(tokens, attention_mask)`` batches of a part, truncated to the model's

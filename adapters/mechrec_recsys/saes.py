@@ -16,7 +16,9 @@ and the trained GPTRec):
   the original model's recommendations exactly). The first row is the original model;
 - :func:`run_table1` runs the paper's sweep (L1 weights at dictionary 2048, dictionary sizes
   at L1 0.1, several seeds) through :func:`mechrec.saes.sweep_saes`, which saves every SAE
-  with its row and skips it on a rerun, so an interrupted sweep continues where it stopped;
+  with its row and skips it on a rerun, so an interrupted sweep continues where it stopped
+  (the sweep's folder is tied to the hash of the model's weights, so SAEs cached for a model
+  since retrained in the same run folder are never reused);
   :func:`write_table1` writes its CSV and JSON.
 
 Standard errors: NDCG and HitRate are means over test users (``std / sqrt(n)``); Coverage is
@@ -58,7 +60,12 @@ from mechrec.saes import (
     sweep_saes,
     train_sae,
 )
-from mechrec_recsys.checkpoint import atomic_write_json
+from mechrec_recsys.checkpoint import (
+    atomic_write_json,
+    checkpoint_sha256,
+    read_json,
+    state_dict_sha256,
+)
 from mechrec_recsys.experiment import MODEL_DIR, Experiment, RunSpec
 from mechrec_recsys.metrics import RankingReport, paired_difference
 from mechrec_recsys.metrics import evaluate_top_k as ranking_report
@@ -408,16 +415,58 @@ class Table1:
 
 
 def sweep_directory(run_dir: str | os.PathLike, hook: str, base: SAETrainingConfig,
-                    k: int) -> Path:
-    """Folder of a Table-1 sweep: one per hook and shared training configuration, so a rerun
-    with the same settings resumes and one with other settings does not mix with it."""
+                    k: int, *, model_sha256: str | None = None) -> Path:
+    """Folder of a Table-1 sweep: one per trained model, hook and shared training
+    configuration, so a rerun with the same model and settings resumes, and one with other
+    settings or a retrained model never mixes with (or reuses) SAEs cached for another.
+
+    Args:
+        run_dir: the run folder.
+        hook: the hook the SAEs read.
+        base: the training configuration shared by the sweep.
+        k: list length of the ranking metrics.
+        model_sha256: SHA-256 of the model's weights (:func:`model_weights_sha256`);
+            default: the one recorded in the run's checkpoint (``RUN_DIR/model/config.json``).
+
+    Raises:
+        FileNotFoundError: ``model_sha256`` not given and the run has no trained model.
+    """
+    if model_sha256 is None:
+        model_sha256 = checkpoint_sha256(Path(run_dir) / MODEL_DIR)
     shared = {key: value for key, value in base.to_dict().items()
               if key not in ("seed", "d_sae", "l1_coefficient")}
     digest = hashlib.sha256(
-        json.dumps({"hook": hook, "k": k, "config": shared}, sort_keys=True).encode()
+        json.dumps({"hook": hook, "k": k, "config": shared, "model_sha256": model_sha256},
+                   sort_keys=True).encode()
     ).hexdigest()[:8]
-    tag = f"{base.architecture}-steps{base.steps}-batch{base.batch_size}-lr{base.lr:g}-{digest}"
+    tag = (f"{base.architecture}-steps{base.steps}-batch{base.batch_size}-lr{base.lr:g}-"
+           f"model{model_sha256[:8]}-{digest}")
     return Path(run_dir) / SAES_DIR / TABLE1_DIR / hook / tag
+
+
+def model_weights_sha256(experiment: Experiment) -> str:
+    """SHA-256 of the experiment's model weights.
+
+    For a model loaded from a run folder it equals the ``weights_sha256`` recorded in its
+    checkpoint (see :func:`mechrec_recsys.checkpoint.state_dict_sha256`).
+    """
+    return state_dict_sha256(experiment.model)
+
+
+def _check_sweep_owner(directory: Path, digest: str) -> None:
+    """Refuse a sweep folder whose SAEs were made for another model (or by an older version
+    that did not record the model), instead of silently reusing them."""
+    spec_path = directory / SWEEP_SPEC_FILE
+    if not spec_path.is_file():
+        return
+    recorded = read_json(spec_path)
+    recorded = recorded.get("model_sha256") if isinstance(recorded, dict) else None
+    if recorded != digest:
+        raise ValueError(
+            f"{directory} holds SAEs cached for another model (its {SWEEP_SPEC_FILE} records "
+            f"model weights {str(recorded)[:12]}..., this run's model is {digest[:12]}...): "
+            "delete that folder to rerun the sweep for this model"
+        )
 
 
 def run_table1(
@@ -437,8 +486,10 @@ def run_table1(
     """The paper's Table 1 sweep on a run: standard (ReLU + L1) SAEs on the SAE users'
     activations, measured on the test users.
 
-    Every SAE is saved with its row under :func:`sweep_directory`; a rerun loads those
-    instead of retraining them, so an interrupted sweep continues where it stopped.
+    Every SAE is saved with its row under :func:`sweep_directory`, a folder tied to the
+    SHA-256 of the model's weights; a rerun with the same model loads those instead of
+    retraining them, so an interrupted sweep continues where it stopped, while a retrained
+    model gets a new folder and fresh SAEs.
 
     Args:
         experiment: the run.
@@ -453,6 +504,9 @@ def run_table1(
             the standard architecture, lr 1e-3, the paper's loss convention).
         k: list length of the ranking metrics.
         progress: called as ``progress(done, total, row)`` after every run.
+
+    Raises:
+        ValueError: bad settings, or the sweep folder holds SAEs recorded for another model.
     """
     base = base if base is not None else SAETrainingConfig()
     if base.architecture != "standard":
@@ -467,10 +521,13 @@ def run_table1(
     points = table1_points(l1_values, d_sae_values, l1_d_sae=l1_d_sae, d_sae_l1=d_sae_l1)
     for point in points:
         base.with_overrides(**point)  # validate every point before training anything
-    directory = sweep_directory(run_dir, hook, base, k)
+    weights = model_weights_sha256(experiment)
+    directory = sweep_directory(run_dir, hook, base, k, model_sha256=weights)
+    _check_sweep_owner(directory, weights)
     directory.mkdir(parents=True, exist_ok=True)
     atomic_write_json(directory / SWEEP_SPEC_FILE, {
-        "format": SWEEP_SPEC_FORMAT, "hook": hook, "k": k, "base_config": base.to_dict()})
+        "format": SWEEP_SPEC_FORMAT, "hook": hook, "k": k, "base_config": base.to_dict(),
+        "model_sha256": weights})
 
     original = downstream(experiment, k=k)
     total = len(points) * len(seeds)
@@ -502,7 +559,7 @@ def run_table1(
     summary = _summarize(runs, l1_values, d_sae_values, l1_d_sae, d_sae_l1)
     return Table1(hook=hook, k=k, seeds=seeds, base_config=base.to_dict(),
                   original=original.row(), runs=runs, summary=summary, directory=directory,
-                  info={"run": _spec_dict(experiment.spec),
+                  info={"run": _spec_dict(experiment.spec), "model_sha256": weights,
                         "test_users": len(experiment.part("test")),
                         "test_rows": len(experiment.activations("test", hook)),
                         "sae_train_rows": len(experiment.activations("sae_train", hook))})

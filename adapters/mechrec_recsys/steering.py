@@ -143,13 +143,20 @@ def genre_key(name: str) -> str:
 
 
 def resolve_genres(
-    requested: Sequence[str], available: Sequence[str], *, warn: bool = True
+    requested: Sequence[str], available: Sequence[str], *, warn: bool = True,
+    notes: list[str] | None = None,
 ) -> dict[str, str]:
     """Map requested genre names to the dataset's genre columns.
 
     A name matches a column exactly, else when both have the same :func:`genre_key` (so
     ``Children`` finds ml-100k's ``Children's``). A name that matches no column but is a
     MovieLens genre (e.g. ``IMAX`` on ml-100k) is skipped with a warning.
+
+    Args:
+        requested: genre names as the user wrote them.
+        available: the dataset's genre columns.
+        warn: warn about skipped genres (unless ``notes`` collects them).
+        notes: if given, a line about skipped genres is appended to it instead of warning.
 
     Returns:
         ``{requested name: dataset column}`` in request order (duplicates collapse).
@@ -184,12 +191,13 @@ def resolve_genres(
             raise ValueError(
                 f"unknown genre {name!r}; this dataset's genres are: {', '.join(available)}"
             )
-    if skipped and warn:
-        warnings.warn(
-            f"genres {skipped} are not in this dataset and are skipped (its genres: "
-            f"{', '.join(available)})",
-            stacklevel=2,
-        )
+    if skipped:
+        message = (f"genres {skipped} are not in this dataset and are skipped (its genres: "
+                   f"{', '.join(available)})")
+        if notes is not None:
+            notes.append(message)
+        elif warn:
+            warnings.warn(message, stacklevel=2)
     if not resolved:
         raise ValueError(
             f"none of the genres {names} is in this dataset; its genres are: "
@@ -266,6 +274,7 @@ def select_genre_features(
     genres: Mapping[str, str],
     *,
     overrides: Mapping[str, int] | None = None,
+    notes: list[str] | None = None,
 ) -> pd.DataFrame:
     """The best SAE feature per genre by correlation, chosen on the SAE-training users.
 
@@ -274,12 +283,17 @@ def select_genre_features(
         sae: an SAE at one of the model's hooks.
         genres: ``{genre: dataset column}`` from :func:`resolve_genres`.
         overrides: ``{genre: feature index}`` to use instead of the automatic choice.
+        notes: if given, one line per genre left out (with the reason) is appended to this
+            list instead of being warned about.
 
     Returns:
         One row per genre with a feature: ``genre, column, feature, chosen_by,
         correlation_select`` (on the SAE-training users), ``correlation_test`` (the same feature
         on the test users), ``prevalence_select``. Genres whose correlation is undefined for
-        every feature (no positive rows) are dropped with a warning.
+        every feature (no positive rows) are dropped with a warning (or a line in ``notes``).
+
+    Raises:
+        ValueError: a bad override, or no genre left.
     """
     overrides = dict(overrides or {})
     unknown = [g for g in overrides if g not in genres]
@@ -305,9 +319,12 @@ def select_genre_features(
         a = stats[SELECT_PART].attribute_names.get_loc(column)
         feature = overrides.get(genre, best[column])
         if feature is None:
-            warnings.warn(f"genre {genre!r} has no SAE feature with a defined correlation on the "
-                          "SAE-training users (no item of the genre there?); skipped",
-                          stacklevel=2)
+            message = (f"genre {genre!r} has no SAE feature with a defined correlation on the "
+                       "SAE-training users (no item of the genre there?); skipped")
+            if notes is not None:
+                notes.append(message)
+            else:
+                warnings.warn(message, stacklevel=2)
             continue
         feature = int(feature)
         rows.append({
@@ -325,21 +342,57 @@ def select_genre_features(
 
 
 def fit_genre_probes(
-    experiment: Experiment, hook_name: str, columns: Sequence[str], *, seed: int = 0
+    experiment: Experiment,
+    hook_name: str,
+    columns: Sequence[str],
+    *,
+    seed: int = 0,
+    max_train_rows: int | None = None,
+    notes: list[str] | None = None,
 ) -> ProbeSet:
     """Logistic probes per genre on the SAE-training users' activations at ``hook_name``.
 
     Fitted on every SAE-training row (class-balanced), evaluated on the test users' rows; the
     directions are scaled to unit variance of the SAE-training activations (paper 8.2.3).
+
+    Args:
+        experiment: the run.
+        hook_name: the hook whose activations the probes read.
+        columns: genre columns of the catalog.
+        seed: seed of the fit (and of the row sample).
+        max_train_rows: fit each probe on at most this many SAE-training rows drawn at random
+            (:func:`mechrec.probes.fit_probes`); the unit-variance scale and the training
+            metrics still use every row. ``None`` (default): fit on every row.
+        notes: if given, one line per genre whose probe was skipped (with the reason) is
+            appended to it instead of being warned about.
+
+    Raises:
+        ValueError: ``max_train_rows`` is not a positive whole number.
     """
+    if max_train_rows is not None and (isinstance(max_train_rows, bool)
+                                       or not isinstance(max_train_rows, int | np.integer)
+                                       or max_train_rows < 1):
+        raise ValueError(
+            f"max_train_rows must be a positive whole number or None (every row), got "
+            f"{max_train_rows!r}"
+        )
     columns = list(dict.fromkeys(columns))
     train = experiment.activations(SELECT_PART, hook_name)
     test = experiment.activations(EVAL_PART, hook_name)
-    return fit_probes(
-        train, _labels(experiment, train, columns), columns,
-        test_activations=test.activations, test_labels=_labels(experiment, test, columns),
-        seed=seed, hook_name=hook_name,
-    )
+    with warnings.catch_warnings():
+        if notes is not None:  # reported below from the probes' own status column
+            warnings.filterwarnings("ignore", message=r"probe for .* skipped")
+        probes = fit_probes(
+            train, _labels(experiment, train, columns), columns,
+            test_activations=test.activations, test_labels=_labels(experiment, test, columns),
+            seed=seed, hook_name=hook_name,
+            max_train_rows=None if max_train_rows is None else int(max_train_rows),
+        )
+    if notes is not None:
+        for row in probes.metrics.itertuples(index=False):
+            if row.attribute not in probes.probes:
+                notes.append(f"probe for {row.attribute!r} {row.status}")
+    return probes
 
 
 @dataclass(frozen=True)
@@ -760,24 +813,6 @@ def _tidy(frame: pd.DataFrame, recon: pd.DataFrame,
 # --------------------------------------------------------------------------------------------
 
 
-def _find_user(experiment: Experiment, user: Any) -> tuple[str, int]:
-    for part in (EVAL_PART, "validation", SELECT_PART, "train"):
-        try:
-            seqs = experiment.part(part)
-        except ValueError:
-            continue
-        users = seqs.users
-        try:
-            hits = np.flatnonzero(users == np.asarray(user).astype(users.dtype))
-        except (TypeError, ValueError):
-            hits = np.flatnonzero(users.astype(str) == str(user))
-        if hits.size:
-            return part, int(hits[0])
-    examples = [_plain(u) for u in experiment.part(EVAL_PART).users[:5]]
-    raise ValueError(f"unknown user {user!r}: no sequence of this run belongs to that user id "
-                     f"(test user ids include {examples})")
-
-
 def user_recommendations(
     experiment: Experiment,
     target: SteeringTarget,
@@ -792,7 +827,8 @@ def user_recommendations(
     Args:
         experiment: the run.
         target: e.g. ``feature_target(sae, feature)`` (replace mode) or a probe direction.
-        users: raw user ids (searched in the test users first, then the other parts).
+        users: raw user ids (searched in the test users first, then the other parts; see
+            :meth:`Experiment.find_user <mechrec_recsys.experiment.Experiment.find_user>`).
         values: steering values; the unsteered list comes first as ``setting == "before"``.
         genre_column: the target genre's column, flagged per item in ``has_target_genre``.
         k: list length.
@@ -812,7 +848,7 @@ def user_recommendations(
     device = next(model.parameters()).device
     rows = []
     for user in users:
-        part, index = _find_user(experiment, user)
+        part, index = experiment.find_user(user)
         history = experiment.part(part).sequences[index]
         user_id = _plain(experiment.part(part).users[index])
         window = history[-model.cfg.n_ctx:]

@@ -24,15 +24,17 @@ import pytest
 import torch
 from mechrec_recsys.cli.main import app
 from mechrec_recsys.equalizer import (
+    DEFAULT_PROBE_ROWS,
     EqualizerInputError,
     EqualizerSession,
     UnknownUserError,
+    build_controls,
     default_genres,
     make_server,
     page_bytes,
 )
 from mechrec_recsys.experiment import Experiment
-from mechrec_recsys.steering import resolve_genres, select_genre_features
+from mechrec_recsys.steering import fit_genre_probes, resolve_genres, select_genre_features
 from scipy.stats import binomtest
 from typer.testing import CliRunner
 
@@ -321,6 +323,60 @@ def test_session_without_probes_refuses_the_probe_method_clearly(
         EqualizerSession(paper_experiment, paper_sae, genres=["Polka"])
 
 
+def test_notes_come_from_the_library_not_from_warnings(
+        paper_experiment: Experiment, paper_sae: NormalizedSAE):
+    import dataclasses
+    import warnings
+
+    catalog = paper_experiment.dataset.catalog
+    genres = catalog.genres.copy()
+    genres["Western"] = False  # no Western item: no feature can be chosen for it
+    no_western = dataclasses.replace(paper_experiment, dataset=dataclasses.replace(
+        paper_experiment.dataset, catalog=dataclasses.replace(catalog, genres=genres)))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        # ml-100k's "unknown" genre has one SAE-training row, which 100 sampled rows miss
+        controls, notes = build_controls(no_western, paper_sae,
+                                         ["IMAX", "Western", "unknown", "Horror"],
+                                         probe_rows=100)
+    assert [c.genre for c in controls] == ["unknown", "Horror"]
+    assert len(notes) == 3
+    assert "['IMAX'] are not in this dataset" in notes[0]
+    assert "genre 'Western' has no SAE feature" in notes[1]
+    assert notes[2] == "probe for 'unknown' skipped: no positive training examples"
+    by_genre = {c.genre: c for c in controls}
+    assert by_genre["unknown"].probe is None and by_genre["Horror"].probe is not None
+    leaked = [str(w.message) for w in caught
+              if any(word in str(w.message) for word in ("IMAX", "Western", "probe for"))]
+    assert leaked == []
+
+
+def test_probe_rows_cap_the_probe_fit(paper_experiment: Experiment, paper_sae: NormalizedSAE):
+    rows = len(paper_experiment.activations("sae_train", paper_sae.hook_name))
+    assert rows < DEFAULT_PROBE_ROWS  # ml-100k: the default cap changes nothing here
+    full, _ = build_controls(paper_experiment, paper_sae, ["Horror"])
+    every, _ = build_controls(paper_experiment, paper_sae, ["Horror"], probe_rows=None)
+    capped, _ = build_controls(paper_experiment, paper_sae, ["Horror"], probe_rows=1000)
+    expected = fit_genre_probes(paper_experiment, paper_sae.hook_name, ["Horror"],
+                                max_train_rows=1000).direction("Horror")
+    assert torch.equal(full[0].probe.vector, every[0].probe.vector)
+    assert torch.equal(capped[0].probe.vector, expected.vector)
+    assert not torch.allclose(capped[0].probe.vector, full[0].probe.vector)
+    session = EqualizerSession(paper_experiment, paper_sae, genres=["Horror"], probe_rows=1000)
+    assert torch.equal(session.equalizer.controls["Horror"].probe.vector, expected.vector)
+
+
+def test_session_uses_the_experiments_user_lookup(session: EqualizerSession,
+                                                  paper_experiment: Experiment):
+    assert dict(session._users) == dict(paper_experiment.user_index())
+    user = int(paper_experiment.part("sae_train").users[0])
+    part, _ = paper_experiment.find_user(user)
+    assert session.recommend(user)["part"] == part
+    assert session.recommend(str(user))["original"] == session.recommend(user)["original"]
+    with pytest.raises(UnknownUserError, match="searched the test, validation, sae_train"):
+        session.recommend("nobody")
+
+
 # ------------------------------------------------------------------------------- CLI
 
 
@@ -350,6 +406,7 @@ def test_cli_port_in_use_names_the_fix(tmp_path: Path):
     (["--k", "0"], "--k must be >= 1"),
     (["--max-value", "-1"], "--max-value must be a positive finite number"),
     (["--genres", " , "], "--genres is empty"),
+    (["--probe-rows", "-1"], "--probe-rows must be >= 0"),
 ])
 def test_cli_bad_options_fail_in_one_line(tmp_path: Path, extra: list[str], message: str):
     assert_one_line_error(run_cli("serve", tmp_path, "--sae", "x", "--no-browser", *extra),
@@ -388,3 +445,20 @@ def test_cli_serves_the_page_and_the_api(tmp_path: Path, paper_run_dir: Path,
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+@pytest.mark.parametrize(("extra", "expected"), [
+    ([], DEFAULT_PROBE_ROWS), (["--probe-rows", "1234"], 1234), (["--probe-rows", "0"], None),
+])
+def test_cli_probe_rows_reach_the_session(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                          extra: list[str], expected: int | None):
+    seen: dict[str, Any] = {}
+
+    def fake_open(cls, run_dir, sae, **options):
+        seen.update(options)
+        raise ValueError("stopped before loading")
+
+    monkeypatch.setattr(EqualizerSession, "open", classmethod(fake_open))
+    result = run_cli("serve", tmp_path, "--sae", "x", "--port", "0", "--no-browser", *extra)
+    assert_one_line_error(result, "stopped before loading")
+    assert seen["probe_rows"] == expected

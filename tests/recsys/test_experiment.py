@@ -72,3 +72,47 @@ def test_batches_are_left_padded_to_the_model_context(paper_experiment: Experime
     tokens, mask = next(paper_experiment.batches("sae_train"))
     assert tokens.shape[1] <= paper_experiment.model.cfg.n_ctx
     assert torch.equal(mask[:, -1], torch.ones_like(mask[:, -1]))
+
+
+# ------------------------------------------------------------------------------- user lookup
+
+
+def test_find_user_searches_test_users_first_and_accepts_any_spelling(
+        paper_experiment: Experiment):
+    parts = paper_experiment.user_parts
+    assert parts == ["test", "validation", "sae_train", "train"]
+    index = paper_experiment.user_index()
+    with pytest.raises(TypeError):  # read-only
+        index["x"] = ("test", 0)  # type: ignore[index]
+    # every user of every part is found, in the first part (search order) that holds it
+    for part in parts:
+        users = paper_experiment.part(part).users
+        for row in (0, len(users) - 1):
+            user = users[row]
+            found_part, found_row = paper_experiment.find_user(user)
+            first = next(p for p in parts if user in set(paper_experiment.part(p).users))
+            assert found_part == first
+            assert paper_experiment.part(found_part).users[found_row] == user
+    user = int(paper_experiment.part("test").users[3])
+    where = paper_experiment.find_user(user)
+    assert where == ("test", 3)
+    for spelling in (str(user), f" {user} ", np.int64(user), float(user), f"0{user}",
+                     f"+{user}"):
+        assert paper_experiment.find_user(spelling) == where, spelling
+    # the index is built once and shared by every lookup
+    assert paper_experiment._user_index is not None
+    cached = paper_experiment._user_index
+    paper_experiment.find_user(user)
+    assert paper_experiment._user_index is cached
+    assert len(index) == len(set().union(*(set(paper_experiment.part(p).users.tolist())
+                                           for p in parts)))
+
+
+def test_unknown_user_error_names_the_parts_searched(paper_experiment: Experiment):
+    with pytest.raises(ValueError, match=r"unknown user 999999999: .*searched the test, "
+                                         r"validation, sae_train, train users"):
+        paper_experiment.find_user(999999999)
+    with pytest.raises(ValueError, match="unknown user 'nobody'"):
+        paper_experiment.find_user("nobody")
+    with pytest.raises(ValueError, match=r"unknown user 7\.5"):
+        paper_experiment.find_user(7.5)

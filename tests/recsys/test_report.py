@@ -271,6 +271,64 @@ def test_a_deleted_output_reruns_only_its_step(quick_run, tmp_path: Path, data_a
         assert after[name] == before[name], name
 
 
+def test_table1_never_reuses_saes_cached_for_another_model(quick_run, tmp_path: Path,
+                                                          data_args):
+    """The model in the run folder changed (as after retraining it): the Table-1 sweep trains
+    fresh SAEs in a folder of its own instead of reusing those cached for the old weights."""
+    import torch
+    from mechrec_recsys.checkpoint import checkpoint_sha256, load_checkpoint, save_checkpoint
+
+    run_dir = copy_run(quick_run, tmp_path)
+    old = json.loads((run_dir / "table1.json").read_text())
+    old_dir = Path(old["sweep_directory"].replace(str(quick_run[1]), str(run_dir)))
+    assert old_dir.is_dir()
+    old_saes = {p: p.stat().st_mtime_ns for p in old_dir.rglob("sae_weights.safetensors")}
+    assert old_saes
+    assert old["info"]["model_sha256"] == checkpoint_sha256(run_dir / "model")
+    checkpoint = load_checkpoint(run_dir / "model")
+    with torch.no_grad():
+        checkpoint.model.blocks[0].attn.W_Q.add_(0.05)
+    save_checkpoint(run_dir / "model", checkpoint.model, checkpoint.vocab,
+                    metadata=checkpoint.metadata)
+    (run_dir / "table1.json").unlink()
+    result = run_cli("reproduce", "--quick", "--out", run_dir, "--no-progress", *data_args)
+    assert result.exit_code == 0, result.output
+    assert invocation(run_dir)["table1"] == "ran"
+    new = json.loads((run_dir / "table1.json").read_text())
+    new_dir = Path(new["sweep_directory"])
+    assert new["info"]["model_sha256"] == checkpoint_sha256(run_dir / "model")
+    assert new["info"]["model_sha256"] != old["info"]["model_sha256"]
+    assert new_dir != old_dir and new_dir.parent == old_dir.parent
+    assert len(list(new_dir.rglob("sae_weights.safetensors"))) == len(old_saes)
+    assert {p: p.stat().st_mtime_ns for p in old_dir.rglob("sae_weights.safetensors")} == \
+        old_saes  # the old model's SAEs were neither reused nor touched
+    assert [r["l0"] for r in new["runs"]] != [r["l0"] for r in old["runs"]]
+
+
+def test_redone_training_with_the_same_weights_reuses_the_table1_saes(quick_run,
+                                                                     tmp_path: Path,
+                                                                     data_args):
+    """Training redone (its output deleted) resumes to the same weights: every later step
+    reruns, and Table 1 reuses the SAEs cached for exactly those weights."""
+    from mechrec_recsys.checkpoint import checkpoint_sha256
+
+    run_dir = copy_run(quick_run, tmp_path)
+    weights = checkpoint_sha256(run_dir / "model")
+    old = json.loads((run_dir / "table1.json").read_text())
+    sweep_dir = Path(old["sweep_directory"].replace(str(quick_run[1]), str(run_dir)))
+    saes = {p: p.stat().st_mtime_ns for p in sweep_dir.rglob("sae_weights.safetensors")}
+    (run_dir / "metrics.json").unlink()
+    result = run_cli("reproduce", "--quick", "--out", run_dir, "--no-progress", *data_args)
+    assert result.exit_code == 0, result.output
+    assert invocation(run_dir) == {name: "skipped" if name == "data" else "ran"
+                                   for name in STEP_NAMES}
+    assert checkpoint_sha256(run_dir / "model") == weights
+    new = json.loads((run_dir / "table1.json").read_text())
+    assert Path(new["sweep_directory"]) == sweep_dir
+    assert {p: p.stat().st_mtime_ns for p in sweep_dir.rglob("sae_weights.safetensors")} == saes
+    assert [r["l0"] for r in new["runs"]] == [r["l0"] for r in old["runs"]]
+
+
 def test_other_settings_in_the_same_folder_are_refused(quick_run, data_args):
     _, run_dir = quick_run
     before = tokens(run_dir)

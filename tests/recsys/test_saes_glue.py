@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from mechrec_recsys.checkpoint import checkpoint_sha256
 from mechrec_recsys.experiment import Experiment, RunSpec
 from mechrec_recsys.saes import (
     PAPER_HOOK,
@@ -17,9 +18,12 @@ from mechrec_recsys.saes import (
     downstream,
     evaluate_sae,
     load_run_sae,
+    model_weights_sha256,
     open_run,
     resolve_sae_directory,
+    run_table1,
     sae_directory,
+    sweep_directory,
     table1_points,
     train_run_sae,
 )
@@ -153,3 +157,79 @@ def test_table1_points_follow_the_paper_and_share_the_common_point():
     assert all(p["l1_coefficient"] == 0.1 for p in points[8:])
     assert len(points) == 15  # (2048, 0.1) is trained once for both sweeps
     assert np.unique([json.dumps(p, sort_keys=True) for p in points]).size == len(points)
+
+
+# ------------------------------------------------------------------------------- Table 1 per model
+
+
+def _retrained(experiment: Experiment) -> Experiment:
+    """The run with another model (the same architecture, slightly moved weights), as after
+    retraining GPTRec in the same run folder; activations are not shared."""
+    import copy
+    import dataclasses
+
+    model = copy.deepcopy(experiment.model)
+    with torch.no_grad():
+        model.blocks[0].attn.W_Q.add_(0.05)
+    return dataclasses.replace(experiment, model=model, _activations={})
+
+
+SWEEP_BASE = SAETrainingConfig(architecture="standard", d_sae=16, l1_coefficient=0.1,
+                               steps=40, batch_size=256, lr_warm_up_steps=0)
+
+
+def _table1(experiment: Experiment, run_dir: Path):
+    return run_table1(experiment, run_dir, l1_values=[0.1], d_sae_values=[], seeds=[0],
+                      l1_d_sae=16, base=SWEEP_BASE)
+
+
+def test_sweep_folder_depends_on_the_model_weights(paper_experiment: Experiment,
+                                                   paper_run_dir: Path):
+    on_disk = checkpoint_sha256(paper_run_dir / "model")
+    assert model_weights_sha256(paper_experiment) == on_disk  # loaded model == checkpoint
+    default = sweep_directory(paper_run_dir, PAPER_HOOK, SWEEP_BASE, 10)
+    assert default == sweep_directory(paper_run_dir, PAPER_HOOK, SWEEP_BASE, 10,
+                                      model_sha256=on_disk)
+    assert f"model{on_disk[:8]}" in default.name
+    other = model_weights_sha256(_retrained(paper_experiment))
+    assert other != on_disk
+    assert sweep_directory(paper_run_dir, PAPER_HOOK, SWEEP_BASE, 10,
+                           model_sha256=other) != default
+    with pytest.raises(FileNotFoundError, match="no trained GPTRec"):
+        sweep_directory(paper_run_dir / "elsewhere", PAPER_HOOK, SWEEP_BASE, 10)
+
+
+def test_retrained_model_never_reuses_cached_saes(paper_experiment: Experiment, tmp_path: Path):
+    first = _table1(paper_experiment, tmp_path)
+    weights = first.directory / "d_sae=16,l1_coefficient=0.1,seed=0" / "sae_weights.safetensors"
+    stamp = weights.stat().st_mtime_ns
+    spec = json.loads((first.directory / "sweep.json").read_text())
+    assert spec["model_sha256"] == first.info["model_sha256"] == \
+        model_weights_sha256(paper_experiment)
+    # the same model: the cached SAE is reused
+    again = _table1(paper_experiment, tmp_path)
+    assert again.directory == first.directory and weights.stat().st_mtime_ns == stamp
+    assert again.runs == first.runs
+
+    # a retrained model: a new folder, a freshly trained SAE, the old folder left alone
+    retrained = _retrained(paper_experiment)
+    second = _table1(retrained, tmp_path)
+    assert second.directory != first.directory
+    assert second.directory.parent == first.directory.parent
+    assert second.info["model_sha256"] == model_weights_sha256(retrained)
+    assert (second.directory / "d_sae=16,l1_coefficient=0.1,seed=0" /
+            "sae_weights.safetensors").is_file()
+    assert weights.stat().st_mtime_ns == stamp
+    assert second.runs[0]["rmse"] != first.runs[0]["rmse"]  # trained on other activations
+
+
+def test_sweep_folder_recorded_for_another_model_is_refused(paper_experiment: Experiment,
+                                                           tmp_path: Path):
+    directory = sweep_directory(tmp_path, PAPER_HOOK, SWEEP_BASE, 10,
+                                model_sha256=model_weights_sha256(paper_experiment))
+    directory.mkdir(parents=True)
+    for recorded in ({"format": "mechrec.table1_sweep/1", "model_sha256": "0" * 64},
+                     {"format": "mechrec.table1_sweep/1"}):  # older sweeps recorded no model
+        (directory / "sweep.json").write_text(json.dumps(recorded))
+        with pytest.raises(ValueError, match=r"cached for another model.*delete that folder"):
+            _table1(paper_experiment, tmp_path)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -236,3 +237,77 @@ def test_feature_choice_is_made_on_sae_training_users(paper_experiment, paper_sa
     with pytest.raises(ValueError, match="out of range"):
         select_genre_features(paper_experiment, paper_sae, {"Horror": "Horror"},
                               overrides={"Horror": paper_sae.d_sae})
+
+
+# ------------------------------------------------------------------------------- notes, probe rows
+
+
+def _without_genre(experiment: Experiment, column: str) -> Experiment:
+    """The same run with no item of ``column`` (so no positive row anywhere)."""
+    import dataclasses
+
+    catalog = experiment.dataset.catalog
+    genres = catalog.genres.copy()
+    genres[column] = False
+    dataset = dataclasses.replace(experiment.dataset,
+                                  catalog=dataclasses.replace(catalog, genres=genres))
+    return dataclasses.replace(experiment, dataset=dataset)
+
+
+def test_skipped_genres_go_to_notes_instead_of_warnings(paper_experiment, paper_sae):
+    ml100k = paper_experiment.genre_names
+    notes: list[str] = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert resolve_genres(["IMAX", "Western"], ml100k, notes=notes) == {"Western": "Western"}
+        no_horror = _without_genre(paper_experiment, "Horror")
+        chosen = select_genre_features(no_horror, paper_sae,
+                                       {"Horror": "Horror", "Western": "Western"}, notes=notes)
+    assert not [w for w in caught if "IMAX" in str(w.message) or "Horror" in str(w.message)]
+    assert list(chosen["genre"]) == ["Western"]
+    assert len(notes) == 2
+    assert "['IMAX'] are not in this dataset" in notes[0]
+    assert "genre 'Horror' has no SAE feature with a defined correlation" in notes[1]
+    # without a notes list the same genre is still a warning, as before
+    with pytest.warns(UserWarning, match="genre 'Horror' has no SAE feature"):
+        select_genre_features(no_horror, paper_sae, {"Horror": "Horror", "Western": "Western"})
+
+
+def test_probe_rows_are_passed_to_the_core_probes(paper_experiment):
+    from mechrec.probes import fit_probes
+
+    columns = ["Horror", "Comedy"]
+    full = fit_genre_probes(paper_experiment, PAPER_HOOK, columns)
+    assert full.settings["max_train_rows"] is None
+    sampled = fit_genre_probes(paper_experiment, PAPER_HOOK, columns, max_train_rows=2000)
+    assert sampled.settings["max_train_rows"] == 2000
+    # the same probes as the core's own sampled fit on the same rows and labels
+    train = paper_experiment.activations("sae_train", PAPER_HOOK)
+    test = paper_experiment.activations("test", PAPER_HOOK)
+    matrix, _ = paper_experiment.token_attributes(columns)
+    reference = fit_probes(train, matrix[train.token.numpy()], columns,
+                           test_activations=test.activations,
+                           test_labels=matrix[test.token.numpy()], max_train_rows=2000,
+                           hook_name=PAPER_HOOK)
+    n_rows = len(train)
+    assert n_rows > 2000
+    for column in columns:
+        assert np.allclose(sampled.probes[column].weight, reference.probes[column].weight)
+        assert not np.allclose(sampled.probes[column].weight, full.probes[column].weight)
+    # the metrics still cover every training row
+    assert (sampled.metrics["n_train"] == n_rows).all()
+    for bad in (0, -5, 1.5, True):
+        with pytest.raises(ValueError, match="max_train_rows must be a positive whole number"):
+            fit_genre_probes(paper_experiment, PAPER_HOOK, columns, max_train_rows=bad)
+
+
+def test_skipped_probes_go_to_notes(paper_experiment):
+    # ml-100k's "unknown" genre has a single SAE-training row: a 100-row sample misses it
+    notes: list[str] = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        probes = fit_genre_probes(paper_experiment, PAPER_HOOK, ["unknown", "Horror"],
+                                  max_train_rows=100, notes=notes)
+    assert "unknown" not in probes.probes and "Horror" in probes.probes
+    assert notes == ["probe for 'unknown' skipped: no positive training examples"]
+    assert not [w for w in caught if "probe for" in str(w.message)]

@@ -2,7 +2,8 @@
 
 ``mechrec serve RUN_DIR --sae SAE [--port 8765] [--host 127.0.0.1] [--k 10] [--no-browser]``
 binds the port first (a port in use is reported at once), opens the run and the SAE, picks
-each genre's SAE feature, fits the probes, prints the page's URL and serves until Ctrl-C.
+each genre's SAE feature, fits the probes (on at most ``--probe-rows`` SAE-training rows,
+default 50,000), prints the page's URL and serves until Ctrl-C.
 Bad input (a missing run or SAE folder, an SAE from another model, an unknown genre, a bad
 port) prints one line ``error: ...`` to stderr and exits with code 2.
 """
@@ -50,6 +51,9 @@ def serve_command(
                                     help="sliders run from -MAX to +MAX (paper: 10)"),
     probes: bool = typer.Option(True, "--probes/--no-probes",
                                 help="fit logistic probes for the 'probe direction' method"),
+    probe_rows: int = typer.Option(50_000, "--probe-rows",  # equalizer.DEFAULT_PROBE_ROWS
+                                   help="fit each probe on at most this many SAE-training "
+                                   "rows drawn at random (0: every row)"),
     browser: bool = typer.Option(True, "--browser/--no-browser",
                                  help="open the page in the default web browser"),
     verbose: bool = typer.Option(False, "--verbose", help="log every HTTP request"),
@@ -66,6 +70,8 @@ def serve_command(
         fail(f"--k must be >= 1, got {k}")
     if not (max_value > 0 and max_value != float("inf")):
         fail(f"--max-value must be a positive finite number, got {max_value}")
+    if probe_rows < 0:
+        fail(f"--probe-rows must be >= 0 (0: every row), got {probe_rows}")
     genre_list = None
     if genres is not None:
         genre_list = [g.strip() for g in genres.split(",") if g.strip()]
@@ -87,8 +93,9 @@ def serve_command(
         fail(str(exc))
     try:
         _load_and_serve(server, run_dir, sae, data_dir=data_dir, download=download,
-                        device=device, genres=genre_list, probes=probes, max_value=max_value,
-                        k=k, host=host, browser=browser)
+                        device=device, genres=genre_list, probes=probes,
+                        probe_rows=probe_rows or None, max_value=max_value, k=k, host=host,
+                        browser=browser)
     except KeyboardInterrupt:
         typer.echo("stopped", err=True)
     finally:
@@ -97,8 +104,8 @@ def serve_command(
 
 def _load_and_serve(server: EqualizerServer, run_dir: Path, sae: Path, *,
                     data_dir: Path | None, download: bool, device: str,
-                    genres: list[str] | None, probes: bool, max_value: float, k: int,
-                    host: str, browser: bool) -> None:
+                    genres: list[str] | None, probes: bool, probe_rows: int | None,
+                    max_value: float, k: int, host: str, browser: bool) -> None:
     """Open the run and the SAE into ``server.session``, print the URL, serve until Ctrl-C."""
     from mechrec_recsys.equalizer import EqualizerSession
 
@@ -106,7 +113,7 @@ def _load_and_serve(server: EqualizerServer, run_dir: Path, sae: Path, *,
     try:
         session = EqualizerSession.open(
             run_dir, sae, data_dir=data_dir, download=download, device=device,
-            genres=genres, probes=probes, max_value=max_value, k=k)
+            genres=genres, probes=probes, probe_rows=probe_rows, max_value=max_value, k=k)
     except BAD_INPUT as exc:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         fail(str(message))

@@ -17,6 +17,7 @@ Start it with ``mechrec serve RUN_DIR --sae SAE`` (see ``docs/equalizer.md``).
 
 from mechrec_recsys.equalizer.controls import (
     DEFAULT_MAX_VALUE,
+    DEFAULT_PROBE_ROWS,
     METHODS,
     Equalizer,
     GenreControl,
@@ -38,6 +39,7 @@ __all__ = [
     "DEFAULT_HOST",
     "DEFAULT_MAX_VALUE",
     "DEFAULT_PORT",
+    "DEFAULT_PROBE_ROWS",
     "METHODS",
     "Equalizer",
     "EqualizerInputError",

@@ -33,6 +33,7 @@ from mechrec.saes import NormalizedSAE
 from mechrec.steering import LastPositionSteerer
 from mechrec_recsys.equalizer.controls import (
     DEFAULT_MAX_VALUE,
+    DEFAULT_PROBE_ROWS,
     METHODS,
     Equalizer,
     build_controls,
@@ -43,9 +44,6 @@ from mechrec_recsys.experiment import Experiment
 from mechrec_recsys.model import last_position_scores
 from mechrec_recsys.saes import check_sae_fits, load_run_sae, open_run, resolve_sae_directory
 
-#: Parts searched for a user id, first match wins (test users are the ones with held-out
-#: targets, the paper's users for Fig. 7).
-USER_PARTS: tuple[str, ...] = ("test", "validation", "sae_train", "train")
 #: Default and largest list lengths a request may ask for.
 DEFAULT_K = 10
 MAX_K = 100
@@ -75,6 +73,8 @@ class EqualizerSession:
         genres: slider genres (default: every genre of the catalog but ``unknown`` /
             ``(no genres listed)``).
         probes: fit logistic probes so the ``"probe"`` method is available.
+        probe_rows: fit each probe on at most this many SAE-training rows drawn at random
+            (``None``: every row).
         max_value: sliders accept values in ``[-max_value, max_value]`` (paper: 10).
         k: default list length.
         cache_users: how many users' prefix caches to keep.
@@ -90,6 +90,7 @@ class EqualizerSession:
         *,
         genres: Sequence[str] | None = None,
         probes: bool = True,
+        probe_rows: int | None = DEFAULT_PROBE_ROWS,
         max_value: float = DEFAULT_MAX_VALUE,
         k: int = DEFAULT_K,
         cache_users: int = 256,
@@ -100,13 +101,14 @@ class EqualizerSession:
         check_sae_fits(experiment, sae)
         self.experiment = experiment
         self.sae = sae
-        controls, self.notes = build_controls(experiment, sae, genres, probes=probes)
+        controls, self.notes = build_controls(experiment, sae, genres, probes=probes,
+                                              probe_rows=probe_rows)
         self.equalizer = Equalizer(sae, controls, max_value)
         self.items = ItemTable(experiment)
         self.max_k = min(MAX_K, self.items.size - 1)
         self.k = _check_k(k, self.max_k, "k")
-        self._users = _user_index(experiment)
-        self._cache: OrderedDict[str, _UserState] = OrderedDict()
+        self._users = experiment.user_index()
+        self._cache: OrderedDict[tuple[str, int], _UserState] = OrderedDict()
         self._cache_size = int(cache_users)
         self._lock = threading.Lock()
 
@@ -196,9 +198,9 @@ class EqualizerSession:
             )
         active = self.equalizer.parse_values(values)
         edits = self.equalizer.edits(active, method)
-        key = self._user_key(user)
+        location = self._locate(user)
         with self._lock:
-            state = self._state(key)
+            state = self._state(location)
             steered_scores = state.steerer.run([edits])[0] if edits else state.original_scores
         top = self.experiment.top_k_from_last_scores
         original = top(state.original_scores, [state.history], k)[0]
@@ -245,8 +247,9 @@ class EqualizerSession:
         }
 
     # ------------------------------------------------------------------------------ users
-    def _user_key(self, user: Any) -> str:
-        """The index key of a requested user id, or a 404-style error."""
+    def _locate(self, user: Any) -> tuple[str, int]:
+        """``(part, row)`` of a requested user id (:meth:`Experiment.find_user`), or a
+        404-style error."""
         if isinstance(user, bool) or user is None or not isinstance(user, int | str | float):
             raise EqualizerInputError(
                 f"'user' must be a user id (a number or a string), got {user!r}"
@@ -255,27 +258,24 @@ class EqualizerSession:
             if not user.is_integer():
                 raise UnknownUserError(f"unknown user {user!r}: user ids are whole numbers")
             user = int(user)
-        key = str(user).strip()
-        if key not in self._users:
-            examples = ", ".join(str(self._plain_id(u)) for u in list(self._users)[:5])
-            raise UnknownUserError(
-                f"unknown user {user!r}: no sequence of this run belongs to that user id "
-                f"(user ids include {examples})"
-            )
-        return key
+        try:
+            return self.experiment.find_user(user)
+        except ValueError as exc:
+            raise UnknownUserError(str(exc)) from None
 
     def _plain_id(self, key: str) -> Any:
         """A user id as the run stores it (a number for integer ids), for JSON."""
         part, row = self._users[key]
         return plain(self.experiment.part(part).users[row])
 
-    def _state(self, key: str) -> _UserState:
-        """The cached state of a user, built on first use (call with the lock held)."""
-        state = self._cache.get(key)
+    def _state(self, location: tuple[str, int]) -> _UserState:
+        """The cached state of the user at ``(part, row)``, built on first use (call with the
+        lock held)."""
+        state = self._cache.get(location)
         if state is not None:
-            self._cache.move_to_end(key)
+            self._cache.move_to_end(location)
             return state
-        part, index = self._users[key]
+        part, index = location
         sequences = self.experiment.part(part)
         history = np.asarray(sequences.sequences[index], dtype=np.int64)
         model = self.experiment.model
@@ -287,24 +287,10 @@ class EqualizerSession:
         steerer = LastPositionSteerer(model, tokens, None, self.equalizer.hook_name)
         state = _UserState(user_id=plain(sequences.users[index]), part=part, history=history,
                            original_scores=scores, steerer=steerer)
-        self._cache[key] = state
+        self._cache[location] = state
         while len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
         return state
-
-
-def _user_index(experiment: Experiment) -> dict[str, tuple[str, int]]:
-    """``{str(user id): (part, row)}``; a user in several parts maps to the first of
-    :data:`USER_PARTS` (test users first), and users keep their order within a part."""
-    index: dict[str, tuple[str, int]] = {}
-    for part in USER_PARTS:
-        try:
-            users = experiment.part(part).users
-        except ValueError:  # e.g. no sae_train part in a leave-one-out split
-            continue
-        for row, user in enumerate(users.tolist()):
-            index.setdefault(str(user).strip(), (part, row))
-    return index
 
 
 def _check_k(k: Any, largest: int, what: str,

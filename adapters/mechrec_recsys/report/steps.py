@@ -18,7 +18,6 @@ whose steps are all done opens nothing.
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, is_dataclass
 from pathlib import Path
@@ -158,15 +157,17 @@ def table1_base(settings: ReproduceSettings, device: str = "cpu") -> SAETraining
 
 
 def run_table1_step(ctx: StepContext, fresh_upstream: bool) -> dict[str, Any]:
-    """Table 1; SAEs already in the sweep folder are reused unless the model was retrained."""
-    from mechrec_recsys.saes import run_table1, sweep_directory, write_table1
+    """Table 1; SAEs cached for the same model weights are reused.
+
+    The sweep folder is tied to the hash of the model's weights
+    (:func:`mechrec_recsys.saes.sweep_directory`), so after the model was retrained the sweep
+    trains fresh SAEs instead of reusing stale ones.
+    """
+    del fresh_upstream
+    from mechrec_recsys.saes import run_table1, write_table1
 
     s = ctx.settings
     base = table1_base(s, ctx.device)
-    if fresh_upstream:  # SAEs cached for an older model would be stale
-        stale = sweep_directory(ctx.layout.run_dir, s.hook, base, s.k)
-        if stale.is_dir():
-            shutil.rmtree(stale)
 
     def progress(done: int, total: int, row: dict[str, Any]) -> None:
         ctx.log(f"  [{done}/{total}] d_sae={row['d_sae']} l1={row['l1_coefficient']:g} "
