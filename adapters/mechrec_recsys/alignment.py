@@ -45,7 +45,9 @@ import torch
 
 from mechrec.activations import ActivationSet
 from mechrec.alignment import (
+    MEAN_ROW,
     METRICS,
+    AlignmentBootstrap,
     AlignmentStats,
     DegenerateInputWarning,
     LazyActivations,
@@ -53,9 +55,11 @@ from mechrec.alignment import (
     alignment_stats,
     best_feature_table,
     best_features,
+    bootstrap_alignment,
     feature_profiles,
     monosemanticity,
     p_top_k_table,
+    selected_columns,
     token_attributes,
     top_examples,
     top_features,
@@ -66,12 +70,14 @@ from mechrec_recsys.checkpoint import atomic_write_bytes, atomic_write_json
 from mechrec_recsys.experiment import Experiment
 
 __all__ = [
+    "BOOTSTRAP_PAIRS",
     "GROUPS",
     "REPORTED_METRICS",
     "SELECTIONS",
     "SOURCES",
     "AlignmentRun",
     "ItemPredicate",
+    "ScoredRows",
     "align",
     "check_sae_fits",
     "encode_sparse",
@@ -98,6 +104,10 @@ item predicates."""
 
 REPORTED_METRICS: tuple[str, ...] = ("correlation", "roc_auc", "sensitivity")
 """Metrics shown for every chosen feature (the paper's Table 2 columns)."""
+
+BOOTSTRAP_PAIRS: tuple[tuple[str, str], ...] = (
+    ("SAE", "neurons"), ("SAE", "random"), ("neurons", "random"))
+"""Paired differences reported by :meth:`AlignmentRun.difference_table` (first - second)."""
 
 ItemPredicate = Callable[[pd.DataFrame], Any]
 """Maps the :func:`item_table` (one row per token) to one boolean per token."""
@@ -288,6 +298,59 @@ def _normalised(sae: NormalizedSAE, raw: torch.Tensor) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------ the run
+@dataclass(frozen=True, eq=False)
+class ScoredRows:
+    """What the bootstrap of :meth:`AlignmentRun.bootstrap` resamples: the score rows' values
+    of the features chosen on the select rows, their attributes and their users.
+
+    Only the honestly chosen columns are kept (at most one per attribute and source), never
+    the full feature matrices.
+    """
+
+    columns: dict[str, np.ndarray]
+    """source -> ``(N, k)`` values on the score rows of the ``k`` distinct chosen features."""
+    features: dict[str, list[Any]]
+    """source -> the labels of those ``k`` columns (feature indices of the source)."""
+    selections: dict[str, pd.Series]
+    """source -> attribute -> feature chosen on the select rows (``None`` when undefined)."""
+    labels: pd.DataFrame
+    """``(N, A)`` attributes of the score rows."""
+    users: np.ndarray
+    """``(N,)`` raw user id of each score row: the bootstrap resamples whole users."""
+    metric: str
+    """Metric that chose the features."""
+
+    @property
+    def n_rows(self) -> int:
+        """Number of score rows N."""
+        return int(self.labels.shape[0])
+
+    @property
+    def n_users(self) -> int:
+        """Number of distinct users among the score rows."""
+        return int(pd.unique(self.users).size)
+
+
+def scored_rows(stats: Mapping[str, Mapping[str, AlignmentStats]],
+                score_sources: Mapping[str, Any], labels: pd.DataFrame, users: np.ndarray,
+                metric: str) -> ScoredRows:
+    """Keep the score rows' columns of each source's features chosen on the select rows."""
+    columns: dict[str, np.ndarray] = {}
+    features: dict[str, list[Any]] = {}
+    selections: dict[str, pd.Series] = {}
+    for source, acts in score_sources.items():
+        chosen = best_features(stats[source]["select"], metric)
+        labels_used = list(dict.fromkeys(f for f in chosen.to_numpy() if f is not None))
+        names = stats[source]["score"].feature_names
+        positions = names.get_indexer(labels_used)
+        columns[source] = selected_columns(acts, positions)
+        features[source] = labels_used
+        selections[source] = chosen
+    return ScoredRows(columns=columns, features=features, selections=selections,
+                      labels=labels.reset_index(drop=True), users=np.asarray(users),
+                      metric=metric)
+
+
 @dataclass(eq=False)
 class AlignmentRun:
     """Alignment statistics of SAE features, neurons and a random control on two row sets.
@@ -313,6 +376,9 @@ class AlignmentRun:
     """Seed of the random-projection control."""
     notes: list[str] = field(default_factory=list)
     """Warnings collected while computing (degenerate features or attributes, ...)."""
+    scored: ScoredRows | None = None
+    """The score rows' values of the honestly chosen features, for :meth:`bootstrap`
+    (``None`` when the run was built without them)."""
 
     @property
     def attribute_names(self) -> pd.Index:
@@ -480,6 +546,126 @@ class AlignmentRun:
                 out[m] = pd.Series(dtype=float)
         return out
 
+    # -------------------------------------------------------------------------- uncertainty
+    def bootstrap(self, n_resamples: int = 200, *, seed: int = 0,
+                  metrics: Sequence[str] | None = None) -> AlignmentBootstrap:
+        """Resample the test users to get the uncertainty of the honest scores.
+
+        The best feature per attribute stays the one chosen on the select rows; whole score
+        users are drawn with replacement (a user's positions are correlated) and every source is
+        scored on the same resamples, so differences between sources are paired. See
+        :func:`mechrec.alignment.bootstrap_alignment`.
+
+        Args:
+            n_resamples: number of resamples.
+            seed: seed of the resampling.
+            metrics: metrics to resample (default :attr:`reported`).
+
+        Returns:
+            :class:`~mechrec.alignment.AlignmentBootstrap`; turn it into tables with
+            :meth:`interval_table` and :meth:`difference_table`.
+
+        Raises:
+            ValueError: the run holds no score rows (not built by :func:`align`) or bad
+                arguments.
+        """
+        if self.scored is None:
+            raise ValueError("this AlignmentRun holds no score rows to resample: build it with "
+                             "mechrec_recsys.alignment.align(...)")
+        if self.scored.metric != self.metric:
+            raise ValueError(f"the score rows kept features chosen by {self.scored.metric!r} but "
+                             f"the run reports {self.metric!r}: rebuild it with align(metric=...)")
+        rows = self.scored
+        return bootstrap_alignment(
+            {s: rows.columns[s] for s in self.stats},
+            rows.labels,
+            {s: rows.selections[s] for s in self.stats},
+            groups=rows.users,
+            feature_names={s: rows.features[s] for s in self.stats},
+            metrics=list(self.reported if metrics is None else metrics),
+            threshold=self.stats["SAE"]["score"].threshold,
+            n_resamples=n_resamples,
+            seed=seed,
+        )
+
+    def _group_sets(self) -> list[tuple[str, pd.Index]]:
+        present = [g for g in GROUPS if (self.groups == g).any()]
+        sets = [(g, self.groups.index[self.groups == g]) for g in present]
+        if len(present) > 1:
+            sets.append(("all", self.groups.index))
+        return sets
+
+    def interval_table(self, boot: AlignmentBootstrap, confidence: float = 0.95
+                       ) -> pd.DataFrame:
+        """Confidence intervals of the honest scores, per attribute and per group mean.
+
+        One row per (group, features, attribute, metric): ``feature`` (chosen on the select
+        rows), ``estimate`` (the value in :meth:`comparison` / :meth:`summary`), percentile
+        ``lower`` / ``upper``, ``std_error`` and ``n_valid`` (resamples where the value is
+        defined). Each group ends with its mean row (attribute ``(mean)``, the interval of the
+        ``<metric>_mean`` of :meth:`summary`); group ``all`` has only the mean row.
+        """
+        parts = []
+        for group, members in self._group_sets():
+            frame = boot.intervals(confidence, attributes=list(members),
+                                   per_attribute=group != "all")
+            frame.insert(0, "group", group)
+            parts.append(frame)
+        out = pd.concat(parts, ignore_index=True).rename(columns={"source": "features"})
+        out["feature"] = pd.array([None if pd.isna(f) else int(f) for f in out["feature"]],
+                                  dtype="Int64")
+        out["confidence"] = confidence
+        return out
+
+    def difference_table(self, boot: AlignmentBootstrap, confidence: float = 0.95,
+                         pairs: Sequence[tuple[str, str]] = BOOTSTRAP_PAIRS) -> pd.DataFrame:
+        """Paired intervals of ``features - versus`` (e.g. SAE - neurons) on the same
+        resamples, per attribute and per group mean; ``share_positive`` is the share of
+        resamples where the difference is > 0."""
+        parts = []
+        for group, members in self._group_sets():
+            frame = boot.differences(pairs, confidence, attributes=list(members),
+                                     per_attribute=group != "all")
+            frame.insert(0, "group", group)
+            parts.append(frame)
+        out = pd.concat(parts, ignore_index=True).rename(columns={"source": "features"})
+        out["confidence"] = confidence
+        return out
+
+    def bootstrap_meta(self, boot: AlignmentBootstrap, confidence: float = 0.95
+                       ) -> dict[str, Any]:
+        """Settings and headline intervals of a bootstrap (what ``bootstrap.json`` holds):
+        per group, each source's mean ``metric`` and each pair's difference with its interval."""
+        m = self.metric
+        intervals = self.interval_table(boot, confidence)
+        diffs = self.difference_table(boot, confidence)
+        headline: dict[str, Any] = {}
+        for group, _ in self._group_sets():
+            sel = intervals[(intervals["group"] == group) & (intervals["attribute"] == MEAN_ROW)
+                            & (intervals["metric"] == m)]
+            dsel = diffs[(diffs["group"] == group) & (diffs["attribute"] == MEAN_ROW)
+                         & (diffs["metric"] == m)]
+            headline[group] = {
+                "mean": {r.features: {"estimate": r.estimate, "lower": r.lower,
+                                      "upper": r.upper} for r in sel.itertuples()},
+                "difference": {f"{r.features} - {r.versus}": {
+                    "estimate": r.estimate, "lower": r.lower, "upper": r.upper,
+                    "share_positive": r.share_positive} for r in dsel.itertuples()},
+            }
+        return {
+            "method": "percentile bootstrap of the honest scores; features fixed (chosen on "
+                      f"the {self.select_part} users), whole {self.score_part} users resampled, "
+                      "all feature sets on the same resamples (paired differences)",
+            "n_resamples": boot.n_resamples,
+            "confidence": confidence,
+            "seed": boot.seed,
+            "resampled_unit": f"{self.score_part} user" if boot.grouped else "row",
+            "n_units": boot.n_groups,
+            "n_rows": boot.n_rows,
+            "metric": m,
+            "headline": headline,
+        }
+
     def long_table(self, source: str) -> pd.DataFrame:
         """Every metric of every (feature, attribute) pair of ``source`` on both row sets, in
         long form with a ``part`` column (``select`` / ``score``)."""
@@ -507,16 +693,33 @@ class AlignmentRun:
         }
 
     def write(self, out_dir: str | Path, *, top_k: int = 5,
-              provenance: Mapping[str, Any] | None = None) -> dict[str, Path]:
+              provenance: Mapping[str, Any] | None = None,
+              bootstrap: AlignmentBootstrap | int | None = None,
+              confidence: float = 0.95) -> dict[str, Path]:
         """Write every table as ``STEM.csv`` and ``STEM.parquet`` plus ``alignment.json``.
 
-        Files are written atomically. Returns stem (and ``"alignment"``) -> path of the CSV
-        (the JSON for ``"alignment"``).
+        With ``bootstrap`` (a result of :meth:`bootstrap`, or a number of resamples > 0) also
+        ``bootstrap_intervals`` (:meth:`interval_table`), ``bootstrap_differences``
+        (:meth:`difference_table`) and ``bootstrap.json`` (:meth:`bootstrap_meta`).
+
+        Files are written atomically. Returns stem (and ``"alignment"``, ``"bootstrap"``) ->
+        path of the CSV (the JSON for those two).
         """
         out = Path(out_dir)
+        if isinstance(bootstrap, bool):
+            raise ValueError("bootstrap must be an AlignmentBootstrap, a number of resamples "
+                             "or None")
+        if isinstance(bootstrap, (int, np.integer)):
+            if bootstrap < 0:
+                raise ValueError(f"bootstrap must be >= 0 resamples, got {bootstrap}")
+            bootstrap = self.bootstrap(int(bootstrap), seed=self.seed) if bootstrap else None
+        tables = self.tables(top_k)
+        if bootstrap is not None:
+            tables["bootstrap_intervals"] = self.interval_table(bootstrap, confidence)
+            tables["bootstrap_differences"] = self.difference_table(bootstrap, confidence)
         out.mkdir(parents=True, exist_ok=True)
         written: dict[str, Path] = {}
-        for stem, table in self.tables(top_k).items():
+        for stem, table in tables.items():
             frame = table.reset_index() if _has_named_index(table) else table
             atomic_write_bytes(out / f"{stem}.csv", frame.to_csv(index=False).encode())
             buffer = io.BytesIO()
@@ -538,6 +741,10 @@ class AlignmentRun:
         }
         atomic_write_json(out / "alignment.json", _json_safe(meta))
         written["alignment"] = out / "alignment.json"
+        if bootstrap is not None:
+            atomic_write_json(out / "bootstrap.json",
+                              _json_safe(self.bootstrap_meta(bootstrap, confidence)))
+            written["bootstrap"] = out / "bootstrap.json"
         return written
 
 
@@ -629,19 +836,29 @@ def align(
         stats["SAE"][part] = _stats(f"SAE, {where}", notes, features, labels[part])
         raw = a.activations.detach().cpu().numpy().astype(np.float32, copy=False)
         stats["neurons"][part] = _stats(f"neurons, {where}", notes, raw, labels[part])
+        if part == "score":
+            score_features, score_raw = features, raw
     # The control sees what the SAE sees (normalised inputs) and fires as often as the SAE's
     # features do on the select rows, direction by direction.
     inputs = {part: _normalised(sae, a.activations) for part, a in acts.items()}
     projection = RandomProjection.fit(
         inputs["select"], sae.d_sae, seed=seed,
         active_fraction=stats["SAE"]["select"].feature_active_rate)
+    lazy_score = None
     for part in acts:
         where = f"{part} rows ({select_part if part == 'select' else score_part})"
         lazy = LazyActivations(inputs[part], projection, projection.width,
                                column_transform=projection.columns)
         stats["random"][part] = _stats(f"random control, {where}", notes, lazy, labels[part])
+        if part == "score":
+            lazy_score = lazy
+    score = acts["score"]
+    users = experiment.part(score_part).users[score.sequence_index.cpu().numpy()]
+    kept = scored_rows(stats, {"SAE": score_features, "neurons": score_raw,
+                               "random": lazy_score}, labels["score"], users, metric)
     return AlignmentRun(stats=stats, groups=groups, metric=metric, hook_name=hook,
-                        select_part=select_part, score_part=score_part, seed=seed, notes=notes)
+                        select_part=select_part, score_part=score_part, seed=seed, notes=notes,
+                        scored=kept)
 
 
 # ------------------------------------------------------------------------------ examples

@@ -5,6 +5,8 @@
 - :mod:`~mechrec.alignment.ranking`: top features per attribute, monosemanticity, the overall
   interpretability number, selection on one set of rows and scoring on another, side-by-side
   comparisons of feature sets.
+- :mod:`~mechrec.alignment.bootstrap`: bootstrap confidence intervals (rows or groups
+  resampled) for the scores of a fixed feature selection, paired differences between sources.
 - :mod:`~mechrec.alignment.controls`: random-projection control features.
 - :mod:`~mechrec.alignment.examples`: top activating rows with context, p_top-k.
 - :mod:`~mechrec.alignment.labels`: attributes of activation rows from token-level tables.
@@ -22,6 +24,12 @@ Typical use (``train``/``test`` are activation rows of the SAE-training and test
 """
 
 from mechrec.alignment._validation import DegenerateInputWarning
+from mechrec.alignment.bootstrap import (
+    AlignmentBootstrap,
+    FewGroupsWarning,
+    bootstrap_alignment,
+    selected_columns,
+)
 from mechrec.alignment.controls import RandomProjection, random_projection_control
 from mechrec.alignment.examples import (
     Predicate,
@@ -51,14 +59,17 @@ __all__ = [
     "MEAN_ROW",
     "METRICS",
     "ActivationsLike",
+    "AlignmentBootstrap",
     "AlignmentStats",
     "DegenerateInputWarning",
+    "FewGroupsWarning",
     "LazyActivations",
     "Predicate",
     "RandomProjection",
     "alignment_stats",
     "best_feature_table",
     "best_features",
+    "bootstrap_alignment",
     "compare_interpretability",
     "feature_profiles",
     "interpretability_score",
@@ -68,6 +79,7 @@ __all__ = [
     "p_top_k_table",
     "random_projection_control",
     "score_features",
+    "selected_columns",
     "token_attributes",
     "top_activating_rows",
     "top_examples",

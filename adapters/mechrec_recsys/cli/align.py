@@ -3,7 +3,8 @@
 Commands:
 
 * ``mechrec align tables RUN_DIR SAE_DIR [--out DIR] [--metric correlation]
-  [--decades/--no-decades] [--top-k 5] [--seed 0] [--title-contains TEXT]... [--years A-B]...``:
+  [--decades/--no-decades] [--top-k 5] [--seed 0] [--bootstrap 200] [--confidence 0.95]
+  [--title-contains TEXT]... [--years A-B]...``:
   label every position of the SAE-training and test users by its item (genres, release decade,
   custom predicates), compute feature x attribute statistics for the SAE's features, the raw
   neurons at its hook and a random-projection control, and write them with the per-genre table
@@ -11,7 +12,10 @@ Commands:
   (Fig. 2), monosemanticity and the top features per attribute, as CSV and parquet, into
   ``--out`` (default ``SAE_DIR/alignment``). The best feature per attribute is chosen on the
   SAE-training users and scored on the test users ("honest"); the in-sample variant (chosen
-  and scored on the test users, as in the paper) is reported beside it.
+  and scored on the test users, as in the paper) is reported beside it. ``--bootstrap N``
+  (default 200; 0 disables) resamples the test users N times to give confidence intervals of
+  the honest scores and paired intervals of SAE - neurons, SAE - random and neurons - random
+  (bootstrap_intervals, bootstrap_differences, bootstrap.json).
 * ``mechrec align examples RUN_DIR SAE_DIR FEATURE [--k 10]``: the feature's top activating
   positions with the titles of the items before them, and its p_top-k for genres, decades and
   custom predicates.
@@ -39,7 +43,7 @@ import pandas as pd
 import typer
 from rich.table import Table
 
-from mechrec.alignment import METRICS, DegenerateInputWarning
+from mechrec.alignment import MEAN_ROW, METRICS, AlignmentBootstrap, DegenerateInputWarning
 from mechrec.saes import NormalizedSAE
 from mechrec_recsys.alignment import (
     AlignmentRun,
@@ -184,6 +188,48 @@ def summary_rich(run: AlignmentRun) -> Table:
     return table
 
 
+def _interval(estimate: float, lower: float, upper: float) -> str:
+    return f"{_fmt(estimate)} [{_fmt(lower)}, {_fmt(upper)}]"
+
+
+def bootstrap_rich(run: AlignmentRun, boot: AlignmentBootstrap, confidence: float) -> Table:
+    """Rich table of the bootstrap: per group, each feature set's mean metrics with their
+    intervals, then the paired differences of the selecting metric."""
+    intervals = run.interval_table(boot, confidence)
+    diffs = run.difference_table(boot, confidence)
+    means = intervals[intervals["attribute"] == MEAN_ROW]
+    dmeans = diffs[(diffs["attribute"] == MEAN_ROW) & (diffs["metric"] == run.metric)]
+    unit = f"{run.score_part} users" if boot.grouped else "rows"
+    pct = f"{100 * confidence:g}%"
+    table = Table(title=f"Uncertainty of the honest scores: mean over attributes with {pct} "
+                  f"percentile intervals ({boot.n_resamples} resamples of {boot.n_groups:,} "
+                  f"{unit}, features fixed); differences paired on the same resamples")
+    table.add_column("group", style="bold")
+    table.add_column("features", style="bold")
+    for metric in run.reported:
+        table.add_column(f"{METRIC_LABELS.get(metric, metric)} mean [{pct}]", justify="right")
+    label = METRIC_LABELS.get(run.metric, run.metric)
+    table.add_column(f"difference in {label} mean [{pct}]", justify="right")
+    table.add_column("share > 0", justify="right")
+    for group in dict.fromkeys(means["group"]):
+        sub = means[means["group"] == group]
+        for source in dict.fromkeys(sub["features"]):
+            cells = []
+            for metric in run.reported:
+                row = sub[(sub["features"] == source) & (sub["metric"] == metric)]
+                cells.append(_interval(*row[["estimate", "lower", "upper"]].iloc[0])
+                             if len(row) else "")
+            table.add_row(str(group), str(source), *cells, "", "")
+        dsub = dmeans[dmeans["group"] == group]
+        for i, (_, row) in enumerate(dsub.iterrows()):
+            table.add_row("", f"{row['features']} - {row['versus']}",
+                          *([""] * len(run.reported)),
+                          _interval(row["estimate"], row["lower"], row["upper"]),
+                          _fmt(row["share_positive"], 2), style="italic",
+                          end_section=i == len(dsub) - 1)
+    return table
+
+
 @align_app.command("tables")
 def tables_command(
     run_dir: Path = typer.Argument(..., help="run folder written by 'mechrec train'"),
@@ -197,7 +243,13 @@ def tables_command(
                                  help="also align with release decades"),
     top_k: int = typer.Option(5, "--top-k", help="top features per attribute in "
                               "top_features.csv"),
-    seed: int = typer.Option(0, "--seed", help="seed of the random-projection control"),
+    seed: int = typer.Option(0, "--seed", help="seed of the random-projection control and "
+                             "of the bootstrap"),
+    bootstrap: int = typer.Option(200, "--bootstrap", help="resamples of the test users for "
+                                  "confidence intervals of the honest scores and paired "
+                                  "differences (0 disables)"),
+    confidence: float = typer.Option(0.95, "--confidence", help="coverage of the bootstrap "
+                                     "intervals, in (0, 1)"),
     title_texts: list[str] = typer.Option([], "--title-contains",
                                           help="custom attribute: title contains TEXT "
                                           "(repeatable)"),
@@ -213,27 +265,35 @@ def tables_command(
     feature x attribute pair on the select and score rows, long form), per_genre (best SAE
     feature per attribute, honest and in-sample), summary (SAE vs neurons vs control),
     comparison (per attribute, all three), profiles (Fig. 2), monosemanticity, top_features;
-    plus alignment.json (rows, hook, notes).
+    plus alignment.json (rows, hook, notes). With --bootstrap N > 0 also bootstrap_intervals,
+    bootstrap_differences and bootstrap.json (test users resampled, features fixed).
     """
     if metric not in METRICS:
         fail(f"unknown metric {metric!r}; choose one of {', '.join(METRICS)}")
     if top_k < 1:
         fail(f"--top-k must be a positive integer, got {top_k}")
+    if bootstrap < 0:
+        fail(f"--bootstrap must be >= 0 (0 disables), got {bootstrap}")
+    if not 0.0 < confidence < 1.0:
+        fail(f"--confidence must be in (0, 1), e.g. 0.95, got {confidence}")
     out_dir = out if out is not None else resolve_sae_dir(run_dir, sae_dir) / "alignment"
     try:
         predicates = build_predicates(title_texts, year_ranges)
         experiment, sae = open_run(run_dir, sae_dir, data_dir, download, device)
         run = align(experiment, sae, metric=metric, decades=decades, predicates=predicates,
                     seed=seed)
+        boot = run.bootstrap(bootstrap, seed=seed) if bootstrap else None
         written = run.write(out_dir, top_k=top_k, provenance={
             "run_dir": str(run_dir), "sae_dir": str(resolve_sae_dir(run_dir, sae_dir)),
-            "command": "mechrec align tables"})
+            "command": "mechrec align tables"}, bootstrap=boot, confidence=confidence)
     except BAD_INPUT as exc:
         fail(str(exc))
         return
     console = wide_console(160)
     console.print(per_genre_rich(run))
     console.print(summary_rich(run))
+    if boot is not None:
+        console.print(bootstrap_rich(run, boot, confidence))
     rows = {part: run.stats["SAE"][part].n_rows for part in ("select", "score")}
     console.print(
         f"hook {run.hook_name}; honest = best feature chosen on {rows['select']:,} positions of "
