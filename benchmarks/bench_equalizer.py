@@ -104,27 +104,6 @@ def random_requests(session: EqualizerSession, users: list[Any], n: int,
     return out
 
 
-def session_state(session: EqualizerSession, user: Any) -> Any:
-    """The session's cached state of ``user`` (private: what ``recommend`` ranks from)."""
-    with session._lock:
-        return session._state(session._locate(user))
-
-
-def cache_bytes(state: Any) -> int:
-    """Bytes held by one user's cache entry: unsteered scores, prefix keys/values, residual."""
-    steerer = state.steerer
-    tensors = [state.original_scores, steerer._resid]
-    for cache in [steerer._cache, *steerer._caches.values()]:
-        for entry in cache.entries:
-            tensors += [entry.past_keys, entry.past_values]
-    storages = {}
-    for t in tensors:
-        if t is not None:
-            storage = t.untyped_storage()
-            storages[storage.data_ptr()] = storage.nbytes()
-    return sum(storages.values())
-
-
 class Paths:
     """The four ways to answer one request, on one session."""
 
@@ -152,11 +131,8 @@ class Paths:
 
     def cached_core(self, user: Any, values: dict[str, float]) -> Any:
         """(a) without the answer: the cached last-position re-run and the steered top-K."""
-        edits = self.session.equalizer.edits(self.session.equalizer.parse_values(values),
-                                             self.method)
-        state = session_state(self.session, user)
-        scores = state.steerer.run([edits])[0]
-        return scores, self.top(scores, [state.history], self.k)[0]
+        _, scores = self.session.scores(user, values, method=self.method)
+        return scores, self.top(scores, [self._tokens(user)[1]], self.k)[0]
 
     def naive(self, user: Any, values: dict[str, float]) -> Any:
         """(b) a full steered forward pass of the history with the same edits."""
@@ -247,9 +223,9 @@ def bench(run_dir: Path, sae: str, args: argparse.Namespace) -> None:
                                     cache_users=max(256, args.users))
     opened = time.perf_counter() - start
     experiment = session.experiment
-    keys = list(experiment.user_index())
-    chosen = rng.choice(len(keys), size=min(args.users, len(keys)), replace=False)
-    users = [session._plain_id(keys[i]) for i in chosen]
+    ids = session.user_ids()
+    chosen = rng.choice(len(ids), size=min(args.users, len(ids)), replace=False)
+    users = [ids[i] for i in chosen]
     requests = random_requests(session, users, args.requests, rng)
     paths = Paths(session, args.method, args.k)
     model = experiment.model
@@ -263,7 +239,7 @@ def bench(run_dir: Path, sae: str, args: argparse.Namespace) -> None:
         begin = time.perf_counter()
         paths.cached(user, values)
         cold.append(time.perf_counter() - begin)
-    per_user = [cache_bytes(session_state(session, u)) for u in users]
+    per_user = [session.cache_nbytes(u) for u in users]
 
     # warm-up, then the timed requests, the four paths interleaved
     functions = {"cached": paths.cached, "cached core": paths.cached_core,
@@ -328,7 +304,7 @@ def bench(run_dir: Path, sae: str, args: argparse.Namespace) -> None:
     print(f"{'first request of a user (cold)':34s} {np.median(cold) * 1e3:10.2f} "
           f"{np.percentile(cold, 90) * 1e3:8.2f}   ({len(cold)} requests: builds the cache)")
     print(f"cache per user: median {np.median(per_user) / 1024:.1f} KiB, max "
-          f"{max(per_user) / 1024:.1f} KiB (unsteered scores, prefix keys/values)")
+          f"{max(per_user) / 1024:.1f} KiB (unsteered scores, prefix keys/values, tensor storage)")
     print()
     print("by history length (items the model reads), median ms:")
     sub = (f"{'history':>10s} {'requests':>9s} {'(a) recommend':>14s} {'(a) core':>9s} "

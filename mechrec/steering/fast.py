@@ -155,13 +155,28 @@ class LastPositionSteerer:
                 return_type=None,
                 fwd_hooks=[(n, capture) for n in names],
             )
-        for entry in cache.entries:
-            entry.past_keys = entry.past_keys[:, :-1]
-            entry.past_values = entry.past_values[:, :-1]
-        cache.previous_attention_mask = cache.previous_attention_mask[:, :-1]
-        cache.freeze()
-        self._cache = cache
-        self._caches: dict[int, TransformerLensKeyValueCache] = {}
+        # Keep each layer's prefix keys/values once, with nothing left referencing the full-size
+        # storage of the prefix pass: re-run layers go straight into slotted buffers (the
+        # one-value cache re-runs use), the others are cloned trimmed.
+        first = self.start or 0
+        entries: list[TransformerLensKeyValueCacheEntry] = []
+        for i, entry in enumerate(cache.entries):
+            keys, values = entry.past_keys[:, :-1], entry.past_values[:, :-1]
+            if i < first:  # blocks before the hook's block are not re-run
+                entries.append(
+                    TransformerLensKeyValueCacheEntry(
+                        past_keys=keys.clone(), past_values=values.clone(), frozen=True
+                    )
+                )
+            else:
+                entries.append(_LastSlotEntry.from_prefix(keys, values))
+        self._cache = TransformerLensKeyValueCache(
+            entries=entries,
+            previous_attention_mask=cache.previous_attention_mask[:, :-1].clone(),
+            frozen=True,
+        )
+        del cache
+        self._caches: dict[int, TransformerLensKeyValueCache] = {1: self._cache}
         self._resid = captured[names[0]] if names else None
         self._shortformer = captured.get("hook_pos_embed")
 
@@ -207,10 +222,28 @@ class LastPositionSteerer:
             )
         return logits[:, -1].reshape(groups, batch, -1)
 
+    def nbytes(self) -> int:
+        """Bytes of the tensors this steerer keeps (prefix keys/values with their slots, the
+        mask, the residual at the last position, and the repeated caches built for
+        ``values_per_pass > 1``), each storage counted once."""
+        return tensor_nbytes(self._held_tensors())
+
+    def _held_tensors(self) -> list[torch.Tensor]:
+        tensors = [self.tokens, self.attention_mask]
+        for extra in (self._resid, self._shortformer):
+            if extra is not None:
+                tensors.append(extra)
+        for cache in [self._cache, *self._caches.values()]:
+            tensors.append(cache.previous_attention_mask)
+            for entry in cache.entries:
+                tensors += [entry.past_keys, entry.past_values]
+        return tensors
+
     def _cache_for(self, groups: int) -> TransformerLensKeyValueCache:
         """A frozen cache of the prefix repeated ``groups`` times, with a slot for the last item.
 
-        Built once per group size and reused by every run: each run overwrites the slot.
+        Built once per group size and reused by every run: each run overwrites the slot. The
+        one-group cache is the prefix cache itself, built by the prefix pass.
         """
         if groups in self._caches:
             return self._caches[groups]
@@ -378,6 +411,15 @@ def steered_last_logits(
     if not outs:
         return torch.empty(0, tokens.shape[0], model.cfg.d_vocab_out)
     return torch.stack(outs)
+
+
+def tensor_nbytes(tensors: Sequence[torch.Tensor]) -> int:
+    """Bytes of the distinct storages behind ``tensors`` (views of one storage count once)."""
+    storages: dict[tuple[str, int], int] = {}
+    for tensor in tensors:
+        storage = tensor.untyped_storage()
+        storages[(str(tensor.device), storage.data_ptr())] = storage.nbytes()
+    return sum(storages.values())
 
 
 def _check_tokens(tokens: torch.Tensor) -> torch.Tensor:

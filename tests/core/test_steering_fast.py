@@ -166,3 +166,31 @@ def test_single_position_sequences(tiny_model):
     mask = torch.ones_like(tokens)
     for hook in ("hook_embed", "blocks.0.hook_resid_post"):
         _compare(tiny_model, tokens, mask, hook, _direction_edits(tiny_model, tokens, mask, hook))
+
+
+@pytest.mark.parametrize("hook", ["hook_embed", "blocks.0.hook_resid_post",
+                                  "blocks.1.hook_resid_mid", "ln_final.hook_normalized"])
+def test_prefix_keys_and_values_are_stored_once(tiny_model, token_batches, hook):
+    """One copy of the prefix K/V (plus the re-run slot): the prefix pass's full-size storage
+    is not kept, and the one-value cache re-runs use is the prefix cache itself."""
+    tokens, mask = token_batches[0]
+    cfg = tiny_model.cfg
+    batch, length = tokens.shape
+    kv_heads = getattr(cfg, "n_key_value_heads", None) or cfg.n_heads
+    one_copy = cfg.n_layers * 2 * batch * length * kv_heads * cfg.d_head * 4  # T-1 + slot
+    extras = (tokens.numel() * 8 * 3  # tokens, mask, trimmed mask
+              + batch * cfg.d_model * 4)  # residual at the last position
+    steerer = LastPositionSteerer(tiny_model, tokens, mask, hook)
+    before = steerer.nbytes()
+    steerer.run([None, DirectionEdit(torch.ones(activations_at(
+        tiny_model, tokens, mask, hook).shape[-1]), 1.0)])
+    assert steerer.nbytes() == before  # running builds no second copy
+    prefix_kv = cfg.n_layers * 2 * batch * (length - 1) * kv_heads * cfg.d_head * 4
+    assert prefix_kv <= before <= one_copy + extras
+    storages = set()
+    for cache in steerer._caches.values():
+        for entry in cache.entries:
+            for t in (entry.past_keys, entry.past_values):
+                assert t.untyped_storage().nbytes() <= batch * length * kv_heads * cfg.d_head * 4
+                storages.add(t.untyped_storage().data_ptr())
+    assert len(storages) == 2 * cfg.n_layers

@@ -377,6 +377,63 @@ def test_session_uses_the_experiments_user_lookup(session: EqualizerSession,
         session.recommend("nobody")
 
 
+def test_cache_holds_one_copy_of_the_prefix_keys_and_values(session: EqualizerSession,
+                                                             paper_experiment: Experiment):
+    """Per user: the unsteered scores plus one copy of the prefix K/V (with the re-run slot),
+    counted as distinct tensor storages; nothing of the full-size prefix pass is kept."""
+    cfg = paper_experiment.model.cfg
+    sequences = paper_experiment.part("test")
+    row = max(range(len(sequences.users)), key=lambda r: len(sequences.sequences[r]))
+    user = sequences.users[row].item()
+    length = min(len(sequences.sequences[row]), cfg.n_ctx)
+    assert length == cfg.n_ctx  # the longest window: the case the cache is largest for
+    session.recommend(user, {"Comedy": 2.0})
+    original, steered = session.scores(user, {"Comedy": 2.0})
+    kv_heads = getattr(cfg, "n_key_value_heads", None) or cfg.n_heads
+    one_copy = cfg.n_layers * 2 * length * kv_heads * cfg.d_head * 4  # T-1 positions + slot
+    scores = original.untyped_storage().nbytes()
+    assert scores == cfg.d_vocab_out * 4
+    small = length * 8 * 3 + cfg.d_model * 4  # tokens, mask, trimmed mask, last residual
+    nbytes = session.cache_nbytes(user)
+    assert one_copy - 2 * cfg.n_layers * kv_heads * cfg.d_head * 4 + scores <= nbytes
+    assert nbytes <= one_copy + scores + small
+    steered_again = session.scores(user, {"Comedy": 2.0})[1]
+    assert session.cache_nbytes(user) == nbytes  # re-runs build no second copy
+    assert torch.equal(steered, steered_again)
+
+
+def test_scores_are_what_recommend_ranks(session: EqualizerSession,
+                                         paper_experiment: Experiment,
+                                         paper_sae: NormalizedSAE):
+    user = paper_experiment.part("test").users[3].item()
+    history = paper_experiment.part("test").sequences[3]
+    values = {"Comedy": 6.0, "Thriller": -3.5}
+    original, steered = session.scores(user, values)
+    top = paper_experiment.top_k_from_last_scores
+    answer = session.recommend(user, values)
+    for scores, key in ((original, "original"), (steered, "steered")):
+        assert scores.shape == (1, paper_experiment.model.cfg.d_vocab_out)
+        tokens = top(scores, [history], K)[0]
+        assert ids(answer[key]) == paper_experiment.vocab.to_items(tokens).tolist()
+    controls = session.equalizer.controls
+    edit = FeatureEdit(paper_sae, {controls[g].feature: v for g, v in values.items()},
+                       mode="add", keep_error=True)
+    window = torch.as_tensor(history[-paper_experiment.model.cfg.n_ctx:])[None, :]
+    naive = steered_last_logits(paper_experiment.model, window, None, paper_sae.hook_name,
+                                [None, edit], method="naive")
+    assert (steered - naive[1]).abs().max() <= 1e-4
+    assert (original - naive[0]).abs().max() <= 1e-4
+    unsteered = session.scores(user)
+    assert torch.equal(unsteered[0], original) and torch.equal(unsteered[1], original)
+    assert session.cache_nbytes(user) > 0
+    with pytest.raises(UnknownUserError):
+        session.cache_nbytes("nobody")
+    with pytest.raises(EqualizerInputError, match="unknown method"):
+        session.scores(user, values, method="nope")
+    assert session.user_ids()[:3] == [
+        int(u) for u in paper_experiment.part("test").users[:3].tolist()]
+
+
 # ------------------------------------------------------------------------------- CLI
 
 

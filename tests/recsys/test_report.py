@@ -211,6 +211,124 @@ def test_table2_and_figure4_numbers_come_from_the_alignment_tables(report, quick
     assert f"{first['attribute']}, SAE feature: {first['SAE_correlation']:.4g}" in text
 
 
+BOOTSTRAP_FILES = ("bootstrap_intervals.csv", "bootstrap_intervals.parquet",
+                   "bootstrap_differences.csv", "bootstrap_differences.parquet",
+                   "bootstrap.json")
+
+
+def test_bootstrap_numbers_come_from_the_bootstrap_files(report, quick_run):
+    folder = quick_run[1] / "saes" / "paper" / "alignment"
+    meta = json.loads((folder / "bootstrap.json").read_text())
+    assert meta["n_resamples"] == 50 and meta["confidence"] == 0.95  # the quick preset's
+    metric = meta["metric"]
+    intervals = pd.read_csv(folder / "bootstrap_intervals.csv")
+    diffs = pd.read_csv(folder / "bootstrap_differences.csv")
+    means = intervals[(intervals["group"] == "genre") & (intervals["attribute"] == "(mean)")
+                      & (intervals["metric"] == metric)]
+    assert set(means["features"]) == {"SAE", "neurons", "random"}
+    headline = meta["headline"]["genre"]
+    for row in means.itertuples(index=False):
+        key = f"bootstrap/genre/{row.features}"
+        for column in ("estimate", "lower", "upper", "std_error"):
+            assert value(report, f"{key}/{column}") == getattr(row, column)
+        for column in ("estimate", "lower", "upper"):
+            assert value(report, f"{key}/{column}") == headline["mean"][row.features][column]
+        assert value(report, f"{key}/n_valid") == row.n_valid
+    summary = pd.read_csv(folder / "summary.csv")
+    sae = summary[(summary["group"] == "genre") & (summary["features"] == "SAE")
+                  & (summary["selection"] == "honest")].iloc[0]
+    assert value(report, "bootstrap/genre/SAE/estimate") == pytest.approx(
+        sae["correlation_mean"], abs=1e-12)
+    dmeans = diffs[(diffs["group"] == "genre") & (diffs["attribute"] == "(mean)")
+                   & (diffs["metric"] == metric)]
+    assert len(dmeans) == 3
+    text = (quick_run[1] / "report.html").read_text(encoding="utf-8")
+    inside = 0
+    for row in dmeans.itertuples(index=False):
+        key = f"bootstrap/genre/{row.features}-{row.versus}"
+        for column in ("estimate", "lower", "upper", "share_positive"):
+            assert value(report, f"{key}/{column}") == getattr(row, column)
+            assert value(report, f"{key}/{column}") == \
+                headline["difference"][f"{row.features} - {row.versus}"][column]
+        contains = row.lower <= 0.0 <= row.upper
+        inside += contains
+        assert cell(report, f"{key}/contains_zero")["text"] == ("yes" if contains else "no")
+        span = f"95% interval {row.lower:+.3f} to {row.upper:+.3f}"
+        verdict = "contains 0" if contains else \
+            "lies above 0" if row.lower > 0 else "lies below 0"
+        assert f"{span} {verdict} ({row.share_positive:.0%} of resamples &gt; 0)" in text
+    if inside == 3:
+        assert "Every difference interval contains 0" in text
+    elif inside == 0:
+        assert "No difference interval contains 0" in text
+    else:
+        assert f"{inside} of 3 difference intervals contain" in text
+
+
+def test_missing_bootstrap_files_become_a_note(quick_run, tmp_path: Path):
+    run_dir = copy_run(quick_run, tmp_path)
+    folder = run_dir / "saes" / "paper" / "alignment"
+    for name in BOOTSTRAP_FILES:
+        (folder / name).unlink()
+    result = run_cli("report", run_dir)
+    assert result.exit_code == 0, result.output
+    text = (run_dir / "report.html").read_text(encoding="utf-8")
+    page = parse(text)
+    assert tuple(page.sections) == SECTION_IDS
+    assert text.count('class="missing"') == 1
+    assert "The bootstrap of the alignment comparison is not available" in text
+    assert f"mechrec align tables {run_dir} paper --seed 0" in text and "--bootstrap 50" in text
+    assert f"mechrec reproduce --dataset ml-100k --split paper --seed 0 --quick --out " \
+           f"{run_dir}" in text
+    assert not any(key.startswith("bootstrap/") for key in page.cells)
+    assert "table2/mean/correlation" in page.cells  # the rest of the section still shows
+    # a run whose settings turned the bootstrap off says so and names a command that makes it
+    settings = json.loads((run_dir / "reproduce" / "settings.json").read_text())
+    (run_dir / "reproduce" / "settings.json").write_text(json.dumps(
+        {**settings, "align_bootstrap": 0}))
+    assert run_cli("report", run_dir).exit_code == 0
+    text = (run_dir / "report.html").read_text(encoding="utf-8")
+    assert "turn the bootstrap off (align_bootstrap 0)" in text and "--bootstrap 200" in text
+
+
+def test_an_align_step_made_before_the_bootstrap_reruns_alone(quick_run, tmp_path: Path,
+                                                             data_args):
+    """A folder whose align record predates ``align_bootstrap`` (and has no bootstrap files)
+    is not refused: only the align step reruns and writes them."""
+    import hashlib
+
+    run_dir = copy_run(quick_run, tmp_path)
+    folder = run_dir / "saes" / "paper" / "alignment"
+    for name in BOOTSTRAP_FILES:
+        (folder / name).unlink()
+    path = run_dir / "reproduce" / "steps.json"
+    data = json.loads(path.read_text())
+    record = data["steps"]["align"]
+    old = {k: v for k, v in record["settings"].items() if k != "align_bootstrap"}
+    record["settings"] = old
+    record["digest"] = hashlib.sha256(json.dumps(old, sort_keys=True).encode()
+                                      ).hexdigest()[:16]
+    path.write_text(json.dumps(data))
+    before = tokens(run_dir)
+    result = run_cli("reproduce", "--quick", "--out", run_dir, *data_args)
+    assert result.exit_code == 0, result.output
+    assert "made without the newer setting(s) align_bootstrap" in result.stderr
+    assert invocation(run_dir) == {name: "ran" if name == "align" else "skipped"
+                                   for name in STEP_NAMES}
+    after = tokens(run_dir)
+    assert after["align"] != before["align"]
+    assert {n: t for n, t in after.items() if n != "align"} == \
+        {n: t for n, t in before.items() if n != "align"}
+    assert all((folder / name).is_file() for name in BOOTSTRAP_FILES)
+    record = json.loads(path.read_text())["steps"]["align"]
+    assert record["settings"]["align_bootstrap"] == 50
+    assert 'class="missing"' not in (run_dir / "report.html").read_text(encoding="utf-8")
+    # a deleted bootstrap file reruns the align step too
+    (folder / "bootstrap.json").unlink()
+    assert run_cli("reproduce", "--quick", "--out", run_dir, *data_args).exit_code == 0
+    assert invocation(run_dir)["align"] == "ran" and (folder / "bootstrap.json").is_file()
+
+
 def test_steering_and_sae_numbers_come_from_their_files(report, quick_run):
     run_dir = quick_run[1]
     shares = pd.read_csv(run_dir / "steering" / "paper" / "target_share.csv")
@@ -335,6 +453,17 @@ def test_other_settings_in_the_same_folder_are_refused(quick_run, data_args):
     result = run_cli("reproduce", "--quick", "--epochs", "5", "--out", run_dir, *data_args)
     assert_one_line_error(result, "other settings")
     assert "epochs 3 -> 5" in result.output
+    assert tokens(run_dir) == before
+
+
+def test_another_bootstrap_setting_in_the_same_folder_is_refused(quick_run, data_args):
+    from mechrec_recsys.report import ReproduceSettings, run_pipeline
+
+    _, run_dir = quick_run
+    before = tokens(run_dir)
+    settings = ReproduceSettings.quick_preset().with_overrides(align_bootstrap=10)
+    with pytest.raises(ValueError, match=r"align \(align_bootstrap 50 -> 10\)"):
+        run_pipeline(settings, run_dir, data_dir=data_args[1], download=False)
     assert tokens(run_dir) == before
 
 

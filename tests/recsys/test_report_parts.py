@@ -8,6 +8,7 @@ from html.parser import HTMLParser
 import pytest
 from mechrec_recsys.report.markup import num_cell, text_cell
 from mechrec_recsys.report.pipeline import settings_conflicts
+from mechrec_recsys.report.sections import bootstrap_conclusion, difference_verdict
 from mechrec_recsys.report.settings import ReproduceSettings, step_digest, step_settings
 from mechrec_recsys.report.svg import Series, bar_chart, line_chart, nice_ticks
 
@@ -87,3 +88,61 @@ def test_settings_round_trip_and_digests():
     assert (paper.n_layers, paper.n_heads, paper.d_model) == (3, 2, 64)
     assert (paper.sae_d_sae, paper.sae_l1, paper.sae_steps) == (2048, 0.1, 3000)
     assert paper.steer_values[0] == -10.0 and paper.steer_values[-1] == 10.0
+
+
+def test_bootstrap_setting_belongs_to_the_align_step_only():
+    quick = ReproduceSettings.quick_preset()
+    assert quick.align_bootstrap == 50 and ReproduceSettings.paper().align_bootstrap == 200
+    other = quick.with_overrides(align_bootstrap=10)
+    changed = [step for step in ("data", "train", "table1", "sae", "align", "steer")
+               if step_digest(other, step) != step_digest(quick, step)]
+    assert changed == ["align"]
+    records = {"align": {"digest": step_digest(quick, "align"),
+                         "settings": step_settings(quick, "align")}}
+    assert settings_conflicts(other, records) == ["align (align_bootstrap 50 -> 10)"]
+    # a record made before the setting existed is no conflict (the step reruns instead)
+    old = {key: value for key, value in step_settings(quick, "align").items()
+           if key != "align_bootstrap"}
+    assert settings_conflicts(other, {"align": {"digest": "old", "settings": old}}) == []
+    changed_seed = {**old, "align_top_k": 9}
+    assert settings_conflicts(other, {"align": {"digest": "old", "settings": changed_seed}}) \
+        == ["align (align_top_k 9 -> 5, align_bootstrap None -> 10)"]
+    with pytest.raises(ValueError, match="align_bootstrap must be >= 0"):
+        quick.with_overrides(align_bootstrap=-1)
+
+
+def test_bootstrap_sentences_follow_the_numbers():
+    assert "contains 0 (48% of resamples > 0)" in difference_verdict(
+        "SAE", "neurons", -0.009, 0.009, 0.48, 0.95)
+    above = difference_verdict("SAE", "random", 0.001, 0.02, 0.99, 0.9)
+    assert "90% interval +0.001 to +0.020 lies above 0" in above
+    assert "SAE features score higher than random control" in above
+    below = difference_verdict("neurons", "random", -0.02, -0.001, 0.0, 0.95)
+    assert "lies below 0" in below and "neurons score lower than random control" in below
+    assert "no 95% interval" in difference_verdict("SAE", "neurons", math.nan, None, None, 0.95)
+    assert bootstrap_conclusion([(-1, 1), (-0.5, 0.0)], "genres").startswith(
+        "Every difference interval contains 0")
+    assert bootstrap_conclusion([(0.1, 1), (-2, -1)], "genres").startswith(
+        "No difference interval contains 0")
+    assert bootstrap_conclusion([(-1, 1), (0.1, 1), (None, 1)], "genres") == \
+        "1 of 2 difference intervals contains 0; the other one separates its pair."
+    assert bootstrap_conclusion([], "genres") == "No difference has an interval."
+
+
+def test_reproduce_cli_passes_align_bootstrap_to_the_settings(tmp_path, monkeypatch) -> None:
+    """``--align-bootstrap`` reaches the pipeline's settings (the pipeline itself is replaced)."""
+    import mechrec_recsys.report as report_pkg
+    from mechrec_recsys.cli.main import app
+    from typer.testing import CliRunner
+
+    seen = {}
+
+    def fake_pipeline(settings, out, **kwargs):
+        seen["settings"] = settings
+        raise ValueError("stop here")
+
+    monkeypatch.setattr(report_pkg, "run_pipeline", fake_pipeline)
+    result = CliRunner().invoke(app, ["reproduce", "--out", str(tmp_path / "run"), "--quick",
+                                      "--align-bootstrap", "7"])
+    assert seen["settings"].align_bootstrap == 7
+    assert result.exit_code == 2 and "stop here" in result.output

@@ -95,6 +95,9 @@ def reproduce_command(
                                       "genres"),
     values: str | None = typer.Option(None, "--values", help="steering: start:stop:step "
                                       "(inclusive) or a comma list"),
+    align_bootstrap: int | None = typer.Option(
+        None, "--align-bootstrap", help="alignment: bootstrap resamples of the test users for "
+        "the confidence intervals (0 disables)"),
     report: Path | None = typer.Option(None, "--report", help="HTML file to write (default "
                                        "RUN_DIR/report.html)"),
     data_dir: Path | None = typer.Option(None, "--data-dir", help="folder holding the "
@@ -128,7 +131,7 @@ def reproduce_command(
             sae_d_sae=d_sae, sae_l1=l1, sae_steps=sae_steps,
             steer_genres=tuple(g.strip() for g in genres.split(",") if g.strip())
             if genres is not None else None,
-            steer_values=grid)
+            steer_values=grid, align_bootstrap=align_bootstrap)
     except BAD_INPUT as exc:
         fail(str(exc))
         return

@@ -31,6 +31,7 @@ import torch
 
 from mechrec.saes import NormalizedSAE
 from mechrec.steering import LastPositionSteerer
+from mechrec.steering.fast import tensor_nbytes
 from mechrec_recsys.equalizer.controls import (
     DEFAULT_MAX_VALUE,
     DEFAULT_PROBE_ROWS,
@@ -197,15 +198,62 @@ class EqualizerSession:
                 f"unknown method {method!r}; choose {' or '.join(repr(m) for m in METHODS)}"
             )
         active = self.equalizer.parse_values(values)
+        state, _, steered_scores = self._scores(user, active, method)
+        top = self.experiment.top_k_from_last_scores
+        original = top(state.original_scores, [state.history], k)[0]
+        steered = top(steered_scores, [state.history], k)[0]
+        return self._response(state, method, k, active, original, steered)
+
+    def scores(
+        self, user: Any, values: Mapping[str, Any] | None = None, *, method: str = "sae"
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One user's unsteered and steered next-item scores under the slider ``values``.
+
+        The numbers :meth:`recommend` ranks (before excluding the history), from the same cache:
+        ``(original, steered)``, each ``(1, vocab)``. With every slider at 0 both are the
+        unsteered scores. Treat them as read-only: the unsteered ones are the cached tensor.
+
+        Raises:
+            UnknownUserError: no sequence of the run belongs to ``user``.
+            EqualizerInputError: a bad value, genre or method.
+        """
+        if not isinstance(method, str) or method not in METHODS:
+            raise EqualizerInputError(
+                f"unknown method {method!r}; choose {' or '.join(repr(m) for m in METHODS)}"
+            )
+        _, original, steered = self._scores(user, self.equalizer.parse_values(values), method)
+        return original, steered
+
+    def cache_nbytes(self, user: Any) -> int:
+        """Bytes of tensor storage the session's cache holds for ``user`` (unsteered scores,
+        the prefix's keys/values, mask and last-position residual), each storage counted once;
+        0 if the user is not cached.
+
+        Raises:
+            UnknownUserError: no sequence of the run belongs to ``user``.
+            EqualizerInputError: ``user`` is not a user id.
+        """
+        location = self._locate(user)
+        with self._lock:
+            state = self._cache.get(location)
+            if state is None:
+                return 0
+            return tensor_nbytes([state.original_scores]) + state.steerer.nbytes()
+
+    def user_ids(self) -> list[Any]:
+        """Every user id of the run (as the run stores it: numbers for integer ids), in the
+        run's order (test users first)."""
+        return [self._plain_id(key) for key in self._users]
+
+    def _scores(self, user: Any, active: dict[str, float],
+                method: str) -> tuple[_UserState, torch.Tensor, torch.Tensor]:
+        """The user's cached state, unsteered and steered scores for parsed slider values."""
         edits = self.equalizer.edits(active, method)
         location = self._locate(user)
         with self._lock:
             state = self._state(location)
             steered_scores = state.steerer.run([edits])[0] if edits else state.original_scores
-        top = self.experiment.top_k_from_last_scores
-        original = top(state.original_scores, [state.history], k)[0]
-        steered = top(steered_scores, [state.history], k)[0]
-        return self._response(state, method, k, active, original, steered)
+        return state, state.original_scores, steered_scores
 
     def _response(self, state: _UserState, method: str, k: int, active: dict[str, float],
                   original: np.ndarray, steered: np.ndarray) -> dict[str, Any]:

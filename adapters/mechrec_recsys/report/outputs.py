@@ -121,13 +121,19 @@ class RunOutputs:
         return _json(self.layout.table1_json, "table1")
 
     def alignment_table(self, stem: str) -> pd.DataFrame:
-        """An alignment CSV (``per_genre``, ``summary``, ``comparison``, ...)."""
+        """An alignment CSV (``per_genre``, ``summary``, ``comparison``,
+        ``bootstrap_intervals``, ``bootstrap_differences``, ...)."""
         return _csv(self.layout.alignment_dir / f"{stem}.csv", "align")
 
     @cached_property
     def alignment_meta(self) -> dict[str, Any]:
         """``alignment.json`` (rows, hook, notes)."""
         return _json(self.layout.alignment_dir / "alignment.json", "align")
+
+    @cached_property
+    def alignment_bootstrap(self) -> dict[str, Any]:
+        """``bootstrap.json`` of the alignment (resamples, confidence, headline intervals)."""
+        return _json(self.layout.alignment_dir / "bootstrap.json", "align")
 
     def steering_table(self, name: str) -> pd.DataFrame:
         """A steering CSV (``target_share``, ``features``, ``probes``, ``monotonicity``)."""

@@ -9,7 +9,9 @@ therefore loses at most the step in progress, and the library's own resume (GPTR
 state, the Table-1 sweep's saved SAEs) keeps most of that one too.
 
 A run folder whose records were made with *other* settings is refused before anything runs
-(the error names the differing settings): results of two configurations never mix.
+(the error names the differing settings): results of two configurations never mix. A setting
+a step's record lacks (added to :data:`~mechrec_recsys.report.settings.STEP_FIELDS` after the
+step ran, like ``align_bootstrap``) is no conflict: that step reruns with it.
 """
 
 from __future__ import annotations
@@ -127,14 +129,22 @@ def _write_steps(layout: RunLayout, records: dict[str, dict[str, Any]]) -> None:
 
 def settings_conflicts(settings: ReproduceSettings, records: dict[str, dict[str, Any]]
                        ) -> list[str]:
-    """One line per recorded step whose settings differ from ``settings``."""
+    """One line per recorded step whose settings differ from ``settings``.
+
+    Settings the record lacks (added since the step ran) are no conflict: :func:`run_pipeline`
+    reruns such a step.
+    """
     lines = []
     for step in STEPS:
         record = records.get(step.name)
         if record is None or record.get("digest") == step_digest(settings, step.name):
             continue
-        old = record.get("settings", {})
+        old = record.get("settings")
         new = step_settings(settings, step.name)
+        if isinstance(old, dict) and old and all(old[key] == new[key] for key in new
+                                                 if key in old):
+            continue
+        old = old if isinstance(old, dict) else {}
         diffs = [f"{key} {old.get(key)!r} -> {new[key]!r}" for key in new
                  if old.get(key) != new[key]]
         lines.append(f"{step.name} ({', '.join(diffs[:3]) or 'settings changed'})")
@@ -189,13 +199,20 @@ def run_pipeline(
         prefix = f"[{number}/{len(STEPS)}] {step.name}: {step.title}"
         record = records.get(step.name)
         upstream = {name: records[name]["token"] for name in step.after}
-        outputs_present = all(path.exists() for path in step.outputs(layout))
-        if record is not None and outputs_present and record.get("upstream") == upstream:
+        outputs_present = all(path.exists() for path in step.outputs(layout, settings))
+        same_settings = record is not None and \
+            record.get("digest") == step_digest(settings, step.name)
+        if same_settings and outputs_present and record.get("upstream") == upstream:
             log(f"{prefix}: done before, skipped")
             result.statuses.append(StepStatus(step.name, "skipped"))
             continue
         fresh_upstream = record is not None and record.get("upstream") != upstream
-        log(f"{prefix} ...")
+        if record is not None and not same_settings:
+            added = [key for key in step_settings(settings, step.name)
+                     if key not in (record.get("settings") or {})]
+            log(f"{prefix}: made without the newer setting(s) {', '.join(added)}, rerun ...")
+        else:
+            log(f"{prefix} ...")
         started = time.perf_counter()
         summary = step.run(ctx, fresh_upstream)
         seconds = time.perf_counter() - started

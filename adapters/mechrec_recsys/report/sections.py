@@ -335,9 +335,159 @@ def sae_section(out: RunOutputs) -> Section:
     return Section("sae", "The SAE used for analysis", _guard(out, "The analysis SAE", build))
 
 
+# ------------------------------------------------------------------------------ bootstrap
+#: Feature sets of the alignment comparison, in report order, with their display names.
+SOURCE_LABELS: dict[str, str] = {"SAE": "SAE features", "neurons": "neurons",
+                                 "random": "random control"}
+#: The row of the bootstrap tables holding the mean over a group's attributes.
+BOOTSTRAP_MEAN_ROW = "(mean)"
+GROUP_NOUNS: dict[str, str] = {"genre": "genres", "decade": "release decades",
+                               "custom": "custom attributes", "all": "attributes"}
+GROUP_TITLES: dict[str, str] = {"decade": "release decades", "custom": "custom attributes",
+                                "all": "every attribute together"}
+
+
+def _source_label(source: str, widths: dict[str, Any]) -> str:
+    label = SOURCE_LABELS.get(source, source)
+    width = widths.get(source)
+    return f"{label} ({width})" if number(width) is not None else label
+
+
+def contains_zero(lower: Any, upper: Any) -> bool | None:
+    """Whether the interval ``[lower, upper]`` contains 0 (``None`` without an interval)."""
+    lo, hi = number(lower), number(upper)
+    if lo is None or hi is None:
+        return None
+    return lo <= 0.0 <= hi
+
+
+def difference_verdict(features: str, versus: str, lower: Any, upper: Any,
+                       share_positive: Any, confidence: float) -> str:
+    """One sentence saying whether the interval of ``features - versus`` contains 0, built only
+    from the numbers."""
+    pct = f"{100 * confidence:g}%"
+    first, second = (SOURCE_LABELS.get(features, features), SOURCE_LABELS.get(versus, versus))
+    name = f"{first} − {second}"
+    inside = contains_zero(lower, upper)
+    if inside is None:
+        return f"{name}: no {pct} interval (no resample gave a defined value)."
+    span = f"{pct} interval {number(lower):+.3f} to {number(upper):+.3f}"
+    share = number(share_positive)
+    shown = "" if share is None else f" ({share:.0%} of resamples > 0)"
+    if inside:
+        return f"{name}: the {span} contains 0{shown}, so the two cannot be told apart."
+    if number(lower) > 0.0:
+        return f"{name}: the {span} lies above 0{shown}: {first} score higher than {second}."
+    return f"{name}: the {span} lies below 0{shown}: {first} score lower than {second}."
+
+
+def bootstrap_conclusion(intervals: Sequence[tuple[Any, Any]], noun: str) -> str:
+    """How many of the difference intervals ``(lower, upper)`` contain 0."""
+    verdicts = [v for v in (contains_zero(lo, hi) for lo, hi in intervals) if v is not None]
+    zero = sum(verdicts)
+    if not verdicts:
+        return "No difference has an interval."
+    if zero == len(verdicts):
+        return (f"Every difference interval contains 0: by the mean over the {noun}, the "
+                "feature sets cannot be told apart on these test users.")
+    if zero == 0:
+        return (f"No difference interval contains 0: the mean over the {noun} separates "
+                "every pair.")
+    rest = len(verdicts) - zero
+    verb = "contains" if zero == 1 else "contain"
+    others = ("the other one separates its pair" if rest == 1
+              else f"the other {rest} separate their pairs")
+    return f"{zero} of {len(verdicts)} difference intervals {verb} 0; {others}."
+
+
+def bootstrap_block(out: RunOutputs, group: str, *, tables_only: bool = False) -> str:
+    """Mean ``metric`` per feature set with its interval, the paired differences with theirs,
+    and a sentence per difference saying whether its interval contains 0 (for one group of
+    attributes: ``genre``, ``decade``, ``custom`` or ``all``)."""
+    meta = out.alignment_bootstrap
+    metric = meta.get("metric", "correlation")
+    confidence = float(meta.get("confidence", 0.95))
+    pct = f"{100 * confidence:g}%"
+    intervals = out.alignment_table("bootstrap_intervals")
+    diffs = out.alignment_table("bootstrap_differences")
+    try:
+        widths = dict(out.alignment_meta.get("features", {}))
+    except MissingOutput:
+        widths = {}
+    rows_of = (intervals["group"] == group) & (intervals["metric"] == metric)
+    means = intervals[rows_of & (intervals["attribute"] == BOOTSTRAP_MEAN_ROW)]
+    if means.empty:
+        return ""
+    members = intervals["group"] != "all" if group == "all" else intervals["group"] == group
+    per = intervals[members & (intervals["metric"] == metric) & intervals["estimate"].notna()
+                    & (intervals["attribute"] != BOOTSTRAP_MEAN_ROW)]
+    n_attr = per["attribute"].nunique()
+    noun = GROUP_NOUNS.get(group, group)
+    label = f"mean best-{group} {metric}" if group == "genre" else f"mean {metric}"
+    order = {source: i for i, source in enumerate(SOURCE_LABELS)}
+    rows = []
+    for r in sorted(_records(means), key=lambda r: order.get(r["features"], len(order))):
+        key = f"bootstrap/{group}/{r['features']}"
+        rows.append([text_cell(_source_label(r["features"], widths), header=True),
+                     *(num_cell(r[c], key=f"{key}/{c}", digits=3)
+                       for c in ("estimate", "lower", "upper", "std_error")),
+                     num_cell(r["n_valid"], key=f"{key}/n_valid", count=True)])
+    unit = meta.get("resampled_unit", "test user")
+    caption = (f"{label} over {n_attr} {noun} with {pct} percentile intervals: "
+               f"{meta.get('n_resamples', '–')} resamples of the {meta.get('n_units', '–')} "
+               f"{unit}s; {meta.get('method', '')}")
+    body = table(["features", f"{label}", f"{pct} lower", f"{pct} upper", "std. error",
+                  "valid resamples"], rows, caption=caption)
+    dmeans = diffs[(diffs["group"] == group) & (diffs["attribute"] == BOOTSTRAP_MEAN_ROW)
+                   & (diffs["metric"] == metric)]
+    drows, verdicts = [], []
+    for r in _records(dmeans):
+        key = f"bootstrap/{group}/{r['features']}-{r['versus']}"
+        name = (f"{SOURCE_LABELS.get(r['features'], r['features'])} − "
+                f"{SOURCE_LABELS.get(r['versus'], r['versus'])}")
+        drows.append([text_cell(name, header=True),
+                      *(num_cell(r[c], key=f"{key}/{c}", digits=3)
+                        for c in ("estimate", "lower", "upper")),
+                      num_cell(r["share_positive"], key=f"{key}/share_positive", digits=2),
+                      text_cell({True: "yes", False: "no", None: None}[
+                          contains_zero(r["lower"], r["upper"])], key=f"{key}/contains_zero")])
+        verdicts.append((r["features"], r["versus"], r["lower"], r["upper"],
+                         r["share_positive"]))
+    if drows:
+        body += table(["paired difference", f"difference in {label}", f"{pct} lower",
+                       f"{pct} upper", "share of resamples > 0", "interval contains 0"],
+                      drows, caption="differences computed on the same resamples (paired)")
+        sentences = [] if tables_only else [difference_verdict(*v, confidence)
+                                            for v in verdicts]
+        sentences.append(bootstrap_conclusion([(v[2], v[3]) for v in verdicts], noun))
+        body += paragraph(" ".join(sentences), cls="verdict")
+    return body
+
+
+def _bootstrap_missing(out: RunOutputs, exc: MissingOutput) -> str:
+    """The note for a run folder without the alignment's bootstrap files."""
+    settings = known_settings(out)
+    disabled = settings is not None and settings.align_bootstrap < 1
+    if disabled:
+        settings = settings.with_overrides(
+            align_bootstrap=ReproduceSettings().align_bootstrap)
+    commands = [f"{step_command('align', settings, out.run_dir)}   (the align step alone; "
+                "writes bootstrap_intervals, bootstrap_differences and bootstrap.json)"]
+    if not disabled:
+        commands.append(f"{reproduce_command(out)}   (reruns the align step of a run folder "
+                        "made before the bootstrap existed)")
+    note = missing_note("The bootstrap of the alignment comparison", exc.path, exc.reason,
+                        commands)
+    if disabled:
+        note += paragraph("This run's settings turn the bootstrap off (align_bootstrap 0).",
+                          cls="missing")
+    return note
+
+
 # ------------------------------------------------------------------------------ Table 2
 def alignment_section(out: RunOutputs) -> Section:
-    """Table 2 (best feature per genre), SAE vs neurons vs random, and Figure 4's bars."""
+    """Table 2 (best feature per genre), SAE vs neurons vs random with bootstrap intervals of
+    the means and their paired differences, and Figure 4's bars."""
 
     def table2() -> str:
         frame = out.alignment_table("per_genre")
@@ -427,9 +577,25 @@ def alignment_section(out: RunOutputs) -> Section:
                            "random-control direction, each chosen on the SAE users and scored "
                            "on the test users")
 
+    def uncertainty() -> str:
+        try:
+            body = bootstrap_block(out, "genre")
+            others = "".join(
+                f"<h4>{esc(GROUP_TITLES[group])}</h4>{block}"
+                for group in ("decade", "custom", "all")
+                if (block := bootstrap_block(out, group, tables_only=True)))
+        except MissingOutput as exc:
+            return _bootstrap_missing(out, exc)
+        if others:
+            body += details("bootstrap of the release decades, custom attributes and all "
+                            "attributes", others)
+        return body
+
     body = ("<h3>Table 2: the best SAE feature per genre</h3>" + _guard(out, "Table 2", table2)
             + "<h3>SAE features vs neurons vs a random control</h3>"
             + _guard(out, "The SAE vs neurons summary", summary_table)
+            + "<h3>Uncertainty: bootstrap intervals of the comparison</h3>"
+            + _guard(out, "The bootstrap intervals", uncertainty)
             + "<h3>Figure 4: best correlation per genre</h3>" + _guard(out, "Figure 4", figure4))
     return Section("alignment", "Table 2 and Figure 4: genre features (paper §7)", body)
 

@@ -3,12 +3,15 @@
 The paper preset is the set of commands in ``docs/reproducing-the-paper.md`` (GPTRec with 3
 layers, 2 heads, hidden 64; Table 1 over the paper's L1 weights and dictionary sizes with 2
 seeds of 1,500 steps of 256 rows; an L1 SAE with 2,048 features at λ 0.1 trained for 3,000
-steps of 1,024 rows; alignment with release decades and two custom predicates; steering of six
-genres over -10..10 in both edit modes with probes). The quick preset runs every step at toy
-size, in seconds, for tests and a first look.
+steps of 1,024 rows; alignment with release decades and two custom predicates and 200 bootstrap
+resamples of the test users; steering of six genres over -10..10 in both edit modes with
+probes). The quick preset runs every step at toy
+size, in seconds, for tests and a first look (50 bootstrap resamples).
 
 Each pipeline step depends on a subset of the fields (:data:`STEP_FIELDS`); a step's outputs
-are reused only when those fields are unchanged (:func:`step_digest`).
+are reused only when those fields are unchanged (:func:`step_digest`). A field added to a step
+after a run folder's step ran (absent from its record, e.g. ``align_bootstrap`` in folders made
+before the alignment had a bootstrap) makes that step rerun rather than conflict.
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ SPLITS_WITH_SAE_USERS: tuple[str, ...] = ("paper", "random")
 PAPER_STEER_GENRES: tuple[str, ...] = ("Action", "Children", "Fantasy", "Sci-Fi", "Western",
                                        "Horror")
 SETTINGS_FORMAT = "mechrec.reproduce_settings/1"
+#: Coverage of the alignment's bootstrap intervals (as ``mechrec align tables``' default).
+ALIGN_CONFIDENCE = 0.95
 
 
 @dataclass(frozen=True)
@@ -56,6 +61,9 @@ class ReproduceSettings:
         align_title_contains: custom attributes "title contains TEXT".
         align_years: custom attributes "release year in FIRST-LAST".
         align_top_k: top features per attribute in ``top_features.csv``.
+        align_bootstrap: resamples of the test users for the confidence intervals of the
+            alignment comparison (``bootstrap_intervals``, ``bootstrap_differences``,
+            ``bootstrap.json``; 0 disables them), at :data:`ALIGN_CONFIDENCE`.
         steer_genres: genres whose best feature (and probe) is steered.
         steer_values: feature values (and direction multiples) of the sweep.
         steer_modes: SAE edit modes (``replace`` = the paper's, ``keep-error``).
@@ -94,6 +102,7 @@ class ReproduceSettings:
     align_title_contains: tuple[str, ...] = ("Star Wars",)
     align_years: tuple[str, ...] = ("1980-1989",)
     align_top_k: int = 5
+    align_bootstrap: int = 200
     steer_genres: tuple[str, ...] = PAPER_STEER_GENRES
     steer_values: tuple[float, ...] = tuple(float(v) for v in range(-10, 11))
     steer_modes: tuple[str, ...] = ("replace", "keep-error")
@@ -111,8 +120,9 @@ class ReproduceSettings:
         for name in positive:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.patience < 0:
-            raise ValueError(f"patience must be >= 0, got {self.patience}")
+        for name in ("patience", "align_bootstrap"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         for name in ("table1_seeds", "steer_genres", "steer_values", "steer_modes"):
             if not getattr(self, name):
                 raise ValueError(f"{name} needs at least one value")
@@ -130,14 +140,15 @@ class ReproduceSettings:
     def quick_preset(cls, dataset: str = "ml-100k", split: str = "paper", seed: int = 0
                      ) -> ReproduceSettings:
         """Every step at toy size: a small GPTRec trained 3 epochs, 3 tiny Table-1 SAEs, a
-        256-feature analysis SAE, two steered genres over three values."""
+        256-feature analysis SAE, 50 bootstrap resamples of the alignment, two steered genres
+        over three values."""
         return cls(
             dataset=dataset, split=split, seed=seed, quick=True,
             n_layers=2, n_heads=2, d_model=32, d_mlp=64, max_len=50, epochs=3, patience=3,
             lr=3e-3,
             table1_l1=(0.05, 0.5), table1_d_sae=(64,), table1_l1_d_sae=128,
             table1_seeds=(0,), table1_steps=100, table1_batch_size=256,
-            sae_d_sae=256, sae_steps=300, sae_batch_size=256,
+            sae_d_sae=256, sae_steps=300, sae_batch_size=256, align_bootstrap=50,
             steer_genres=("Action", "Sci-Fi"), steer_values=(-5.0, 0.0, 5.0),
             steer_modes=("replace",),
         )
@@ -182,7 +193,8 @@ STEP_FIELDS: dict[str, tuple[str, ...]] = {
     "table1": ("hook", "k", "table1_l1", "table1_d_sae", "table1_l1_d_sae", "table1_d_sae_l1",
                "table1_seeds", "table1_steps", "table1_batch_size"),
     "sae": ("hook", "seed", "sae_name", "sae_d_sae", "sae_l1", "sae_steps", "sae_batch_size"),
-    "align": ("seed", "align_decades", "align_title_contains", "align_years", "align_top_k"),
+    "align": ("seed", "align_decades", "align_title_contains", "align_years", "align_top_k",
+              "align_bootstrap"),
     "steer": ("k", "steer_genres", "steer_values", "steer_modes", "steer_probes"),
 }
 

@@ -7,7 +7,7 @@ data       :func:`mechrec_recsys.data.dataset_statistics` -> ``reproduce/`` CSV 
 train      :func:`mechrec_recsys.training.train_and_evaluate` + ``RunSpec.save``
 table1     :func:`mechrec_recsys.saes.run_table1` + :func:`~mechrec_recsys.saes.write_table1`
 sae        :func:`mechrec_recsys.saes.train_run_sae` (+ its metrics in ``reproduce/sae.json``)
-align      :func:`mechrec_recsys.alignment.align` + ``AlignmentRun.write``
+align      :func:`mechrec_recsys.alignment.align` + ``AlignmentRun.write`` (with bootstrap)
 steer      :func:`mechrec_recsys.steering.run_genre_sweep` + ``GenreSweep.save``
 =========  ==========================================================================
 
@@ -29,7 +29,7 @@ from mechrec_recsys.data import Dataset, Split, dataset_statistics, load_dataset
 from mechrec_recsys.data.splits import make_split
 from mechrec_recsys.experiment import FULL_HISTORY, Experiment, RunSpec
 from mechrec_recsys.report.layout import RunLayout
-from mechrec_recsys.report.settings import ReproduceSettings
+from mechrec_recsys.report.settings import ALIGN_CONFIDENCE, ReproduceSettings
 
 #: Learning-rate warm-up of the SAEs, as ``mechrec sae``: at most 100 steps, a tenth of short runs.
 WARM_UP_STEPS = 100
@@ -214,7 +214,10 @@ def run_sae(ctx: StepContext, fresh_upstream: bool) -> dict[str, Any]:
 
 
 def run_align(ctx: StepContext, fresh_upstream: bool) -> dict[str, Any]:
-    """Table 2 / Figure 4: best feature per attribute, SAE vs neurons vs random control."""
+    """Table 2 / Figure 4: best feature per attribute, SAE vs neurons vs random control, with
+    bootstrap intervals of the honest scores and their paired differences
+    (``align_bootstrap`` resamples of the test users; when 0, bootstrap files left in the
+    folder by an earlier run are removed, so the report never shows stale intervals)."""
     del fresh_upstream
     from mechrec_recsys.alignment import align, parse_year_range, title_contains, year_between
 
@@ -227,8 +230,14 @@ def run_align(ctx: StepContext, fresh_upstream: bool) -> dict[str, Any]:
                 predicates=predicates, seed=s.seed)
     run.write(ctx.layout.alignment_dir, top_k=s.align_top_k, provenance={
         "run_dir": str(ctx.layout.run_dir), "sae_dir": str(ctx.layout.sae_dir),
-        "command": "mechrec reproduce"})
-    return {"attributes": len(run.attribute_names)}
+        "command": "mechrec reproduce"}, bootstrap=s.align_bootstrap,
+        confidence=ALIGN_CONFIDENCE)
+    if not s.align_bootstrap:
+        for name in BOOTSTRAP_FILES:
+            for path in (ctx.layout.alignment_dir / name,
+                         (ctx.layout.alignment_dir / name).with_suffix(".parquet")):
+                path.unlink(missing_ok=True)
+    return {"attributes": len(run.attribute_names), "bootstrap": s.align_bootstrap}
 
 
 def run_steer(ctx: StepContext, fresh_upstream: bool) -> dict[str, Any]:
@@ -261,6 +270,11 @@ def preflight(ctx: StepContext) -> None:
 
 
 # ------------------------------------------------------------------------------ registry
+#: Files of the alignment's bootstrap (written when ``align_bootstrap`` > 0).
+BOOTSTRAP_FILES: tuple[str, ...] = ("bootstrap_intervals.csv", "bootstrap_differences.csv",
+                                    "bootstrap.json")
+
+
 @dataclass(frozen=True)
 class Step:
     """One pipeline step.
@@ -269,7 +283,8 @@ class Step:
         name: short name (``train``, ``table1``, ...), also the key of its record.
         title: what it produces, for logs and the report.
         after: upstream steps whose outputs it reads.
-        outputs: the files that must exist for the step to count as done.
+        outputs: ``outputs(layout, settings)``: the files that must exist for the step to
+            count as done.
         run: ``run(context, fresh_upstream)`` does the work; ``fresh_upstream`` is true when
             an upstream step was redone since this step last finished.
         command: the single CLI command that produces the same outputs.
@@ -278,31 +293,32 @@ class Step:
     name: str
     title: str
     after: tuple[str, ...]
-    outputs: Callable[[RunLayout], list[Path]]
+    outputs: Callable[[RunLayout, ReproduceSettings], list[Path]]
     run: Callable[[StepContext, bool], dict[str, Any]]
     command: str
 
 
 STEPS: tuple[Step, ...] = (
     Step("data", "dataset and split statistics", (),
-         lambda lay: [lay.dataset_statistics, lay.split_info], run_data,
+         lambda lay, s: [lay.dataset_statistics, lay.split_info], run_data,
          "mechrec reproduce --out RUN_DIR"),
     Step("train", "GPTRec vs popularity", (),
-         lambda lay: [lay.run_spec, lay.model_config, lay.metrics], run_train,
+         lambda lay, s: [lay.run_spec, lay.model_config, lay.metrics], run_train,
          "mechrec train DATASET --split paper --out RUN_DIR"),
     Step("table1", "Table 1: SAE reconstruction vs sparsity", ("train",),
-         lambda lay: [lay.table1_csv, lay.table1_json], run_table1_step,
+         lambda lay, s: [lay.table1_csv, lay.table1_json], run_table1_step,
          "mechrec sae table1 RUN_DIR"),
     Step("sae", "the SAE used for analysis", ("train",),
-         lambda lay: [lay.sae_dir / "cfg.json", lay.sae_metrics], run_sae,
+         lambda lay, s: [lay.sae_dir / "cfg.json", lay.sae_metrics], run_sae,
          "mechrec sae train RUN_DIR --architecture standard --d-sae 2048 --l1 0.1 "
          "--name paper"),
     Step("align", "Table 2 and Figure 4: genre alignment", ("train", "sae"),
-         lambda lay: [lay.alignment_dir / name for name in
-                      ("per_genre.csv", "summary.csv", "comparison.csv", "alignment.json")],
-         run_align, "mechrec align tables RUN_DIR paper"),
+         lambda lay, s: [lay.alignment_dir / name for name in
+                         ("per_genre.csv", "summary.csv", "comparison.csv", "alignment.json",
+                          *(BOOTSTRAP_FILES if s.align_bootstrap else ()))],
+         run_align, "mechrec align tables RUN_DIR paper --bootstrap 200"),
     Step("steer", "steering curves per genre", ("train", "sae"),
-         lambda lay: [lay.steering_dir / name for name in
+         lambda lay, s: [lay.steering_dir / name for name in
                       ("target_share.csv", "summary.json", "features.csv")],
          run_steer, "mechrec steer sweep RUN_DIR paper --probes"),
 )
@@ -342,7 +358,8 @@ def step_command(name: str, settings: ReproduceSettings | None, run_dir: str | P
         extra = "".join(f' --title-contains "{t}"' for t in s.align_title_contains)
         extra += "".join(f" --years {y}" for y in s.align_years)
         return (f"mechrec align tables {run} {s.sae_name} --seed {s.seed} --top-k "
-                f"{s.align_top_k}{'' if s.align_decades else ' --no-decades'}{extra}")
+                f"{s.align_top_k}{'' if s.align_decades else ' --no-decades'}{extra} "
+                f"--bootstrap {s.align_bootstrap}")
     mode = "both" if set(s.steer_modes) == {"replace", "keep-error"} else s.steer_modes[0]
     return (f"mechrec steer sweep {run} {s.sae_name} --genres {_join(s.steer_genres)} "
             f"--values {_join(s.steer_values)} --mode {mode} "
