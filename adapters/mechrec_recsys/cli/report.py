@@ -25,7 +25,7 @@ from pathlib import Path
 
 import typer
 
-from mechrec_recsys.cli._common import fail
+from mechrec_recsys.cli._common import DataDirOption, DeviceOption, DownloadOption, fail
 
 BAD_INPUT = (ValueError, FileNotFoundError, KeyError, OSError)
 
@@ -100,11 +100,9 @@ def reproduce_command(
         "the confidence intervals (0 disables)"),
     report: Path | None = typer.Option(None, "--report", help="HTML file to write (default "
                                        "RUN_DIR/report.html)"),
-    data_dir: Path | None = typer.Option(None, "--data-dir", help="folder holding the "
-                                         "dataset"),
-    download: bool = typer.Option(True, "--download/--no-download",
-                                  help="download the dataset when no local copy exists"),
-    device: str = typer.Option("cpu", "--device", help="cpu | cuda"),
+    data_dir: DataDirOption = None,
+    download: DownloadOption = True,
+    device: DeviceOption = "cpu",
     progress: bool = typer.Option(True, "--progress/--no-progress",
                                   help="print one line per step to stderr"),
 ) -> None:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from mechrec_recsys.cli._common import fail
+from mechrec_recsys.cli._common import DataDirOption, DeviceOption, DownloadOption, fail
 
 if TYPE_CHECKING:
     from mechrec_recsys.equalizer import EqualizerServer
@@ -57,9 +57,9 @@ def serve_command(
     browser: bool = typer.Option(True, "--browser/--no-browser",
                                  help="open the page in the default web browser"),
     verbose: bool = typer.Option(False, "--verbose", help="log every HTTP request"),
-    data_dir: Path | None = typer.Option(None, "--data-dir", help="folder holding the dataset"),
-    download: bool = typer.Option(True, "--download/--no-download"),
-    device: str = typer.Option("cpu", "--device", help="cpu | cuda"),
+    data_dir: DataDirOption = None,
+    download: DownloadOption = True,
+    device: DeviceOption = "cpu",
 ) -> None:
     """Serve a web page with one slider per genre that steers a user's recommendations."""
     from mechrec_recsys.equalizer import make_server
