@@ -96,11 +96,17 @@ def run_one(split: Split, name: str, kind: str, seed: int, args: argparse.Namesp
     return Row(name, kind, seed, run, steadier, minutes)
 
 
+def safe_ratio(numerator: float, denominator: float) -> float:
+    """``numerator / denominator``; inf (or NaN for 0/0) when the denominator is 0."""
+    if denominator > 0:
+        return numerator / denominator
+    return float("inf") if numerator > 0 else float("nan")
+
+
 def ratio(comparison: Comparison, metric: str = "ndcg") -> float:
     """GPTRec's mean over popularity's mean (inf when popularity scores 0)."""
     reports = comparison.reports
-    model, popularity = (reports[n].metrics[metric].mean for n in ("GPTRec", "Popularity"))
-    return model / popularity if popularity > 0 else float("inf")
+    return safe_ratio(*(reports[n].metrics[metric].mean for n in ("GPTRec", "Popularity")))
 
 
 def print_runs(title: str, rows: list[tuple[Row, Comparison]]) -> None:
@@ -135,7 +141,7 @@ def print_seed_means(rows: list[Row]) -> None:
                 [c.reports[model].metrics[metric].mean for c in comparisons]))
                 for model in ("GPTRec", "Popularity") for metric in METRICS}
             ratios = [ratio(c) for c in comparisons]
-            cells = [means[("GPTRec", m)] / means[("Popularity", m)] for m in METRICS]
+            cells = [safe_ratio(means[("GPTRec", m)], means[("Popularity", m)]) for m in METRICS]
             print(f"{name:<16} {kind:<6} {protocol:<10} {len(group):>5} "
                   f"{means[('GPTRec', 'ndcg')]:>12.4f} {means[('Popularity', 'ndcg')]:>9.4f} "
                   f"{cells[0]:>6.2f} {min(ratios):>5.2f}-{max(ratios):<5.2f} "
