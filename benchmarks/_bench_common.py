@@ -1,5 +1,5 @@
-"""Pieces shared by the benchmark scripts: the paper's GPTRec-sized stand-in transformer and
-left-padded random token batches.
+"""Pieces shared by the benchmark scripts: where the MovieLens copies are, the paper's
+GPTRec-sized stand-in transformer and left-padded random token batches.
 
 Imported by name (``from _bench_common import ...``): a script run as
 ``python benchmarks/bench_x.py`` has this folder first on ``sys.path``.
@@ -7,8 +7,18 @@ Imported by name (``from _bench_common import ...``): a script run as
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import torch
 from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+
+def data_root() -> Path:
+    """``$MECHREC_DATA`` or the shared test copies beside the repository."""
+    env = os.environ.get("MECHREC_DATA")
+    return Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "data"
+
 
 #: Items (plus padding) of the random-weight stand-in, about MovieLens-100k's catalog.
 GPTREC_VOCAB = 1700

@@ -38,7 +38,6 @@ Run:  OMP_NUM_THREADS=1 python benchmarks/bench_equalizer.py
 from __future__ import annotations
 
 import argparse
-import os
 import tempfile
 import time
 import tracemalloc
@@ -48,6 +47,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from _bench_common import data_root
 from mechrec_recsys.data import load_dataset
 from mechrec_recsys.data.splits import make_split
 from mechrec_recsys.equalizer import EqualizerSession
@@ -64,12 +64,6 @@ from mechrec.steering import steer
 MODES = ("cached", "cached core", "naive", "plain")
 #: History-length groups of the second table (items the model reads, at most n_ctx).
 BUCKETS = ((1, 50), (51, 150), (151, 10**9))
-
-
-def data_root() -> Path:
-    """``$MECHREC_DATA`` or the shared test copies beside the repository."""
-    env = os.environ.get("MECHREC_DATA")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 def train_quick_run(out: Path, data_dir: Path, epochs: int) -> str:

@@ -20,19 +20,19 @@ The last table gives, per dataset and split, the mean over seeds and the ratio o
 from __future__ import annotations
 
 import argparse
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from _bench_common import data_root
 from mechrec_recsys.data import load_dataset
 from mechrec_recsys.data.splits import Split, make_split
+from mechrec_recsys.experiment import FULL_HISTORY
 from mechrec_recsys.metrics import Comparison, compare_with_popularity
 from mechrec_recsys.model import GPTRecConfig
 from mechrec_recsys.training import SplitRun, TrainConfig, train_and_evaluate
 
-FULL_HISTORY = 10**9
 METRICS = ("ndcg", "hit_rate", "coverage")
 
 
@@ -46,12 +46,6 @@ class Row:
     run: SplitRun
     steadier: Comparison | None
     minutes: float
-
-
-def data_root() -> Path:
-    """``$MECHREC_DATA`` or the shared test copies beside the repository."""
-    env = os.environ.get("MECHREC_DATA")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 def parse_args() -> argparse.Namespace:

@@ -8,19 +8,15 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from cli_checks import run_cli
 from mechrec_recsys.alignment import feature_examples
-from mechrec_recsys.cli.main import app
 from mechrec_recsys.experiment import Experiment
-from typer.testing import CliRunner
 
 from mechrec.saes import NormalizedSAE
 
 STEMS = ("sae", "neurons", "control", "per_genre", "summary", "comparison", "profiles",
          "monosemanticity", "top_features")
 
-
-def run_cli(*args: object):
-    return CliRunner().invoke(app, [str(a) for a in args])
 
 
 @pytest.fixture(scope="module")

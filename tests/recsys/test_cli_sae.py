@@ -10,9 +10,8 @@ from pathlib import Path
 import pytest
 import sae_lens
 import torch
-from mechrec_recsys.cli.main import app
+from cli_checks import assert_one_line_error, run_cli
 from mechrec_recsys.experiment import Experiment, RunSpec
-from typer.testing import CliRunner
 
 from mechrec.activations import ActivationSet
 from mechrec.normalization import Normalizer
@@ -29,21 +28,11 @@ SPARSITY = {
 }
 
 
-def run_cli(*args: str):
-    return CliRunner().invoke(app, [str(a) for a in args])
-
 
 @pytest.fixture(scope="module")
 def data_args(data_dir: Path) -> list[str]:
     return ["--data-dir", str(data_dir / "ml-100k"), "--no-download"]
 
-
-def assert_one_line_error(result, message: str) -> None:
-    assert result.exit_code == 2, result.output
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
-    assert message in lines[0], lines[0]
-    assert "Traceback" not in result.output
 
 
 @pytest.mark.parametrize("architecture", list(SPARSITY))

@@ -8,9 +8,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from mechrec_recsys.cli.main import app
+from cli_checks import assert_one_line_error, run_cli
 from mechrec_recsys.experiment import Experiment
-from typer.testing import CliRunner
 
 from mechrec.activations import ActivationSet
 from mechrec.saes import NormalizedSAE, SAETrainingConfig, train_sae
@@ -18,16 +17,6 @@ from mechrec.saes import NormalizedSAE, SAETrainingConfig, train_sae
 PAPER_HOOK = "blocks.0.hook_resid_post"
 
 
-def run_cli(*args: object):
-    return CliRunner().invoke(app, [str(a) for a in args])
-
-
-def assert_one_line_error(result, message: str) -> None:
-    assert result.exit_code == 2, result.output
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
-    assert message in lines[0], lines[0]
-    assert "Traceback" not in result.output
 
 
 @pytest.fixture(scope="module")

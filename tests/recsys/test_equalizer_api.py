@@ -30,8 +30,8 @@ from mechrec_recsys.equalizer import (
     UnknownUserError,
     build_controls,
     default_genres,
-    make_server,
     page_bytes,
+    serve_in_background,
 )
 from mechrec_recsys.experiment import Experiment
 from mechrec_recsys.steering import fit_genre_probes, resolve_genres, select_genre_features
@@ -54,15 +54,8 @@ def session(paper_experiment: Experiment, paper_sae: NormalizedSAE) -> Equalizer
 
 @pytest.fixture(scope="module")
 def base_url(session: EqualizerSession) -> Iterator[str]:
-    server = make_server(session, "127.0.0.1", 0)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield server.url.rstrip("/")
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
+    with serve_in_background(session, "127.0.0.1") as url:
+        yield url
 
 
 def request(url: str, body: bytes | dict | None = None, *, method: str | None = None

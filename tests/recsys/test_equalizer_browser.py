@@ -15,14 +15,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import threading
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from mechrec_recsys.equalizer import EqualizerSession, make_server
+from mechrec_recsys.equalizer import EqualizerSession, serve_in_background
 from mechrec_recsys.experiment import Experiment
 
 from mechrec.saes import NormalizedSAE
@@ -79,15 +78,8 @@ def driver() -> Iterator[Any]:
 
 @pytest.fixture(scope="module")
 def base_url(paper_experiment: Experiment, paper_sae: NormalizedSAE) -> Iterator[str]:
-    server = make_server(EqualizerSession(paper_experiment, paper_sae), "127.0.0.1", 0)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield server.url.rstrip("/")
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
+    with serve_in_background(EqualizerSession(paper_experiment, paper_sae), "127.0.0.1") as url:
+        yield url
 
 
 def api(base_url: str, **body: Any) -> dict[str, Any]:

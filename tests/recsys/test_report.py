@@ -15,8 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from mechrec_recsys.cli.main import app
-from typer.testing import CliRunner
+from cli_checks import assert_one_line_error, run_cli
 
 SECTION_IDS = ("overview", "dataset", "gptrec", "table1", "sae", "alignment", "steering",
                "provenance")
@@ -25,16 +24,6 @@ VOID = {"meta", "br", "hr", "img", "input", "link", "wbr", "col", "area", "base"
 SVG_VOID = {"line", "circle", "rect", "polyline", "polygon", "path"}
 
 
-def run_cli(*args: object):
-    return CliRunner().invoke(app, [str(a) for a in args])
-
-
-def assert_one_line_error(result, message: str) -> None:
-    assert result.exit_code == 2, result.output
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
-    assert message in lines[0], lines[0]
-    assert "Traceback" not in result.output
 
 
 class ReportParser(HTMLParser):

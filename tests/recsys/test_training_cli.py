@@ -5,17 +5,13 @@ from __future__ import annotations
 import json
 
 import pytest
+from cli_checks import run_cli
 from mechrec_recsys.checkpoint import load_checkpoint
-from mechrec_recsys.cli.main import app
-from typer.testing import CliRunner
 
 # Small and quick, yet sound enough to beat popularity on ml-100k within a few epochs.
 QUICK = ["--epochs", "6", "--n-layers", "2", "--max-len", "50", "--dropout", "0.1",
          "--lr", "3e-3", "--batch-size", "64", "--no-progress"]
 
-
-def run_cli(*args: str):
-    return CliRunner().invoke(app, list(args))
 
 
 def test_train_beats_popularity_on_ml100k_leave_one_out(tmp_path, data_dir) -> None:

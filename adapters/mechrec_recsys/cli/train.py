@@ -31,7 +31,6 @@ from mechrec_recsys.model import GPTRecConfig
 from mechrec_recsys.training import TrainConfig, train_and_evaluate
 
 SPLITS = ("paper", "loo")
-FULL_HISTORY = 10**9  # ask the split for whole histories; the model reads the last max_len
 BAD_INPUT = (ValueError, FileNotFoundError, KeyError, OSError)
 METRIC_LABELS = (("ndcg", "NDCG"), ("hit_rate", "HR"), ("mrr", "MRR"), ("coverage", "Coverage"))
 
@@ -92,7 +91,7 @@ def train_command(
     try:
         from mechrec_recsys.data import load_dataset
         from mechrec_recsys.data.splits import make_split
-        from mechrec_recsys.experiment import RUN_SPEC_FILE, RunSpec
+        from mechrec_recsys.experiment import FULL_HISTORY, RUN_SPEC_FILE, RunSpec
 
         model_config = GPTRecConfig(n_layers=n_layers, n_heads=n_heads, d_model=d_model,
                                     d_mlp=d_mlp, max_len=max_len, dropout=dropout,

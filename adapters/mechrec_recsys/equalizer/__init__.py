@@ -32,6 +32,7 @@ from mechrec_recsys.equalizer.server import (
     DEFAULT_PORT,
     EqualizerServer,
     make_server,
+    serve_in_background,
 )
 from mechrec_recsys.equalizer.session import EqualizerSession
 
@@ -52,4 +53,5 @@ __all__ = [
     "default_genres",
     "make_server",
     "page_bytes",
+    "serve_in_background",
 ]

@@ -23,7 +23,10 @@ from __future__ import annotations
 import json
 import socket
 import sys
+import threading
 import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -91,6 +94,22 @@ def make_server(session: EqualizerSession | None, host: str = DEFAULT_HOST,
         raise ValueError(f"port must be a whole number in 0..65535, got {port!r}")
     cls = _EqualizerServerV6 if ":" in host else EqualizerServer
     return cls((host, port), session, verbose=verbose)
+
+
+@contextmanager
+def serve_in_background(session: EqualizerSession, host: str = DEFAULT_HOST, port: int = 0,
+                        *, verbose: bool = False) -> Iterator[str]:
+    """Serve ``session`` from a daemon thread (e.g. in a notebook or a test) and yield the page's
+    URL without a trailing slash; the server is shut down and closed on exit."""
+    server = make_server(session, host, port, verbose=verbose)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.url.rstrip("/")
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
 
 
 class EqualizerHandler(BaseHTTPRequestHandler):
