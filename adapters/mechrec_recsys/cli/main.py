@@ -8,6 +8,7 @@ import pkgutil
 import typer
 
 import mechrec_recsys.cli as cli_package
+from mechrec_recsys.cli._common import ConventionalGroup
 
 app = typer.Typer(
     name="mechrec",
@@ -15,6 +16,7 @@ app = typer.Typer(
     "alignment, steering.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    cls=ConventionalGroup,
 )
 
 

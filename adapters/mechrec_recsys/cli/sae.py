@@ -151,7 +151,7 @@ def train(
     d_sae: int = typer.Option(2048, "--d-sae", help="dictionary size"),
     l1: float | None = typer.Option(None, "--l1", help="L1 weight (standard, gated; "
                                     "default 0.1)"),
-    k: float | None = typer.Option(None, "--k", help="active features per row (topk, "
+    k: int | None = typer.Option(None, "--k", help="active features per row (topk, "
                                    "batchtopk; default 32)"),
     target_l0: float | None = typer.Option(None, "--target-l0", help="jumprelu: target L0 "
                                            "(penalises (L0 - target)^2)"),
@@ -163,7 +163,8 @@ def train(
     lr: float = typer.Option(1e-3, "--lr", help="Adam learning rate (the paper: 1e-3)"),
     warm_up: int | None = typer.Option(None, "--warm-up", help="learning-rate warm-up steps "
                                        "(default min(100, steps/10))"),
-    seed: int = typer.Option(0, "--seed"),
+    seed: int = typer.Option(0, "--seed", help="seed of the initialisation and of the "
+                             "batch order"),
     name: str | None = typer.Option(None, "--name", help="folder under RUN_DIR/saes/ "
                                     "(default: hook-architecture-size-sparsity-seed)"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace an SAE of that name"),

@@ -33,7 +33,14 @@ import pandas as pd
 import typer
 from rich.table import Table
 
-from mechrec_recsys.cli._common import DataDirOption, DeviceOption, fail, wide_console
+from mechrec_recsys.cli._common import (
+    DataDirOption,
+    DeviceOption,
+    DownloadOption,
+    ProgressOption,
+    fail,
+    wide_console,
+)
 from mechrec_recsys.steering import (
     DEFAULT_GENRES,
     MODES,
@@ -178,10 +185,10 @@ def sweep_command(
     out: Path | None = typer.Option(None, "--out",
                                     help="output folder (default RUN_DIR/steering/SAE_NAME)"),
     data_dir: DataDirOption = None,
-    download: bool = typer.Option(True, "--download/--no-download"),
+    download: DownloadOption = True,
     device: DeviceOption = "cpu",
     batch_size: int = typer.Option(256, "--batch-size", help="test users per forward pass"),
-    progress: bool = typer.Option(True, "--progress/--no-progress"),
+    progress: ProgressOption = True,
 ) -> None:
     """Sweep each genre's SAE feature (and probe) over values; write tables, print a summary."""
     with _warnings_to_stderr():
@@ -278,7 +285,7 @@ def user_command(
     k: int = typer.Option(10, "--k", help="length of the recommendation lists"),
     out: Path | None = typer.Option(None, "--out", help="also write the lists as CSV here"),
     data_dir: DataDirOption = None,
-    download: bool = typer.Option(True, "--download/--no-download"),
+    download: DownloadOption = True,
     device: DeviceOption = "cpu",
 ) -> None:
     """Print one user's top-k before and after setting a genre's SAE feature (Fig. 7)."""

@@ -23,6 +23,7 @@ from mechrec_recsys.cli._common import (
     DataDirOption,
     DeviceOption,
     DownloadOption,
+    ProgressOption,
     fail,
     wide_console,
 )
@@ -60,16 +61,23 @@ def train_command(
     patience: int = typer.Option(
         TrainConfig.patience, "--patience",
         help="evaluations without a better validation NDCG tolerated before stopping"),
-    batch_size: int = typer.Option(TrainConfig.batch_size, "--batch-size"),
+    batch_size: int = typer.Option(TrainConfig.batch_size, "--batch-size",
+                                   help="training sequences per optimiser step"),
     lr: float = typer.Option(TrainConfig.lr, "--lr", help="Adam learning rate"),
     loss: str = typer.Option("full", "--loss", help="full | sampled"),
     negatives: int = typer.Option(1024, "--negatives", help="negatives for --loss sampled"),
-    n_layers: int = typer.Option(3, "--n-layers"),
-    n_heads: int = typer.Option(2, "--n-heads"),
-    d_model: int = typer.Option(64, "--d-model"),
-    d_mlp: int = typer.Option(256, "--d-mlp"),
-    max_len: int = typer.Option(200, "--max-len", help="items of history the model reads"),
-    dropout: float = typer.Option(GPTRecConfig.dropout, "--dropout"),
+    n_layers: int = typer.Option(GPTRecConfig.n_layers, "--n-layers",
+                                 help="transformer blocks"),
+    n_heads: int = typer.Option(GPTRecConfig.n_heads, "--n-heads",
+                                help="attention heads per block"),
+    d_model: int = typer.Option(GPTRecConfig.d_model, "--d-model",
+                                help="width of the residual stream and item embeddings"),
+    d_mlp: int = typer.Option(GPTRecConfig.d_mlp, "--d-mlp",
+                              help="hidden width of each block's MLP"),
+    max_len: int = typer.Option(GPTRecConfig.max_len, "--max-len",
+                                help="items of history the model reads"),
+    dropout: float = typer.Option(GPTRecConfig.dropout, "--dropout",
+                                  help="dropout probability during training"),
     seed: int = typer.Option(0, "--seed", help="seed of the split, initialisation and training"),
     k: int = typer.Option(10, "--k", help="length of the recommendation lists"),
     eval_last: int = typer.Option(
@@ -81,7 +89,7 @@ def train_command(
     device: DeviceOption = "cpu",
     resume: bool = typer.Option(True, "--resume/--no-resume",
                                 help="continue the run found in --out"),
-    progress: bool = typer.Option(True, "--progress/--no-progress"),
+    progress: ProgressOption = True,
 ) -> None:
     """Train GPTRec on a dataset split and print its metrics next to popularity's."""
     if eval_last < 1:
