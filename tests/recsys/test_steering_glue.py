@@ -56,7 +56,8 @@ def test_genre_names_map_across_movielens_spellings():
         resolve_genres(["Horrorr"], ml100k)
     with pytest.raises(ValueError, match="none of the genres"), pytest.warns(UserWarning):
         resolve_genres(["IMAX"], ml100k)
-    assert set(DEFAULT_GENRES) == {"Action", "Children", "Fantasy", "Sci-Fi", "Western"}
+    assert set(DEFAULT_GENRES) == {"Action", "Children", "Fantasy", "Sci-Fi", "Western",
+                                   "Horror"}
 
 
 def test_values_and_feature_choices_parse_or_fail_clearly():

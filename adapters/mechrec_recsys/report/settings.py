@@ -23,13 +23,11 @@ from typing import Any
 
 from mechrec.saes import PAPER_DICT_SIZES, PAPER_L1_GRID
 from mechrec_recsys.model import GPTRecConfig
+from mechrec_recsys.steering import DEFAULT_GENRES
 from mechrec_recsys.training import TrainConfig
 
 #: Splits that have the paper's SAE users (the ``sae_train`` part).
 SPLITS_WITH_SAE_USERS: tuple[str, ...] = ("paper", "random")
-#: Genres steered in ``docs/reproducing-the-paper.md`` (the paper's five plus Horror).
-PAPER_STEER_GENRES: tuple[str, ...] = ("Action", "Children", "Fantasy", "Sci-Fi", "Western",
-                                       "Horror")
 SETTINGS_FORMAT = "mechrec.reproduce_settings/1"
 #: Coverage of the alignment's bootstrap intervals (as ``mechrec align tables``' default).
 ALIGN_CONFIDENCE = 0.95
@@ -103,7 +101,7 @@ class ReproduceSettings:
     align_years: tuple[str, ...] = ("1980-1989",)
     align_top_k: int = 5
     align_bootstrap: int = 200
-    steer_genres: tuple[str, ...] = PAPER_STEER_GENRES
+    steer_genres: tuple[str, ...] = DEFAULT_GENRES
     steer_values: tuple[float, ...] = tuple(float(v) for v in range(-10, 11))
     steer_modes: tuple[str, ...] = ("replace", "keep-error")
     steer_probes: bool = True
