@@ -106,6 +106,15 @@ def test_meta_describes_one_slider_per_genre_with_its_chosen_feature(
     test_users = paper_experiment.part("test").users.tolist()
     assert meta["users"]["examples"] == test_users[:len(meta["users"]["examples"])]
     assert meta["run"] == {"dataset": "ml-100k", "split": "paper", "seed": 0}
+    # the header says how many of the dataset's users the split dropped, and why
+    info = paper_experiment.split.info
+    users = meta["users"]
+    assert users["total"] == info["users_total"] == 943
+    assert users["count"] + users["dropped"] == users["total"] and users["dropped"] > 0
+    assert users["dropped_note"].startswith(
+        f"{users['dropped']} of the dataset's 943 users were dropped by the split (")
+    assert f"{info['test_targets_unseen_dropped']} test users whose held-out item" in \
+        users["dropped_note"]
 
 
 def test_page_is_one_self_contained_html_file(base_url: str):
@@ -120,6 +129,10 @@ def test_page_is_one_self_contained_html_file(base_url: str):
         assert element in html
     assert "http://" not in html and "https://" not in html and "//cdn" not in html
     assert "<script src" not in html and "<link rel=\"stylesheet\"" not in html
+    assert "meta.users.dropped_note" in html
+    # genre names wrap between words only ("Documentary" stays whole)
+    band_name = html.split(".band-name {", 1)[1].split("}", 1)[0]
+    assert "anywhere" not in band_name and "word-break: keep-all" in band_name
 
 
 # ------------------------------------------------------------------------------- lists

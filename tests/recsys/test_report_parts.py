@@ -60,6 +60,18 @@ def test_nice_ticks_cover_the_range(low: float, high: float):
     assert 2 <= len(ticks) <= 12
 
 
+@pytest.mark.parametrize(("low", "high"), [(1.0, 3.0), (1.0, 2.0), (1.0, 72.0), (5.0, 5.0)])
+def test_integer_ticks_are_whole_numbers(low: float, high: float):
+    ticks = nice_ticks(low, high, 6, integer=True)
+    assert ticks[0] <= low and ticks[-1] >= high
+    assert all(t == int(t) for t in ticks)
+    series = [Series("loss", [1, 2, 3], [30.0, 20.0, 10.0])]
+    fractional = line_chart(series, title="t", x_label="epoch", y_label="loss")
+    assert ">1.5<" in fractional  # the default ticks of 3 points
+    svg = line_chart(series, title="t", x_label="epoch", y_label="loss", integer_x=True)
+    assert ">1.5<" not in svg and ">2.5<" not in svg and ">2<" in svg
+
+
 def test_numeric_cells_keep_exact_values():
     cell = num_cell(0.123456789, key="k/<x>", spread=0.01, digits=3)
     assert 'data-value="0.123456789"' in cell and 'data-se="0.01"' in cell

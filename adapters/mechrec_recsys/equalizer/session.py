@@ -23,7 +23,6 @@ import threading
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -133,11 +132,6 @@ class EqualizerSession:
         """
         experiment = open_run(run_dir, data_dir=data_dir, download=download, device=device)
         directory = resolve_sae_directory(run_dir, sae)
-        if not Path(directory).is_dir():
-            raise FileNotFoundError(
-                f"SAE folder {sae} not found (neither a folder nor a name under "
-                f"{Path(run_dir) / 'saes'}); train one with 'mechrec sae train RUN_DIR --name NAME'"
-            )
         nsae = load_run_sae(experiment, directory, device=device)
         return cls(experiment, nsae, **options)
 
@@ -160,9 +154,30 @@ class EqualizerSession:
             "k": self.k,
             "max_k": self.max_k,
             "users": {"count": len(self._users),
-                      "examples": [self._plain_id(u) for u in examples]},
+                      "examples": [self._plain_id(u) for u in examples],
+                      **self._dropped_users()},
             "notes": list(self.notes),
         }
+
+    def _dropped_users(self) -> dict[str, Any]:
+        """``total`` (the dataset's users) and ``dropped_note`` (how many of them the split
+        dropped, and why), from the split's bookkeeping; empty when it has none."""
+        info = self.experiment.split.info
+        total = info.get("users_total")
+        if total is None:
+            return {}
+        dropped = int(total) - len(self._users)
+        reasons = [f"{info[key]:,} {label}" for key, label in (
+            ("users_dropped_short", f"with fewer than {info.get('min_interactions', 2)} "
+                                    "interactions"),
+            ("test_targets_unseen_dropped", "test users whose held-out item is never seen in "
+                                            "training"),
+            ("validation_targets_unseen_dropped", "validation users whose held-out item is "
+                                                  "never seen in training"))
+            if info.get(key)]
+        note = (f"{dropped:,} of the dataset's {int(total):,} users were dropped by the split"
+                + (f" ({'; '.join(reasons)})" if reasons else "")) if dropped > 0 else ""
+        return {"total": int(total), "dropped": max(dropped, 0), "dropped_note": note}
 
     # ------------------------------------------------------------------------------ requests
     def recommend(

@@ -7,7 +7,8 @@ the commands that produce it; it never stops the report.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import math
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -212,10 +213,12 @@ def gptrec_section(out: RunOutputs) -> Section:
             epochs = [h["epoch"] for h in history]
             parts.append('<div class="charts">' + figure(line_chart(
                 [Series("validation NDCG", epochs, [h.get("val_ndcg") for h in history])],
-                title=f"validation NDCG@{k} per epoch", x_label="epoch", y_label="NDCG"),
+                title=f"validation NDCG@{k} per epoch", x_label="epoch", y_label="NDCG",
+                integer_x=True),
                 "early stopping watches this curve") + figure(line_chart(
                     [Series("training loss", epochs, [h.get("loss") for h in history])],
-                    title="training loss per epoch", x_label="epoch", y_label="loss"),
+                    title="training loss per epoch", x_label="epoch", y_label="loss",
+                    integer_x=True),
                     "next-item cross-entropy") + "</div>")
         return "".join(parts)
 
@@ -485,6 +488,13 @@ def _bootstrap_missing(out: RunOutputs, exc: MissingOutput) -> str:
 
 
 # ------------------------------------------------------------------------------ Table 2
+def _has_positives(row: Mapping[str, Any]) -> bool:
+    """Whether an alignment row's attribute occurs among the scored positions (its share is
+    positive), i.e. whether it can have a score."""
+    share = row.get("share")
+    return share is not None and math.isfinite(float(share)) and float(share) > 0
+
+
 def alignment_section(out: RunOutputs) -> Section:
     """Table 2 (best feature per genre), SAE vs neurons vs random with bootstrap intervals of
     the means and their paired differences, and Figure 4's bars."""
@@ -492,7 +502,11 @@ def alignment_section(out: RunOutputs) -> Section:
     def table2() -> str:
         frame = out.alignment_table("per_genre")
         meta = out.alignment_meta
-        genre_rows = [r for r in _records(frame) if r["group"] == "genre"]
+        # An attribute no scored position has (ml-100k's "unknown") has no score at all:
+        # left out, as the equalizer leaves it out, and named under the table.
+        records = [r for r in _records(frame) if _has_positives(r)]
+        empty = [r["attribute"] for r in _records(frame) if not _has_positives(r)]
+        genre_rows = [r for r in records if r["group"] == "genre"]
         rows = []
         for r in genre_rows:
             a = r["attribute"]
@@ -523,11 +537,13 @@ def alignment_section(out: RunOutputs) -> Section:
                    f"{rows_info.get('select', '–')} positions of the {meta.get('select_part')} "
                    f"users and scored on {rows_info.get('score', '–')} positions of the "
                    f"{meta.get('score_part')} users; genre popularity = share of scored "
-                   "positions with the genre; in-sample = chosen and scored on the same rows")
+                   "positions with the genre; in-sample = chosen and scored on the same rows"
+                   + (f"; left out, no scored position has them: {', '.join(empty)}"
+                      if empty else ""))
         body = table(["genre", "feature", "correlation", "ROC AUC", "sensitivity",
                       "genre popularity", "corr. on select", "in-sample feature",
                       "in-sample corr."], rows, caption=caption, table_id="table2")
-        others = [r for r in _records(frame) if r["group"] != "genre"]
+        others = [r for r in records if r["group"] != "genre"]
         if others:
             body += details("other attributes: release decades and custom predicates", table(
                 ["attribute", "group", "feature", "correlation", "ROC AUC", "sensitivity",

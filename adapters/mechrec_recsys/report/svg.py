@@ -44,8 +44,10 @@ def _finite(value: float | None) -> bool:
     return value is not None and isinstance(value, (int, float)) and math.isfinite(value)
 
 
-def nice_ticks(low: float, high: float, count: int = 5) -> list[float]:
-    """About ``count`` round tick values covering ``[low, high]`` (steps of 1, 2 or 5 x 10^n)."""
+def nice_ticks(low: float, high: float, count: int = 5, *, integer: bool = False
+               ) -> list[float]:
+    """About ``count`` round tick values covering ``[low, high]`` (steps of 1, 2 or 5 x 10^n;
+    whole steps only when ``integer``, e.g. for epochs)."""
     if not (math.isfinite(low) and math.isfinite(high)):
         return [0.0, 1.0]
     if high < low:
@@ -54,6 +56,8 @@ def nice_ticks(low: float, high: float, count: int = 5) -> list[float]:
         pad = abs(low) * 0.1 or 1.0
         low, high = low - pad, high + pad
     raw = (high - low) / max(count - 1, 1)
+    if integer:
+        raw = max(raw, 1.0)
     magnitude = 10 ** math.floor(math.log10(raw))
     step = next(m * magnitude for m in (1, 2, 5, 10) if m * magnitude >= raw)
     first = math.floor(low / step) * step
@@ -106,6 +110,7 @@ def line_chart(
     references: Mapping[str, float] | None = None,
     width: int = 440,
     height: int = 280,
+    integer_x: bool = False,
 ) -> str:
     """A line chart of ``series`` as one ``<svg>`` element.
 
@@ -115,6 +120,7 @@ def line_chart(
         x_label, y_label: axis labels.
         references: label -> y value of horizontal grey reference lines (e.g. "unsteered").
         width, height: size in pixels.
+        integer_x: x values are counts (epochs, steps): whole-number ticks only.
     """
     references = {k: v for k, v in (references or {}).items() if _finite(v)}
     colors = [s.color or PALETTE[i % len(PALETTE)] for i, s in enumerate(series)]
@@ -144,7 +150,7 @@ def line_chart(
         out.append(_text(width / 2, plot_top + plot_h / 2, "no data"))
         out.append("</svg>")
         return "".join(out)
-    x_ticks = nice_ticks(min(xs), max(xs), 6)
+    x_ticks = nice_ticks(min(xs), max(xs), 6, integer=integer_x)
     y_ticks = nice_ticks(min(ys), max(ys), 5)
     x0, x1 = min(x_ticks[0], min(xs)), max(x_ticks[-1], max(xs))
     y0, y1 = y_ticks[0], y_ticks[-1]
