@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -487,14 +489,15 @@ def test_cli_missing_run_or_sae_fails_in_one_line(tmp_path: Path, paper_run_dir:
 
 def test_cli_serves_the_page_and_the_api(tmp_path: Path, paper_run_dir: Path,
                                         paper_sae: NormalizedSAE, data_dir: Path):
-    """End to end: the real command in a subprocess, stopped by its own process id."""
+    """End to end: the real command in a subprocess, stopped with Ctrl-C (SIGINT); clients
+    that hang up before their answer leave no traceback on stderr."""
     paper_sae.save(tmp_path / "sae")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     command = [sys.executable, "-m", "mechrec_recsys.cli.main", "serve", str(paper_run_dir),
                "--sae", str(tmp_path / "sae"), "--port", "0", "--no-browser", "--no-probes",
                "--genres", "Comedy,Horror", "--k", "5", "--data-dir",
                str(data_dir / "ml-100k"), "--no-download"]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                text=True, env=env)
     try:
         line = process.stdout.readline()  # blocks until the URL is printed (or the exit)
@@ -505,9 +508,27 @@ def test_cli_serves_the_page_and_the_api(tmp_path: Path, paper_run_dir: Path,
         assert meta["k"] == 5 and meta["probes"] is False
         answer = recommend(url, user=meta["users"]["examples"][0], values={"Comedy": 2})
         assert len(answer["steered"]) == 5
+        host, port = url.removeprefix("http://").split(":")
+        body = json.dumps({"user": meta["users"]["examples"][0]}).encode()
+        for _ in range(3):  # a browser tab closed mid-answer: the connection is reset
+            for head in (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+                         b"POST /api/recommend HTTP/1.1\r\nHost: x\r\nContent-Length: "
+                         + str(len(body)).encode() + b"\r\n\r\n" + body):
+                with socket.create_connection((host, int(port))) as client:
+                    client.sendall(head)
+                    client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                      struct.pack("ii", 1, 0))
+        recommend(url, user=meta["users"]["examples"][0], values={})  # still serving
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=60)
+        assert process.returncode == 0, stderr
+        assert stderr.splitlines()[-1] == "stopped", stderr
+        for noise in ("Traceback", "BrokenPipeError", "ConnectionResetError", "Exception"):
+            assert noise not in stderr, stderr
     finally:
-        process.terminate()
-        process.wait(timeout=30)
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=30)
 
 
 @pytest.mark.parametrize(("extra", "expected"), [

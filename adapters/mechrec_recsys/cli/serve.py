@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import errno
 import ipaddress
+import os
+import sys
 import threading
 import webbrowser
 from pathlib import Path
@@ -97,9 +99,20 @@ def serve_command(
                         probe_rows=probe_rows or None, max_value=max_value, k=k, host=host,
                         browser=browser)
     except KeyboardInterrupt:
+        server.server_close()
         typer.echo("stopped", err=True)
+        _exit_promptly()
     finally:
         server.server_close()
+
+
+def _exit_promptly() -> None:
+    """End the process now that the server is closed: there is nothing left to save, and the
+    interpreter's normal teardown of torch / sae-lens modules took 3-4 s on a 2-core machine,
+    which made Ctrl-C feel ignored."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def _load_and_serve(server: EqualizerServer, run_dir: Path, sae: Path, *,

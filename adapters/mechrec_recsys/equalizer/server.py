@@ -67,6 +67,17 @@ class EqualizerServer(ThreadingHTTPServer):
         self.verbose = verbose
         super().__init__(address, EqualizerHandler)
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that went away mid-answer (a closed tab, a reload) is normal use: at most
+        one quiet line, and only when verbose; anything else keeps its traceback."""
+        error = sys.exc_info()[1]
+        if isinstance(error, ConnectionError):  # BrokenPipe, ConnectionReset/Aborted
+            if self.verbose:
+                print(f"{client_address[0]} closed the connection before the answer was sent "
+                      f"({type(error).__name__})", file=sys.stderr)
+            return
+        super().handle_error(request, client_address)
+
     @property
     def url(self) -> str:
         """The page's address, e.g. ``http://127.0.0.1:8765/``."""
