@@ -3,13 +3,15 @@
 - :class:`SAETrainingConfig`: one dataclass selecting the architecture (standard, topk,
   batchtopk, jumprelu, gated) and every hyperparameter; its module docstring states the L1
   convention.
-- :func:`train_sae`: train through sae-lens' ``SAETrainer`` on an activation source.
+- :func:`train_sae`: train through sae-lens' ``SAETrainer`` on an activation source;
+  resumable with a :class:`TrainingCheckpoint`.
 - :class:`NormalizedSAE`: an sae-lens SAE plus its normaliser; ``save``/``load`` in the
   sae-lens directory format (``SAE.load_from_disk`` reads it) plus ``normalizer.safetensors``.
 - :func:`sweep_saes` / :func:`summarize_sweep`: grids of values x seeds, resumable.
 """
 
 from mechrec.saes.architectures import build_training_sae, to_inference_sae
+from mechrec.saes.checkpoint import ResumedState, TrainingCheckpoint
 from mechrec.saes.config import ARCHITECTURES, SAETrainingConfig
 from mechrec.saes.normalized import NormalizedSAE
 from mechrec.saes.sweeps import (
@@ -32,7 +34,9 @@ __all__ = [
     "PAPER_DICT_SIZES",
     "PAPER_L1_GRID",
     "NormalizedSAE",
+    "ResumedState",
     "SAETrainingConfig",
+    "TrainingCheckpoint",
     "TrainingResult",
     "build_training_sae",
     "grid",

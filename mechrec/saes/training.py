@@ -37,6 +37,7 @@ from mechrec.activations.sets import (
 )
 from mechrec.normalization import Normalizer
 from mechrec.saes.architectures import FEATURE_AXES, build_training_sae, to_inference_sae
+from mechrec.saes.checkpoint import TrainingCheckpoint
 from mechrec.saes.config import SAETrainingConfig
 from mechrec.saes.normalized import NormalizedSAE
 
@@ -161,6 +162,7 @@ def train_sae(
     hook_name: str | None = None,
     log_every: int = 100,
     progress: Callable[[dict[str, float]], None] | None = None,
+    checkpoint: TrainingCheckpoint | None = None,
 ) -> TrainingResult:
     """Train one SAE on the activations of ``source``.
 
@@ -172,6 +174,9 @@ def train_sae(
         hook_name: hook the SAE belongs to (default: ``source.hook_name``).
         log_every: record losses, L0 and dead features every this many steps.
         progress: called with each record (a dict) as it is made.
+        checkpoint: save the whole training state every ``checkpoint.every`` steps and resume
+            from a saved one (exactly: the result equals an uninterrupted run's); the caller
+            clears it once the finished SAE is saved.
 
     Returns:
         a :class:`TrainingResult` whose ``sae`` is a ready :class:`NormalizedSAE`.
@@ -196,10 +201,20 @@ def train_sae(
     resample_every = config.resample_interval
     resample_stop = int(config.resample_until * config.steps)
     history: list[dict[str, float]] = []
-    n_resampled = 0
+    n_resampled, first_step, seconds_before = 0, 1, 0.0
+    if checkpoint is not None:
+        checkpoint.identity = {**checkpoint.identity, "config": config.to_dict(),
+                               "hook_name": hook_name, "normalization": normalizer.mode}
+        resumed = checkpoint.restore(trainer, generator)
+        if resumed is not None:
+            history, n_resampled, seconds_before = (resumed.history, resumed.n_resampled,
+                                                    resumed.seconds)
+            first_step = resumed.step + 1
+            for _ in range(resumed.step):  # the seeded provider replays the batches used
+                next(provider)
     start = time.perf_counter()
     training_sae.train()
-    for step in range(1, config.steps + 1):
+    for step in range(first_step, config.steps + 1):
         trainer.maybe_reset_sparsity()
         batch = next(provider)
         out = trainer.step(batch)
@@ -223,7 +238,10 @@ def train_sae(
             history.append(record)
             if progress is not None:
                 progress(record)
-    seconds = time.perf_counter() - start
+        if checkpoint is not None and checkpoint.due(step, config.steps):
+            checkpoint.save(step, trainer, generator, history, n_resampled,
+                            seconds_before + time.perf_counter() - start)
+    seconds = seconds_before + time.perf_counter() - start
     trainer.set_final_sae_metadata()
     dead_fraction = float(trainer.dead_neurons.float().mean())
     inference = to_inference_sae(training_sae, config.architecture)
