@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -228,12 +228,24 @@ class Experiment:
                                          self.model.cfg.n_ctx):
             yield tokens.to(device), mask.to(device)
 
-    def activations(self, name: str, hook_name: str) -> ActivationSet:
-        """Activations at ``hook_name`` for every real position of a part (cached)."""
+    def n_batches(self, name: str) -> int:
+        """How many batches :meth:`batches` yields for a part."""
+        return -(-len(self.part(name)) // self.batch_size)
+
+    def activations(self, name: str, hook_name: str, *,
+                    progress: Callable[[int, int], None] | None = None) -> ActivationSet:
+        """Activations at ``hook_name`` for every real position of a part (cached).
+
+        ``progress(batches_done, batches_total)`` is called after every batch when they are
+        collected (not when they come from the cache)."""
         key = (name, hook_name)
         if key not in self._activations:
+            total = self.n_batches(name)
+            report = (None if progress is None
+                      else lambda done, _rows: progress(done, total))
             with torch.no_grad():
-                collected = collect_activations(self.model, self.batches(name), hook_name)
+                collected = collect_activations(self.model, self.batches(name), hook_name,
+                                                progress=report)
             if not isinstance(collected, ActivationSet):  # pragma: no cover - no budget given
                 collected = collected.load()
             self._activations[key] = collected

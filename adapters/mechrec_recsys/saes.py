@@ -55,6 +55,7 @@ from mechrec.saes import (
     PAPER_L1_GRID,
     NormalizedSAE,
     SAETrainingConfig,
+    TrainingCheckpoint,
     TrainingResult,
     summarize_sweep,
     sweep_saes,
@@ -175,12 +176,41 @@ def sae_directory(run_dir: str | os.PathLike, name: str) -> Path:
 
 
 def resolve_sae_directory(run_dir: str | os.PathLike, sae: str | os.PathLike) -> Path:
-    """An SAE folder given as a path, or as a name under ``RUN_DIR/saes/``."""
+    """An SAE folder given as a path, or as a name under ``RUN_DIR/saes/``.
+
+    Raises:
+        FileNotFoundError: neither exists; the message names both places looked at, the SAEs
+            the run has, and the command that trains one.
+    """
     path = Path(sae)
     if path.is_dir():
         return path
     candidate = Path(run_dir) / SAES_DIR / str(sae)
-    return candidate if candidate.is_dir() else path
+    if candidate.is_dir():
+        return candidate
+    saes = Path(run_dir) / SAES_DIR
+    have = sorted(p.name for p in saes.iterdir()
+                  if p.is_dir() and p.name != TABLE1_DIR and not p.name.startswith(".")) \
+        if saes.is_dir() else []
+    known = f"this run's SAEs: {', '.join(have)}" if have else "this run has no SAE yet"
+    places = list(dict.fromkeys(str(p) for p in (candidate, path)))
+    raise FileNotFoundError(
+        f"SAE {str(sae)!r} not found: {' and '.join(places)} "
+        f"{'does' if len(places) == 1 else 'do'} not exist ({known}); train one with "
+        f"'mechrec sae train {run_dir} --name {path.name}'"
+    )
+
+
+#: Save the state of ``mechrec sae train`` every this many steps.
+CHECKPOINT_EVERY = 100
+
+
+def sae_checkpoint(run_dir: str | os.PathLike, name: str) -> TrainingCheckpoint:
+    """Where an unfinished SAE ``name`` of a run keeps its training state:
+    ``RUN_DIR/saes/.NAME.partial/`` (hidden; deleted once the SAE is saved)."""
+    sae_directory(run_dir, name)  # checks the name
+    return TrainingCheckpoint(Path(run_dir) / SAES_DIR / f".{name}.partial",
+                              every=CHECKPOINT_EVERY)
 
 
 def default_sae_name(config: SAETrainingConfig, hook: str) -> str:
@@ -238,23 +268,33 @@ def train_run_sae(
         hook: TransformerLens hook name (default: the first block's output).
         run_dir: if given, save to ``run_dir/saes/<name>/``.
         name: folder name (default: :func:`default_sae_name`).
-        overwrite: replace an SAE already saved under that name.
+        overwrite: replace an SAE already saved under that name (and start afresh).
         progress: called with every training log record.
+
+    With ``run_dir`` the training state is saved every :data:`CHECKPOINT_EVERY` steps
+    (:func:`sae_checkpoint`); after an interruption the same call resumes it exactly.
 
     Raises:
         HookNameError: unknown hook; FileExistsError: the folder exists and not ``overwrite``.
     """
     check_hook(experiment, hook)
-    directory = None
+    directory = checkpoint = None
     if run_dir is not None:
-        directory = sae_directory(run_dir, name or default_sae_name(config, hook))
+        name = name or default_sae_name(config, hook)
+        directory = sae_directory(run_dir, name)
         if directory.exists() and not overwrite:
             raise FileExistsError(
                 f"{directory} already exists: choose another name (--name) or replace it "
                 "(--overwrite)"
             )
+        checkpoint = sae_checkpoint(run_dir, name)
+        if overwrite:
+            checkpoint.clear()
     source = experiment.activations("sae_train", hook)
-    result = train_sae(source, config, hook_name=hook, progress=progress)
+    if checkpoint is not None:
+        checkpoint.identity = {"rows": len(source),
+                               "model_sha256": state_dict_sha256(experiment.model)}
+    result = train_sae(source, config, hook_name=hook, progress=progress, checkpoint=checkpoint)
     metrics = reconstruction_metrics(result.sae, experiment.activations("test", hook))
     if directory is not None:
         result.sae.provenance = {
@@ -267,6 +307,7 @@ def train_run_sae(
             "seconds": result.seconds,
         }
         result.sae.save(directory)
+        checkpoint.clear()
     return RunSAE(sae=result.sae, training=result, test_metrics=metrics, directory=directory)
 
 

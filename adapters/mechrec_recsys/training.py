@@ -45,6 +45,7 @@ from mechrec_recsys.distributed import (
     setup_distributed,
     teardown_distributed,
 )
+from mechrec_recsys.durations import format_duration
 from mechrec_recsys.metrics import (
     Comparison,
     compare_with_popularity,
@@ -463,6 +464,13 @@ def _train(sequences: list[np.ndarray], vocab: ItemVocab, validation: SequenceSe
 
     stopped_early = finished
     epoch = start_epoch
+    if not finished and epoch < cfg.epochs:
+        n_batches = math.ceil(sum(len(s) >= 2 for s in sequences) / cfg.batch_size)
+        log(f"training GPTRec on {len(sequences):,} users ({n_batches} batches of "
+            f"{cfg.batch_size}), {vocab.size - 1:,} items: up to {cfg.epochs} epochs, stopping "
+            f"early once more than {cfg.patience} evaluations in a row bring no better "
+            f"validation NDCG@{cfg.eval_k}")
+    session_start, session_epochs = time.perf_counter(), 0
     while not stopped_early and epoch < cfg.epochs:
         epoch += 1
         started = time.perf_counter()
@@ -504,9 +512,13 @@ def _train(sequences: list[np.ndarray], vocab: ItemVocab, validation: SequenceSe
             bad_evals += 1
             stopped_early = bad_evals > cfg.patience
         seconds = time.perf_counter() - started
+        session_epochs += 1
         history.append({"epoch": epoch, "loss": mean_loss, "val_ndcg": val, "seconds": seconds})
-        log(f"epoch {epoch}: loss {mean_loss:.4f}  val NDCG@{cfg.eval_k} ({positions}) {val:.4f}"
-            f"{'  *' if improved and validation is not None else ''}  ({seconds:.1f}s)")
+        left = _time_left(cfg, epoch, best_epoch, stopped_early, validation,
+                          (time.perf_counter() - session_start) / session_epochs)
+        log(f"epoch {epoch}/{cfg.epochs}: loss {mean_loss:.4f}  val NDCG@{cfg.eval_k} "
+            f"({positions}) {val:.4f}{'  *' if improved and validation is not None else ''}  "
+            f"({seconds:.1f}s){left}")
         if out_dir is not None and ctx.is_main:
             save_run_state(out_dir, model_state=model.state_dict(), best_state=best_state,
                            optimizer=optimizer, info={
@@ -535,6 +547,23 @@ def _train(sequences: list[np.ndarray], vocab: ItemVocab, validation: SequenceSe
         best_val_ndcg=math.nan if best_metric == -math.inf else best_metric,
         stopped_early=stopped_early,
     )
+
+
+def _time_left(cfg: TrainConfig, epoch: int, best_epoch: int, stopped: bool,
+               validation: SequenceSet | None, per_epoch: float) -> str:
+    """``; ~2 min 10 s left ...``: the estimate shown after an epoch, at the session's mean
+    epoch time, until early stopping would end the run if validation stops improving (and
+    until the last epoch otherwise)."""
+    if stopped or epoch >= cfg.epochs:
+        return ""
+    last = cfg.epochs
+    if validation is not None:
+        last = min(last, best_epoch + (cfg.patience + 1) * cfg.eval_every)
+    text = f"; ~{format_duration(per_epoch * (last - epoch))} left"
+    if last < cfg.epochs:
+        text += (f" if no better epoch comes (at most "
+                 f"{format_duration(per_epoch * (cfg.epochs - epoch))})")
+    return text
 
 
 def _mean_over_ranks(total: float, count: int, device: str, ctx: DistContext) -> float:

@@ -95,9 +95,11 @@ def test_examples_show_real_titles_with_context(
     ("args", "message"),
     [
         (["tables", "{run}", "{sae}", "--metric", "f1"], "unknown metric 'f1'"),
-        (["tables", "{run}", "{missing}"], "does not exist"),
+        (["tables", "{run}", "{missing}"], "not found"),
+        (["tables", "{run}", "absent-sae"], "saes/absent-sae and absent-sae do not exist"),
         (["tables", "{missing}", "{sae}"], "run folder"),
         (["tables", "{untrained}", "{sae}"], "no trained model yet"),
+        (["tables", "{untrained}", "paper"], "no trained model yet"),
         (["tables", "{run}", "{sae}", "--years", "eighties"], "expected FIRST-LAST"),
         (["tables", "{run}", "{wrong_hook}"], "does not have"),
         (["examples", "{run}", "{sae}", "100000"], "out of range"),

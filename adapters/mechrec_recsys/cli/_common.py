@@ -7,12 +7,18 @@ The options are ``Annotated`` types; a command declares e.g.
 
 from __future__ import annotations
 
+import shlex
+import sys
+import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
 from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
+
+from mechrec_recsys.durations import format_duration
 
 #: ``--data-dir``: where the dataset is (default: ``None``, the loaders' lookup order).
 DataDirOption = Annotated[
@@ -39,6 +45,101 @@ def fail(message: str) -> NoReturn:
     """Print a one-line error to stderr and exit with code 2 (bad input, never a traceback)."""
     typer.echo("error: " + " ".join(str(message).split()), err=True)
     raise typer.Exit(code=2)
+
+
+#: Exit code of a command stopped by Ctrl-C (128 + SIGINT), as shells report it.
+INTERRUPTED_EXIT_CODE = 130
+
+
+def rerun_command(drop: Sequence[str] = ()) -> str:
+    """The command line being run (``mechrec`` and its arguments, shell-quoted), without the
+    flags in ``drop`` (e.g. ``--no-resume``, ``--overwrite``, which would undo a resume)."""
+    return shlex.join(["mechrec", *(a for a in sys.argv[1:] if a not in drop)])
+
+
+def interrupted(kept: str, resume: str | None) -> NoReturn:
+    """After Ctrl-C: print one line saying what was kept and the command that resumes (or
+    reruns) the work, and exit with code 130."""
+    action = "rerun with" if kept.startswith(NOTHING_KEPT) else "resume with"
+    typer.echo(f"interrupted: {kept}" + (f"; {action}: {resume}" if resume else ""), err=True)
+    raise typer.Exit(code=INTERRUPTED_EXIT_CODE)
+
+
+#: What :func:`interrupted` says when nothing was saved yet.
+NOTHING_KEPT = "nothing kept yet"
+
+
+class StepProgress:
+    """Progress of one long step on stderr: what it does, how far it is, what is left.
+
+    On a terminal it is a rich bar (done/total, elapsed, estimated time left); in logs, pipes
+    and tests it prints plain lines: one when the step starts, one per :meth:`update` that
+    carries ``text``, and one when it ends. ``enabled=False`` prints nothing.
+    """
+
+    def __init__(self, description: str, total: int, *, enabled: bool = True,
+                 unit: str = "", initial: int = 0) -> None:
+        self.description, self.total, self.enabled, self.unit = description, total, enabled, unit
+        self.initial = initial
+        self._console = Console(stderr=True)
+        self._bar: object | None = None
+        self._task: int | None = None
+        self._started = time.perf_counter()
+        self.done = initial
+
+    def __enter__(self) -> StepProgress:
+        self._started = time.perf_counter()
+        if not self.enabled:
+            return self
+        if self._console.is_terminal:
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
+
+            self._bar = Progress(TextColumn("{task.description}"), BarColumn(),
+                                 MofNCompleteColumn(), TextColumn(self.unit),
+                                 TimeElapsedColumn(), TextColumn("left"), TimeRemainingColumn(),
+                                 TextColumn("{task.fields[text]}"), console=self._console,
+                                 transient=False)
+            self._bar.start()
+            self._task = self._bar.add_task(self.description, total=self.total, text="",
+                                            completed=self.initial)
+        else:
+            typer.echo(f"{self.description}: {self.initial}/{self.total} {self.unit}".rstrip(),
+                       err=True)
+        return self
+
+    def eta(self) -> float | None:
+        """Seconds left at the mean pace of this session (``None`` before its first update)."""
+        if self.done <= self.initial:
+            return None
+        elapsed = time.perf_counter() - self._started
+        return elapsed / (self.done - self.initial) * max(self.total - self.done, 0)
+
+    def update(self, done: int, text: str = "") -> None:
+        """``done`` of ``total`` are finished; ``text`` says how it goes (e.g. the loss)."""
+        self.done = done
+        if not self.enabled:
+            return
+        if self._bar is not None:
+            self._bar.update(self._task, completed=done, text=text)
+        elif text:
+            left = self.eta()
+            typer.echo(f"{self.description}: {done}/{self.total} {self.unit}".rstrip()
+                       + f", {text}" + (f" ({format_duration(left)} left)" if left is not None
+                                        else ""), err=True)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+        elif self.enabled and exc[0] is None:
+            typer.echo(f"{self.description}: done in "
+                       f"{format_duration(time.perf_counter() - self._started)}", err=True)
 
 
 def wide_console(min_width: int = 160) -> Console:

@@ -62,7 +62,9 @@ from mechrec_recsys.cli._common import (
     fail,
     wide_console,
 )
-from mechrec_recsys.experiment import MODEL_DIR, Experiment, RunSpec
+from mechrec_recsys.experiment import Experiment
+from mechrec_recsys.saes import open_run as open_experiment
+from mechrec_recsys.saes import resolve_sae_directory
 
 align_app = typer.Typer(
     name="align",
@@ -102,26 +104,12 @@ def build_predicates(title_texts: Sequence[str], year_ranges: Sequence[str]
     return predicates
 
 
-def resolve_sae_dir(run_dir: Path, sae_dir: Path) -> Path:
-    """``SAE_DIR`` as given, or, when that is not a folder, ``RUN_DIR/saes/SAE_DIR``."""
-    if sae_dir.is_dir():
-        return sae_dir
-    candidate = run_dir / "saes" / sae_dir
-    return candidate if candidate.is_dir() else sae_dir
-
-
 def open_run(run_dir: Path, sae_dir: Path, data_dir: Path | None, download: bool,
              device: str) -> tuple[Experiment, NormalizedSAE]:
-    """Load the SAE and the run's experiment (split + model); errors are ``BAD_INPUT``."""
-    sae = NormalizedSAE.load(resolve_sae_dir(run_dir, sae_dir), device=device)
-    if not run_dir.is_dir():
-        raise FileNotFoundError(f"run folder {run_dir} does not exist: pass the --out folder "
-                                "of 'mechrec train'")
-    RunSpec.load(run_dir)
-    if not (run_dir / MODEL_DIR).is_dir():
-        raise FileNotFoundError(f"{run_dir} has no trained model yet ({run_dir / MODEL_DIR} is "
-                                "missing): let 'mechrec train' finish")
-    experiment = Experiment.open(run_dir, data_dir=data_dir, download=download, device=device)
+    """Open the run (its folder and trained model are checked first), then its SAE (a folder,
+    or a name under ``RUN_DIR/saes``); errors are ``BAD_INPUT``."""
+    experiment = open_experiment(run_dir, data_dir=data_dir, download=download, device=device)
+    sae = NormalizedSAE.load(resolve_sae_directory(run_dir, sae_dir), device=device)
     return experiment, sae
 
 
@@ -276,15 +264,16 @@ def tables_command(
         fail(f"--bootstrap must be >= 0 (0 disables), got {bootstrap}")
     if not 0.0 < confidence < 1.0:
         fail(f"--confidence must be in (0, 1), e.g. 0.95, got {confidence}")
-    out_dir = out if out is not None else resolve_sae_dir(run_dir, sae_dir) / "alignment"
     try:
         predicates = build_predicates(title_texts, year_ranges)
         experiment, sae = open_run(run_dir, sae_dir, data_dir, download, device)
+        sae_path = resolve_sae_directory(run_dir, sae_dir)
+        out_dir = out if out is not None else sae_path / "alignment"
         run = align(experiment, sae, metric=metric, decades=decades, predicates=predicates,
                     seed=seed)
         boot = run.bootstrap(bootstrap, seed=seed) if bootstrap else None
         written = run.write(out_dir, top_k=top_k, provenance={
-            "run_dir": str(run_dir), "sae_dir": str(resolve_sae_dir(run_dir, sae_dir)),
+            "run_dir": str(run_dir), "sae_dir": str(sae_path),
             "command": "mechrec align tables"}, bootstrap=boot, confidence=confidence)
     except BAD_INPUT as exc:
         fail(str(exc))

@@ -25,7 +25,14 @@ from pathlib import Path
 
 import typer
 
-from mechrec_recsys.cli._common import DataDirOption, DeviceOption, DownloadOption, fail
+from mechrec_recsys.cli._common import (
+    DataDirOption,
+    DeviceOption,
+    DownloadOption,
+    fail,
+    interrupted,
+    rerun_command,
+)
 
 BAD_INPUT = (ValueError, FileNotFoundError, KeyError, OSError)
 
@@ -149,6 +156,10 @@ def reproduce_command(
     except BAD_INPUT as exc:
         fail(str(exc))
         return
+    except KeyboardInterrupt:
+        interrupted(f"kept every finished step in {out} (and, of the step in progress, "
+                    "GPTRec's finished epochs or the Table-1 SAEs already saved)",
+                    rerun_command())
     typer.echo(str(path))
 
 

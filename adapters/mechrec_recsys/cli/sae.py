@@ -34,22 +34,32 @@ from rich.table import Table
 
 from mechrec.saes import ARCHITECTURES, PAPER_DICT_SIZES, PAPER_L1_GRID, SAETrainingConfig
 from mechrec_recsys.cli._common import (
+    NOTHING_KEPT,
     DataDirOption,
     DeviceOption,
     DownloadOption,
+    ProgressOption,
+    StepProgress,
     fail,
+    interrupted,
+    rerun_command,
     wide_console,
 )
 from mechrec_recsys.experiment import Experiment
 from mechrec_recsys.saes import (
     PAPER_HOOK,
+    SAES_DIR,
+    TABLE1_DIR,
     Table1,
+    check_hook,
+    default_sae_name,
     evaluate_sae,
     json_safe,
     load_run_sae,
     open_run,
     resolve_sae_directory,
     run_table1,
+    sae_checkpoint,
     train_run_sae,
     write_table1,
 )
@@ -171,28 +181,42 @@ def train(
     data_dir: DataDirOption = None,
     download: DownloadOption = True,
     device: DeviceOption = "cpu",
-    progress: bool = typer.Option(True, "--progress/--no-progress",
-                                  help="print training progress to stderr"),
+    progress: ProgressOption = True,
 ) -> None:
-    """Train an SAE on the SAE users' activations at a hook, save it, print its metrics."""
+    """Train an SAE on the SAE users' activations at a hook, save it, print its metrics.
+
+    The training state is saved every 100 steps: after Ctrl-C the same command resumes it."""
     try:
         config = training_config(
             architecture=architecture, d_sae=d_sae, l1=l1, k=k, target_l0=target_l0,
             l0_coefficient=l0_coefficient, steps=steps, batch_size=batch_size, lr=lr,
             warm_up=warm_up, seed=seed, device=device)
         experiment = _open(run_dir, data_dir, download, device)
+        check_hook(experiment, hook)
+        for part, users in (("sae_train", "SAE"), ("test", "test")):
+            with StepProgress(f"collecting activations at {hook} ({users} users)",
+                              experiment.n_batches(part), enabled=progress,
+                              unit="batches") as bar:
+                experiment.activations(part, hook, progress=lambda done, _t: bar.update(done))
+        resumed = None if overwrite else sae_checkpoint(
+            run_dir, name or default_sae_name(config, hook)).saved_step()
+        if progress and resumed is not None:
+            typer.echo(f"resuming the interrupted training after step {resumed}", err=True)
+        with StepProgress(f"training the {architecture} SAE ({d_sae} features)", steps,
+                          enabled=progress, unit="steps", initial=resumed or 0) as bar:
 
-        def report(record: dict[str, float]) -> None:
-            if progress:
-                typer.echo(f"step {int(record['step'])}/{steps}: loss {record['loss']:.4f}, "
-                           f"L0 {record['l0']:.1f}, dead {int(record['dead_features'])}",
-                           err=True)
+            def report(record: dict[str, float]) -> None:
+                bar.update(int(record["step"]), f"loss {record['loss']:.4f}, L0 "
+                           f"{record['l0']:.1f}, dead {int(record['dead_features'])}")
 
-        trained = train_run_sae(experiment, config, hook=hook, run_dir=run_dir, name=name,
-                                overwrite=overwrite, progress=report)
+            trained = train_run_sae(experiment, config, hook=hook, run_dir=run_dir, name=name,
+                                    overwrite=overwrite, progress=report)
     except BAD_INPUT as exc:
         fail(str(exc))
         return
+    except KeyboardInterrupt:
+        interrupted(_kept_sae_state(run_dir, name or default_sae_name(config, hook), steps),
+                    rerun_command(drop=("--overwrite",)))
     metrics = trained.test_metrics
     parameter, value = config.sparsity_parameter
     table = Table(title=f"{architecture} SAE at {hook}: {d_sae} features, {parameter} "
@@ -209,6 +233,17 @@ def train(
     console.print(f"saved to {trained.directory} (sae-lens format + normalizer.safetensors); "
                   f"evaluate with: mechrec sae eval {run_dir} {trained.directory}",
                   highlight=False, soft_wrap=True)
+
+
+def _kept_sae_state(run_dir: Path, name: str, steps: int) -> str:
+    """What an interrupted ``mechrec sae train`` left: the step of its checkpoint (training
+    resumes from there, exactly), or that nothing was kept yet."""
+    checkpoint = sae_checkpoint(run_dir, name)
+    step = checkpoint.saved_step()
+    if step is None:
+        return (f"{NOTHING_KEPT} (the state is saved every {checkpoint.every} steps, "
+                "after the activations are collected)")
+    return f"kept the SAE training state after step {step} of {steps} in {checkpoint.directory}"
 
 
 # -------------------------------------------------------------------------------- eval
@@ -343,6 +378,9 @@ def table1(
     except BAD_INPUT as exc:
         fail(str(exc))
         return
+    except KeyboardInterrupt:
+        interrupted(f"kept every SAE of the sweep finished so far, under "
+                    f"{run_dir / SAES_DIR / TABLE1_DIR}", rerun_command())
     n = len(result.seeds)
     title = (f"Table 1 on {result.info['run']['dataset']} ({result.info['test_users']} test "
              f"users), {result.hook}: standard SAEs, {steps} steps of {batch_size}, "

@@ -20,11 +20,14 @@ import typer
 from rich.table import Table
 
 from mechrec_recsys.cli._common import (
+    NOTHING_KEPT,
     DataDirOption,
     DeviceOption,
     DownloadOption,
     ProgressOption,
     fail,
+    interrupted,
+    rerun_command,
     wide_console,
 )
 from mechrec_recsys.metrics import Comparison
@@ -107,6 +110,8 @@ def train_command(
         train_config = TrainConfig(epochs=epochs, patience=patience, batch_size=batch_size,
                                    lr=lr, loss=loss, num_negatives=negatives, seed=seed,
                                    eval_k=k, exclude_seen=not include_seen, progress=progress)
+        if progress and int(os.environ.get("RANK", "0")) == 0:
+            typer.echo(f"loading {name} and making the {split} split ...", err=True)
         dataset = load_dataset(name, data_dir, download=download)
         parts = make_split(dataset, split, seed=seed, max_len=FULL_HISTORY)
         spec = RunSpec(dataset=name, split=split, seed=seed)
@@ -122,6 +127,8 @@ def train_command(
                                  exclude_seen=not include_seen, targets_per_user=eval_last)
     except BAD_INPUT as exc:
         fail(str(exc))
+    except KeyboardInterrupt:
+        interrupted(_kept_state(out, epochs), rerun_command(drop=("--no-resume",)))
     if int(os.environ.get("RANK", "0")) != 0:
         return
     console = wide_console(120)
@@ -133,6 +140,20 @@ def train_command(
     seen = "included" if include_seen else "excluded"
     console.print(f"mean ± standard error over test users (coverage: bootstrap); seen items "
                   f"{seen}; model and metrics in {out}", highlight=False)
+
+
+def _kept_state(out: Path, epochs: int) -> str:
+    """What an interrupted ``mechrec train`` left in ``out``: the epoch its state was saved
+    after (training resumes from there), or that nothing was kept yet."""
+    from mechrec_recsys.checkpoint import RUN_STATE_JSON, read_json
+
+    try:
+        info = read_json(out / RUN_STATE_JSON)
+        epoch, best = int(info["epoch"]), info.get("best_epoch")
+    except (OSError, ValueError, KeyError, TypeError):
+        return f"{NOTHING_KEPT} (interrupted before the first epoch ended)"
+    return (f"kept the run state after epoch {epoch} of at most {epochs} (best so far: epoch "
+            f"{best}) in {out}")
 
 
 def register(app: typer.Typer) -> None:
