@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,7 @@ from mechrec_recsys.cli._common import (
     rerun_command,
     wide_console,
 )
+from mechrec_recsys.durations import format_duration
 from mechrec_recsys.experiment import Experiment
 from mechrec_recsys.saes import (
     PAPER_HOOK,
@@ -363,12 +365,21 @@ def table1(
                                  lr_warm_up_steps=_warm_up(steps, warm_up), device=device)
         experiment = _open(run_dir, data_dir, download, device)
 
+        started = time.perf_counter()
+        first_done: list[int] = []
+
         def report(done: int, total: int, row: dict[str, Any]) -> None:
+            # SAEs found already saved (a resumed sweep) report at once: time the rest only
+            if not first_done:
+                first_done.append(done - 1)
+            trained_here = done - first_done[0]
+            left = (time.perf_counter() - started) / trained_here * (total - done)
             if progress:
                 typer.echo(f"[{done}/{total}] d_sae={row['d_sae']} l1={row['l1_coefficient']:g} "
                            f"seed={row['seed']}: L0 {row['l0']:.1f}, EV "
                            f"{row['explained_variance']:.3f}, NDCG {row['ndcg']:.4f} "
-                           f"({row['seconds']:.1f} s training)", err=True)
+                           f"({row['seconds']:.1f} s training; ~{format_duration(left)} left)",
+                           err=True)
 
         result = run_table1(experiment, run_dir, hook=hook, l1_values=l1_values,
                             d_sae_values=d_sae_values, seeds=seed_values, l1_d_sae=l1_d_sae,
