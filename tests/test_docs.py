@@ -126,8 +126,8 @@ def test_stated_training_defaults_are_the_codes():
     assert (int(layers), int(heads), int(d_model)) == (
         GPTRecConfig.n_layers, GPTRecConfig.n_heads, GPTRecConfig.d_model)
     readme = " ".join(_text("README.md").split())
-    epochs, patience = _find(r"`train` runs up to (\d+) epochs and stops early once validation "
-                             r"NDCG@10 has not improved for (\d+)", readme)
+    epochs, patience = _find(r"`train` runs up to (\d+) epochs and stops early once more than "
+                             r"(\d+) epochs in a row bring no better validation NDCG@10", readme)
     assert (int(epochs), int(patience)) == (TrainConfig.epochs, TrainConfig.patience)
     assert "Horror" in DEFAULT_GENRES and "plus\nHorror" in reproducing
 
