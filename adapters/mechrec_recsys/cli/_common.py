@@ -1,5 +1,7 @@
-"""Helpers shared by the ``mechrec`` sub-commands: one-line errors, wide rich consoles and the
-options that every command opening a run or a dataset takes.
+"""Helpers shared by the ``mechrec`` sub-commands: one-line errors (:func:`fail`, exit 2) and
+interrupts (:func:`interrupted`, exit 130), progress of long steps (:class:`StepProgress`),
+conventional help metavars (:class:`ConventionalGroup`), wide rich consoles and the options
+that every command opening a run or a dataset takes.
 
 The options are ``Annotated`` types; a command declares e.g.
 ``data_dir: DataDirOption = None, download: DownloadOption = True, device: DeviceOption = "cpu"``.
