@@ -166,6 +166,11 @@ def sweep_command(
                                 "(unit variance, Fig. 9)"),
     features: str | None = typer.Option(None, "--features",
                                         help="GENRE=INDEX,... instead of the best features"),
+    random_control: bool = typer.Option(
+        True, "--random-control/--no-random-control",
+        help="also steer a random alive SAE feature per genre (replace mode): the control"),
+    control_seed: int = typer.Option(0, "--control-seed",
+                                     help="seed of the random control features"),
     k: int = typer.Option(10, "--k", help="length of the recommendation lists"),
     users: int = typer.Option(1, "--example-users", help="per genre, the N test users with the "
                               "most and the N with the fewest items of the genre get before/"
@@ -198,14 +203,16 @@ def sweep_command(
         genre_list = [g for g in genres.split(",") if g.strip()]
         result = _guard(lambda: run_genre_sweep(
             experiment, sae, genres=genre_list, values=grid, modes=chosen_modes, probes=probes,
-            features=overrides, k=k, progress=progress))
+            features=overrides, k=k, progress=progress, random_control=random_control,
+            control_seed=control_seed))
         user_table = None
         if users > 0:
             user_table = _guard(lambda: _example_user_lists(experiment, sae, result, users,
                                                             user_grid, chosen_modes[0], k))
         extra: dict[str, Any] = {"command": {
             "run_dir": str(run_dir), "sae_dir": str(sae_dir), "genres": genre_list,
-            "values": values, "mode": mode, "probes": probes, "features": overrides, "k": k}}
+            "values": values, "mode": mode, "probes": probes, "features": overrides, "k": k,
+            "random_control": random_control, "control_seed": control_seed}}
         if naive > 0:
             extra["fast_path"] = _guard(lambda: _fast_vs_naive(experiment, sae, result, grid,
                                                                naive))

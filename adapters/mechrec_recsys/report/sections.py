@@ -606,6 +606,7 @@ CURVE_LABELS: dict[tuple[str, str], str] = {
     ("sae_feature", "keep-error"): "SAE feature (keep error)",
     ("sae_direction", "add"): "SAE direction (add)",
     ("probe_direction", "add"): "probe direction (add)",
+    ("random_feature", "replace"): "random alive feature (replace, control)",
 }
 
 
