@@ -3,9 +3,12 @@ local-only ``ml-1m-ordered`` copy with its explicit order column, and the paper 
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
+from cli_checks import run_cli
 from mechrec_recsys.cli.main import app
 from mechrec_recsys.data import (
     DataFormatError,
@@ -164,3 +167,17 @@ def test_cli_stats_of_the_ordered_copy_with_the_paper_split(data_dir):
     assert result.exit_code == 0, result.output
     assert "2,936" in result.output and "2,174" in result.output
     assert "198,417 timestamps are imputed" in " ".join(result.output.split())
+
+
+@pytest.mark.slow
+def test_quick_reproduction_runs_on_the_ordered_copy(data_dir, tmp_path):
+    """The whole pipeline at toy size on all of ml-1m-ordered (75 s to 3 min on 2 cores)."""
+    run_dir = tmp_path / "run"
+    result = run_cli("reproduce", "--quick", "--dataset", "ml-1m-ordered", "--split", "paper",
+                     "--out", run_dir, "--no-progress", "--data-dir", data_dir)
+    assert result.exit_code == 0, result.output
+    split = json.loads((run_dir / "reproduce" / "split.json").read_text())
+    assert split["info"]["tie_break"] == "explicit order column (no tie-break)"
+    assert split["info"]["sae_users"] == 2174
+    html = (run_dir / "report.html").read_text(encoding="utf-8")
+    assert "ml-1m-ordered" in html
