@@ -52,6 +52,8 @@ MAX_K = 100
 N_EXAMPLE_USERS = 50
 #: How many of the user's last items a response shows.
 N_RECENT = 5
+#: Longest user id (as text) a request may name; longer ones are malformed (HTTP 400).
+MAX_USER_ID_CHARS = 64
 
 
 @dataclass
@@ -306,6 +308,12 @@ class EqualizerSession:
             if not user.is_integer():
                 raise UnknownUserError(f"unknown user {user!r}: user ids are whole numbers")
             user = int(user)
+        text = str(user) if not isinstance(user, int) or user.bit_length() < 256 else None
+        if text is None or len(text.strip()) > MAX_USER_ID_CHARS:
+            raise EqualizerInputError(
+                f"'user' is too long to be a user id (at most {MAX_USER_ID_CHARS} characters): "
+                "send the raw id of a user of the run, e.g. 1"
+            )
         try:
             return self.experiment.find_user(user)
         except ValueError as exc:
