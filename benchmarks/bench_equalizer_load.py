@@ -12,7 +12,8 @@ sliders at random values in ``[-MAX, MAX]``. A round stops early after ``--time-
 seconds; requests not sent then are reported as "not sent", not as errors.
 
 Reported per client count: requests sent, p50 and p99 latency of the successful requests
-(connect to last byte), the error rate and the errors by kind.
+(connect to last byte), the error rate, successful requests per second over the round and the
+errors by kind.
 
 Only loopback addresses are used. The run: ``--run-dir`` and ``--sae`` of an existing run;
 without them a quick run is trained in a temporary folder (a small GPTRec on ml-100k's paper
@@ -141,14 +142,17 @@ def round_of(port: int, clients: int, bodies: list[list[bytes]], timeout: float,
                 else:
                     errors[error] += 1
 
-    deadline[0] = time.perf_counter() + time_limit
+    started = time.perf_counter()
+    deadline[0] = started + time_limit
     threads = [threading.Thread(target=client, args=(bodies[i],)) for i in range(clients)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
+    wall = time.perf_counter() - started
     total = sum(len(b) for b in bodies)
-    return {"clients": clients, "sent": sent[0], "not_sent": total - sent[0],
+    return {"clients": clients, "sent": sent[0], "not_sent": total - sent[0], "wall_s": wall,
+            "ok_per_s": len(latencies) / wall,
             "ok": len(latencies), "errors": dict(errors),
             "error_rate": sum(errors.values()) / max(sent[0], 1),
             "p50_ms": 1000 * float(np.percentile(latencies, 50)) if latencies else float("nan"),
@@ -172,15 +176,15 @@ def bench(run_dir: Path, sae: str, args: argparse.Namespace) -> None:
         print(f"server on {LOOPBACK}:{port}; {args.requests} requests per client, a new "
               f"connection each; users {min(args.users, len(info['users']))}")
         print(f"{'clients':>8} {'sent':>6} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} "
-              f"{'rate':>7}  kinds")
+              f"{'rate':>7} {'ok/s':>7}  kinds")
         for clients in args.clients:
             bodies = [make_bodies(info, args.users, args.requests, rng) for _ in range(clients)]
             row = round_of(port, clients, bodies, args.timeout, args.time_limit)
             kinds = ", ".join(f"{k} {v}" for k, v in sorted(row["errors"].items())) or "-"
             late = f" ({row['not_sent']} not sent: time limit)" if row["not_sent"] else ""
             print(f"{clients:>8} {row['sent']:>6} {row['p50_ms']:>8.1f} {row['p99_ms']:>8.1f} "
-                  f"{sum(row['errors'].values()):>7} {100 * row['error_rate']:>6.2f}%  "
-                  f"{kinds}{late}", flush=True)
+                  f"{sum(row['errors'].values()):>7} {100 * row['error_rate']:>6.2f}% "
+                  f"{row['ok_per_s']:>7.1f}  {kinds}{late}", flush=True)
     finally:
         child.terminate()
         child.wait(timeout=30)
