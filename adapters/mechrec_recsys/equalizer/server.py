@@ -11,8 +11,8 @@ Routes:
 Every error is a JSON object ``{"error": "..."}``: 400 for a bad request (invalid JSON, an
 unknown or malformed field, genre, method or ``k``, a value that is not a number or is out of
 range, a GET with a body), 403 for a foreign ``Host``/``Origin``, 404 for an unknown user or
-path, 405 for another HTTP method, 408 for a client too slow to send its request, 413 for an
-oversized body, 503 while the model loads or when every connection slot is taken, and 500
+path, 405 for another HTTP method, 413 for an oversized body, 503 while the model loads or
+when every connection slot is taken, and 500
 (message only, the traceback goes to the server's stderr) for a bug. No error ever answers
 with a traceback page, and every error response closes the connection, so an unread request
 body can never be taken for a second request.
@@ -23,8 +23,9 @@ Limits (loopback use by one person, hardened against careless and hostile client
   further connections get an immediate 503 (``Retry-After: 1``) instead of a thread, and the
   listen backlog holds :data:`LISTEN_BACKLOG` connections waiting to be accepted;
 - a client must send each complete request (headers and body) within
-  :data:`REQUEST_TIMEOUT` seconds of the connection being ready for it (idle keep-alive
-  connections are closed after that long too), so slow clients cannot hold threads;
+  :data:`REQUEST_TIMEOUT` seconds of the connection being ready for it, else the connection
+  is closed without an answer (idle keep-alive connections too), so slow clients cannot hold
+  threads;
 - DNS rebinding: the ``Host`` header must name this server (``localhost``, ``127.0.0.1`` or
   ``[::1]`` with the bound port, or the bound address itself) and an ``Origin`` header, when
   present, the same; anything else is a 403;
@@ -241,6 +242,8 @@ class EqualizerHandler(BaseHTTPRequestHandler):
             self._error(HTTPStatus.BAD_REQUEST, "Transfer-Encoding is not supported: send the "
                         "JSON body with a Content-Length")
             return False
+        if self.command != "POST":  # the whole request has arrived (POST: once its body has)
+            self.server.unwatch(self.connection)
         return True
 
     def _foreign_host(self) -> str | None:
