@@ -91,7 +91,7 @@ def test_sweep_refuses_a_value_that_overflows_the_model(model):
     direction = torch.arange(model.cfg.d_model, dtype=torch.float32) - 7.5
     target: SteeringTarget = direction_target(direction, name="d",
                                               hook_name=HOOK)
-    with pytest.raises(ValueError, match="1e\\+38 makes the model.s scores NaN or infinite"):
+    with pytest.raises(ValueError, match=r"1e\+38 makes the model's scores NaN or infinite"):
         run_sweep(model, [(tokens, mask)], [target], [0.0, 1e38],
                   evaluate=lambda logits: {"mean": float(logits.float().mean())},
                   progress=False)
