@@ -122,7 +122,9 @@ def verify_manifest(directory: str | os.PathLike) -> dict[str, Any] | None:
         manifest = json.loads(path.read_text())
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ValueError(f"{path} is not valid JSON ({exc}); {fix}") from None
-    hashes = manifest.get("sha256") if isinstance(manifest, dict) else None
+    if not isinstance(manifest, dict):
+        manifest = {}
+    hashes = manifest.get("sha256")
     if manifest.get("format") != MANIFEST_FORMAT or not isinstance(hashes, dict) or not all(
             isinstance(v, str) for v in hashes.values()):
         raise ValueError(f"{path} is not a mechrec SAE manifest (format {MANIFEST_FORMAT}); "

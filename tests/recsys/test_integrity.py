@@ -253,3 +253,10 @@ def test_truncated_last_line_is_reported_with_file_and_line(data_dir: Path,
     assert_one_line_error(result, "u.data, line 100000")
     # the untouched official file still loads whole (it ends with a line break)
     assert load_movielens(data_dir / "ml-100k", "ml-100k").num_interactions == 100_000
+
+
+@pytest.mark.parametrize("text", ["[1, 2]", "{not json", '{"format": "other"}'])
+def test_damaged_manifest_is_a_clear_error(sae_copy: Path, text: str) -> None:
+    (sae_copy / MANIFEST_FILENAME).write_text(text)
+    with pytest.raises(ValueError, match=MANIFEST_FILENAME.replace(".", r"\.")):
+        NormalizedSAE.load(sae_copy)
