@@ -44,6 +44,7 @@ from typing import Any
 
 import numpy as np
 
+from mechrec._io import exclusive_claim
 from mechrec.alignment import (
     DegenerateInputWarning,
     alignment_stats,
@@ -204,12 +205,54 @@ def default_sae_name(config: SAETrainingConfig, hook: str) -> str:
     return f"{hook}-{config.architecture}-d{config.d_sae}-{short}={value_text}-seed{config.seed}"
 
 
+def sae_source(experiment: Experiment, hook: str) -> dict[str, str]:
+    """What an SAE trained on ``experiment``'s activations at ``hook`` records as its source:
+    the SHA-256 of the model's weights (as in its checkpoint) and the hook."""
+    return {"model_sha256": model_weights_sha256(experiment), "hook_name": hook}
+
+
+def check_sae_source(experiment: Experiment, nsae: NormalizedSAE,
+                     where: str = "the SAE") -> None:
+    """Refuse an SAE whose recorded source is another model (or another hook).
+
+    SAEs that record no source (plain sae-lens saves, or SAEs saved without one) cannot be
+    checked this way; :func:`check_sae_fits` still checks their hook and width.
+
+    Raises:
+        ValueError: the recorded model hash or hook differs from the run's; the message names
+            both and the way out (``allow_other_model`` / ``--allow-other-model``).
+    """
+    source = nsae.source or {}
+    recorded = source.get("model_sha256")
+    if recorded is not None:
+        digest = model_weights_sha256(experiment)
+        if recorded != digest:
+            raise ValueError(
+                f"{where} was trained on another model (weights {str(recorded)[:12]}..., this "
+                f"run's model is {digest[:12]}...), even if its width fits: train an SAE for "
+                "this run with 'mechrec sae train', or pass --allow-other-model if you really "
+                "mean to use it with this model"
+            )
+    hook = source.get("hook_name")
+    if hook is not None and hook != nsae.hook_name:
+        raise ValueError(
+            f"{where} was trained at hook {hook!r} but is set to read {nsae.hook_name!r}: use "
+            f"it at {hook!r}, or pass --allow-other-model if you really mean to move it"
+        )
+
+
 def load_run_sae(
-    experiment: Experiment, directory: str | os.PathLike, *, device: str = "cpu"
+    experiment: Experiment, directory: str | os.PathLike, *, device: str = "cpu",
+    allow_other_model: bool = False,
 ) -> NormalizedSAE:
-    """Load a saved SAE (with its normaliser) and check that it fits the run's model."""
+    """Load a saved SAE (with its normaliser; file hashes checked) and check that it fits the
+    run's model: hook and width always, the recorded source model and hook unless
+    ``allow_other_model``."""
     nsae = NormalizedSAE.load(directory, device=device)
-    check_sae_fits(experiment, nsae, where=f"the SAE in {directory}")
+    where = f"the SAE in {directory}"
+    check_sae_fits(experiment, nsae, where=where)
+    if not allow_other_model:
+        check_sae_source(experiment, nsae, where=where)
     return nsae
 
 
@@ -253,32 +296,51 @@ def train_run_sae(
         overwrite: replace an SAE already saved under that name.
         progress: called with every training log record.
 
+    The name is claimed for the whole run (an OS lock on ``RUN_DIR/saes/.<name>.lock``, gone
+    when the process ends), so two overlapping runs of the same name cannot both write it: the
+    second stops at once. Without ``overwrite`` the save also refuses a folder that appeared
+    meanwhile. The saved SAE records the model's weight hash and the hook as its source.
+
     Raises:
-        HookNameError: unknown hook; FileExistsError: the folder exists and not ``overwrite``.
+        HookNameError: unknown hook; FileExistsError: the folder exists and not ``overwrite``,
+        or another process is training an SAE of that name.
     """
     check_hook(experiment, hook)
-    directory = None
-    if run_dir is not None:
-        directory = sae_directory(run_dir, name or default_sae_name(config, hook))
-        if directory.exists() and not overwrite:
-            raise FileExistsError(
-                f"{directory} already exists: choose another name (--name) or replace it "
-                "(--overwrite)"
-            )
+    if run_dir is None:
+        return _train_run_sae(experiment, config, hook, None, None, overwrite, progress)
+    directory = sae_directory(run_dir, name or default_sae_name(config, hook))
+    with exclusive_claim(directory.with_name(f".{directory.name}.lock"),
+                         f"the SAE {directory}"):
+        return _train_run_sae(experiment, config, hook, Path(run_dir), directory, overwrite,
+                              progress)
+
+
+def _train_run_sae(
+    experiment: Experiment, config: SAETrainingConfig, hook: str, run_dir: Path | None,
+    directory: Path | None, overwrite: bool,
+    progress: Callable[[dict[str, float]], None] | None,
+) -> RunSAE:
+    """:func:`train_run_sae` once the name is claimed."""
+    if directory is not None and directory.exists() and not overwrite:
+        raise FileExistsError(
+            f"{directory} already exists: choose another name (--name) or replace it "
+            "(--overwrite)"
+        )
     source = experiment.activations("sae_train", hook)
     result = train_sae(source, config, hook_name=hook, progress=progress)
     metrics = reconstruction_metrics(result.sae, experiment.activations("test", hook))
-    if directory is not None:
+    result.sae.source = sae_source(experiment, hook)
+    if directory is not None and run_dir is not None:
         result.sae.provenance = {
             **(result.sae.provenance or {}),
-            "run": {"run_dir": str(Path(run_dir).resolve()), **_spec_dict(experiment.spec),
+            "run": {"run_dir": str(run_dir.resolve()), **_spec_dict(experiment.spec),
                     "trained_on": "sae_train"},
             "test_metrics": json_safe(metrics.as_dict()),
             "dead_fraction_train": result.dead_fraction_train,
             "n_resampled": result.n_resampled,
             "seconds": result.seconds,
         }
-        result.sae.save(directory)
+        result.sae.save(directory, overwrite=overwrite)
     return RunSAE(sae=result.sae, training=result, test_metrics=metrics, directory=directory)
 
 

@@ -66,7 +66,11 @@ from mechrec.alignment import alignment_stats, best_features, token_attributes
 from mechrec.probes import ProbeSet, fit_probes
 from mechrec.saes import NormalizedSAE
 from mechrec.steering import FeatureEdit, SAELike, steered_last_logits
-from mechrec.steering.validation import check_feature_index, check_finite_values
+from mechrec.steering.validation import (
+    check_feature_index,
+    check_finite_scores,
+    check_finite_values,
+)
 from mechrec.sweep import (
     SteeringTarget,
     direction_target,
@@ -891,6 +895,8 @@ def user_recommendations(
         edits = [None] + [target.make_edit(v) for v in values]
         logits = steered_last_logits(model, tokens, mask, target.hook_name, edits,
                                      positions=target.positions)
+        for value, scores in zip(values, logits[1:], strict=True):
+            check_finite_scores(scores, value)
         before: set[int] = set()
         for setting, value, scores in zip(["before", *[f"{v:+g}" for v in values]],
                                           [np.nan, *values], logits, strict=True):
@@ -956,6 +962,8 @@ def user_shares(
         edits = [None] + [target.make_edit(v) for v in values]
         logits = steered_last_logits(experiment.model, tokens, mask, target.hook_name, edits,
                                      positions=target.positions)
+        for value, scores in zip(values, logits[1:], strict=True):
+            check_finite_scores(scores, value)
         tops = [batches.collect(scores, tokens, mask) for scores in logits]
         parts.append(np.stack([attribute_share_at_k(top, matrix, k)[:, 0] for top in tops],
                               axis=1))

@@ -238,12 +238,16 @@ def evaluate(
     data_dir: DataDirOption = None,
     download: DownloadOption = True,
     device: DeviceOption = "cpu",
+    allow_other_model: bool = typer.Option(
+        False, "--allow-other-model",
+        help="evaluate the SAE even though it records another model (or hook) as its source"),
 ) -> None:
     """One SAE's Table-1 rows: original model, "replace" and "replace + error"."""
     try:
         experiment = _open(run_dir, data_dir, download, device)
         directory = resolve_sae_directory(run_dir, sae_dir)
-        nsae = load_run_sae(experiment, directory, device=device)
+        nsae = load_run_sae(experiment, directory, device=device,
+                            allow_other_model=allow_other_model)
         rows = evaluate_sae(experiment, nsae, k=k)
         if out is not None:
             out.parent.mkdir(parents=True, exist_ok=True)

@@ -87,8 +87,14 @@ def _guard(action: Callable[[], T]) -> T:
         fail(str(message))
 
 
+#: ``--allow-other-model``: use an SAE whose recorded source is another model or hook.
+AllowOtherModelOption = typer.Option(
+    False, "--allow-other-model",
+    help="use the SAE even though it records another model (or hook) as its source")
+
+
 def _open(run_dir: Path, sae_dir: Path, data_dir: Path | None, download: bool, device: str,
-          batch_size: int) -> tuple[Any, Any]:
+          batch_size: int, allow_other_model: bool = False) -> tuple[Any, Any]:
     """Open the run and its SAE (a folder, or a name under ``RUN_DIR/saes``); check they fit."""
     from mechrec_recsys.saes import load_run_sae, open_run, resolve_sae_directory
 
@@ -96,7 +102,8 @@ def _open(run_dir: Path, sae_dir: Path, data_dir: Path | None, download: bool, d
         raise ValueError(f"--batch-size must be >= 1, got {batch_size}")
     experiment = open_run(run_dir, data_dir=data_dir, download=download, device=device,
                           batch_size=batch_size)
-    sae = load_run_sae(experiment, resolve_sae_directory(run_dir, sae_dir), device=device)
+    sae = load_run_sae(experiment, resolve_sae_directory(run_dir, sae_dir), device=device,
+                       allow_other_model=allow_other_model)
     return experiment, sae
 
 
@@ -158,7 +165,9 @@ def sweep_command(
     genres: str = typer.Option(",".join(DEFAULT_GENRES), "--genres",
                                help="comma-separated genres; Children also finds Children's"),
     values: str = typer.Option("-10:10:1", "--values",
-                               help="start:stop:step (inclusive) or a comma list"),
+                               help="start:stop:step (inclusive) or a comma list; the paper "
+                               "uses -10:10:1, values far beyond that (about |v| > 1e4) "
+                               "overflow the model: NaN or infinite scores are an error"),
     mode: str = typer.Option("both", "--mode", help="SAE feature edits: replace (paper: the "
                              "activation becomes the edited reconstruction) | keep-error | both"),
     probes: bool = typer.Option(True, "--probes/--no-probes",
@@ -187,6 +196,7 @@ def sweep_command(
     device: DeviceOption = "cpu",
     batch_size: int = typer.Option(256, "--batch-size", help="test users per forward pass"),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
+    allow_other_model: bool = AllowOtherModelOption,
 ) -> None:
     """Sweep each genre's SAE feature (and probe) over values; write tables, print a summary."""
     with _warnings_to_stderr():
@@ -199,7 +209,7 @@ def sweep_command(
         if users < 0 or naive < 0:
             fail("--example-users and --compare-naive must be >= 0")
         experiment, sae = _guard(lambda: _open(run_dir, sae_dir, data_dir, download, device,
-                                               batch_size))
+                                               batch_size, allow_other_model))
         genre_list = [g for g in genres.split(",") if g.strip()]
         result = _guard(lambda: run_genre_sweep(
             experiment, sae, genres=genre_list, values=grid, modes=chosen_modes, probes=probes,
@@ -278,7 +288,10 @@ def user_command(
     sae_dir: Path = typer.Argument(..., help="SAE folder, or its name under RUN_DIR/saes"),
     user: str = typer.Option(..., "--user", help="raw user id (test users first)"),
     genre: str = typer.Option(..., "--genre", help="genre whose feature is steered"),
-    values: str = typer.Option("0,2,5", "--values", help="comma list or start:stop:step"),
+    values: str = typer.Option("0,2,5", "--values", help="comma list or start:stop:step; "
+                               "the paper steers within -10..10, and values far beyond the "
+                               "activations' scale (about |v| > 1e4) overflow the model: a "
+                               "value that makes any score NaN or infinite is an error"),
     feature: int | None = typer.Option(None, "--feature",
                                        help="SAE feature index instead of the genre's best"),
     mode: str = typer.Option("replace", "--mode", help="replace | keep-error"),
@@ -287,6 +300,7 @@ def user_command(
     data_dir: DataDirOption = None,
     download: bool = typer.Option(True, "--download/--no-download"),
     device: DeviceOption = "cpu",
+    allow_other_model: bool = AllowOtherModelOption,
 ) -> None:
     """Print one user's top-k before and after setting a genre's SAE feature (Fig. 7)."""
     with _warnings_to_stderr():
@@ -295,7 +309,8 @@ def user_command(
             fail(f"unknown mode {mode!r}; choose replace or keep-error")
         if k < 1:
             fail(f"--k must be >= 1, got {k}")
-        experiment, sae = _guard(lambda: _open(run_dir, sae_dir, data_dir, download, device, 256))
+        experiment, sae = _guard(lambda: _open(run_dir, sae_dir, data_dir, download, device, 256,
+                                               allow_other_model))
         resolved = _guard(lambda: resolve_genres([genre], experiment.genre_names))
         overrides = {genre: feature} if feature is not None else None
         chosen = _guard(lambda: select_genre_features(experiment, sae, resolved,

@@ -55,11 +55,13 @@ from mechrec_recsys.data.report import LoadReport
 UNKNOWN_GENRES = ("keep", "drop", "error")
 _TEXT = ("utf-8", "latin-1")
 
-ML100K_RATINGS = TextFormat(sep="\t", header=False, n_fields=4)
+ML100K_RATINGS = TextFormat(sep="\t", header=False, n_fields=4, final_newline=True)
 ML100K_GENRE = TextFormat(sep="|", header=False, encodings=_TEXT, official_encoding="latin-1")
-DAT_RATINGS = TextFormat(sep="::", header=False, n_fields=4, encodings=_TEXT)
+DAT_RATINGS = TextFormat(sep="::", header=False, n_fields=4, encodings=_TEXT,
+                          final_newline=True)
 CSV_RATINGS = TextFormat(sep=",", header=True, quoting=True,
-                         expected_header=("userId", "movieId", "rating", "timestamp"))
+                         expected_header=("userId", "movieId", "rating", "timestamp"),
+                         final_newline=True)
 CSV_MOVIES = TextFormat(sep=",", header=True, quoting=True, encodings=_TEXT,
                         expected_header=("movieId", "title", "genres"))
 
