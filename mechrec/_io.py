@@ -1,15 +1,27 @@
-"""Atomic file writes shared by the core's ``save`` methods.
+"""Atomic file writes, content hashes and exclusive claims shared by every ``save``.
 
 Every writer puts its bytes into a temporary file beside the target (same folder, so the final
-``os.replace`` is an atomic rename) and removes the temporary file if anything fails: a failed
-write leaves any earlier file untouched and no stray ``.tmp`` file behind.
+``os.replace`` is an atomic rename), flushes it to disk and removes the temporary file if
+anything fails: a failed write leaves any earlier file untouched and no stray ``.tmp`` file
+behind.
+
+Content hashes (SHA-256 of a file's bytes) are how a saved artefact proves it is whole: the
+hash is recorded beside the file when it is written and checked when it is read
+(:func:`read_verified_bytes`), so truncation, flipped bits or a file swapped in from elsewhere
+are refused instead of being loaded. Model checkpoints, SAEs and their normalisers all use it.
+
+:func:`exclusive_claim` lets one process at a time write a named artefact (an OS file lock,
+released even when the process is killed).
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
+import sys
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -31,11 +43,112 @@ def atomic_write(path: Path, write: Callable[[str], None]) -> Path:
     os.close(fd)
     try:
         write(tmp)
+        with open(tmp, "rb+") as handle:
+            os.fsync(handle.fileno())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return path
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically (see :func:`atomic_write`); returns ``path``."""
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+
+    return atomic_write(Path(path), write)
+
+
+def sha256_bytes(data: bytes) -> str:
+    """The hex SHA-256 of ``data``: the content hash recorded beside saved files."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """The hex SHA-256 of a file's bytes (read in blocks)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_verified_bytes(path: str | os.PathLike, expected_sha256: str | None, *,
+                        fix: str = "re-create it") -> bytes:
+    """The bytes of ``path``, checked against ``expected_sha256`` when it is given.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: the bytes do not have the recorded hash (interrupted write, corruption or
+            tampering); the message names the file and ends with ``fix``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"file not found: {path}")
+    data = path.read_bytes()
+    if expected_sha256 is not None and sha256_bytes(data) != expected_sha256:
+        raise ValueError(
+            f"{path} does not match the hash recorded beside it (interrupted write, corruption "
+            f"or tampering); {fix}"
+        )
+    return data
+
+
+@contextmanager
+def exclusive_claim(path: str | os.PathLike, what: str) -> Iterator[None]:
+    """Hold an exclusive lock on the file ``path`` (created if needed) for the ``with`` body.
+
+    The lock belongs to this process and goes away when it exits, even when it is killed, so
+    a crash never leaves a stale claim. The lock file itself stays (it is empty).
+
+    Raises:
+        FileExistsError: another process holds the claim; the message names ``what``.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle = open(path, "a+b")  # noqa: SIM115 - held open for the lock's lifetime
+    try:
+        try:
+            _lock(handle)
+        except OSError:
+            raise FileExistsError(
+                f"{what} is being written by another process right now (it holds {path}): "
+                "wait for it to finish, or choose another name"
+            ) from None
+        try:
+            yield
+        finally:
+            _unlock(handle)
+    finally:
+        handle.close()
+
+
+def _lock(handle: object) -> None:
+    """Take a non-blocking exclusive lock on an open file; ``OSError`` if it is held."""
+    if sys.platform == "win32":  # pragma: no cover - exercised on Windows only
+        import msvcrt
+
+        handle.seek(0)  # type: ignore[attr-defined]
+        msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)  # type: ignore[attr-defined]
+    else:
+        import fcntl
+
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)  # type: ignore[attr-defined]
+
+
+def _unlock(handle: object) -> None:
+    if sys.platform == "win32":  # pragma: no cover
+        import msvcrt
+
+        handle.seek(0)  # type: ignore[attr-defined]
+        msvcrt.locking(handle.fileno(), msvcrt.LK_UNLCK, 1)  # type: ignore[attr-defined]
+    else:
+        import fcntl
+
+        fcntl.flock(handle.fileno(), fcntl.LOCK_UN)  # type: ignore[attr-defined]
 
 
 def atomic_write_text(path: Path, text: str) -> Path:

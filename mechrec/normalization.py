@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 
 from mechrec._io import save_safetensors_atomically
 
@@ -218,13 +218,23 @@ class Normalizer:
                 f"normaliser file {path} not found: it is written by Normalizer.save / "
                 "NormalizedSAE.save beside the SAE weights"
             )
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-            if meta.get("format") != _FORMAT:
-                raise ValueError(
-                    f"{path} is not a mechrec normaliser (header format "
-                    f"{meta.get('format')!r}, expected {_FORMAT!r})"
-                )
-            mean = f.get_tensor("mean")
-            std = f.get_tensor("std")
-        return cls(meta["mode"], mean, std, n_rows=int(meta.get("n_rows", "0")))
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                meta = f.metadata() or {}
+                if meta.get("format") != _FORMAT:
+                    raise ValueError(
+                        f"{path} is not a mechrec normaliser (header format "
+                        f"{meta.get('format')!r}, expected {_FORMAT!r})"
+                    )
+                mean = f.get_tensor("mean")
+                std = f.get_tensor("std")
+            return cls(meta["mode"], mean, std, n_rows=int(meta.get("n_rows", "0")))
+        except (SafetensorError, KeyError, TypeError, ValueError, RuntimeError) as exc:
+            message = exc.args[0] if isinstance(exc, ValueError) and exc.args else exc
+            if str(path) in str(message):
+                raise ValueError(str(message)) from None
+            raise ValueError(
+                f"{path} is not a readable mechrec normaliser ({type(exc).__name__}: "
+                f"{' '.join(str(exc).split())[:200]}): it is damaged; re-save the SAE with "
+                "NormalizedSAE.save or restore it from a good copy"
+            ) from None

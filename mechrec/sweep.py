@@ -48,7 +48,12 @@ from mechrec.steering import (
     unit_variance_direction,
 )
 from mechrec.steering.positions import normalize_positions
-from mechrec.steering.validation import check_feature_index, check_finite_values, check_hook_name
+from mechrec.steering.validation import (
+    check_feature_index,
+    check_finite_scores,
+    check_finite_values,
+    check_hook_name,
+)
 
 Collect = Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], Any]
 Evaluate = Callable[[Any], Mapping[str, float]]
@@ -339,6 +344,8 @@ def _run_hook_group(
         keys = [(t.name, v) for t in last for v in values]
         runs = [edits[k] for k in keys] + ([None] if need_baseline else [])
         logits = steerer.run(runs)
+        for (name, value), scores in zip(keys, logits[: len(keys)], strict=True):
+            check_finite_scores(scores, value, f"steering value of {name!r}")
         out.update(zip(keys, logits[: len(keys)], strict=True))
         baseline = logits[len(keys)] if need_baseline else None
         used.update({t.name: "fast" for t in last})
@@ -354,6 +361,8 @@ def _run_hook_group(
             positions=target.positions,
             method="naive",
         )
+        for value, scores in zip(values, per_value, strict=True):
+            check_finite_scores(scores, value, f"steering value of {target.name!r}")
         out.update(zip([(target.name, v) for v in values], per_value, strict=True))
         used[target.name] = "naive"
     return out, baseline

@@ -57,6 +57,7 @@ from mechrec.alignment import (
     best_features,
     bootstrap_alignment,
     feature_profiles,
+    group_means,
     monosemanticity,
     p_top_k_table,
     selected_columns,
@@ -75,6 +76,7 @@ __all__ = [
     "REPORTED_METRICS",
     "SELECTIONS",
     "SOURCES",
+    "UNITS",
     "AlignmentRun",
     "ItemPredicate",
     "ScoredRows",
@@ -95,6 +97,8 @@ SOURCES: tuple[str, ...] = ("SAE", "neurons", "random")
 """The feature sets compared: SAE features, raw neurons at the hook, random-projection control."""
 
 SELECTIONS: tuple[str, ...] = ("honest", "in-sample")
+#: What one data point of the statistics is (see :func:`align`).
+UNITS: tuple[str, ...] = ("positions", "items")
 """``honest``: choose on the select part, score on the score part; ``in-sample``: choose and
 score on the score part (the paper's procedure, flattering to wide dictionaries)."""
 
@@ -316,7 +320,8 @@ class ScoredRows:
     labels: pd.DataFrame
     """``(N, A)`` attributes of the score rows."""
     users: np.ndarray
-    """``(N,)`` raw user id of each score row: the bootstrap resamples whole users."""
+    """``(N,)`` raw user id of each score row: the bootstrap resamples whole users (with
+    ``unit="items"`` each row is one item and this holds its token: items are resampled)."""
     metric: str
     """Metric that chose the features."""
 
@@ -374,6 +379,9 @@ class AlignmentRun:
     """Split part whose rows score them."""
     seed: int = 0
     """Seed of the random-projection control."""
+    unit: str = "positions"
+    """What one data point is: a position (``"positions"``) or a distinct item whose
+    activations are averaged over its positions (``"items"``); see :func:`align`."""
     notes: list[str] = field(default_factory=list)
     """Warnings collected while computing (degenerate features or attributes, ...)."""
     scored: ScoredRows | None = None
@@ -735,6 +743,7 @@ class AlignmentRun:
             "rows": {part: self.stats["SAE"][part].n_rows for part in ("select", "score")},
             "features": {s: self.stats[s]["score"].n_features for s in self.stats},
             "seed": self.seed,
+            "unit": self.unit,
             "attributes": {str(a): str(g) for a, g in self.groups.items()},
             "notes": self.notes,
             **({"provenance": dict(provenance)} if provenance else {}),
@@ -789,6 +798,7 @@ def align(
     seed: int = 0,
     select_part: str = "sae_train",
     score_part: str = "test",
+    unit: str = "positions",
 ) -> AlignmentRun:
     """Alignment of an SAE's features, the raw neurons and a random control with item labels.
 
@@ -803,6 +813,10 @@ def align(
         seed: seed of the random-projection control.
         select_part: split part whose rows choose the best features (SAE-training users).
         score_part: split part whose rows score them (test users).
+        unit: ``"positions"`` (the paper: every position of every sequence is a data point,
+            labelled by its item) or ``"items"`` (each distinct item of a part is one data
+            point, its activations averaged over the positions where it occurs; the bootstrap
+            then resamples items). The random control is fitted on positions either way.
 
     Returns:
         :class:`AlignmentRun` with statistics of ``SAE``, ``neurons`` and ``random`` on both
@@ -816,6 +830,8 @@ def align(
     if select_part == score_part:
         raise ValueError(f"select_part and score_part are both {select_part!r}: choose the "
                          "best features on other rows than those that score them")
+    if unit not in UNITS:
+        raise ValueError(f"unknown unit {unit!r}; choose one of {', '.join(UNITS)}")
     check_sae_fits(experiment, sae)
     hook = sae.hook_name
     acts = {"select": experiment.activations(select_part, hook),
@@ -829,36 +845,53 @@ def align(
                                                 predicates=predicates)
     labels = {part: token_attributes(a.token, token_table) for part, a in acts.items()}
 
+    by_item = unit == "items"
+    keys: dict[str, np.ndarray] = {}
+    if by_item:
+        for part, a in acts.items():
+            keys[part] = np.unique(a.token.cpu().numpy())
+            labels[part] = token_attributes(keys[part], token_table)
+
+    def unit_rows(part: str, values: Any) -> Any:
+        """The rows of ``values`` in the chosen unit (item means for ``items``)."""
+        return group_means(values, acts[part].token)[1] if by_item else values
+
     stats: dict[str, dict[str, AlignmentStats]] = {s: {} for s in SOURCES}
+    active_rate = None
     for part, a in acts.items():
         where = f"{part} rows ({select_part if part == 'select' else score_part})"
-        features = encode_sparse(sae, a.activations)
+        sparse = encode_sparse(sae, a.activations)
+        if part == "select":
+            active_rate = sparse.getnnz(axis=0) / max(sparse.shape[0], 1)
+        features = unit_rows(part, sparse)
         stats["SAE"][part] = _stats(f"SAE, {where}", notes, features, labels[part])
-        raw = a.activations.detach().cpu().numpy().astype(np.float32, copy=False)
+        raw = unit_rows(part, a.activations.detach().cpu().numpy().astype(np.float32,
+                                                                          copy=False))
         stats["neurons"][part] = _stats(f"neurons, {where}", notes, raw, labels[part])
         if part == "score":
             score_features, score_raw = features, raw
     # The control sees what the SAE sees (normalised inputs) and fires as often as the SAE's
-    # features do on the select rows, direction by direction.
+    # features do on the select positions, direction by direction.
     inputs = {part: _normalised(sae, a.activations) for part, a in acts.items()}
     projection = RandomProjection.fit(
         inputs["select"], sae.d_sae, seed=seed,
-        active_fraction=stats["SAE"]["select"].feature_active_rate)
+        active_fraction=active_rate if by_item else stats["SAE"]["select"].feature_active_rate)
     lazy_score = None
     for part in acts:
         where = f"{part} rows ({select_part if part == 'select' else score_part})"
-        lazy = LazyActivations(inputs[part], projection, projection.width,
-                               column_transform=projection.columns)
+        lazy = unit_rows(part, LazyActivations(inputs[part], projection, projection.width,
+                                               column_transform=projection.columns))
         stats["random"][part] = _stats(f"random control, {where}", notes, lazy, labels[part])
         if part == "score":
             lazy_score = lazy
     score = acts["score"]
-    users = experiment.part(score_part).users[score.sequence_index.cpu().numpy()]
+    users = keys["score"] if by_item else experiment.part(score_part).users[
+        score.sequence_index.cpu().numpy()]
     kept = scored_rows(stats, {"SAE": score_features, "neurons": score_raw,
                                "random": lazy_score}, labels["score"], users, metric)
     return AlignmentRun(stats=stats, groups=groups, metric=metric, hook_name=hook,
-                        select_part=select_part, score_part=score_part, seed=seed, notes=notes,
-                        scored=kept)
+                        select_part=select_part, score_part=score_part, seed=seed, unit=unit,
+                        notes=notes, scored=kept)
 
 
 # ------------------------------------------------------------------------------ examples

@@ -10,10 +10,7 @@ Nothing is pickled: loading a stranger's checkpoint cannot run code.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +21,7 @@ from safetensors.torch import load as load_safetensors_bytes
 from safetensors.torch import save as save_safetensors_bytes
 from transformer_lens import HookedTransformer
 
+from mechrec._io import atomic_write_bytes, read_verified_bytes, sha256_bytes
 from mechrec_recsys.model import GPTRecConfig, _gptrec_config_of, build_gptrec
 from mechrec_recsys.vocab import ItemVocab
 
@@ -54,22 +52,6 @@ RUN_STATE_TENSORS = "train_state.safetensors"
 RUN_STATE_JSON = "train_state.json"
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically: temp file in the same folder, fsync, rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def atomic_write_json(path: str | Path, data: Any) -> None:
     """Write ``data`` as indented JSON, atomically."""
     atomic_write_bytes(path, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode())
@@ -97,7 +79,7 @@ def write_tensors(
     """
     data = _tensor_bytes(tensors, metadata)
     atomic_write_bytes(path, data)
-    return hashlib.sha256(data).hexdigest()
+    return sha256_bytes(data)
 
 
 def _tensor_bytes(
@@ -121,12 +103,7 @@ def read_tensors(path: str | Path, expected_sha256: str | None = None) -> dict[s
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"weights file not found: {path}")
-    data = path.read_bytes()
-    if expected_sha256 is not None and hashlib.sha256(data).hexdigest() != expected_sha256:
-        raise ValueError(
-            f"{path} does not match the hash recorded beside it (interrupted write or "
-            "tampering); re-create the checkpoint"
-        )
+    data = read_verified_bytes(path, expected_sha256, fix="re-create the checkpoint")
     try:
         return load_safetensors_bytes(data)
     except SafetensorError as exc:
@@ -193,7 +170,7 @@ def state_dict_sha256(model: torch.nn.Module) -> str:
     (or loaded into) this model, so it identifies a trained model whether it is in memory or on
     disk (see :func:`checkpoint_sha256`).
     """
-    return hashlib.sha256(_tensor_bytes(model.state_dict(), _WEIGHTS_METADATA)).hexdigest()
+    return sha256_bytes(_tensor_bytes(model.state_dict(), _WEIGHTS_METADATA))
 
 
 def checkpoint_sha256(directory: str | Path) -> str:

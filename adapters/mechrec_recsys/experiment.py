@@ -28,7 +28,7 @@ import torch
 from transformer_lens import HookedTransformer
 
 from mechrec.activations import ActivationSet, collect_activations
-from mechrec_recsys.checkpoint import atomic_write_json, load_checkpoint
+from mechrec_recsys.checkpoint import RUN_STATE_JSON, atomic_write_json, load_checkpoint, read_json
 from mechrec_recsys.data import Dataset, Split, load_dataset
 from mechrec_recsys.data.splits import make_split
 from mechrec_recsys.metrics import (
@@ -43,6 +43,7 @@ from mechrec_recsys.metrics import (
 )
 from mechrec_recsys.model import last_position_scores
 from mechrec_recsys.sequences import SequenceSet, iter_batches
+from mechrec_recsys.training import data_fingerprint
 
 RUN_SPEC_FILE = "run.json"
 MODEL_DIR = "model"
@@ -99,6 +100,36 @@ class RunSpec:
             raise ValueError(f"{path}: missing key {exc.args[0]!r}") from None
 
 
+def check_training_data(run_dir: str | Path, split: Split) -> None:
+    """Refuse a rebuilt split whose training sequences differ from the run's training data.
+
+    ``mechrec train`` saves the fingerprint of its training sequences with the training
+    state (``train_state.json``, ``data_sha256``). Reopening a run compares it with the split
+    rebuilt from today's data, so an edited, truncated or re-downloaded ratings file that
+    keeps the same items is caught instead of pairing the model with other users' histories.
+    Runs without a training state (or an older one without the fingerprint) are not checked.
+
+    Raises:
+        ValueError: the fingerprints differ; the message names the run and the fix.
+    """
+    path = Path(run_dir) / RUN_STATE_JSON
+    if not path.is_file():
+        return
+    info = read_json(path)
+    recorded = info.get("data_sha256") if isinstance(info, dict) else None
+    if not isinstance(recorded, str):
+        return
+    current = data_fingerprint(split.vocab,
+                               [np.asarray(s, dtype=np.int64) for s in split.train.sequences])
+    if current != recorded:
+        raise ValueError(
+            f"the data no longer matches the run in {run_dir}: its training sequences differ "
+            f"from those the model was trained on (fingerprint {current[:12]}..., recorded "
+            f"{recorded[:12]}... in {path.name}), although the items are the same; use the "
+            "dataset files the run was trained on (--data-dir), or train a new run on this data"
+        )
+
+
 def decade_label(year: float) -> str:
     """``1994 -> "decade=1990s"``."""
     return f"decade={int(year) // 10 * 10}s"
@@ -135,11 +166,17 @@ class Experiment:
         device: str = "cpu",
         batch_size: int = 256,
     ) -> Experiment:
-        """Rebuild the split of a ``mechrec train`` run and load its best model."""
+        """Rebuild the split of a ``mechrec train`` run and load its best model.
+
+        Raises:
+            ValueError: the data now gives other training sequences than the model was
+                trained on (see :func:`check_training_data`), or the vocabulary differs.
+        """
         run_dir = Path(run_dir)
         spec = RunSpec.load(run_dir)
         dataset = load_dataset(spec.dataset, data_dir, download=download)
         split = make_split(dataset, spec.split, seed=spec.seed, max_len=FULL_HISTORY)
+        check_training_data(run_dir, split)
         checkpoint = load_checkpoint(run_dir / MODEL_DIR, device=device,
                                      expected_vocab=split.vocab)
         return cls(spec=spec, dataset=dataset, split=split, model=checkpoint.model,

@@ -36,6 +36,7 @@ import json
 import math
 import os
 import re
+import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +44,13 @@ from typing import Any
 
 import numpy as np
 
+from mechrec._io import exclusive_claim
+from mechrec.alignment import (
+    DegenerateInputWarning,
+    alignment_stats,
+    interpretability_score,
+    token_attributes,
+)
 from mechrec.hooks import HookNameError, check_per_position, hook_width, validate_hook_name
 from mechrec.reconstruction import (
     REPLACE_MODES,
@@ -57,10 +65,12 @@ from mechrec.saes import (
     SAETrainingConfig,
     TrainingCheckpoint,
     TrainingResult,
+    run_name,
     summarize_sweep,
     sweep_saes,
     train_sae,
 )
+from mechrec_recsys.alignment import encode_sparse
 from mechrec_recsys.checkpoint import (
     atomic_write_json,
     checkpoint_sha256,
@@ -86,6 +96,8 @@ MODE_LABELS: dict[str, str] = {"replace": "replace", "replace_error": "replace +
 RANKING_KEYS: tuple[str, ...] = ("ndcg", "hit_rate", "coverage")
 #: Reconstruction metrics of a row.
 RECONSTRUCTION_KEYS: tuple[str, ...] = ("rmse", "explained_variance", "l0", "dead_fraction")
+#: Figure 3's interpretability numbers of a row (see :func:`genre_interpretability`).
+INTERPRETABILITY_KEYS: tuple[str, ...] = ("genre_corr_honest", "genre_corr_in_sample")
 #: Columns of the Table-1 CSV (``*_std``: over seeds; ``*_se``: over test users).
 TABLE1_COLUMNS: tuple[str, ...] = (
     "sweep", "l1_coefficient", "d_sae", "n_seeds",
@@ -93,6 +105,7 @@ TABLE1_COLUMNS: tuple[str, ...] = (
     *(f"{key}_{stat}" for key in RANKING_KEYS for stat in ("mean", "std", "se")),
     "ndcg_delta_mean", "ndcg_delta_se", "dead_fraction_train_mean", "replace_error_identical",
     "seconds_mean",
+    *(f"{key}_{stat}" for key in INTERPRETABILITY_KEYS for stat in ("mean", "std")),
 )
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=,+-]*$")
 
@@ -222,12 +235,54 @@ def default_sae_name(config: SAETrainingConfig, hook: str) -> str:
     return f"{hook}-{config.architecture}-d{config.d_sae}-{short}={value_text}-seed{config.seed}"
 
 
+def sae_source(experiment: Experiment, hook: str) -> dict[str, str]:
+    """What an SAE trained on ``experiment``'s activations at ``hook`` records as its source:
+    the SHA-256 of the model's weights (as in its checkpoint) and the hook."""
+    return {"model_sha256": model_weights_sha256(experiment), "hook_name": hook}
+
+
+def check_sae_source(experiment: Experiment, nsae: NormalizedSAE,
+                     where: str = "the SAE") -> None:
+    """Refuse an SAE whose recorded source is another model (or another hook).
+
+    SAEs that record no source (plain sae-lens saves, or SAEs saved without one) cannot be
+    checked this way; :func:`check_sae_fits` still checks their hook and width.
+
+    Raises:
+        ValueError: the recorded model hash or hook differs from the run's; the message names
+            both and the way out (``allow_other_model`` / ``--allow-other-model``).
+    """
+    source = nsae.source or {}
+    recorded = source.get("model_sha256")
+    if recorded is not None:
+        digest = model_weights_sha256(experiment)
+        if recorded != digest:
+            raise ValueError(
+                f"{where} was trained on another model (weights {str(recorded)[:12]}..., this "
+                f"run's model is {digest[:12]}...), even if its width fits: train an SAE for "
+                "this run with 'mechrec sae train', or pass --allow-other-model if you really "
+                "mean to use it with this model"
+            )
+    hook = source.get("hook_name")
+    if hook is not None and hook != nsae.hook_name:
+        raise ValueError(
+            f"{where} was trained at hook {hook!r} but is set to read {nsae.hook_name!r}: use "
+            f"it at {hook!r}, or pass --allow-other-model if you really mean to move it"
+        )
+
+
 def load_run_sae(
-    experiment: Experiment, directory: str | os.PathLike, *, device: str = "cpu"
+    experiment: Experiment, directory: str | os.PathLike, *, device: str = "cpu",
+    allow_other_model: bool = False,
 ) -> NormalizedSAE:
-    """Load a saved SAE (with its normaliser) and check that it fits the run's model."""
+    """Load a saved SAE (with its normaliser; file hashes checked) and check that it fits the
+    run's model: hook and width always, the recorded source model and hook unless
+    ``allow_other_model``."""
     nsae = NormalizedSAE.load(directory, device=device)
-    check_sae_fits(experiment, nsae, where=f"the SAE in {directory}")
+    where = f"the SAE in {directory}"
+    check_sae_fits(experiment, nsae, where=where)
+    if not allow_other_model:
+        check_sae_source(experiment, nsae, where=where)
     return nsae
 
 
@@ -271,23 +326,43 @@ def train_run_sae(
         overwrite: replace an SAE already saved under that name (and start afresh).
         progress: called with every training log record.
 
+    The name is claimed for the whole run (an OS lock on ``RUN_DIR/saes/.<name>.lock``, gone
+    when the process ends), so two overlapping runs of the same name cannot both write it: the
+    second stops at once. Without ``overwrite`` the save also refuses a folder that appeared
+    meanwhile. The saved SAE records the model's weight hash and the hook as its source.
+
     With ``run_dir`` the training state is saved every :data:`CHECKPOINT_EVERY` steps
-    (:func:`sae_checkpoint`); after an interruption the same call resumes it exactly.
+    (:func:`sae_checkpoint`); after an interruption the same call resumes it exactly
+    (``overwrite`` starts afresh).
 
     Raises:
-        HookNameError: unknown hook; FileExistsError: the folder exists and not ``overwrite``.
+        HookNameError: unknown hook; FileExistsError: the folder exists and not ``overwrite``,
+        or another process is training an SAE of that name.
     """
     check_hook(experiment, hook)
-    directory = checkpoint = None
-    if run_dir is not None:
-        name = name or default_sae_name(config, hook)
-        directory = sae_directory(run_dir, name)
-        if directory.exists() and not overwrite:
-            raise FileExistsError(
-                f"{directory} already exists: choose another name (--name) or replace it "
-                "(--overwrite)"
-            )
-        checkpoint = sae_checkpoint(run_dir, name)
+    if run_dir is None:
+        return _train_run_sae(experiment, config, hook, None, None, overwrite, progress)
+    directory = sae_directory(run_dir, name or default_sae_name(config, hook))
+    with exclusive_claim(directory.with_name(f".{directory.name}.lock"),
+                         f"the SAE {directory}"):
+        return _train_run_sae(experiment, config, hook, Path(run_dir), directory, overwrite,
+                              progress)
+
+
+def _train_run_sae(
+    experiment: Experiment, config: SAETrainingConfig, hook: str, run_dir: Path | None,
+    directory: Path | None, overwrite: bool,
+    progress: Callable[[dict[str, float]], None] | None,
+) -> RunSAE:
+    """:func:`train_run_sae` once the name is claimed."""
+    if directory is not None and directory.exists() and not overwrite:
+        raise FileExistsError(
+            f"{directory} already exists: choose another name (--name) or replace it "
+            "(--overwrite)"
+        )
+    checkpoint = None
+    if run_dir is not None and directory is not None:
+        checkpoint = sae_checkpoint(run_dir, directory.name)
         if overwrite:
             checkpoint.clear()
     source = experiment.activations("sae_train", hook)
@@ -296,18 +371,20 @@ def train_run_sae(
                                "model_sha256": state_dict_sha256(experiment.model)}
     result = train_sae(source, config, hook_name=hook, progress=progress, checkpoint=checkpoint)
     metrics = reconstruction_metrics(result.sae, experiment.activations("test", hook))
-    if directory is not None:
+    result.sae.source = sae_source(experiment, hook)
+    if directory is not None and run_dir is not None:
         result.sae.provenance = {
             **(result.sae.provenance or {}),
-            "run": {"run_dir": str(Path(run_dir).resolve()), **_spec_dict(experiment.spec),
+            "run": {"run_dir": str(run_dir.resolve()), **_spec_dict(experiment.spec),
                     "trained_on": "sae_train"},
             "test_metrics": json_safe(metrics.as_dict()),
             "dead_fraction_train": result.dead_fraction_train,
             "n_resampled": result.n_resampled,
             "seconds": result.seconds,
         }
-        result.sae.save(directory)
-        checkpoint.clear()
+        result.sae.save(directory, overwrite=overwrite)
+        if checkpoint is not None:
+            checkpoint.clear()
     return RunSAE(sae=result.sae, training=result, test_metrics=metrics, directory=directory)
 
 
@@ -575,7 +652,7 @@ def run_table1(
     done = 0
 
     def evaluate(nsae: NormalizedSAE) -> dict[str, float]:
-        row: dict[str, float] = {}
+        row: dict[str, float] = dict(genre_interpretability(experiment, nsae))
         for mode_row in _replaced_rows(experiment, nsae, REPLACE_MODES, k, original):
             if mode_row["mode"] == "replace":
                 row.update({key: mode_row[key] for key in
@@ -597,6 +674,10 @@ def run_table1(
         eval_source=experiment.activations("test", hook), evaluate=evaluate,
         out_dir=directory, progress=report,
     )
+    # SAEs saved by a sweep from before Figure 3's numbers existed: measure them now.
+    for row, name in zip(runs, [run_name(p, s) for p in points for s in seeds], strict=True):
+        if any(key not in row for key in INTERPRETABILITY_KEYS):
+            row.update(genre_interpretability(experiment, NormalizedSAE.load(directory / name)))
     summary = _summarize(runs, l1_values, d_sae_values, l1_d_sae, d_sae_l1)
     return Table1(hook=hook, k=k, seeds=seeds, base_config=base.to_dict(),
                   original=original.row(), runs=runs, summary=summary, directory=directory,
@@ -630,8 +711,34 @@ def _summarize(runs: list[dict[str, Any]], l1_values: Sequence[float],
         line["dead_fraction_train_mean"] = s["dead_fraction_train_mean"]
         line["replace_error_identical"] = s["replace_error_identical_mean"]
         line["seconds_mean"] = s["seconds_mean"]
+        for metric in INTERPRETABILITY_KEYS:
+            line[f"{metric}_mean"] = s[f"{metric}_mean"]
+            line[f"{metric}_std"] = s[f"{metric}_std"]
         out.append({column: line.get(column) for column in TABLE1_COLUMNS})
     return out
+
+
+def genre_interpretability(experiment: Experiment, nsae: NormalizedSAE) -> dict[str, float]:
+    """Figure 3's number for one SAE: the mean over genres of the best feature's correlation.
+
+    ``genre_corr_honest`` chooses each genre's feature on the SAE-training users' positions
+    and scores it on the test users' (what Figure 3 plots here); ``genre_corr_in_sample``
+    chooses and scores on the test users (the paper's procedure, which flatters wide
+    dictionaries). Genres without positive rows are left out of the mean.
+    """
+    table, names = experiment.token_attributes()
+    stats = {}
+    for part in ("sae_train", "test"):
+        acts = experiment.activations(part, nsae.hook_name)
+        labels = token_attributes(acts.token, table, names=names)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DegenerateInputWarning)  # dead features, empty genres
+            stats[part] = alignment_stats(encode_sparse(nsae, acts.activations), labels,
+                                          metrics=("correlation",))
+    return {
+        "genre_corr_honest": interpretability_score(stats["test"], select_on=stats["sae_train"]),
+        "genre_corr_in_sample": interpretability_score(stats["test"]),
+    }
 
 
 def write_table1(table: Table1, path: str | os.PathLike) -> tuple[Path, Path]:

@@ -30,6 +30,9 @@ What it does
      variance of the SAE-training activations (the SAE side of Fig. 9).
    - ``probe_direction`` / ``add``: add ``value x`` a logistic probe's direction (fitted on the
      SAE-training activations with genre labels), scaled the same way (Fig. 9).
+   - ``random_feature`` / ``replace``: the control. The ``replace`` edit of a feature drawn at
+     random (seeded) among those alive on the SAE-training users: what moving *some* feature
+     does to the genre's share, beside what moving the genre's best feature does.
 
    Each (curve, value) records the share of every genre in the top-10, NDCG@10 (with its
    standard error over users), HR@10, MRR@10, Coverage@10 and inter-list diversity@10. All
@@ -63,7 +66,11 @@ from mechrec.alignment import alignment_stats, best_features, token_attributes
 from mechrec.probes import ProbeSet, fit_probes
 from mechrec.saes import NormalizedSAE
 from mechrec.steering import FeatureEdit, SAELike, steered_last_logits
-from mechrec.steering.validation import check_feature_index, check_finite_values
+from mechrec.steering.validation import (
+    check_feature_index,
+    check_finite_scores,
+    check_finite_values,
+)
 from mechrec.sweep import (
     SteeringTarget,
     direction_target,
@@ -124,6 +131,8 @@ KNOWN_GENRES: tuple[str, ...] = tuple(
     dict.fromkeys((*ML1M_GENRES, *MODERN_GENRES, "Children's", "unknown"))
 )
 _SHARE_DECIMALS = 9
+#: Stream id of the random control feature's draw (independent of other seeded draws).
+_CONTROL_STREAM = 3
 _BASELINE = "unsteered"
 _RECONSTRUCTION = "sae_reconstruction"
 _KEY_COLUMNS = ["curve", "genre", "column", "method", "mode", "feature", "value"]
@@ -277,6 +286,7 @@ def select_genre_features(
     *,
     overrides: Mapping[str, int] | None = None,
     notes: list[str] | None = None,
+    control_seed: int = 0,
 ) -> pd.DataFrame:
     """The best SAE feature per genre by correlation, chosen on the SAE-training users.
 
@@ -287,11 +297,15 @@ def select_genre_features(
         overrides: ``{genre: feature index}`` to use instead of the automatic choice.
         notes: if given, one line per genre left out (with the reason) is appended to this
             list instead of being warned about.
+        control_seed: seeds the draw of each genre's control feature.
 
     Returns:
         One row per genre with a feature: ``genre, column, feature, chosen_by,
         correlation_select`` (on the SAE-training users), ``correlation_test`` (the same feature
-        on the test users), ``prevalence_select``. Genres whose correlation is undefined for
+        on the test users), ``prevalence_select``, and ``control_feature``: a feature drawn at
+        random (``control_seed``) among those alive on the SAE-training users (active on at
+        least one row), other than ``feature``, with its ``control_correlation_select`` - the
+        random-feature control of the steering curves. Genres whose correlation is undefined for
         every feature (no positive rows) are dropped with a warning (or a line in ``notes``).
 
     Raises:
@@ -316,6 +330,8 @@ def select_genre_features(
                 metrics=("correlation",),
             )
     best = best_features(stats[SELECT_PART], "correlation")
+    alive = np.flatnonzero(stats[SELECT_PART].feature_active_rate > 0)
+    rng = np.random.default_rng(np.random.SeedSequence([int(control_seed), _CONTROL_STREAM]))
     rows = []
     for genre, column in genres.items():
         a = stats[SELECT_PART].attribute_names.get_loc(column)
@@ -329,6 +345,8 @@ def select_genre_features(
                 warnings.warn(message, stacklevel=2)
             continue
         feature = int(feature)
+        candidates = alive[alive != feature]
+        control = int(rng.choice(candidates)) if len(candidates) else -1
         rows.append({
             "genre": genre,
             "column": column,
@@ -337,6 +355,10 @@ def select_genre_features(
             "correlation_select": float(stats[SELECT_PART].values["correlation"][feature, a]),
             "correlation_test": float(stats[EVAL_PART].values["correlation"][feature, a]),
             "prevalence_select": float(stats[SELECT_PART].attribute_prevalence[a]),
+            "control_feature": control,
+            "control_correlation_select": float(
+                stats[SELECT_PART].values["correlation"][control, a]) if control >= 0
+            else math.nan,
         })
     if not rows:
         raise ValueError(f"no SAE feature could be chosen for any of {list(genres)}")
@@ -414,6 +436,7 @@ def genre_targets(
     modes: Sequence[str] = MODES,
     probes: ProbeSet | None = None,
     sae_directions: bool = True,
+    random_control: bool = False,
 ) -> tuple[list[SteeringTarget], dict[str, dict[str, Any]]]:
     """Sweep targets for the chosen features (and probes), with what each curve is.
 
@@ -425,6 +448,8 @@ def genre_targets(
         probes: probe directions to include (genres without a probe are skipped with a
             warning), or ``None``.
         sae_directions: include the unit-variance decoder direction of each feature.
+        random_control: include, per genre, the same edit (``replace`` mode) of the random
+            alive ``control_feature``: how much of a curve any feature edit would give.
 
     Returns:
         ``(targets, curves)`` where ``curves[name]`` holds ``genre, column, method, mode,
@@ -448,6 +473,10 @@ def genre_targets(
             name = f"sae{'+error' if keep else ''}:{genre}"
             add(feature_target(sae, feature, name=name, keep_error=keep),
                 _Curve(genre, column, "sae_feature", mode, feature))
+        control = int(getattr(row, "control_feature", -1))
+        if random_control and control >= 0:
+            add(feature_target(sae, control, name=f"random-feature:{genre}", keep_error=False),
+                _Curve(genre, column, "random_feature", "replace", control))
         if sae_directions:
             if select_rows is None:
                 select_rows = experiment.activations(SELECT_PART, sae.hook_name).activations
@@ -705,6 +734,8 @@ def run_genre_sweep(
     k: int = 10,
     method: str = "auto",
     progress: bool = False,
+    random_control: bool = True,
+    control_seed: int = 0,
 ) -> GenreSweep:
     """Steer each genre's best SAE feature (and probe) at the last position over ``values``.
 
@@ -722,6 +753,9 @@ def run_genre_sweep(
         k: list length (the paper: 10).
         method: ``"auto"`` (fast last-position path), ``"fast"`` or ``"naive"``.
         progress: show a progress bar.
+        random_control: add, per genre, a ``random_feature`` curve: the ``replace`` edit of a
+            random feature alive on the SAE-training users (the control of Fig. 8).
+        control_seed: seeds the control features' draw.
 
     Returns:
         a :class:`GenreSweep`; the ``unsteered`` row is the model as trained, the
@@ -733,12 +767,14 @@ def run_genre_sweep(
         raise ValueError(f"k must be >= 1, got {k}")
     check_sae_fits(experiment, sae)
     resolved = resolve_genres(genres, experiment.genre_names)
-    chosen = select_genre_features(experiment, sae, resolved, overrides=features)
+    chosen = select_genre_features(experiment, sae, resolved, overrides=features,
+                                   control_seed=control_seed)
     probe_set = fit_genre_probes(experiment, sae.hook_name, list(chosen["column"])) \
         if probes else None
     with_directions = probes if sae_directions is None else sae_directions
     targets, curves = genre_targets(experiment, sae, chosen, modes=modes, probes=probe_set,
-                                    sae_directions=with_directions)
+                                    sae_directions=with_directions,
+                                    random_control=random_control)
     batches = _TestBatches(experiment, k)
     evaluate = _evaluator(experiment, k)
     started = time.perf_counter()
@@ -774,6 +810,8 @@ def run_genre_sweep(
             "keep-error": "the SAE's error term is kept: only the feature's change reaches the "
                           "model",
             "add": "value x a unit-variance direction is added to the activation",
+            "random_feature": "control: the replace edit of a random feature alive on the "
+                              f"{SELECT_PART} users (seed {control_seed}), one per genre",
         },
     }
     return GenreSweep(table=table, features=chosen,
@@ -859,6 +897,8 @@ def user_recommendations(
         edits = [None] + [target.make_edit(v) for v in values]
         logits = steered_last_logits(model, tokens, mask, target.hook_name, edits,
                                      positions=target.positions)
+        for value, scores in zip(values, logits[1:], strict=True):
+            check_finite_scores(scores, value)
         before: set[int] = set()
         for setting, value, scores in zip(["before", *[f"{v:+g}" for v in values]],
                                           [np.nan, *values], logits, strict=True):
@@ -924,6 +964,8 @@ def user_shares(
         edits = [None] + [target.make_edit(v) for v in values]
         logits = steered_last_logits(experiment.model, tokens, mask, target.hook_name, edits,
                                      positions=target.positions)
+        for value, scores in zip(values, logits[1:], strict=True):
+            check_finite_scores(scores, value)
         tops = [batches.collect(scores, tokens, mask) for scores in logits]
         parts.append(np.stack([attribute_share_at_k(top, matrix, k)[:, 0] for top in tops],
                               axis=1))

@@ -61,6 +61,7 @@ __all__ = [
     "SplitRun",
     "TrainConfig",
     "TrainResult",
+    "data_fingerprint",
     "make_training_batches",
     "next_item_loss",
     "train_and_evaluate",
@@ -341,7 +342,12 @@ def validation_ndcg(
 # --------------------------------------------------------------------------------------------
 
 
-def _fingerprint(vocab: ItemVocab, sequences: list[np.ndarray]) -> str:
+def data_fingerprint(vocab: ItemVocab, sequences: list[np.ndarray]) -> str:
+    """SHA-256 of a training set: the vocabulary's items and every sequence's tokens.
+
+    Saved with the training state (``data_sha256``); resuming and reopening a run
+    (:meth:`~mechrec_recsys.experiment.Experiment.open`) compare it with the data at hand.
+    """
     digest = hashlib.sha256(vocab.item_ids.tobytes())
     digest.update(np.asarray([len(s) for s in sequences], dtype=np.int64).tobytes())
     for s in sequences:
@@ -431,7 +437,7 @@ def _train(sequences: list[np.ndarray], vocab: ItemVocab, validation: SequenceSe
     identity = {
         "model_config": model_config.to_json(),
         "train_config": {k: v for k, v in cfg.to_json().items() if k not in _RESUMABLE_CHANGES},
-        "data_sha256": _fingerprint(vocab, sequences),
+        "data_sha256": data_fingerprint(vocab, sequences),
         "world_size": ctx.world_size,
     }
     history: list[dict[str, float]] = []

@@ -10,6 +10,8 @@
 - :mod:`~mechrec.alignment.controls`: random-projection control features.
 - :mod:`~mechrec.alignment.examples`: top activating rows with context, p_top-k.
 - :mod:`~mechrec.alignment.labels`: attributes of activation rows from token-level tables.
+- :mod:`~mechrec.alignment.grouping`: activation rows averaged by key (one row per distinct
+  token instead of per position).
 - :mod:`~mechrec.alignment.sources`: accepted activation inputs, incl. lazily computed features.
 
 Typical use (``train``/``test`` are activation rows of the SAE-training and test users)::
@@ -38,6 +40,7 @@ from mechrec.alignment.examples import (
     top_activating_rows,
     top_examples,
 )
+from mechrec.alignment.grouping import group_means
 from mechrec.alignment.labels import token_attributes
 from mechrec.alignment.ranking import (
     MEAN_ROW,
@@ -72,6 +75,7 @@ __all__ = [
     "bootstrap_alignment",
     "compare_interpretability",
     "feature_profiles",
+    "group_means",
     "interpretability_score",
     "interpretability_summary",
     "monosemanticity",

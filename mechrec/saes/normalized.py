@@ -16,21 +16,31 @@ normalised activation by ``a`` along its direction.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
 
 import torch
 from sae_lens import SAE
+from safetensors import SafetensorError
 
 from mechrec.normalization import NORMALIZER_FILENAME, Normalizer
 from mechrec.saes.io import (
     PROVENANCE_FILENAME,
+    SAE_CFG_FILENAME,
+    SAE_WEIGHTS_FILENAME,
     check_sae_directory,
     read_provenance,
+    verify_manifest,
     write_directory_atomically,
     write_json,
+    write_manifest,
 )
+
+#: What a damaged ``cfg.json``/weights file can raise inside sae-lens' loader.
+_LOAD_ERRORS = (SafetensorError, ValueError, TypeError, KeyError, RuntimeError, AttributeError,
+                OSError, json.JSONDecodeError)
 
 
 class NormalizedSAE:
@@ -42,6 +52,9 @@ class NormalizedSAE:
         hook_name: the hook point it reads; overrides ``sae.cfg.metadata.hook_name`` (which
             is then set to it). Required if the SAE's metadata has none.
         provenance: optional JSON-able description (training config, metrics) saved with it.
+        source: optional JSON-able identity of the activations it was trained on (e.g.
+            ``{"model_sha256": ..., "hook_name": ...}``), recorded in its manifest so that
+            users of the SAE can refuse one made for another model.
 
     The SAE is put in eval mode with gradients off: a ``NormalizedSAE`` is for inference.
     """
@@ -52,6 +65,7 @@ class NormalizedSAE:
         normalizer: Normalizer,
         hook_name: str | None = None,
         provenance: dict[str, Any] | None = None,
+        source: dict[str, Any] | None = None,
     ) -> None:
         if hook_name is not None:
             sae.cfg.metadata.hook_name = hook_name
@@ -68,6 +82,7 @@ class NormalizedSAE:
         self.sae = sae
         self.normalizer = normalizer
         self.provenance = provenance
+        self.source = source
         self.sae.eval()
         self.sae.requires_grad_(False)
 
@@ -127,16 +142,23 @@ class NormalizedSAE:
         """``(d_sae, d_in)``: raw-space change caused by raising each feature by 1."""
         return self.sae.W_dec.detach() * self.normalizer.std.to(self.sae.W_dec.device)
 
-    def save(self, directory: str | os.PathLike) -> Path:
-        """Write the SAE (sae-lens format), its normaliser and provenance to ``directory``."""
+    def save(self, directory: str | os.PathLike, *, overwrite: bool = True) -> Path:
+        """Write the SAE (sae-lens format), its normaliser, provenance and manifest (file
+        hashes and :attr:`source`) to ``directory``, atomically.
+
+        Raises:
+            FileExistsError: ``directory`` exists (or appears while writing) and not
+                ``overwrite``.
+        """
 
         def write(tmp: Path) -> None:
             self.sae.save_model(tmp)
             self.normalizer.save(tmp / NORMALIZER_FILENAME)
             if self.provenance is not None:
                 write_json(tmp / PROVENANCE_FILENAME, self.provenance)
+            write_manifest(tmp, self.source)
 
-        return write_directory_atomically(directory, write)
+        return write_directory_atomically(directory, write, overwrite=overwrite)
 
     @classmethod
     def load(
@@ -156,12 +178,29 @@ class NormalizedSAE:
             normalizer: use this normaliser instead of the saved one (needed for plain
                 sae-lens SAEs, which have none; ``Normalizer.identity(d_in)`` for raw training).
             hook_name: override the hook name stored in ``cfg.json``.
+
+        Raises:
+            FileNotFoundError: the folder or one of its files is missing.
+            ValueError: a file does not match the hash recorded in ``mechrec.sae.json``, or
+                cannot be read (truncated, not safetensors, ``cfg.json`` disagreeing with the
+                weights...). Files are never unpickled.
         """
         root = check_sae_directory(directory, need_normalizer=normalizer is None)
-        sae = SAE.load_from_disk(root, device=device)
+        manifest = verify_manifest(root)
+        try:
+            sae = SAE.load_from_disk(root, device=device)
+        except _LOAD_ERRORS as exc:
+            raise ValueError(
+                f"cannot load the SAE in {root}: {SAE_CFG_FILENAME} or {SAE_WEIGHTS_FILENAME} "
+                f"is damaged or they do not fit each other ({type(exc).__name__}: "
+                f"{' '.join(str(exc).split())[:300]}); train it again or restore the folder "
+                "from a good copy"
+            ) from None
         if normalizer is None:
             normalizer = Normalizer.load(root / NORMALIZER_FILENAME)
-        return cls(sae, normalizer, hook_name=hook_name, provenance=read_provenance(root))
+        source = manifest.get("source") if manifest is not None else None
+        return cls(sae, normalizer, hook_name=hook_name, provenance=read_provenance(root),
+                   source=source if isinstance(source, dict) else None)
 
     def __repr__(self) -> str:
         return (

@@ -47,7 +47,7 @@ from mechrec.steering.edits import (
 )
 from mechrec.steering.interventions import SteeringHook
 from mechrec.steering.positions import PositionSpec, normalize_positions
-from mechrec.steering.validation import check_hook_name
+from mechrec.steering.validation import check_attention_mask, check_hook_name, check_tokens
 
 _BLOCK_HOOK = re.compile(r"^blocks\.(\d+)\.")
 _POST_BLOCK_PREFIXES = ("ln_final.", "unembed.")
@@ -109,10 +109,10 @@ class LastPositionSteerer:
         self.model = model
         self.hook_name = check_hook_name(model, hook_name)
         device = model.cfg.device
-        self.tokens = _check_tokens(tokens).to(device)
+        self.tokens = check_tokens(model, tokens).to(device)
         if attention_mask is None:
             attention_mask = torch.ones_like(self.tokens)
-        _check_mask(attention_mask, self.tokens)
+        check_attention_mask(attention_mask, self.tokens)
         self.attention_mask = attention_mask.to(device=self.tokens.device, dtype=torch.long)
         problem = fast_path_problem(model, self.tokens, self.attention_mask)
         if problem:
@@ -336,9 +336,9 @@ def steered_logits(
 ) -> torch.Tensor:
     """One full (naive) forward pass with ``edits`` at ``positions``: logits ``(B, T, d_vocab)``."""
     check_hook_name(model, hook_name)
-    tokens = _check_tokens(tokens).to(model.cfg.device)
+    tokens = check_tokens(model, tokens).to(model.cfg.device)
     if attention_mask is not None:
-        _check_mask(attention_mask, tokens)
+        check_attention_mask(attention_mask, tokens)
         attention_mask = attention_mask.to(tokens.device)
     hook = SteeringHook(edits, positions, attention_mask, hook_name=hook_name)
     with torch.no_grad(), model.hooks(fwd_hooks=[(hook_name, hook)]):
@@ -388,9 +388,9 @@ def steered_last_logits(
         raise ValueError(f"method must be 'auto', 'fast' or 'naive', got {method!r}")
     spec = normalize_positions(positions)
     check_hook_name(model, hook_name)
-    tokens = _check_tokens(tokens)
+    tokens = check_tokens(model, tokens)
     if attention_mask is not None:
-        _check_mask(attention_mask, tokens)
+        check_attention_mask(attention_mask, tokens)
     last_only = isinstance(spec, str) and spec == "last"
     problem = fast_path_problem(model, tokens, attention_mask)
     use_fast = method == "fast" or (method == "auto" and last_only and problem is None)
@@ -420,22 +420,3 @@ def tensor_nbytes(tensors: Sequence[torch.Tensor]) -> int:
         storage = tensor.untyped_storage()
         storages[(str(tensor.device), storage.data_ptr())] = storage.nbytes()
     return sum(storages.values())
-
-
-def _check_tokens(tokens: torch.Tensor) -> torch.Tensor:
-    if not isinstance(tokens, torch.Tensor) or tokens.ndim != 2:
-        raise ValueError(
-            "tokens must be a (batch, pos) integer tensor, got "
-            f"{type(tokens).__name__} with shape {tuple(getattr(tokens, 'shape', ()))}"
-        )
-    if tokens.is_floating_point():
-        raise ValueError("tokens must be integer token ids, got a floating-point tensor")
-    return tokens
-
-
-def _check_mask(attention_mask: torch.Tensor, tokens: torch.Tensor) -> None:
-    if tuple(attention_mask.shape) != tuple(tokens.shape):
-        raise ValueError(
-            f"attention_mask shape {tuple(attention_mask.shape)} does not match tokens shape "
-            f"{tuple(tokens.shape)}; pass the mask built with the batch"
-        )

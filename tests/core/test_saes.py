@@ -70,6 +70,7 @@ def test_every_architecture_trains_saves_and_loads_in_sae_lens(acts, tmp_path, a
         "sae_weights.safetensors",
         NORMALIZER_FILENAME,
         "mechrec.json",
+        "mechrec.sae.json",
     }
     cfg = json.loads((directory / "cfg.json").read_text())
     assert cfg["metadata"]["hook_name"] == HOOK

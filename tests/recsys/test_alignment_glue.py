@@ -267,3 +267,28 @@ def test_sae_from_another_hook_or_model_is_a_clear_error(
         align(paper_experiment, paper_sae, select_part="test", score_part="test")
     check_sae_fits(paper_experiment, paper_sae,
                    paper_experiment.activations("test", PAPER_HOOK))  # fits: no error
+
+
+def test_items_unit_averages_each_item_over_its_positions(
+    paper_experiment: Experiment, paper_sae: NormalizedSAE, run: AlignmentRun
+) -> None:
+    items = align(paper_experiment, paper_sae, predicates=PREDICATES, seed=0, unit="items",
+                  decades=True)
+    assert items.unit == "items" and run.unit == "positions"
+    acts = paper_experiment.activations("test", PAPER_HOOK)
+    tokens = acts.token.numpy()
+    distinct = np.unique(tokens)
+    assert items.stats["SAE"]["score"].n_rows == len(distinct) < len(tokens)
+    # neurons: correlation of each neuron's per-item mean with the item's genre, by hand
+    raw = pd.DataFrame(acts.activations.numpy()).groupby(tokens).mean()
+    labels = _labels(paper_experiment, "test").groupby(tokens).first()
+    expected = [_corr(raw[j].to_numpy(), labels["Drama"].to_numpy())
+                for j in range(raw.shape[1])]
+    np.testing.assert_allclose(items.stats["neurons"]["score"].table("correlation")["Drama"],
+                               expected, atol=1e-6)
+    # the bootstrap resamples items, the random control still matches the SAE's firing rates
+    assert items.scored is not None and items.scored.n_users == len(distinct)
+    boot = items.bootstrap(20, seed=0)
+    assert len(items.interval_table(boot)) > 0
+    with pytest.raises(ValueError, match="unknown unit 'users'"):
+        align(paper_experiment, paper_sae, unit="users")

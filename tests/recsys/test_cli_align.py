@@ -73,6 +73,22 @@ def test_tables_without_decades_into_another_folder(
     assert set(pd.read_csv(out / "summary.csv")["group"]) == {"genre"}
 
 
+def test_tables_per_distinct_item(
+    paper_run_dir: Path, sae_dir: Path, data_dir: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "items"
+    result = run_cli("align", "tables", paper_run_dir, sae_dir, "--out", out, "--unit",
+                     "items", "--bootstrap", "10", "--data-dir", data_dir / "ml-100k",
+                     "--no-download")
+    assert result.exit_code == 0, result.output
+    assert "distinct items" in " ".join(result.output.split())
+    meta = json.loads((out / "alignment.json").read_text())
+    assert meta["unit"] == "items" and meta["rows"]["score"] < meta["rows"]["select"]
+    bad = run_cli("align", "tables", paper_run_dir, sae_dir, "--unit", "users", "--data-dir",
+                  data_dir / "ml-100k", "--no-download")
+    assert bad.exit_code == 2 and "unknown --unit 'users'" in bad.output
+
+
 def test_examples_show_real_titles_with_context(
     paper_run_dir: Path, sae_dir: Path, data_dir: Path, paper_experiment: Experiment,
     paper_sae: NormalizedSAE

@@ -101,7 +101,7 @@ def test_table1_sweep_writes_csv_json_and_resumes(paper_run_dir: Path, data_args
     result = run_cli("sae", "table1", paper_run_dir, *SWEEP, "--out", out, *data_args)
     assert result.exit_code == 0, result.output
     assert "original" in result.output and "L1 weight" in result.output
-    assert "gave the original top-10 lists for 8/8 SAEs" in result.output
+    assert "gave the original top-10 lists for 8/8 SAEs" in " ".join(result.output.split())
     rows = read_csv(out)
     assert [(r["sweep"], r["l1_coefficient"], r["d_sae"]) for r in rows] == [
         ("original", "", ""), ("l1", "0.05", "64"), ("l1", "0.3", "64"),

@@ -60,7 +60,8 @@ def test_sweep_writes_tables_and_prints_the_summary(sweep_run, paper_experiment:
         assert token in text, token
     sweep = pd.read_csv(out / "sweep.csv")
     curves = sweep[sweep["value"].notna()]
-    assert len(curves) == 2 * 4 * 5  # genres x (replace, keep-error, SAE dir., probe) x values
+    # genres x (replace, keep-error, SAE dir., probe, random control) x values
+    assert len(curves) == 2 * 5 * 5
     assert set(curves["column"]) == {"Horror", "Children's"}
     assert {"probe_direction", "sae_direction", "sae_feature"} <= set(curves["method"])
     assert set(sweep["method"]) >= {"unsteered", "sae_reconstruction"}

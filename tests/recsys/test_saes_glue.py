@@ -233,3 +233,44 @@ def test_sweep_folder_recorded_for_another_model_is_refused(paper_experiment: Ex
         (directory / "sweep.json").write_text(json.dumps(recorded))
         with pytest.raises(ValueError, match=r"cached for another model.*delete that folder"):
             _table1(paper_experiment, tmp_path)
+
+
+def test_table1_rows_carry_figure_3s_honest_and_in_sample_genre_correlation(
+        paper_experiment: Experiment, tmp_path: Path):
+    table = _table1(paper_experiment, tmp_path)
+    row = table.runs[0]
+    nsae = NormalizedSAE.load(table.directory / "d_sae=16,l1_coefficient=0.1,seed=0")
+    # by hand: best feature per genre chosen on the SAE users, its correlation on the test users
+    genres, names = paper_experiment.token_attributes()
+    corr = {}
+    for part in ("sae_train", "test"):
+        acts = paper_experiment.activations(part, PAPER_HOOK)
+        with torch.no_grad():
+            feats = nsae.encode(acts.activations).numpy().astype(np.float64)
+        y = genres[acts.token.numpy()].astype(np.float64)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            fc, yc = feats - feats.mean(0), y - y.mean(0)
+            corr[part] = (fc.T @ yc) / np.outer(np.sqrt((fc ** 2).sum(0)),
+                                                np.sqrt((yc ** 2).sum(0)))
+    honest, in_sample = [], []
+    for a in range(len(names)):
+        if np.isnan(corr["test"][:, a]).all():
+            continue  # a genre without positives ("unknown") is left out
+        select = np.where(np.isnan(corr["sae_train"][:, a]), -np.inf, corr["sae_train"][:, a])
+        honest.append(corr["test"][int(np.argmax(select)), a])
+        in_sample.append(np.nanmax(corr["test"][:, a]))
+    assert row["genre_corr_honest"] == pytest.approx(float(np.mean(honest)), abs=1e-5)
+    assert row["genre_corr_in_sample"] == pytest.approx(float(np.mean(in_sample)), abs=1e-5)
+    assert row["genre_corr_in_sample"] >= row["genre_corr_honest"]
+    line = table.summary[0]
+    assert line["genre_corr_honest_mean"] == pytest.approx(row["genre_corr_honest"])
+    assert line["genre_corr_honest_std"] == 0.0  # one seed
+
+    # a sweep cached before these numbers existed gets them measured, not a KeyError
+    saved = table.directory / "d_sae=16,l1_coefficient=0.1,seed=0" / "mechrec.json"
+    meta = json.loads(saved.read_text())
+    for key in ("genre_corr_honest", "genre_corr_in_sample"):
+        del meta["row"][key]
+    saved.write_text(json.dumps(meta))
+    again = _table1(paper_experiment, tmp_path)
+    assert again.runs[0]["genre_corr_honest"] == pytest.approx(row["genre_corr_honest"])

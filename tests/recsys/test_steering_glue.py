@@ -93,10 +93,10 @@ def test_monotonicity_counts_steps_down():
 def test_sweep_table_has_every_curve_value_and_metric(sweep: GenreSweep, paper_experiment):
     table = sweep.table
     curves = sweep.curves
-    assert len(curves) == len(GENRES) * 4 * len(VALUES)
+    assert len(curves) == len(GENRES) * 5 * len(VALUES)
     assert set(curves["method"] + "/" + curves["mode"]) == {
         "sae_feature/replace", "sae_feature/keep-error", "sae_direction/add",
-        "probe_direction/add"}
+        "probe_direction/add", "random_feature/replace"}
     assert set(curves["column"]) == {"Horror", "Children's", "Fantasy"}
     assert table["method"].tolist().count("unsteered") == 1
     assert table["method"].tolist().count("sae_reconstruction") == 1
@@ -115,6 +115,26 @@ def test_sweep_table_has_every_curve_value_and_metric(sweep: GenreSweep, paper_e
     assert sweep.target_share_table().shape[0] == len(curves)
     summary = sweep.summary()
     assert {"share@-10", "share@+10", "ndcg@+0"} <= set(summary.columns)
+
+
+def test_random_control_is_an_alive_other_feature_steered_like_the_best(sweep: GenreSweep,
+                                                                         paper_experiment,
+                                                                         paper_sae):
+    features = sweep.features
+    assert (features["control_feature"] != features["feature"]).all()
+    acts = paper_experiment.activations("sae_train", paper_sae.hook_name).activations
+    with torch.no_grad():
+        fires = torch.stack([(paper_sae.encode(chunk) > 0).any(dim=0)
+                             for chunk in acts.split(8192)]).any(dim=0)
+    assert fires[features["control_feature"].to_numpy()].all()  # alive on the SAE users
+    control = sweep.curves[sweep.curves["method"] == "random_feature"]
+    assert (control["mode"] == "replace").all()
+    assert dict(zip(control["genre"], control["feature"], strict=False)) == dict(
+        zip(features["genre"], features["control_feature"], strict=False))
+    again = select_genre_features(paper_experiment, paper_sae,
+                                  dict(zip(features["genre"], features["column"],
+                                           strict=False)))
+    assert again["control_feature"].tolist() == features["control_feature"].tolist()
 
 
 def test_adding_zero_times_a_direction_is_the_unsteered_model(sweep: GenreSweep):
@@ -191,7 +211,7 @@ def test_sweep_tables_are_written(sweep: GenreSweep, tmp_path):
     assert len(payload["rows"]) == len(sweep.table)
     assert payload["rows"][0]["method"] == "unsteered" and payload["rows"][0]["value"] is None
     summary = json.loads((tmp_path / "summary.json").read_text())
-    assert summary["note"] == "test" and len(summary["monotonicity"]) == len(GENRES) * 4
+    assert summary["note"] == "test" and len(summary["monotonicity"]) == len(GENRES) * 5
     long = pd.read_csv(tmp_path / "sweep_long.csv")
     assert {"curve", "method", "mode", "value", "metric", "score"} <= set(long.columns)
 

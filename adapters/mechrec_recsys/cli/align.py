@@ -46,6 +46,7 @@ from rich.table import Table
 from mechrec.alignment import MEAN_ROW, METRICS, AlignmentBootstrap, DegenerateInputWarning
 from mechrec.saes import NormalizedSAE
 from mechrec_recsys.alignment import (
+    UNITS,
     AlignmentRun,
     ItemPredicate,
     align,
@@ -238,6 +239,9 @@ def tables_command(
                                   "differences (0 disables)"),
     confidence: float = typer.Option(0.95, "--confidence", help="coverage of the bootstrap "
                                      "intervals, in (0, 1)"),
+    unit: str = typer.Option("positions", "--unit", metavar="positions|items",
+                             help="one data point per position (the paper) or per distinct "
+                             "item, averaged over its positions"),
     title_texts: list[str] = typer.Option([], "--title-contains",
                                           help="custom attribute: title contains TEXT "
                                           "(repeatable)"),
@@ -264,13 +268,15 @@ def tables_command(
         fail(f"--bootstrap must be >= 0 (0 disables), got {bootstrap}")
     if not 0.0 < confidence < 1.0:
         fail(f"--confidence must be in (0, 1), e.g. 0.95, got {confidence}")
+    if unit not in UNITS:
+        fail(f"unknown --unit {unit!r}; choose one of {', '.join(UNITS)}")
     try:
         predicates = build_predicates(title_texts, year_ranges)
         experiment, sae = open_run(run_dir, sae_dir, data_dir, download, device)
         sae_path = resolve_sae_directory(run_dir, sae_dir)
         out_dir = out if out is not None else sae_path / "alignment"
         run = align(experiment, sae, metric=metric, decades=decades, predicates=predicates,
-                    seed=seed)
+                    seed=seed, unit=unit)
         boot = run.bootstrap(bootstrap, seed=seed) if bootstrap else None
         written = run.write(out_dir, top_k=top_k, provenance={
             "run_dir": str(run_dir), "sae_dir": str(sae_path),
@@ -284,9 +290,11 @@ def tables_command(
     if boot is not None:
         console.print(bootstrap_rich(run, boot, confidence))
     rows = {part: run.stats["SAE"][part].n_rows for part in ("select", "score")}
+    what = "distinct items (activations averaged over their positions)" if unit == "items" \
+        else "positions"
     console.print(
-        f"hook {run.hook_name}; honest = best feature chosen on {rows['select']:,} positions of "
-        f"the {run.select_part} users, scored on {rows['score']:,} positions of the "
+        f"hook {run.hook_name}; honest = best feature chosen on {rows['select']:,} {what} of "
+        f"the {run.select_part} users, scored on {rows['score']:,} {what} of the "
         f"{run.score_part} users; in-sample = chosen and scored on the {run.score_part} users "
         "(flatters wide dictionaries). Random control: as many random directions as the SAE "
         "has features, each firing as often as its SAE feature.", highlight=False)

@@ -34,7 +34,12 @@ from mechrec_recsys.data.download import (
     download_dataset,
     find_local_copy,
 )
-from mechrec_recsys.data.registry import MovieLensRelease, get_release
+from mechrec_recsys.data.registry import (
+    LOCAL_DATASETS,
+    LocalDataset,
+    MovieLensRelease,
+    get_release,
+)
 from mechrec_recsys.data.splits import SPLIT_KINDS, make_split
 from mechrec_recsys.data.stats import dataset_statistics
 
@@ -127,9 +132,10 @@ def format_size(size: int | None) -> str:
 
 
 def local_copy(
-    release: MovieLensRelease, data_dir: Path | None, cache_dir: Path
+    release: MovieLensRelease | LocalDataset, data_dir: Path | None, cache_dir: Path | None
 ) -> tuple[Path, str] | None:
-    """Where a local copy of ``release`` is found, in the loaders' order of precedence.
+    """Where a local copy of ``release`` is found, in the loaders' order of precedence
+    (``cache_dir=None`` for a local-only dataset, which is never in the cache).
 
     Returns:
         ``(folder, where)`` with ``where`` one of ``"--data-dir"``, ``"$MECHREC_DATA"`` and
@@ -204,6 +210,10 @@ def list_datasets(
         copy = f"{found[0]} ({found[1]})" if found else "not found"
         rows.append((name, format_size(release.size), checksum_kind(release), release.url,
                      copy))
+    for name, spec in LOCAL_DATASETS.items():
+        found = local_copy(spec, data_dir.expanduser() if data_dir else None, None)
+        copy = f"{found[0]} ({found[1]})" if found else "not found"
+        rows.append((name, "-", "-", "local only, never downloaded", copy))
     header = ("dataset", "size", "checksum", "url", "local copy")
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header) - 1)]
     for row in [header, *rows]:

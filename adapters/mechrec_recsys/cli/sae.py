@@ -276,12 +276,16 @@ def evaluate(
     data_dir: DataDirOption = None,
     download: DownloadOption = True,
     device: DeviceOption = "cpu",
+    allow_other_model: bool = typer.Option(
+        False, "--allow-other-model",
+        help="evaluate the SAE even though it records another model (or hook) as its source"),
 ) -> None:
     """One SAE's Table-1 rows: original model, "replace" and "replace + error"."""
     try:
         experiment = _open(run_dir, data_dir, download, device)
         directory = resolve_sae_directory(run_dir, sae_dir)
-        nsae = load_run_sae(experiment, directory, device=device)
+        nsae = load_run_sae(experiment, directory, device=device,
+                            allow_other_model=allow_other_model)
         rows = evaluate_sae(experiment, nsae, k=k)
         if out is not None:
             out.parent.mkdir(parents=True, exist_ok=True)
@@ -305,13 +309,13 @@ def table1_table(table: Table1, title: str) -> Table:
     """A rich table like the paper's Table 1 (first row: the original model)."""
     out = Table(title=title)
     for column in ("L1 weight", "dict size", "RMSE", "expl. var.", "L0", "dead",
-                   "NDCG@10", "HR@10", "Coverage@10"):
+                   "NDCG@10", "HR@10", "Coverage@10", "genre corr. (Fig. 3)"):
         out.add_column(column, justify="right")
     rows = table.rows()
     original = rows[0]
     out.add_row("original", "-", "-", "-", "-", "-",
                 *(_mean_spread(original[f"{key}_mean"], original[f"{key}_se"], ".4f")
-                  for key in ("ndcg", "hit_rate", "coverage")))
+                  for key in ("ndcg", "hit_rate", "coverage")), "-")
     previous = None
     for row in rows[1:]:
         if previous is not None and row["sweep"] != previous:
@@ -324,7 +328,8 @@ def table1_table(table: Table1, title: str) -> Table:
             _mean_spread(row["l0_mean"], row["l0_std"], ".1f"),
             _mean_spread(row["dead_fraction_mean"], row["dead_fraction_std"], ".3f"),
             *(_mean_spread(row[f"{key}_mean"], row[f"{key}_std"], ".4f")
-              for key in ("ndcg", "hit_rate", "coverage")))
+              for key in ("ndcg", "hit_rate", "coverage")),
+            _mean_spread(row["genre_corr_honest_mean"], row["genre_corr_honest_std"], ".3f"))
     return out
 
 
@@ -401,7 +406,9 @@ def table1(
     identical = sum(r.get("replace_error_identical", 0.0) == 1.0 for r in result.runs)
     console.print(
         f"SAE rows: mean ± std over seeds; original: ± standard error over test users. "
-        f"Metrics on the test users; reconstruction in normalised space. \"replace + error\" "
+        f"Metrics on the test users; reconstruction in normalised space; genre corr.: mean "
+        f"over genres of the best feature's correlation, chosen on the SAE users and scored "
+        f"on the test users (Figure 3). \"replace + error\" "
         f"gave the original top-{k} lists for {identical}/{len(result.runs)} SAEs.",
         highlight=False)
     console.print(f"wrote {csv_path} and {json_path}; SAEs in {result.directory}",

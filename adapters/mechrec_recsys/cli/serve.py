@@ -59,6 +59,9 @@ def serve_command(
     browser: bool = typer.Option(True, "--browser/--no-browser",
                                  help="open the page in the default web browser"),
     verbose: bool = typer.Option(False, "--verbose", help="log every HTTP request"),
+    allow_other_model: bool = typer.Option(
+        False, "--allow-other-model",
+        help="use the SAE even though it records another model (or hook) as its source"),
     data_dir: DataDirOption = None,
     download: DownloadOption = True,
     device: DeviceOption = "cpu",
@@ -97,7 +100,7 @@ def serve_command(
         _load_and_serve(server, run_dir, sae, data_dir=data_dir, download=download,
                         device=device, genres=genre_list, probes=probes,
                         probe_rows=probe_rows or None, max_value=max_value, k=k, host=host,
-                        browser=browser)
+                        browser=browser, allow_other_model=allow_other_model)
     except KeyboardInterrupt:
         server.server_close()
         typer.echo("stopped", err=True)
@@ -118,7 +121,8 @@ def _exit_promptly() -> None:
 def _load_and_serve(server: EqualizerServer, run_dir: Path, sae: Path, *,
                     data_dir: Path | None, download: bool, device: str,
                     genres: list[str] | None, probes: bool, probe_rows: int | None,
-                    max_value: float, k: int, host: str, browser: bool) -> None:
+                    max_value: float, k: int, host: str, browser: bool,
+                    allow_other_model: bool = False) -> None:
     """Open the run and the SAE into ``server.session``, print the URL, serve until Ctrl-C."""
     from mechrec_recsys.equalizer import EqualizerSession
 
@@ -126,7 +130,8 @@ def _load_and_serve(server: EqualizerServer, run_dir: Path, sae: Path, *,
     try:
         session = EqualizerSession.open(
             run_dir, sae, data_dir=data_dir, download=download, device=device,
-            genres=genres, probes=probes, probe_rows=probe_rows, max_value=max_value, k=k)
+            genres=genres, probes=probes, probe_rows=probe_rows, max_value=max_value, k=k,
+            allow_other_model=allow_other_model)
     except BAD_INPUT as exc:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         fail(str(message))

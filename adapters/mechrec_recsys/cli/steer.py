@@ -94,8 +94,14 @@ def _guard(action: Callable[[], T]) -> T:
         fail(str(message))
 
 
+#: ``--allow-other-model``: use an SAE whose recorded source is another model or hook.
+AllowOtherModelOption = typer.Option(
+    False, "--allow-other-model",
+    help="use the SAE even though it records another model (or hook) as its source")
+
+
 def _open(run_dir: Path, sae_dir: Path, data_dir: Path | None, download: bool, device: str,
-          batch_size: int) -> tuple[Any, Any]:
+          batch_size: int, allow_other_model: bool = False) -> tuple[Any, Any]:
     """Open the run and its SAE (a folder, or a name under ``RUN_DIR/saes``); check they fit."""
     from mechrec_recsys.saes import load_run_sae, open_run, resolve_sae_directory
 
@@ -103,7 +109,8 @@ def _open(run_dir: Path, sae_dir: Path, data_dir: Path | None, download: bool, d
         raise ValueError(f"--batch-size must be >= 1, got {batch_size}")
     experiment = open_run(run_dir, data_dir=data_dir, download=download, device=device,
                           batch_size=batch_size)
-    sae = load_run_sae(experiment, resolve_sae_directory(run_dir, sae_dir), device=device)
+    sae = load_run_sae(experiment, resolve_sae_directory(run_dir, sae_dir), device=device,
+                       allow_other_model=allow_other_model)
     return experiment, sae
 
 
@@ -165,7 +172,9 @@ def sweep_command(
     genres: str = typer.Option(",".join(DEFAULT_GENRES), "--genres",
                                help="comma-separated genres; Children also finds Children's"),
     values: str = typer.Option("-10:10:1", "--values",
-                               help="start:stop:step (inclusive) or a comma list"),
+                               help="start:stop:step (inclusive) or a comma list; the paper "
+                               "uses -10:10:1, values far beyond that (about |v| > 1e4) "
+                               "overflow the model: NaN or infinite scores are an error"),
     mode: str = typer.Option("both", "--mode", help="SAE feature edits: replace (paper: the "
                              "activation becomes the edited reconstruction) | keep-error | both"),
     probes: bool = typer.Option(True, "--probes/--no-probes",
@@ -173,6 +182,11 @@ def sweep_command(
                                 "(unit variance, Fig. 9)"),
     features: str | None = typer.Option(None, "--features",
                                         help="GENRE=INDEX,... instead of the best features"),
+    random_control: bool = typer.Option(
+        True, "--random-control/--no-random-control",
+        help="also steer a random alive SAE feature per genre (replace mode): the control"),
+    control_seed: int = typer.Option(0, "--control-seed",
+                                     help="seed of the random control features"),
     k: int = typer.Option(10, "--k", help="length of the recommendation lists"),
     users: int = typer.Option(1, "--example-users", help="per genre, the N test users with the "
                               "most and the N with the fewest items of the genre get before/"
@@ -189,6 +203,7 @@ def sweep_command(
     device: DeviceOption = "cpu",
     batch_size: int = typer.Option(256, "--batch-size", help="test users per forward pass"),
     progress: ProgressOption = True,
+    allow_other_model: bool = AllowOtherModelOption,
 ) -> None:
     """Sweep each genre's SAE feature (and probe) over values; write tables, print a summary."""
     with _warnings_to_stderr():
@@ -201,18 +216,20 @@ def sweep_command(
         if users < 0 or naive < 0:
             fail("--example-users and --compare-naive must be >= 0")
         experiment, sae = _guard(lambda: _open(run_dir, sae_dir, data_dir, download, device,
-                                               batch_size))
+                                               batch_size, allow_other_model))
         genre_list = [g for g in genres.split(",") if g.strip()]
         result = _guard(lambda: run_genre_sweep(
             experiment, sae, genres=genre_list, values=grid, modes=chosen_modes, probes=probes,
-            features=overrides, k=k, progress=progress))
+            features=overrides, k=k, progress=progress, random_control=random_control,
+            control_seed=control_seed))
         user_table = None
         if users > 0:
             user_table = _guard(lambda: _example_user_lists(experiment, sae, result, users,
                                                             user_grid, chosen_modes[0], k))
         extra: dict[str, Any] = {"command": {
             "run_dir": str(run_dir), "sae_dir": str(sae_dir), "genres": genre_list,
-            "values": values, "mode": mode, "probes": probes, "features": overrides, "k": k}}
+            "values": values, "mode": mode, "probes": probes, "features": overrides, "k": k,
+            "random_control": random_control, "control_seed": control_seed}}
         if naive > 0:
             extra["fast_path"] = _guard(lambda: _fast_vs_naive(experiment, sae, result, grid,
                                                                naive))
@@ -278,7 +295,10 @@ def user_command(
     sae_dir: Path = typer.Argument(..., help="SAE folder, or its name under RUN_DIR/saes"),
     user: str = typer.Option(..., "--user", help="raw user id (test users first)"),
     genre: str = typer.Option(..., "--genre", help="genre whose feature is steered"),
-    values: str = typer.Option("0,2,5", "--values", help="comma list or start:stop:step"),
+    values: str = typer.Option("0,2,5", "--values", help="comma list or start:stop:step; "
+                               "the paper steers within -10..10, and values far beyond the "
+                               "activations' scale (about |v| > 1e4) overflow the model: a "
+                               "value that makes any score NaN or infinite is an error"),
     feature: int | None = typer.Option(None, "--feature",
                                        help="SAE feature index instead of the genre's best"),
     mode: str = typer.Option("replace", "--mode", help="replace | keep-error"),
@@ -287,6 +307,7 @@ def user_command(
     data_dir: DataDirOption = None,
     download: DownloadOption = True,
     device: DeviceOption = "cpu",
+    allow_other_model: bool = AllowOtherModelOption,
 ) -> None:
     """Print one user's top-k before and after setting a genre's SAE feature (Fig. 7)."""
     with _warnings_to_stderr():
@@ -295,7 +316,8 @@ def user_command(
             fail(f"unknown mode {mode!r}; choose replace or keep-error")
         if k < 1:
             fail(f"--k must be >= 1, got {k}")
-        experiment, sae = _guard(lambda: _open(run_dir, sae_dir, data_dir, download, device, 256))
+        experiment, sae = _guard(lambda: _open(run_dir, sae_dir, data_dir, download, device, 256,
+                                               allow_other_model))
         resolved = _guard(lambda: resolve_genres([genre], experiment.genre_names))
         overrides = {genre: feature} if feature is not None else None
         chosen = _guard(lambda: select_genre_features(experiment, sae, resolved,

@@ -25,9 +25,16 @@ from mechrec_recsys.data.errors import (
     MissingTimestampsError,
 )
 from mechrec_recsys.data.generic import load_generic
+from mechrec_recsys.data.local import load_local_dataset
 from mechrec_recsys.data.movielens import load_dataset, load_movielens, read_movielens_catalog
 from mechrec_recsys.data.ordering import TIE_BREAKS, UserHistories, order_events
-from mechrec_recsys.data.registry import DATASET_NAMES, RELEASES, MovieLensRelease
+from mechrec_recsys.data.registry import (
+    DATASET_NAMES,
+    LOCAL_DATASETS,
+    RELEASES,
+    LocalDataset,
+    MovieLensRelease,
+)
 from mechrec_recsys.data.report import LoadReport
 from mechrec_recsys.data.splits import (
     SPLIT_KINDS,
@@ -41,6 +48,7 @@ from mechrec_recsys.data.stats import dataset_statistics
 
 __all__ = [
     "DATASET_NAMES",
+    "LOCAL_DATASETS",
     "RELEASES",
     "SPLIT_KINDS",
     "TIE_BREAKS",
@@ -52,6 +60,7 @@ __all__ = [
     "EmptyDatasetError",
     "ItemCatalog",
     "LoadReport",
+    "LocalDataset",
     "MissingTimestampsError",
     "MovieLensRelease",
     "Split",
@@ -62,6 +71,7 @@ __all__ = [
     "leave_one_out_split",
     "load_dataset",
     "load_generic",
+    "load_local_dataset",
     "load_movielens",
     "make_split",
     "order_events",

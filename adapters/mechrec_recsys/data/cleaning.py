@@ -9,6 +9,9 @@ Shared by every loader. Rules (all counted in the :class:`LoadReport`, never sil
   and always kept.
 * **Unknown items** - rows whose item is not in the catalog - are dropped
   (``unknown_items="drop"``, default) or rejected (``"error"``).
+* **An explicit order** (``order`` column) must be unique within each user and, with
+  timestamps, agree with them (a later position never has an earlier timestamp); otherwise
+  the load fails naming the user and the rows.
 * **An empty result** is always an error naming the file and what removed the rows.
 """
 
@@ -114,5 +117,36 @@ def finish_interactions(
         out["timestamp"] = frame["timestamp"].to_numpy(dtype=np.int64)
     if "rating" in frame.columns:
         out["rating"] = frame["rating"].to_numpy(dtype=np.float64)
+    if "order" in frame.columns:
+        out["order"] = frame["order"].to_numpy(dtype=np.int64)
+        _check_order(out, frame[LINE].to_numpy(), path, unit)
     report.rows_kept = len(out)
     return out
+
+
+def _check_order(out: pd.DataFrame, lines: np.ndarray, path: str | Path, unit: str) -> None:
+    """Reject an ``order`` column that repeats within a user or runs against timestamps."""
+    users = out["user_id"].to_numpy()
+    order = out["order"].to_numpy()
+    by = np.lexsort((order, users))
+    same_user = users[by][1:] == users[by][:-1]
+    repeated = same_user & (order[by][1:] == order[by][:-1])
+    if repeated.any():
+        i = int(np.flatnonzero(repeated)[0])
+        rows = sorted(int(lines[by][j]) for j in (i, i + 1))
+        raise DataFormatError(
+            path, f"user {int(users[by][i])} has order value {int(order[by][i])} on {unit}s "
+            f"{rows[0]} and {rows[1]}", "give every event of a user its own order value "
+            "(e.g. its 0-based position in the user's sequence)", line=rows[1], unit=unit)
+    if "timestamp" in out.columns:
+        times = out["timestamp"].to_numpy()[by]
+        backwards = same_user & (times[1:] < times[:-1])
+        if backwards.any():
+            i = int(np.flatnonzero(backwards)[0])
+            raise DataFormatError(
+                path, f"user {int(users[by][i])}: the event at order {int(order[by][i + 1])} "
+                f"has an earlier timestamp ({int(times[i + 1])}) than the one at order "
+                f"{int(order[by][i])} ({int(times[i])})",
+                "fix the order or the timestamps, or load without the order column (events "
+                "are then sorted by timestamp with a tie-break)",
+                line=int(lines[by][i + 1]), unit=unit)

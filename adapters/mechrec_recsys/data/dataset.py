@@ -17,6 +17,7 @@ INTERACTION_DTYPES = {
     "item_id": "int64",
     "timestamp": "int64",
     "rating": "float64",
+    "order": "int64",
 }
 
 
@@ -28,7 +29,10 @@ class Dataset:
         name: short name, e.g. ``"ml-100k"``.
         interactions: one row per event, in file order; columns ``user_id`` (int64),
             ``item_id`` (int64), optionally ``timestamp`` (int64, seconds since the epoch) and
-            ``rating`` (float64). Every ``item_id`` is in the catalog.
+            ``rating`` (float64), and ``order`` (int64): an explicit position of the event in
+            its user's sequence, for data whose time order is known more finely than its
+            timestamps (see :mod:`mechrec_recsys.data.ordering`). Every ``item_id`` is in the
+            catalog.
         catalog: the items and their attributes. It may hold items nobody interacted with.
         report: what the loader read, kept and dropped.
     """
@@ -67,6 +71,11 @@ class Dataset:
     def has_timestamps(self) -> bool:
         """Whether the interactions carry timestamps (time-based splits need them)."""
         return "timestamp" in self.interactions.columns
+
+    @property
+    def has_order(self) -> bool:
+        """Whether the interactions carry an explicit sequence order column."""
+        return "order" in self.interactions.columns
 
     @property
     def num_users(self) -> int:

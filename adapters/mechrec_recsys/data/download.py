@@ -29,7 +29,7 @@ from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 
 from mechrec_recsys.data.errors import ChecksumError, DataError, DatasetNotFoundError
-from mechrec_recsys.data.registry import MovieLensRelease, get_release
+from mechrec_recsys.data.registry import LocalDataset, MovieLensRelease, get_release
 
 LOGGER = logging.getLogger("mechrec_recsys.data")
 ENV_DATA = "MECHREC_DATA"
@@ -46,7 +46,7 @@ def default_cache_dir() -> Path:
     return root / "mechrec" / "datasets"
 
 
-def find_local_copy(root: str | Path, release: MovieLensRelease) -> Path | None:
+def find_local_copy(root: str | Path, release: MovieLensRelease | LocalDataset) -> Path | None:
     """The folder under ``root`` (or ``root`` itself) holding every file of ``release``."""
     root = Path(root).expanduser()
     for candidate in [root / alias for alias in release.folder_aliases] + [root]:

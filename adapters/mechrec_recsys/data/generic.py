@@ -42,7 +42,8 @@ from mechrec_recsys.data.readers import (
 )
 from mechrec_recsys.data.report import LoadReport
 
-INTERACTION_FIELDS = {"user_id": "int", "item_id": "int", "timestamp": "time", "rating": "float"}
+INTERACTION_FIELDS = {"user_id": "int", "item_id": "int", "timestamp": "time", "rating": "float",
+                      "order": "int"}
 ITEM_FIELDS = {"item_id": "int", "title": "str", "year": "int"}
 _BY_EXTENSION = {".csv": ",", ".tsv": "\t", ".tab": "\t", ".dat": "::"}
 _PARQUET = (".parquet", ".pq")
@@ -197,9 +198,13 @@ def load_generic(
     Args:
         interactions_path: CSV/TSV/parquet file with one event per row.
         items_path: optional item file (CSV/TSV/parquet) with one row per item.
-        columns: maps ``user_id``, ``item_id`` (required), ``timestamp`` and ``rating``
-            (optional) to columns of the interactions file (names, or positions when
+        columns: maps ``user_id``, ``item_id`` (required), ``timestamp``, ``rating`` and
+            ``order`` (optional) to columns of the interactions file (names, or positions when
             ``header=False``). Without ``timestamp`` only order-free splits are possible.
+            ``order`` is each event's position in its user's sequence (any increasing
+            integers): sequences then follow it exactly instead of a timestamp sort with a
+            tie-break, which keeps a known order inside same-second ties. It must not repeat
+            within a user and, with timestamps, must never run against them.
         item_columns: maps ``item_id`` (default: the interactions' item column name),
             ``title`` and ``year`` to columns of the item file.
         genre_column: item column with multi-valued genres (``"rock|pop"``): one bool genre

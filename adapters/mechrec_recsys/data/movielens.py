@@ -49,17 +49,19 @@ from mechrec_recsys.data.readers import (
     require_file,
     rows_to_frame,
 )
-from mechrec_recsys.data.registry import RELEASES, MovieLensRelease, get_release
+from mechrec_recsys.data.registry import LOCAL_DATASETS, RELEASES, MovieLensRelease, get_release
 from mechrec_recsys.data.report import LoadReport
 
 UNKNOWN_GENRES = ("keep", "drop", "error")
 _TEXT = ("utf-8", "latin-1")
 
-ML100K_RATINGS = TextFormat(sep="\t", header=False, n_fields=4)
+ML100K_RATINGS = TextFormat(sep="\t", header=False, n_fields=4, final_newline=True)
 ML100K_GENRE = TextFormat(sep="|", header=False, encodings=_TEXT, official_encoding="latin-1")
-DAT_RATINGS = TextFormat(sep="::", header=False, n_fields=4, encodings=_TEXT)
+DAT_RATINGS = TextFormat(sep="::", header=False, n_fields=4, encodings=_TEXT,
+                          final_newline=True)
 CSV_RATINGS = TextFormat(sep=",", header=True, quoting=True,
-                         expected_header=("userId", "movieId", "rating", "timestamp"))
+                         expected_header=("userId", "movieId", "rating", "timestamp"),
+                         final_newline=True)
 CSV_MOVIES = TextFormat(sep=",", header=True, quoting=True, encodings=_TEXT,
                         expected_header=("movieId", "title", "genres"))
 
@@ -343,11 +345,13 @@ def load_dataset(
     duplicates: str = "drop",
     unknown_genres: str = "keep",
 ) -> Dataset:
-    """Load an official MovieLens dataset by name, finding or downloading its files.
+    """Load a MovieLens dataset by name, finding or downloading its files.
 
     Args:
-        name: one of ``"ml-100k"``, ``"ml-1m"``, ``"ml-10m"``, ``"ml-20m"``, ``"ml-25m"``,
-            ``"ml-latest"``, ``"ml-latest-small"``.
+        name: an official release, ``"ml-100k"``, ``"ml-1m"``, ``"ml-10m"``, ``"ml-20m"``,
+            ``"ml-25m"``, ``"ml-latest"``, ``"ml-latest-small"``, or a local-only copy such as
+            ``"ml-1m-ordered"`` (read from ``data_dir`` or ``$MECHREC_DATA`` only, never
+            downloaded; see :mod:`mechrec_recsys.data.local`).
         data_dir: explicit folder (holding ``<name>/`` or the files themselves); takes
             precedence over ``$MECHREC_DATA``, then the cache, then a download.
         download: whether to download the official zip into the cache when no local copy
@@ -359,6 +363,12 @@ def load_dataset(
         DatasetNotFoundError: no local copy and no download possible; names URL and folder.
         DataFormatError: a file does not match its layout; names file, line and fix.
     """
+    if name in LOCAL_DATASETS:
+        from mechrec_recsys.data.local import load_local_dataset  # it builds on this module
+
+        return load_local_dataset(name, data_dir, on_bad_rows=on_bad_rows,
+                                  unknown_items=unknown_items, duplicates=duplicates,
+                                  unknown_genres=unknown_genres)
     folder = resolve_dataset_dir(name, data_dir, download=download, cache_dir=cache_dir)
     return load_movielens(folder, name, on_bad_rows=on_bad_rows, unknown_items=unknown_items,
                           duplicates=duplicates, unknown_genres=unknown_genres)

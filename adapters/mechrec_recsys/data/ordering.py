@@ -11,8 +11,10 @@ never left to the sort algorithm:
 * ``"stable"``: equal timestamps keep file order.
 * ``"item"``: equal timestamps are ordered by item id.
 
-Data without timestamps keeps each user's file order (the only order there is); such
-sequences are only fit for order-free experiments.
+Data with an explicit ``order`` column (e.g. ``ml-1m-ordered``, whose ``position`` records
+the time order inside same-second ties) follows that column exactly: no tie-break is drawn and
+nothing is re-sorted by timestamp. Data without timestamps or order keeps each user's file
+order (the only order there is); such sequences are only fit for order-free experiments.
 """
 
 from __future__ import annotations
@@ -89,7 +91,8 @@ def order_events(dataset: Dataset, *, tie_break: str = "random", seed: int = 0
     Args:
         dataset: the dataset.
         tie_break: ``"random"`` (seeded), ``"stable"`` (file order) or ``"item"`` (item id);
-            see the module documentation. Ignored without timestamps (file order is kept).
+            see the module documentation. Ignored with an explicit ``order`` column (which is
+            followed exactly) and without timestamps (file order is kept).
         seed: seed of the ``"random"`` tie-break.
     """
     if tie_break not in TIE_BREAKS:
@@ -99,8 +102,10 @@ def order_events(dataset: Dataset, *, tie_break: str = "random", seed: int = 0
     items = frame["item_id"].to_numpy(dtype=np.int64)
     n = len(users)
     file_order = np.arange(n, dtype=np.int64)
-    if dataset.has_timestamps:
-        times = frame["timestamp"].to_numpy(dtype=np.int64)
+    times = frame["timestamp"].to_numpy(dtype=np.int64) if dataset.has_timestamps else None
+    if dataset.has_order:
+        order = np.lexsort((frame["order"].to_numpy(dtype=np.int64), users))
+    elif times is not None:
         if tie_break == "random":
             ties = rng_for(seed, TIE_STREAM).permutation(n)
         elif tie_break == "item":
@@ -109,7 +114,6 @@ def order_events(dataset: Dataset, *, tie_break: str = "random", seed: int = 0
             ties = file_order
         order = np.lexsort((file_order, ties, times, users))
     else:
-        times = None
         order = np.lexsort((file_order, users))
     users, items = users[order], items[order]
     starts = np.flatnonzero(np.r_[True, users[1:] != users[:-1]]) if n else np.zeros(0, int)

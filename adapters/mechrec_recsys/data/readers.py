@@ -53,6 +53,9 @@ class TextFormat:
         expected_header: for official layouts, the header the file must have.
         official_encoding: the encoding the official file uses (default: the first of
             ``encodings``); decoding a non-ASCII file differently is noted in the report.
+        final_newline: the official file ends with a line break, so a last line without one
+            was cut (a truncated download or copy) and is reported as a malformed row, even
+            when its fields still parse (a timestamp cut from ``881250949`` to ``88``).
     """
 
     sep: str
@@ -62,6 +65,7 @@ class TextFormat:
     n_fields: int | None = None
     expected_header: tuple[str, ...] | None = None
     official_encoding: str | None = None
+    final_newline: bool = False
 
     @property
     def sep_name(self) -> str:
@@ -413,14 +417,35 @@ def read_table(
     """
     check_on_bad_rows(on_bad_rows)
     report.files.append(str(path))
-    fast = _fast_read(path, fmt, fields, time_unit)
+    cut = _unterminated_last_line(path) if fmt.final_newline else None
+    fast = _fast_read(path, fmt, fields, time_unit) if cut is None else None
     if fast is not None:
         report.encodings[str(path)] = fmt.encodings[0]
         report.rows_read += len(fast)
         return fast
     stream = stream_rows(path, fmt, report)
+    flagged = {cut: TRUNCATED_LAST_LINE} if cut is not None else None
     return _checked_frame(stream, fmt, fields, on_bad_rows=on_bad_rows, report=report, fix=fix,
-                          time_unit=time_unit, count_rows=True, drop_reason="malformed_row")
+                          time_unit=time_unit, count_rows=True, drop_reason="malformed_row",
+                          flagged=flagged)
+
+
+#: The problem reported for a last line without a line break (``TextFormat.final_newline``).
+TRUNCATED_LAST_LINE = ("is the last line and has no line break at its end: the file looks "
+                       "truncated (cut inside this row), so its fields cannot be trusted")
+
+
+def _unterminated_last_line(path: Path) -> int | None:
+    """The 1-based number of a non-empty file's last line if it lacks a final line break."""
+    with open(path, "rb") as handle:
+        handle.seek(0, 2)
+        if handle.tell() == 0:
+            return None
+        handle.seek(-1, 2)
+        if handle.read(1) == b"\n":
+            return None
+        handle.seek(0)
+        return sum(block.count(b"\n") for block in iter(lambda: handle.read(1 << 20), b"")) + 1
 
 
 def rows_to_frame(
@@ -452,9 +477,17 @@ def rows_to_frame(
 def _check_chunk(
     rows: list[list[str]], lines: list[int], fmt: TextFormat, fields: list[Field],
     positions: list[int], expected: int | None, time_unit: str,
+    flagged: dict[int, str] | None = None,
 ) -> tuple[pd.DataFrame, dict[int, str]]:
-    """Convert one chunk of rows; returns the frame and ``{row index: problem}``."""
+    """Convert one chunk of rows; returns the frame and ``{row index: problem}``.
+
+    ``flagged`` maps line numbers known to be bad (e.g. a cut last line) to their problem.
+    """
     problems: dict[int, str] = {}
+    if flagged:
+        for i, line in enumerate(lines):
+            if line in flagged:
+                problems[i] = flagged[line]
     if expected is not None:
         for i, row in enumerate(rows):
             if len(row) != expected:
@@ -500,10 +533,11 @@ def _malformed_rows_error(
 def _checked_frame(
     stream: RowStream, fmt: TextFormat, fields: list[Field], *, on_bad_rows: str,
     report: LoadReport, fix: str, time_unit: str, count_rows: bool, drop_reason: str,
+    flagged: dict[int, str] | None = None,
 ) -> pd.DataFrame:
     """Check every row of a stream, chunk by chunk (bounded memory on large files), and apply
     ``on_bad_rows``. In ``"error"`` mode rows are still counted to the end, so the message
-    can say how many are malformed."""
+    can say how many are malformed. ``flagged``: see :func:`_check_chunk`."""
     path = stream.path
     expected = fmt.n_fields or (len(stream.header) if stream.header else None)
     positions = _resolve_positions(path, stream.header, stream.header_line, fields)
@@ -515,7 +549,8 @@ def _checked_frame(
         rows = [row for row, _ in chunk]
         lines = [line for _, line in chunk]
         del chunk
-        frame, problems = _check_chunk(rows, lines, fmt, fields, positions, expected, time_unit)
+        frame, problems = _check_chunk(rows, lines, fmt, fields, positions, expected, time_unit,
+                                       flagged)
         n += len(rows)
         if problems:
             bad = sorted(problems)

@@ -112,15 +112,71 @@ RELEASES: dict[str, MovieLensRelease] = {
         978202, TFDS_SOURCE),
 }
 
-DATASET_NAMES: tuple[str, ...] = tuple(RELEASES)
+
+
+@dataclass(frozen=True)
+class LocalDataset:
+    """A named dataset that is read from a local folder only and never downloaded.
+
+    Such copies are not official GroupLens releases (so there is nothing to download and no
+    published checksum); they load through :func:`~mechrec_recsys.data.load_generic`.
+
+    Attributes:
+        name: our name for it, e.g. ``"ml-1m-ordered"``.
+        interactions_file: the parquet file with one event per row.
+        item_file: the official item file the catalog is read from.
+        catalog_release: the official release whose item-file layout ``item_file`` has.
+        columns: ``load_generic``'s column mapping for ``interactions_file``.
+        imputed_flag: a boolean column of ``interactions_file`` marking imputed timestamps
+            (counted in the load report), or ``None``.
+        folder_aliases: folder names accepted for the copy (the first is the canonical one).
+        description: one line for ``mechrec data list``.
+    """
+
+    name: str
+    interactions_file: str
+    item_file: str
+    catalog_release: str
+    columns: tuple[tuple[str, str], ...]
+    imputed_flag: str | None
+    folder_aliases: tuple[str, ...]
+    description: str
+
+    @property
+    def required_files(self) -> tuple[str, ...]:
+        """Files a local copy must contain."""
+        return (self.interactions_file, self.item_file)
+
+
+LOCAL_DATASETS: dict[str, LocalDataset] = {
+    "ml-1m-ordered": LocalDataset(
+        name="ml-1m-ordered", interactions_file="interactions.parquet", item_file="movies.dat",
+        catalog_release="ml-1m",
+        columns=(("user_id", "user_id"), ("item_id", "item_id"), ("timestamp", "timestamp"),
+                 ("order", "position")),
+        imputed_flag="timestamp_imputed", folder_aliases=("ml-1m-ordered",),
+        description="all 1,000,209 ml-1m ratings in each user's time order ('position'), "
+                    "from $MECHREC_DATA or --data-dir only (never downloaded)",
+    ),
+}
+
+#: Every dataset name :func:`~mechrec_recsys.data.load_dataset` knows: the official releases,
+#: then the local-only copies.
+DATASET_NAMES: tuple[str, ...] = tuple(RELEASES) + tuple(LOCAL_DATASETS)
 
 
 def get_release(name: str) -> MovieLensRelease:
-    """The release called ``name``; raises ValueError listing the known names otherwise."""
+    """The official release called ``name``; raises ValueError listing the known names
+    otherwise (and saying so when ``name`` is a local-only dataset, which has no release)."""
     try:
         return RELEASES[name]
     except KeyError:
+        if name in LOCAL_DATASETS:
+            raise ValueError(
+                f"{name} is a local-only copy, not an official GroupLens release, so it cannot "
+                "be downloaded. Fix: put its folder under $MECHREC_DATA (or pass --data-dir / "
+                "data_dir); for the official data use 'ml-1m'") from None
         raise ValueError(
-            f"unknown dataset {name!r}; known MovieLens datasets: {', '.join(RELEASES)} "
+            f"unknown dataset {name!r}; known datasets: {', '.join(DATASET_NAMES)} "
             "(other data loads through load_generic)"
         ) from None

@@ -256,11 +256,18 @@ def _finish(
                  test=test, info=info)
 
 
+def _tie_break_info(dataset: Dataset, tie_break: str) -> str:
+    """How the split ordered same-timestamp events, for ``info``."""
+    if dataset.has_order:
+        return "explicit order column (no tie-break)"
+    return tie_break if dataset.has_timestamps else "file order (no timestamps)"
+
+
 def _base_info(kind: str, dataset: Dataset, seed: int, max_len: int, tie_break: str,
                minimum: int, users_total: int, dropped: int, drop_unseen: bool) -> dict:
     return {
         "kind": kind, "dataset": dataset.name, "seed": int(seed), "max_len": int(max_len),
-        "tie_break": tie_break if dataset.has_timestamps else "file order (no timestamps)",
+        "tie_break": _tie_break_info(dataset, tie_break),
         "min_interactions": minimum, "users_total": users_total,
         "users_dropped_short": dropped, "drop_unseen_targets": drop_unseen,
         "vocab_size": len(dataset.catalog) + 1,

@@ -51,6 +51,8 @@ MAX_K = 100
 N_EXAMPLE_USERS = 50
 #: How many of the user's last items a response shows.
 N_RECENT = 5
+#: Longest user id (as text) a request may name; longer ones are malformed (HTTP 400).
+MAX_USER_ID_CHARS = 64
 
 
 @dataclass
@@ -121,10 +123,12 @@ class EqualizerSession:
         data_dir: str | os.PathLike | None = None,
         download: bool = True,
         device: str = "cpu",
+        allow_other_model: bool = False,
         **options: Any,
     ) -> EqualizerSession:
         """Open a ``mechrec train`` run folder and an SAE (a folder, or a name under
-        ``RUN_DIR/saes``); ``options`` go to the constructor.
+        ``RUN_DIR/saes``); ``options`` go to the constructor. An SAE recording another model
+        as its source is refused unless ``allow_other_model``.
 
         Raises:
             FileNotFoundError: no such run folder, model or SAE folder.
@@ -132,7 +136,8 @@ class EqualizerSession:
         """
         experiment = open_run(run_dir, data_dir=data_dir, download=download, device=device)
         directory = resolve_sae_directory(run_dir, sae)
-        nsae = load_run_sae(experiment, directory, device=device)
+        nsae = load_run_sae(experiment, directory, device=device,
+                            allow_other_model=allow_other_model)
         return cls(experiment, nsae, **options)
 
     # ------------------------------------------------------------------------------ metadata
@@ -268,6 +273,11 @@ class EqualizerSession:
         with self._lock:
             state = self._state(location)
             steered_scores = state.steerer.run([edits])[0] if edits else state.original_scores
+        if not bool(torch.isfinite(steered_scores).all()):
+            raise EqualizerInputError(
+                f"the slider values {dict(active)} make the model's scores NaN or infinite: "
+                "use smaller values (restart the server with a smaller --max-value)"
+            )
         return state, state.original_scores, steered_scores
 
     def _response(self, state: _UserState, method: str, k: int, active: dict[str, float],
@@ -321,6 +331,12 @@ class EqualizerSession:
             if not user.is_integer():
                 raise UnknownUserError(f"unknown user {user!r}: user ids are whole numbers")
             user = int(user)
+        text = str(user) if not isinstance(user, int) or user.bit_length() < 256 else None
+        if text is None or len(text.strip()) > MAX_USER_ID_CHARS:
+            raise EqualizerInputError(
+                f"'user' is too long to be a user id (at most {MAX_USER_ID_CHARS} characters): "
+                "send the raw id of a user of the run, e.g. 1"
+            )
         try:
             return self.experiment.find_user(user)
         except ValueError as exc:

@@ -227,6 +227,48 @@ def gptrec_section(out: RunOutputs) -> Section:
 
 
 # ------------------------------------------------------------------------------ Table 1
+def _figure3(rows_data: list[dict]) -> str:
+    """Figure 3: the mean best-genre correlation of each Table-1 point (honest and in-sample),
+    as a table and, for each sweep with several points, a chart; empty for a table1.json
+    written before these numbers existed."""
+    points = [r for r in rows_data if r["sweep"] != "original"
+              and number(r.get("genre_corr_honest_mean")) is not None]
+    if not points:
+        return ""
+    several = any((number(r.get("n_seeds")) or 0) > 1 for r in points)
+    rows = [[num_cell(r["l1_coefficient"], key=f"figure3/{i}/l1_coefficient", digits=3),
+             num_cell(r["d_sae"], key=f"figure3/{i}/d_sae", count=True),
+             *(num_cell(r[f"{m}_mean"], spread=r[f"{m}_std"] if several else None,
+                        spread_kind="std", key=f"figure3/{i}/{m}", digits=3)
+               for m in ("genre_corr_honest", "genre_corr_in_sample"))]
+            for i, r in enumerate(points)]
+    parts = ["<h3>Figure 3: interpretability vs L1 weight and dictionary size</h3>",
+             table(["L1 weight", "dict size", "mean best-genre correlation (honest)",
+                    "(in-sample)"], rows,
+                   caption="mean over genres of the best SAE feature's correlation with the "
+                           "genre on the test users' positions; honest: each feature chosen "
+                           "on the SAE users, in-sample: chosen on the test users (the "
+                           "paper's procedure, which flatters wide dictionaries); ± std over "
+                           "seeds when there are several")]
+    charts = []
+    for sweep, x_key, x_label in (("l1", "l1_coefficient", "L1 weight"),
+                                  ("d_sae", "d_sae", "dictionary size")):
+        line = [r for r in points if r["sweep"] == sweep]
+        if len(line) < 2:
+            continue
+        x = [r[x_key] for r in line]
+        charts.append(figure(line_chart(
+            [Series(name, x, [r[f"{m}_mean"] for r in line],
+                    err=[r[f"{m}_std"] for r in line])
+             for name, m in (("honest", "genre_corr_honest"),
+                             ("in-sample", "genre_corr_in_sample"))],
+            title=f"mean best-genre correlation vs {x_label}", x_label=x_label,
+            y_label="mean correlation"), "Figure 3"))
+    if charts:
+        parts.append('<div class="charts">' + "".join(charts) + "</div>")
+    return "".join(parts)
+
+
 def table1_section(out: RunOutputs) -> Section:
     """Table 1: reconstruction, sparsity and downstream metrics per L1 weight / size."""
 
@@ -302,6 +344,7 @@ def table1_section(out: RunOutputs) -> Section:
                 x_label="dictionary size", y_label="RMSE"), "normalised space"))
         if charts:
             parts.append('<div class="charts">' + "".join(charts) + "</div>")
+        parts.append(_figure3(rows_data))
         return "".join(parts)
 
     return Section("table1", "Table 1: reconstruction vs sparsity (paper §6)",
@@ -622,6 +665,7 @@ CURVE_LABELS: dict[tuple[str, str], str] = {
     ("sae_feature", "keep-error"): "SAE feature (keep error)",
     ("sae_direction", "add"): "SAE direction (add)",
     ("probe_direction", "add"): "probe direction (add)",
+    ("random_feature", "replace"): "random alive feature (replace, control)",
 }
 
 
