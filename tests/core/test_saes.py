@@ -296,3 +296,23 @@ def test_non_finite_rows_are_caught_even_with_a_given_normalizer(acts):
     source.activations = bad  # e.g. a store whose rows were corrupted after collection
     with pytest.raises(ValueError, match=r"\(chunk 0\) contain 1 NaN"):
         train_sae(source, tiny_config(), normalizer=fit_normalizer(acts))
+
+
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+def test_fast_engine_reproduces_sae_lens_trainer_step(acts, architecture):
+    config = tiny_config(
+        architecture=architecture, dead_feature_window=5, sparsity_warm_up_steps=20,
+        l1_coefficient=1.0, jumprelu_init_threshold=1.0, l0_coefficient=0.01, target_l0=None,
+    )
+    ref = train_sae(acts, config, log_every=1, engine="sae-lens")
+    fast = train_sae(acts, config, log_every=1, engine="fast")
+    for name in ref.history[0]:
+        curve = torch.tensor([r[name] for r in fast.history], dtype=torch.float64)
+        expected = torch.tensor([r[name] for r in ref.history], dtype=torch.float64)
+        torch.testing.assert_close(curve, expected, rtol=1e-5, atol=1e-6, msg=name)
+    assert fast.n_resampled == ref.n_resampled
+    got, want = fast.sae.sae.state_dict(), ref.sae.sae.state_dict()
+    for name in want:
+        torch.testing.assert_close(got[name], want[name], rtol=1e-4, atol=1e-4, msg=name)
+    with pytest.raises(ValueError, match="engine must be one of"):
+        train_sae(acts, config, engine="turbo")
