@@ -316,3 +316,27 @@ def test_fast_engine_reproduces_sae_lens_trainer_step(acts, architecture):
         torch.testing.assert_close(got[name], want[name], rtol=1e-4, atol=1e-4, msg=name)
     with pytest.raises(ValueError, match="engine must be one of"):
         train_sae(acts, config, engine="turbo")
+
+
+def test_parallel_sweep_equals_the_sequential_one(acts, tmp_path):
+    base = tiny_config(steps=40)
+    points = grid(l1_coefficient=[0.05, 0.5], architecture=["standard", "topk"])
+    serial = sweep_saes(acts, base, points, seeds=[0])
+    seen = []
+    parallel = sweep_saes(
+        acts, base, points, seeds=[0], workers=2, out_dir=tmp_path, progress=seen.append
+    )
+    assert seen == parallel
+    assert len(parallel) == len(serial) == 4
+    for got, want in zip(parallel, serial, strict=True):
+        assert got.keys() == want.keys()
+        for key, value in want.items():
+            if isinstance(value, float) and key != "seconds":
+                assert got[key] == pytest.approx(value, rel=1e-5, abs=1e-6), key
+            elif key != "seconds":
+                assert got[key] == value, key
+    # what the workers trained was saved as sae-lens SAEs with their rows
+    reloaded = NormalizedSAE.load(tmp_path / "l1_coefficient=0.5,architecture=topk,seed=0")
+    assert reloaded.architecture == "topk" and reloaded.provenance["row"] == parallel[3]
+    with pytest.raises(ValueError, match="workers"):
+        sweep_saes(acts, base, points, workers=0)
