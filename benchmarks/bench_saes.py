@@ -3,10 +3,16 @@
 Three tables, each printed as Markdown:
 
 ``throughput``
-    SAE training throughput (activation rows/s) of every architecture through
-    ``mechrec.saes.train_sae`` (sae-lens ``SAETrainer``) at d_in 64, dictionary 2048 on CPU,
-    side by side with the plain-PyTorch ReLU + L1 training loop a user might write instead
-    (same batch, same steps, same Adam), and their ratio.
+    SAE training throughput (activation rows/s) of every architecture at d_in 64, dictionary
+    2048 on CPU: a plain-PyTorch loop written for that architecture (same initial weights,
+    batches, loss, Adam and clipping; see :func:`plain_pytorch_loop`), ``train_sae`` with
+    sae-lens' ``SAETrainer.step`` (``engine="sae-lens"``, the path before the fast step) and
+    with mechrec's fast step (the default), interleaved and repeated; ratios to the plain
+    loop, the last loss of each (equal: same math), and the ratio to the earlier one-size
+    ReLU + L1 baseline loop.
+``sweep``
+    Wall time of a sweep of several SAEs trained one after the other in one process vs in
+    parallel worker processes (one thread each), and the speed-up per core.
 ``l1-grid``
     The paper's L1 weights {0.001 .. 1} at dictionary 2048 on *realistic* activations:
     ``blocks.0.hook_resid_post`` of a GPTRec-sized next-item transformer (3 layers,
@@ -22,6 +28,7 @@ here, not in the core: the core never knows about recommendations.
 
 Run (2 CPU cores are plenty; numbers depend on the machine):
     OMP_NUM_THREADS=1 python benchmarks/bench_saes.py throughput
+    OMP_NUM_THREADS=1 python benchmarks/bench_saes.py sweep --workers 2
     OMP_NUM_THREADS=1 python benchmarks/bench_saes.py l1-grid --steps 3000
     OMP_NUM_THREADS=1 python benchmarks/bench_saes.py dead --steps 2000
 """
@@ -111,6 +118,30 @@ class _Step(torch.autograd.Function):
         return None, -(rect * g / ctx.bw).sum(0), None
 
 
+def relu_l1_rows_per_second(
+    x: torch.Tensor, d_sae: int, batch_size: int, steps: int, l1: float
+) -> float:
+    """The benchmark's earlier baseline, kept for comparison: ReLU encoder, linear decoder,
+    squared error + plain L1, Adam, no clipping, random batches (one loop for every
+    architecture, whatever its math)."""
+    torch.manual_seed(0)
+    d_in = x.shape[1]
+    enc = torch.nn.Linear(d_in, d_sae)
+    dec = torch.nn.Linear(d_sae, d_in)
+    opt = torch.optim.Adam([*enc.parameters(), *dec.parameters()], lr=1e-3)
+    gen = torch.Generator().manual_seed(0)
+    start = time.perf_counter()
+    for _ in range(steps):
+        batch = x[torch.randint(0, x.shape[0], (batch_size,), generator=gen)]
+        feats = torch.relu(enc(batch - dec.bias))
+        recon = dec(feats)
+        loss = (recon - batch).pow(2).sum(-1).mean() + l1 * feats.sum(-1).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return steps * batch_size / (time.perf_counter() - start)
+
+
 def plain_pytorch_loop(
     cfg: SAETrainingConfig, acts: ActivationSet, normalizer: Normalizer
 ) -> tuple[float, float]:
@@ -187,7 +218,12 @@ def run_throughput(args: argparse.Namespace) -> None:
     normalizer = fit_normalizer(acts)
     archs = args.architectures.split(",") if args.architectures else list(ARCHITECTURES)
     runs: dict[str, dict[str, list[float]]] = {a: {} for a in archs}
+    relu_l1: list[float] = []
     for repeat in range(args.repeats):
+        relu_l1.append(
+            relu_l1_rows_per_second(acts.activations, args.d_sae, args.batch_size, args.steps, 0.1)
+        )
+        print(f"  repeat {repeat + 1}: ReLU+L1 baseline {relu_l1[-1]:,.0f} rows/s", file=sys.stderr)
         for arch in archs:
             cfg = SAETrainingConfig(
                 architecture=arch,
@@ -211,6 +247,7 @@ def run_throughput(args: argparse.Namespace) -> None:
                 ("sae-lens", ref.rows_per_second),
                 ("fast ratio", fast.rows_per_second / plain),
                 ("sae-lens ratio", ref.rows_per_second / plain),
+                ("relu-l1 ratio", fast.rows_per_second / relu_l1[-1]),
                 ("plain loss", plain_loss),
                 ("fast loss", fast.history[-1]["loss"]),
                 ("sae-lens loss", ref.history[-1]["loss"]),
@@ -225,7 +262,8 @@ def run_throughput(args: argparse.Namespace) -> None:
     print(
         f"SAE training throughput, d_in {args.d_in}, dictionary {args.d_sae}, batch "
         f"{args.batch_size}, {args.steps} steps, torch threads {torch.get_num_threads()}, "
-        f"device cpu; medians of {args.repeats} interleaved repeats\n"
+        f"device cpu; medians of {args.repeats} interleaved repeats; the earlier ReLU+L1 "
+        f"baseline loop ran at {statistics.median(relu_l1):,.0f} rows/s\n"
     )
     columns = {
         "architecture": "architecture",
@@ -234,6 +272,7 @@ def run_throughput(args: argparse.Namespace) -> None:
         "sae-lens ratio": "ratio",
         "fast": "mechrec rows/s",
         "fast ratio": "ratio ",
+        "relu-l1 ratio": "mechrec / ReLU+L1",
         "plain loss": "last loss: plain",
         "sae-lens loss": "SAETrainer.step",
         "fast loss": "mechrec",
@@ -245,6 +284,7 @@ def run_throughput(args: argparse.Namespace) -> None:
         "mechrec rows/s": ",.0f",
         "ratio": ".2f",
         "ratio ": ".2f",
+        "mechrec / ReLU+L1": ".2f",
         "last loss: plain": ".5f",
         "SAETrainer.step": ".5f",
         "mechrec": ".5f",
