@@ -292,6 +292,48 @@ def run_throughput(args: argparse.Namespace) -> None:
     print(markdown(renamed, list(columns.values()), fmt))
 
 
+def run_sweep(args: argparse.Namespace) -> None:
+    """Wall time of one sweep: in this process, one SAE after the other, vs ``--workers``."""
+    torch.set_num_threads(1)
+    gen = torch.Generator().manual_seed(0)
+    acts = ActivationSet.from_tensor(torch.randn(50_000, args.d_in, generator=gen), HOOK)
+    base = SAETrainingConfig(
+        d_sae=args.d_sae, steps=args.steps, batch_size=args.batch_size, lr_warm_up_steps=0
+    )
+    points = grid(l1_coefficient=PAPER_L1_GRID[: args.n_saes])
+    timings = {}
+    load = [os.getloadavg()[0]]
+    for workers in (1, args.workers):
+        start = time.perf_counter()
+        rows = sweep_saes(acts, base, points, workers=workers)
+        timings[workers] = time.perf_counter() - start
+        load.append(os.getloadavg()[0])
+        print(f"  {workers} worker(s): {timings[workers]:.1f} s; "
+              f"SAE seconds {[round(r['seconds'], 1) for r in rows]}", file=sys.stderr)
+    speedup = timings[1] / timings[args.workers]
+    print(
+        f"Sweep of {len(points)} standard SAEs (d_in {args.d_in}, dictionary {args.d_sae}, "
+        f"{args.steps} steps x batch {args.batch_size}), 1 torch thread per process, "
+        f"{os.cpu_count()} CPU cores; 1-minute load average {load[0]:.1f} / {load[1]:.1f} / "
+        f"{load[2]:.1f} (before / after each sweep)\n"
+    )
+    print(
+        markdown(
+            [
+                {"processes": 1, "wall s": timings[1], "speed-up": 1.0, "per core": 1.0},
+                {
+                    "processes": args.workers,
+                    "wall s": timings[args.workers],
+                    "speed-up": speedup,
+                    "per core": speedup / args.workers,
+                },
+            ],
+            ["processes", "wall s", "speed-up", "per core"],
+            {"wall s": ".1f", "speed-up": ".2f", "per core": ".2f"},
+        )
+    )
+
+
 # --------------------------------------------------------------------------------------
 # realistic activations: a GPTRec-sized next-item model trained on MovieLens-100k
 
@@ -494,6 +536,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     tp.add_argument("--repeats", type=int, default=3)
     tp.add_argument("--threads", type=int, default=1, help="torch threads")
     tp.add_argument("--architectures", default="", help="comma-separated (default: all)")
+    sw = sub.add_parser("sweep", help="a sweep in one process vs parallel workers")
+    sw.add_argument("--workers", type=int, default=2)
+    sw.add_argument("--n-saes", type=int, default=4)
+    sw.add_argument("--d-in", type=int, default=64)
+    sw.add_argument("--d-sae", type=int, default=2048)
+    sw.add_argument("--batch-size", type=int, default=1024)
+    sw.add_argument("--steps", type=int, default=300)
     default_data = os.environ.get(
         "MECHREC_DATA", str(Path(__file__).resolve().parents[2] / "shared" / "data")
     )
@@ -510,7 +559,13 @@ def main(argv: Sequence[str] | None = None) -> None:
             p.add_argument("--reconstruction-loss", default="norm", choices=["norm", "squared"])
             p.add_argument("--out-dir", default=None, help="save SAEs here (resumable)")
     args = parser.parse_args(argv)
-    {"throughput": run_throughput, "l1-grid": run_l1_grid, "dead": run_dead}[args.what](args)
+    commands = {
+        "throughput": run_throughput,
+        "sweep": run_sweep,
+        "l1-grid": run_l1_grid,
+        "dead": run_dead,
+    }
+    commands[args.what](args)
 
 
 if __name__ == "__main__":
