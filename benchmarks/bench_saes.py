@@ -3,10 +3,16 @@
 Three tables, each printed as Markdown:
 
 ``throughput``
-    SAE training throughput (activation rows/s) of every architecture through
-    ``mechrec.saes.train_sae`` (sae-lens ``SAETrainer``) at d_in 64, dictionary 2048 on CPU,
-    side by side with the plain-PyTorch ReLU + L1 training loop a user might write instead
-    (same batch, same steps, same Adam), and their ratio.
+    SAE training throughput (activation rows/s) of every architecture at d_in 64, dictionary
+    2048 on CPU: a plain-PyTorch loop written for that architecture (same initial weights,
+    batches, loss, Adam and clipping; see :func:`plain_pytorch_loop`), ``train_sae`` with
+    sae-lens' ``SAETrainer.step`` (``engine="sae-lens"``, the path before the fast step) and
+    with mechrec's fast step (the default), interleaved and repeated; ratios to the plain
+    loop, the last loss of each (equal: same math), and the ratio to the earlier one-size
+    ReLU + L1 baseline loop.
+``sweep``
+    Wall time of a sweep of several SAEs trained one after the other in one process vs in
+    parallel worker processes (one thread each), and the speed-up per core.
 ``l1-grid``
     The paper's L1 weights {0.001 .. 1} at dictionary 2048 on *realistic* activations:
     ``blocks.0.hook_resid_post`` of a GPTRec-sized next-item transformer (3 layers,
@@ -22,6 +28,7 @@ here, not in the core: the core never knows about recommendations.
 
 Run (2 CPU cores are plenty; numbers depend on the machine):
     OMP_NUM_THREADS=1 python benchmarks/bench_saes.py throughput
+    OMP_NUM_THREADS=1 python benchmarks/bench_saes.py sweep --workers 2
     OMP_NUM_THREADS=1 python benchmarks/bench_saes.py l1-grid --steps 3000
     OMP_NUM_THREADS=1 python benchmarks/bench_saes.py dead --steps 2000
 """
@@ -30,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
 import time
 from collections.abc import Sequence
@@ -41,12 +49,14 @@ from _bench_common import gptrec_sized_model
 from safetensors.torch import load_file, save_file
 from transformer_lens import HookedTransformer
 
-from mechrec.activations import ActivationSet, collect_activations, fit_normalizer
+from mechrec.activations import ActivationSet, collect_activations, fit_normalizer, iter_batches
+from mechrec.normalization import Normalizer
 from mechrec.reconstruction import reconstruction_metrics
 from mechrec.saes import (
     ARCHITECTURES,
     PAPER_L1_GRID,
     SAETrainingConfig,
+    build_training_sae,
     grid,
     summarize_sweep,
     sweep_saes,
@@ -76,10 +86,44 @@ def markdown(
 # throughput
 
 
-def plain_pytorch_rows_per_second(
+class _JumpReLU(torch.autograd.Function):
+    """f = h * (h > t); rectangle straight-through estimator towards t (Rajamanoharan et al.)."""
+
+    @staticmethod
+    def forward(ctx, h, t, bw):  # type: ignore[override]
+        ctx.save_for_backward(h, t)
+        ctx.bw = bw
+        return h * (h > t)
+
+    @staticmethod
+    def backward(ctx, g):  # type: ignore[override]
+        h, t = ctx.saved_tensors
+        rect = ((h - t) / ctx.bw).abs() < 0.5
+        return (h > t) * g, -(t / ctx.bw * rect * g).sum(0), None
+
+
+class _Step(torch.autograd.Function):
+    """(h > t) with the rectangle straight-through estimator towards t."""
+
+    @staticmethod
+    def forward(ctx, h, t, bw):  # type: ignore[override]
+        ctx.save_for_backward(h, t)
+        ctx.bw = bw
+        return (h > t).to(h)
+
+    @staticmethod
+    def backward(ctx, g):  # type: ignore[override]
+        h, t = ctx.saved_tensors
+        rect = ((h - t) / ctx.bw).abs() < 0.5
+        return None, -(rect * g / ctx.bw).sum(0), None
+
+
+def relu_l1_rows_per_second(
     x: torch.Tensor, d_sae: int, batch_size: int, steps: int, l1: float
 ) -> float:
-    """The loop a user would write by hand: ReLU encoder, linear decoder, MSE + L1, Adam."""
+    """The benchmark's earlier baseline, kept for comparison: ReLU encoder, linear decoder,
+    squared error + plain L1, Adam, no clipping, random batches (one loop for every
+    architecture, whatever its math)."""
     torch.manual_seed(0)
     d_in = x.shape[1]
     enc = torch.nn.Linear(d_in, d_sae)
@@ -98,43 +142,194 @@ def plain_pytorch_rows_per_second(
     return steps * batch_size / (time.perf_counter() - start)
 
 
+def plain_pytorch_loop(
+    cfg: SAETrainingConfig, acts: ActivationSet, normalizer: Normalizer
+) -> tuple[float, float]:
+    """The loop a user would write by hand for ``cfg``'s architecture: ``(rows/s, last loss)``.
+
+    Same initial weights (copied from sae-lens' initialisation), same batches, same loss
+    (error norm + the architecture's sparsity and auxiliary terms, decoder-norm weighted L1),
+    same Adam and gradient clipping as mechrec, written in plain PyTorch idioms with autograd.
+    It leaves out what mechrec does on top: counting firing features every step (dead-feature
+    statistics), and the aux-k / pre-activation losses on dead features, which stay zero for
+    the first ``dead_feature_window`` (200) steps anyway.
+    """
+    arch = cfg.architecture
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        init = build_training_sae(cfg, acts.d, HOOK)
+    p = {n: t.detach().clone().requires_grad_(True) for n, t in init.named_parameters()}
+    opt = torch.optim.Adam(p.values(), lr=cfg.lr, betas=(cfg.adam_beta1, cfg.adam_beta2))
+    batches = iter_batches(acts, cfg.batch_size, seed=cfg.seed, normalizer=normalizer)
+    topk_threshold = torch.tensor(0.0, dtype=torch.double)
+    start = time.perf_counter()
+    for _ in range(cfg.steps):
+        x = next(batches)
+        xc = x - p["b_dec"]
+        w_dec_norm = p["W_dec"].norm(dim=1)
+        aux = x.new_zeros(())
+        if arch == "standard":
+            f = torch.relu(xc @ p["W_enc"] + p["b_enc"])
+            out = f @ p["W_dec"] + p["b_dec"]
+            aux = cfg.l1_coefficient * (f * w_dec_norm).sum(-1).mean()
+        elif arch in ("topk", "batchtopk"):
+            h = (xc @ p["W_enc"] + p["b_enc"]) * w_dec_norm
+            if arch == "topk":
+                values, idx = h.topk(int(cfg.k), dim=-1, sorted=False)
+                f = torch.zeros_like(h).scatter(-1, idx, values.relu())
+            else:
+                flat = h.relu().flatten()
+                values, idx = flat.topk(int(cfg.k * x.shape[0]))
+                f = torch.zeros_like(flat).scatter(-1, idx, values).view_as(h)
+                with torch.no_grad():
+                    smallest = values[values > 0].min().to(torch.double)
+                    topk_threshold = 0.99 * topk_threshold + 0.01 * smallest
+            out = (f / w_dec_norm) @ p["W_dec"] + p["b_dec"]
+        elif arch == "jumprelu":
+            with torch.no_grad():
+                p["threshold"].clamp_(min=0.0)
+            h = xc @ p["W_enc"] + p["b_enc"]
+            f = _JumpReLU.apply(h, p["threshold"], cfg.jumprelu_bandwidth)
+            out = f @ p["W_dec"] + p["b_dec"]
+            l0 = _Step.apply(h, p["threshold"], cfg.jumprelu_bandwidth).sum(-1)
+            aux = cfg.l0_coefficient * l0.mean()
+        else:  # gated
+            gate = xc @ p["W_enc"] + p["b_gate"]
+            magnitude = torch.relu(xc @ (p["W_enc"] * p["r_mag"].exp()) + p["b_mag"])
+            f = (gate > 0) * magnitude
+            out = f @ p["W_dec"] + p["b_dec"]
+            gate_acts = torch.relu(gate)
+            via_gate = gate_acts @ p["W_dec"] + p["b_dec"]
+            aux = cfg.l1_coefficient * (gate_acts * w_dec_norm).sum(-1).mean()
+            aux = aux + (via_gate - x).pow(2).sum(-1).mean()
+        loss = (out - x).norm(dim=-1).mean() + aux
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(p.values(), 1.0)
+        opt.step()
+        opt.zero_grad()
+    return cfg.steps * cfg.batch_size / (time.perf_counter() - start), loss.item()
+
+
 def run_throughput(args: argparse.Namespace) -> None:
-    """Rows/s per architecture vs the plain-PyTorch loop."""
+    """Rows/s per architecture: the plain loop, mechrec's fast step, sae-lens' step."""
+    torch.set_num_threads(args.threads)
     gen = torch.Generator().manual_seed(0)
-    x = torch.randn(50_000, args.d_in, generator=gen)
-    acts = ActivationSet.from_tensor(x, HOOK)
-    rows = []
-    for arch in ARCHITECTURES:
-        cfg = SAETrainingConfig(
-            architecture=arch,
-            d_sae=args.d_sae,
-            k=32,
-            steps=args.steps,
-            batch_size=args.batch_size,
-            lr_warm_up_steps=0,
+    acts = ActivationSet.from_tensor(torch.randn(50_000, args.d_in, generator=gen), HOOK)
+    normalizer = fit_normalizer(acts)
+    archs = args.architectures.split(",") if args.architectures else list(ARCHITECTURES)
+    runs: dict[str, dict[str, list[float]]] = {a: {} for a in archs}
+    relu_l1: list[float] = []
+    for repeat in range(args.repeats):
+        relu_l1.append(
+            relu_l1_rows_per_second(acts.activations, args.d_sae, args.batch_size, args.steps, 0.1)
         )
-        # the baseline runs right before each architecture, so that load drift on a shared
-        # machine affects both sides of each ratio alike
-        baseline = plain_pytorch_rows_per_second(x, args.d_sae, args.batch_size, args.steps, 0.1)
-        result = train_sae(acts, cfg, log_every=args.steps)
-        rows.append(
-            {
-                "architecture": arch,
-                "mechrec rows/s": result.rows_per_second,
-                "plain PyTorch ReLU+L1 rows/s": baseline,
-                "ratio": result.rows_per_second / baseline,
-            }
-        )
+        print(f"  repeat {repeat + 1}: ReLU+L1 baseline {relu_l1[-1]:,.0f} rows/s", file=sys.stderr)
+        for arch in archs:
+            cfg = SAETrainingConfig(
+                architecture=arch,
+                d_sae=args.d_sae,
+                k=32,
+                l0_coefficient=1e-3,
+                steps=args.steps,
+                batch_size=args.batch_size,
+                lr_warm_up_steps=0,
+            )
+            # interleaved, so that load drift on a shared machine affects all sides alike
+            plain, plain_loss = plain_pytorch_loop(cfg, acts, normalizer)
+            fast = train_sae(acts, cfg, normalizer=normalizer, log_every=args.steps)
+            ref = train_sae(
+                acts, cfg, normalizer=normalizer, log_every=args.steps, engine="sae-lens"
+            )
+            r = runs[arch]
+            for key, value in (
+                ("plain", plain),
+                ("fast", fast.rows_per_second),
+                ("sae-lens", ref.rows_per_second),
+                ("fast ratio", fast.rows_per_second / plain),
+                ("sae-lens ratio", ref.rows_per_second / plain),
+                ("relu-l1 ratio", fast.rows_per_second / relu_l1[-1]),
+                ("plain loss", plain_loss),
+                ("fast loss", fast.history[-1]["loss"]),
+                ("sae-lens loss", ref.history[-1]["loss"]),
+            ):
+                r.setdefault(key, []).append(value)
+            print(f"  repeat {repeat + 1} {arch}: {({k: v[-1] for k, v in r.items()})}",
+                  file=sys.stderr)
+    rows = [
+        {"architecture": arch, **{k: statistics.median(v) for k, v in r.items()}}
+        for arch, r in runs.items()
+    ]
     print(
         f"SAE training throughput, d_in {args.d_in}, dictionary {args.d_sae}, batch "
         f"{args.batch_size}, {args.steps} steps, torch threads {torch.get_num_threads()}, "
-        f"device cpu\n"
+        f"device cpu; medians of {args.repeats} interleaved repeats; the earlier ReLU+L1 "
+        f"baseline loop ran at {statistics.median(relu_l1):,.0f} rows/s\n"
+    )
+    columns = {
+        "architecture": "architecture",
+        "plain": "plain PyTorch rows/s",
+        "sae-lens": "SAETrainer.step rows/s",
+        "sae-lens ratio": "ratio",
+        "fast": "mechrec rows/s",
+        "fast ratio": "ratio ",
+        "relu-l1 ratio": "mechrec / ReLU+L1",
+        "plain loss": "last loss: plain",
+        "sae-lens loss": "SAETrainer.step",
+        "fast loss": "mechrec",
+    }
+    renamed = [{columns[k]: v for k, v in row.items()} for row in rows]
+    fmt = {
+        "plain PyTorch rows/s": ",.0f",
+        "SAETrainer.step rows/s": ",.0f",
+        "mechrec rows/s": ",.0f",
+        "ratio": ".2f",
+        "ratio ": ".2f",
+        "mechrec / ReLU+L1": ".2f",
+        "last loss: plain": ".5f",
+        "SAETrainer.step": ".5f",
+        "mechrec": ".5f",
+    }
+    print(markdown(renamed, list(columns.values()), fmt))
+
+
+def run_sweep(args: argparse.Namespace) -> None:
+    """Wall time of one sweep: in this process, one SAE after the other, vs ``--workers``."""
+    torch.set_num_threads(1)
+    gen = torch.Generator().manual_seed(0)
+    acts = ActivationSet.from_tensor(torch.randn(50_000, args.d_in, generator=gen), HOOK)
+    base = SAETrainingConfig(
+        d_sae=args.d_sae, steps=args.steps, batch_size=args.batch_size, lr_warm_up_steps=0
+    )
+    points = grid(l1_coefficient=PAPER_L1_GRID[: args.n_saes])
+    timings = {}
+    load = [os.getloadavg()[0]]
+    for workers in (1, args.workers):
+        start = time.perf_counter()
+        rows = sweep_saes(acts, base, points, workers=workers)
+        timings[workers] = time.perf_counter() - start
+        load.append(os.getloadavg()[0])
+        print(f"  {workers} worker(s): {timings[workers]:.1f} s; "
+              f"SAE seconds {[round(r['seconds'], 1) for r in rows]}", file=sys.stderr)
+    speedup = timings[1] / timings[args.workers]
+    print(
+        f"Sweep of {len(points)} standard SAEs (d_in {args.d_in}, dictionary {args.d_sae}, "
+        f"{args.steps} steps x batch {args.batch_size}), 1 torch thread per process, "
+        f"{os.cpu_count()} CPU cores; 1-minute load average {load[0]:.1f} / {load[1]:.1f} / "
+        f"{load[2]:.1f} (before / after each sweep)\n"
     )
     print(
         markdown(
-            rows,
-            ["architecture", "mechrec rows/s", "plain PyTorch ReLU+L1 rows/s", "ratio"],
-            {"mechrec rows/s": ",.0f", "plain PyTorch ReLU+L1 rows/s": ",.0f", "ratio": ".2f"},
+            [
+                {"processes": 1, "wall s": timings[1], "speed-up": 1.0, "per core": 1.0},
+                {
+                    "processes": args.workers,
+                    "wall s": timings[args.workers],
+                    "speed-up": speedup,
+                    "per core": speedup / args.workers,
+                },
+            ],
+            ["processes", "wall s", "speed-up", "per core"],
+            {"wall s": ".1f", "speed-up": ".2f", "per core": ".2f"},
         )
     )
 
@@ -338,6 +533,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     tp.add_argument("--d-sae", type=int, default=2048)
     tp.add_argument("--batch-size", type=int, default=4096)
     tp.add_argument("--steps", type=int, default=30)
+    tp.add_argument("--repeats", type=int, default=3)
+    tp.add_argument("--threads", type=int, default=1, help="torch threads")
+    tp.add_argument("--architectures", default="", help="comma-separated (default: all)")
+    sw = sub.add_parser("sweep", help="a sweep in one process vs parallel workers")
+    sw.add_argument("--workers", type=int, default=2)
+    sw.add_argument("--n-saes", type=int, default=4)
+    sw.add_argument("--d-in", type=int, default=64)
+    sw.add_argument("--d-sae", type=int, default=2048)
+    sw.add_argument("--batch-size", type=int, default=1024)
+    sw.add_argument("--steps", type=int, default=300)
     default_data = os.environ.get(
         "MECHREC_DATA", str(Path(__file__).resolve().parents[2] / "shared" / "data")
     )
@@ -354,7 +559,13 @@ def main(argv: Sequence[str] | None = None) -> None:
             p.add_argument("--reconstruction-loss", default="norm", choices=["norm", "squared"])
             p.add_argument("--out-dir", default=None, help="save SAEs here (resumable)")
     args = parser.parse_args(argv)
-    {"throughput": run_throughput, "l1-grid": run_l1_grid, "dead": run_dead}[args.what](args)
+    commands = {
+        "throughput": run_throughput,
+        "sweep": run_sweep,
+        "l1-grid": run_l1_grid,
+        "dead": run_dead,
+    }
+    commands[args.what](args)
 
 
 if __name__ == "__main__":

@@ -600,6 +600,7 @@ def run_table1(
     base: SAETrainingConfig | None = None,
     k: int = 10,
     progress: Callable[[int, int, dict[str, Any]], None] | None = None,
+    workers: int = 1,
 ) -> Table1:
     """The paper's Table 1 sweep on a run: standard (ReLU + L1) SAEs on the SAE users'
     activations, measured on the test users.
@@ -622,6 +623,8 @@ def run_table1(
             the standard architecture, lr 1e-3, the paper's loss convention).
         k: list length of the ranking metrics.
         progress: called as ``progress(done, total, row)`` after every run.
+        workers: SAEs trained at a time, each in its own single-threaded process (see
+            :func:`mechrec.saes.sweep_saes`); this process evaluates them in grid order.
 
     Raises:
         ValueError: bad settings, or the sweep folder holds SAEs recorded for another model.
@@ -672,7 +675,7 @@ def run_table1(
     runs = sweep_saes(
         experiment.activations("sae_train", hook), base, points, seeds=seeds,
         eval_source=experiment.activations("test", hook), evaluate=evaluate,
-        out_dir=directory, progress=report,
+        out_dir=directory, progress=report, workers=workers,
     )
     # SAEs saved by a sweep from before Figure 3's numbers existed: measure them now.
     for row, name in zip(runs, [run_name(p, s) for p in points for s in seeds], strict=True):

@@ -3,7 +3,8 @@
 - :class:`SAETrainingConfig`: one dataclass selecting the architecture (standard, topk,
   batchtopk, jumprelu, gated) and every hyperparameter; its module docstring states the L1
   convention.
-- :func:`train_sae`: train through sae-lens' ``SAETrainer`` on an activation source;
+- :func:`train_sae`: train through sae-lens' ``SAETrainer`` on an activation source, each
+  step by :func:`fast_train_step` (sae-lens' math with few passes over the feature tensors);
   resumable with a :class:`TrainingCheckpoint`.
 - :class:`NormalizedSAE`: an sae-lens SAE plus its normaliser; ``save``/``load`` in the
   sae-lens directory format (``SAE.load_from_disk`` reads it) plus ``normalizer.safetensors``.
@@ -13,6 +14,7 @@
 from mechrec.saes.architectures import build_training_sae, to_inference_sae
 from mechrec.saes.checkpoint import ResumedState, TrainingCheckpoint
 from mechrec.saes.config import ARCHITECTURES, SAETrainingConfig
+from mechrec.saes.fast_step import Workspace, fast_train_step
 from mechrec.saes.normalized import NormalizedSAE
 from mechrec.saes.sweeps import (
     PAPER_DICT_SIZES,
@@ -38,7 +40,9 @@ __all__ = [
     "SAETrainingConfig",
     "TrainingCheckpoint",
     "TrainingResult",
+    "Workspace",
     "build_training_sae",
+    "fast_train_step",
     "grid",
     "norm_reconstruction_loss",
     "resample_dead_features",

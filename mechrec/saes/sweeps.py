@@ -8,6 +8,14 @@
 A point is a dict of :class:`SAETrainingConfig` overrides; :func:`grid` builds the Cartesian
 product of lists of values. With ``out_dir`` every trained SAE is saved in its own
 sub-directory together with its metrics, and a rerun skips the runs already there.
+
+All runs share one activation source (collected once, e.g. by the caller's cache) and one
+normaliser. With ``workers > 1`` independent runs train in parallel in that many processes
+(``spawn``), each with ``threads_per_worker`` torch threads: the source is handed to every
+worker once (tensors through shared memory), the workers return trained weights, and this
+process measures, evaluates and saves each SAE in grid order while the workers train the
+next ones. A run's results do not depend on which process trained it (up to float rounding
+when the thread counts differ, as matrix products split their sums by thread).
 """
 
 from __future__ import annotations
@@ -16,10 +24,14 @@ import itertools
 import math
 import os
 import statistics
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
+
+import torch
+import torch.multiprocessing
+from sae_lens import SAE
 
 from mechrec.activations.sets import ActivationSource, fit_normalizer
 from mechrec.normalization import Normalizer
@@ -27,7 +39,7 @@ from mechrec.reconstruction import reconstruction_metrics
 from mechrec.saes.config import SAETrainingConfig
 from mechrec.saes.io import read_provenance
 from mechrec.saes.normalized import NormalizedSAE
-from mechrec.saes.training import train_sae
+from mechrec.saes.training import TrainingResult, train_sae
 
 #: The paper's L1 weights (Table 1, dictionary size 2048).
 PAPER_L1_GRID: tuple[float, ...] = (0.001, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 1.0)
@@ -60,6 +72,8 @@ def sweep_saes(
     evaluate: Callable[[NormalizedSAE], Mapping[str, float]] | None = None,
     out_dir: str | os.PathLike | None = None,
     progress: Callable[[Row], None] | None = None,
+    workers: int = 1,
+    threads_per_worker: int = 1,
 ) -> list[Row]:
     """Train and measure one SAE per point and seed.
 
@@ -77,6 +91,9 @@ def sweep_saes(
         out_dir: save every SAE (with metrics in ``mechrec.json``) under
             ``out_dir/<run_name>``; runs already saved there are loaded, not retrained.
         progress: called with each finished row.
+        workers: train this many runs at a time, each in its own process (1: all in this
+            process, one after the other).
+        threads_per_worker: torch threads of each worker process (with ``workers > 1``).
 
     Returns:
         one row per run: ``architecture``, ``d_sae`` and the sparsity hyperparameter of its
@@ -87,22 +104,36 @@ def sweep_saes(
     """
     points = [dict(p) for p in points]
     seeds = list(seeds)
+    if workers < 1 or threads_per_worker < 1:
+        raise ValueError(
+            f"workers and threads_per_worker must be >= 1, got {workers}, {threads_per_worker}"
+        )
     for point in points:
         base.with_overrides(**point)  # fail fast on unknown keys
     if normalizer is None:
         normalizer = fit_normalizer(train_source, base.normalization)
     eval_source = eval_source if eval_source is not None else train_source
     root = Path(out_dir) if out_dir is not None else None
+    runs = [(point, seed, run_name(point, seed)) for point in points for seed in seeds]
+    saved = {
+        name: provenance["row"]
+        for _, _, name in runs
+        if root is not None
+        and (provenance := read_provenance(root / name)) is not None
+        and "row" in provenance
+    }
+    to_train = [
+        base.with_overrides(**point, seed=seed) for point, seed, name in runs if name not in saved
+    ]
+    trained = _train_all(train_source, to_train, normalizer, workers, threads_per_worker)
     rows: list[Row] = []
-    for point in points:
-        for seed in seeds:
-            name = run_name(point, seed)
-            saved = read_provenance(root / name) if root is not None else None
-            if saved is not None and "row" in saved:
-                row = saved["row"]
+    try:
+        for point, seed, name in runs:
+            if name in saved:
+                row = saved[name]
             else:
-                config = base.with_overrides(**point, seed=seed)
-                result = train_sae(train_source, config, normalizer=normalizer)
+                result = next(trained)
+                config = result.config
                 metrics = reconstruction_metrics(result.sae, eval_source)
                 sparsity_name, sparsity_value = config.sparsity_parameter
                 row = {
@@ -124,7 +155,72 @@ def sweep_saes(
             rows.append(row)
             if progress is not None:
                 progress(row)
+    finally:
+        trained.close()  # stops the worker processes, if any
     return rows
+
+
+#: What a worker process of a parallel sweep holds: the source and normaliser of the sweep.
+_WORKER: dict[str, Any] = {}
+
+
+def _train_all(
+    source: ActivationSource,
+    configs: list[SAETrainingConfig],
+    normalizer: Normalizer,
+    workers: int,
+    threads: int,
+) -> Iterator[TrainingResult]:
+    """Train one SAE per config, yielding the results in order (in ``workers`` processes)."""
+    if workers == 1 or len(configs) <= 1:
+        for config in configs:
+            yield train_sae(source, config, normalizer=normalizer)
+        return
+    context = torch.multiprocessing.get_context("spawn")
+    n_processes = min(workers, len(configs))
+    with context.Pool(
+        n_processes, initializer=_init_worker, initargs=(source, normalizer, threads)
+    ) as pool:
+        for packed in pool.imap(_train_in_worker, configs):
+            yield _unpack(packed, normalizer)
+
+
+def _init_worker(source: ActivationSource, normalizer: Normalizer, threads: int) -> None:
+    torch.set_num_threads(threads)
+    _WORKER.update(source=source, normalizer=normalizer)
+
+
+def _train_in_worker(config: SAETrainingConfig) -> dict[str, Any]:
+    result = train_sae(_WORKER["source"], config, normalizer=_WORKER["normalizer"])
+    nsae = result.sae
+    return {
+        # sae-lens SAEs hold lambdas, so they travel as config + weights
+        "sae_cfg": nsae.sae.cfg.to_dict(),
+        "state": nsae.sae.state_dict(),
+        "hook_name": nsae.hook_name,
+        "provenance": nsae.provenance,
+        "config": config.to_dict(),
+        "history": result.history,
+        "n_resampled": result.n_resampled,
+        "dead_fraction_train": result.dead_fraction_train,
+        "seconds": result.seconds,
+        "rows_per_second": result.rows_per_second,
+    }
+
+
+def _unpack(packed: dict[str, Any], normalizer: Normalizer) -> TrainingResult:
+    sae = SAE.from_dict(packed["sae_cfg"])
+    sae.load_state_dict(packed["state"])
+    nsae = NormalizedSAE(sae, normalizer, packed["hook_name"], packed["provenance"])
+    return TrainingResult(
+        sae=nsae,
+        config=SAETrainingConfig.from_dict(packed["config"]),
+        history=packed["history"],
+        n_resampled=packed["n_resampled"],
+        dead_fraction_train=packed["dead_fraction_train"],
+        seconds=packed["seconds"],
+        rows_per_second=packed["rows_per_second"],
+    )
 
 
 def summarize_sweep(rows: Sequence[Row], by: Sequence[str]) -> list[Row]:

@@ -297,3 +297,47 @@ def test_non_finite_rows_are_caught_even_with_a_given_normalizer(acts):
     source.activations = bad  # e.g. a store whose rows were corrupted after collection
     with pytest.raises(ValueError, match=r"\(chunk 0\) contain 1 NaN"):
         train_sae(source, tiny_config(), normalizer=fit_normalizer(acts))
+
+
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+def test_fast_engine_reproduces_sae_lens_trainer_step(acts, architecture):
+    config = tiny_config(
+        architecture=architecture, dead_feature_window=5, sparsity_warm_up_steps=20,
+        l1_coefficient=1.0, jumprelu_init_threshold=1.0, l0_coefficient=0.01, target_l0=None,
+    )
+    ref = train_sae(acts, config, log_every=1, engine="sae-lens")
+    fast = train_sae(acts, config, log_every=1, engine="fast")
+    for name in ref.history[0]:
+        curve = torch.tensor([r[name] for r in fast.history], dtype=torch.float64)
+        expected = torch.tensor([r[name] for r in ref.history], dtype=torch.float64)
+        torch.testing.assert_close(curve, expected, rtol=1e-5, atol=1e-6, msg=name)
+    assert fast.n_resampled == ref.n_resampled
+    got, want = fast.sae.sae.state_dict(), ref.sae.sae.state_dict()
+    for name in want:
+        torch.testing.assert_close(got[name], want[name], rtol=1e-4, atol=1e-4, msg=name)
+    with pytest.raises(ValueError, match="engine must be one of"):
+        train_sae(acts, config, engine="turbo")
+
+
+def test_parallel_sweep_equals_the_sequential_one(acts, tmp_path):
+    base = tiny_config(steps=40)
+    points = grid(l1_coefficient=[0.05, 0.5], architecture=["standard", "topk"])
+    serial = sweep_saes(acts, base, points, seeds=[0])
+    seen = []
+    parallel = sweep_saes(
+        acts, base, points, seeds=[0], workers=2, out_dir=tmp_path, progress=seen.append
+    )
+    assert seen == parallel
+    assert len(parallel) == len(serial) == 4
+    for got, want in zip(parallel, serial, strict=True):
+        assert got.keys() == want.keys()
+        for key, value in want.items():
+            if isinstance(value, float) and key != "seconds":
+                assert got[key] == pytest.approx(value, rel=1e-5, abs=1e-6), key
+            elif key != "seconds":
+                assert got[key] == value, key
+    # what the workers trained was saved as sae-lens SAEs with their rows
+    reloaded = NormalizedSAE.load(tmp_path / "l1_coefficient=0.5,architecture=topk,seed=0")
+    assert reloaded.architecture == "topk" and reloaded.provenance["row"] == parallel[3]
+    with pytest.raises(ValueError, match="workers"):
+        sweep_saes(acts, base, points, workers=0)
