@@ -107,6 +107,23 @@ def test_loads_through_the_generic_loader_and_the_paper_split_runs(world, intera
     assert info["latest_non_test_event"] <= info["time_threshold"]
 
 
+def test_truth_rows_line_up_with_split_sequences(world, truth, interactions):
+    split = paper_split(load_world(world), seed=0, max_len=50)
+    vocab = split.vocab
+    lengths = truth.users["length"].to_numpy()
+    for part, held_out in ((split.train, False), (split.test, True)):
+        for user, tokens in list(zip(part.users, part.sequences, strict=True))[:20]:
+            first = lengths[user - 1] - len(tokens) - (1 if held_out else 0)
+            rows = truth.rows(np.full(len(tokens), user), first + np.arange(len(tokens)))
+            items = interactions["item_id"].to_numpy()[rows]
+            assert (vocab.item_ids[np.asarray(tokens) - 1] == items).all()
+    assert truth.events["genre"].to_numpy()[truth.rows([1], [0])][0] >= -1
+    with pytest.raises(IndexError):
+        truth.rows([1], [lengths[0]])
+    with pytest.raises(IndexError):
+        truth.rows([0], [0])
+
+
 def test_timestamps_strictly_increase_inside_the_window(interactions, truth):
     config = truth.info["config"]
     same_user = interactions["user_id"].diff() == 0

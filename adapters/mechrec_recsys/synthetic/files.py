@@ -305,6 +305,26 @@ class WorldTruth:
         """The planted genres, in the order of ``events.genre`` and the taste columns."""
         return list(self.info["genres"])
 
+    def rows(self, user_ids: np.ndarray, order: np.ndarray) -> np.ndarray:
+        """Rows of :attr:`events` (and of ``interactions.parquet``) of the events at positions
+        ``order`` of users ``user_ids``, e.g. to look up the latent genre of every position of
+        split sequences (a sequence truncated to its last ``n`` items starts at order
+        ``length - n``; a held-out input of ``n`` items at ``length - 1 - n``).
+
+        Raises:
+            IndexError: a user id or position the world does not have.
+        """
+        user_ids = np.asarray(user_ids, dtype=np.int64)
+        order = np.asarray(order, dtype=np.int64)
+        lengths = self.users["length"].to_numpy(dtype=np.int64)
+        index = user_ids - 1
+        if np.any((index < 0) | (index >= len(lengths))):
+            raise IndexError(f"user ids must be in 1..{len(lengths)}")
+        if np.any((order < 0) | (order >= lengths[index])):
+            raise IndexError("a position is past its user's sequence")
+        starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+        return starts[index] + order
+
     def taste_at(self, user_index: np.ndarray, order: np.ndarray) -> np.ndarray:
         """The genre taste used by events at positions ``order`` of users at rows
         ``user_index`` of :attr:`users` (``(n, genres)``)."""
