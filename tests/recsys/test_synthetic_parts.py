@@ -170,3 +170,21 @@ def test_cli_synth_refuses_an_occupied_folder_and_a_missing_catalog(data_dir, tm
     monkeypatch.delenv("MECHREC_DATA", raising=False)
     assert_one_line_error(run_cli("data", "synth", "--out", tmp_path / "v"),
                           "MECHREC_DATA is not set")
+
+
+def test_a_catalog_in_any_row_order_gives_the_same_world(data_dir: Path, tmp_path: Path):
+    from mechrec_recsys.synthetic import generate_world, load_world
+
+    source = pd.read_csv(data_dir / "ml-20m-catalog" / "movies.csv").head(3000)
+    source.to_csv(tmp_path / "sorted.csv", index=False)
+    source.iloc[::-1].to_csv(tmp_path / "reversed.csv", index=False)
+    config = SynthConfig.preset("ml-100k", users=30, items=None)
+    worlds = []
+    for name in ("sorted", "reversed"):
+        generate_world(config, read_catalog(tmp_path / f"{name}.csv"), tmp_path / name)
+        worlds.append(pd.read_parquet(tmp_path / name / "interactions.parquet"))
+        info = json.loads((tmp_path / name / "world.json").read_text())
+        assert sum(pd.read_parquet(tmp_path / name / "items.parquet")["events"]) == \
+            info["counts"]["events"]
+        assert load_world(tmp_path / name).num_interactions == info["counts"]["events"]
+    pd.testing.assert_frame_equal(worlds[0], worlds[1])

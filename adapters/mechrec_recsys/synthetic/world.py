@@ -76,10 +76,10 @@ def era_names(edges: tuple[int, ...]) -> list[str]:
 
 @dataclass
 class WorldCatalog:
-    """The items a world draws from, in a fixed order (world index ``0..N-1``).
+    """The items a world draws from, in ascending item id (world index ``0..N-1``).
 
     Attributes:
-        item_ids: raw item ids, shape ``(N,)``.
+        item_ids: raw item ids, ascending, shape ``(N,)``.
         genre_names: the planted genres (catalog labels minus the excluded ones).
         genres: bool ``(N, K)``: the item carries planted genre ``k``.
         era_names: the eras (from ``era_edges``; plus ``"unknown"`` for items without a year).
@@ -130,11 +130,12 @@ def prepare_catalog(catalog: ItemCatalog, config: SynthConfig) -> WorldCatalog:
     has_genre = genres.any(axis=1)
     no_genre = int((~has_genre).sum())
     candidates = np.flatnonzero(has_genre)
+    candidates = candidates[np.argsort(item_ids[candidates], kind="stable")]  # by item id
     items = catalog.items.iloc[candidates]
     found = find_franchises(items["title"], items["year"])
     rank = _popularity_rank(_stream(config.seed, _CATALOG_STREAM), items.index, found,
                             config.franchise_boost)
-    keep = np.sort(np.argsort(rank, kind="stable")[:config.items])  # catalog order
+    keep = np.sort(np.argsort(rank, kind="stable")[:config.items])  # most popular, by id
     if len(keep) <= config.max_len:
         raise ValueError(f"the world has {len(keep)} items with a planted genre, too few for "
                          f"sequences of up to max_len={config.max_len} items without repeats; "
