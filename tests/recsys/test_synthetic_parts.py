@@ -188,3 +188,24 @@ def test_a_catalog_in_any_row_order_gives_the_same_world(data_dir: Path, tmp_pat
             info["counts"]["events"]
         assert load_world(tmp_path / name).num_interactions == info["counts"]["events"]
     pd.testing.assert_frame_equal(worlds[0], worlds[1])
+
+
+def test_any_catalog_works_even_without_years(tmp_path: Path):
+    from mechrec_recsys.synthetic import generate_world, read_truth
+
+    rng = np.random.default_rng(0)
+    genres = np.array(["rock", "pop", "jazz", "folk"])
+    rows = [(i, f"Track {i}", "|".join(rng.choice(genres, size=rng.integers(1, 3),
+                                                      replace=False)))
+            for i in range(1, 401)]
+    pd.DataFrame(rows, columns=["track_id", "title", "genre"]).rename(
+        columns={"track_id": "id", "genre": "genres"}).to_csv(tmp_path / "tracks.csv",
+                                                              index=False)
+    config = SynthConfig(users=40, mean_length=40, max_len=120, seed=5)
+    summary = generate_world(config, read_catalog(tmp_path / "tracks.csv"), tmp_path / "w")
+    truth = read_truth(tmp_path / "w")
+    assert truth.genres == ["folk", "jazz", "pop", "rock"]
+    assert truth.info["eras"][-1] == "unknown"
+    assert set(truth.events.loc[truth.events["era"] >= 0, "era"]) == {6}
+    assert summary.info["franchises"]["series"] == 0
+    assert truth.info["counts"]["kinds"]["franchise"] == 0

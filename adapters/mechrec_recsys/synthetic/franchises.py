@@ -16,6 +16,7 @@ I-VI in that order, although IV-VI came out first). When two titles claim the sa
 (remakes: ``"Halloween"`` 1978 and 2007, ``"Halloween II"`` 1981 and 2009), the original is the
 latest one released no later than the first sequel, and a sequel the earliest one released no
 earlier than the part before it; the others are left out. A series needs at least two parts.
+Items without a release year are never part of a series (remakes could not be told apart).
 
 This misses series without part numbers (``"Harry Potter and the ..."``, ``"Die Hard: With a
 Vengeance"``) and a series whose first film has a different title (``"Star Trek: The Motion
