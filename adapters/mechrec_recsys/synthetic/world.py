@@ -198,16 +198,15 @@ def _popularity_rank(rng: np.random.Generator, item_ids: pd.Index, found: pd.Dat
     of a series take consecutive ranks in part order (a sequel is a little less popular than
     the part before it).
     """
-    unit = np.arange(len(item_ids), dtype=np.int64) + int(found["franchise"].max()) + 1 \
-        if len(found) else np.arange(len(item_ids), dtype=np.int64)
+    n_series = int(found["franchise"].max()) + 1 if len(found) else 0
+    unit = n_series + np.arange(len(item_ids), dtype=np.int64)  # a film alone: its own unit
     part = np.zeros(len(item_ids), dtype=np.int64)
     if len(found):
         where = item_ids.get_indexer(found.index)
         unit[where] = found["franchise"].to_numpy()
         part[where] = found["part"].to_numpy()
     units, inverse = np.unique(unit, return_inverse=True)
-    weights = np.where(units < (int(found["franchise"].max()) + 1 if len(found) else 0),
-                       boost, 1.0)
+    weights = np.where(units < n_series, boost, 1.0)
     keys = rng.exponential(1.0, len(units)) / weights
     order = np.lexsort((part, keys[inverse]))
     rank = np.empty(len(item_ids), dtype=np.float64)
