@@ -7,6 +7,8 @@ Commands:
   MovieLens zip into the cache, unless a local copy already exists.
 * ``mechrec data list``: the known datasets with their URL, size, checksum kind and the local
   copy found, if any.
+* ``mechrec data synth --size ml-1m --out DIR``: generate a synthetic world with planted
+  structure over a real catalog (see ``docs/synthetic.md``).
 
 Bad input (unknown dataset, missing files, malformed rows, a time split on data without
 timestamps, no network, a checksum mismatch, ...) prints one line ``error: ...`` to stderr and
@@ -224,6 +226,63 @@ def list_datasets(
         f"${ENV_DATA} ({env if env else 'unset'})", f"cache ({cache})",
         "download (mechrec data download NAME)"]
     typer.echo("lookup order: " + " > ".join(order))
+
+
+@data_app.command("synth")
+def synth(
+    out: Path = typer.Option(..., "--out", help="folder to write the world into"),
+    size: str = typer.Option("ml-1m", "--size", help="users x mean length of a MovieLens "
+                             "release: ml-100k | ml-1m | ml-10m | ml-20m | ml-25m | 100m"),
+    seed: int = typer.Option(0, "--seed", help="seed of every draw"),
+    catalog: Path | None = typer.Option(
+        None, "--catalog", help="item table with ids, titles and genres (default: "
+        "$MECHREC_DATA/ml-20m-catalog/movies.csv)"),
+    users: int | None = typer.Option(None, "--users", help="number of users (default: the "
+                                     "size's)"),
+    items: int | None = typer.Option(None, "--items", help="catalog items to use, the most "
+                                     "popular (default: the size's; 0 for all)"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace a world already in "
+                                   "--out"),
+) -> None:
+    """Generate a synthetic world with planted tastes, drift, popularity and franchises."""
+    from mechrec_recsys.synthetic import (
+        PRESETS,
+        SynthConfig,
+        default_catalog_path,
+        generate_world,
+        read_catalog,
+    )
+
+    if size not in PRESETS:
+        fail(f"unknown --size {size!r}; choose one of {', '.join(PRESETS)}")
+    if users is not None and users < 1:
+        fail(f"--users must be a positive integer, got {users}")
+    if items is not None and items < 0:
+        fail(f"--items must be 0 (all) or a positive integer, got {items}")
+    overrides: dict = {"seed": seed}
+    if users is not None:
+        overrides["users"] = users
+    if items is not None:
+        overrides["items"] = items or None
+    step = 10
+
+    def progress(done: int, total: int, events: int) -> None:
+        nonlocal step
+        if done < total and 100 * done < step * total:
+            return
+        step = 100 * done // total + 10
+        typer.echo(f"synth: {done:,}/{total:,} users, {events:,} events", err=True)
+
+    try:
+        config = SynthConfig.preset(size, **overrides)
+        path = catalog if catalog is not None else default_catalog_path()
+        table = read_catalog(path)
+        summary = generate_world(config, table, out, catalog_source=str(path),
+                                 overwrite=overwrite, progress=progress)
+    except BAD_INPUT as exc:
+        fail(str(exc))
+        return
+    typer.echo(f"wrote {summary.folder}: {summary.line()}")
 
 
 def register(app: typer.Typer) -> None:
