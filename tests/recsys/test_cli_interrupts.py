@@ -131,3 +131,37 @@ def test_ctrl_c_stops_sae_train_with_exit_code_130(paper_run_dir: Path, tmp_path
     assert process.returncode == 130, stderr
     assert stderr.strip().startswith("interrupted: kept the SAE training state after step ")
     assert "resume with: mechrec sae train" in stderr and "Traceback" not in stderr
+
+
+@pytest.mark.parametrize("command", [["align", "tables"], ["steer", "sweep"]])
+def test_align_and_steer_say_nothing_was_kept_and_how_to_rerun(
+        command: list[str], paper_run_dir: Path, data_dir: Path,
+        monkeypatch: pytest.MonkeyPatch):
+    import mechrec_recsys.cli.align as align_cli
+    import mechrec_recsys.cli.steer as steer_cli
+
+    name = f"tiny-{command[0]}"
+    args = ["sae", "train", str(paper_run_dir), *SAE_ARGS[:-2], "--steps", "20", "--name",
+            name, "--overwrite", "--no-progress", "--data-dir", str(data_dir / "ml-100k"),
+            "--no-download"]
+    assert run_cli(*args).exit_code == 0
+    request_cleanup = paper_run_dir / "saes" / name  # the run folder is shared: leave it clean
+
+    def stop(*_args, **_kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(align_cli, "align", stop)
+    monkeypatch.setattr(steer_cli, "run_genre_sweep", stop)
+    argv = [*command, str(paper_run_dir), name, "--data-dir", str(data_dir / "ml-100k"),
+            "--no-download"]
+    monkeypatch.setattr(sys, "argv", ["mechrec", *argv])
+    try:
+        result = run_cli(*argv)
+    finally:
+        shutil.rmtree(request_cleanup, ignore_errors=True)
+        for lock in (paper_run_dir / "saes").glob(f".{name}*"):
+            lock.unlink()
+    assert result.exit_code == 130, result.output
+    line = _interrupted_line(result.output)
+    assert line.startswith("interrupted: nothing kept yet (the tables are written only when "
+                           f"the run finishes); rerun with: mechrec {' '.join(command)}")

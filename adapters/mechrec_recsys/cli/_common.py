@@ -12,7 +12,8 @@ from __future__ import annotations
 import shlex
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, NoReturn
 
@@ -69,6 +70,17 @@ def interrupted(kept: str, resume: str | None) -> NoReturn:
 
 #: What :func:`interrupted` says when nothing was saved yet.
 NOTHING_KEPT = "nothing kept yet"
+#: What commands that write their files only at the end keep when interrupted.
+NOTHING_KEPT_UNTIL_DONE = f"{NOTHING_KEPT} (the tables are written only when the run finishes)"
+
+
+@contextmanager
+def on_interrupt(kept: str, resume: str | None) -> Iterator[None]:
+    """Turn Ctrl-C inside the block into :func:`interrupted`'s one line and exit code 130."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        interrupted(kept, resume)
 
 
 class StepProgress:

@@ -57,10 +57,13 @@ from mechrec_recsys.alignment import (
     year_between,
 )
 from mechrec_recsys.cli._common import (
+    NOTHING_KEPT_UNTIL_DONE,
     DataDirOption,
     DeviceOption,
     DownloadOption,
     fail,
+    interrupted,
+    rerun_command,
     wide_console,
 )
 from mechrec_recsys.experiment import Experiment
@@ -284,6 +287,8 @@ def tables_command(
     except BAD_INPUT as exc:
         fail(str(exc))
         return
+    except KeyboardInterrupt:
+        interrupted(NOTHING_KEPT_UNTIL_DONE, rerun_command())
     console = wide_console(160)
     console.print(per_genre_rich(run))
     console.print(summary_rich(run))

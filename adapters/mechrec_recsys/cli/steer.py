@@ -34,11 +34,14 @@ import typer
 from rich.table import Table
 
 from mechrec_recsys.cli._common import (
+    NOTHING_KEPT_UNTIL_DONE,
     DataDirOption,
     DeviceOption,
     DownloadOption,
     ProgressOption,
     fail,
+    on_interrupt,
+    rerun_command,
     wide_console,
 )
 from mechrec_recsys.steering import (
@@ -206,7 +209,7 @@ def sweep_command(
     allow_other_model: bool = AllowOtherModelOption,
 ) -> None:
     """Sweep each genre's SAE feature (and probe) over values; write tables, print a summary."""
-    with _warnings_to_stderr():
+    with _warnings_to_stderr(), on_interrupt(NOTHING_KEPT_UNTIL_DONE, rerun_command()):
         grid = _guard(lambda: parse_values(values))
         chosen_modes = _guard(lambda: _modes(mode))
         overrides = _guard(lambda: parse_feature_overrides(features))
