@@ -530,3 +530,23 @@ def test_reproduce_errors(tmp_path: Path, data_args):
     assert_one_line_error(run_cli("reproduce", "--quick", "--genres", "Sci-Fi,Polka",
                                   "--out", out, "--no-progress", *data_args),
                           "unknown genre 'Polka'")
+
+
+def test_overview_states_the_budget_cuts_and_each_steps_wall_time(quick_run, tmp_path: Path):
+    run_dir = copy_run(quick_run, tmp_path)
+    settings_path = run_dir / "reproduce" / "settings.json"
+    settings = json.loads(settings_path.read_text())
+    assert settings["budget_minutes"] is None
+    assert "Budget:" not in (run_dir / "report.html").read_text(encoding="utf-8")
+    settings.update(budget_minutes=45.0, budget_cuts=["Table 1: seed 0 only (of 2)"])
+    settings_path.write_text(json.dumps(settings))
+    result = run_cli("report", run_dir)
+    assert result.exit_code == 0, result.output
+    text = (run_dir / "report.html").read_text(encoding="utf-8")
+    assert "cut to fit about 45 minutes" in text and "Table 1: seed 0 only (of 2)" in text
+    report = parse(text)
+    steps = json.loads((run_dir / "reproduce" / "steps.json").read_text())["steps"]
+    for name in ("train", "steer"):
+        shown = cell(report, f"overview/{name}/seconds")["text"]
+        assert shown.endswith(" s") and shown[0].isdigit(), shown
+        assert steps[name]["seconds"] > 0

@@ -3,12 +3,13 @@
 Commands:
 
 * ``mechrec reproduce --dataset ml-100k --split paper --seed 0 --out RUN_DIR [--quick]
-  [size options]``: run every step of the paper into ``RUN_DIR`` (dataset statistics, GPTRec
-  vs popularity, Table 1, the analysis SAE, Table 2 / Figure 4, steering curves), then write
-  ``RUN_DIR/report.html`` and print its path. Each step is skipped when its outputs are already
-  there with the same settings, so rerunning after an interruption loses no finished work.
-  ``--quick`` runs every step at toy size (seconds); the default is the paper's settings of
-  ``docs/reproducing-the-paper.md`` (hours on a 2-core CPU).
+  [size options] [--budget MINUTES]``: run every step of the paper into ``RUN_DIR`` (dataset
+  statistics, GPTRec vs popularity, Table 1, the analysis SAE, Table 2 / Figure 4, steering
+  curves), then write ``RUN_DIR/report.html`` and print its path. Each step is skipped when
+  its outputs are already there with the same settings, so rerunning after an interruption
+  loses no finished work. ``--quick`` runs every step at toy size (seconds); the default is
+  the paper's settings of ``docs/reproducing-the-paper.md`` (hours on a 2-core CPU);
+  ``--budget MINUTES`` cuts those to fit a wall-time budget and the report says what it cut.
 * ``mechrec report RUN_DIR [--out FILE]``: re-render the HTML report from the run folder's
   saved outputs (a missing output becomes a note naming the command that produces it).
 
@@ -22,6 +23,7 @@ from __future__ import annotations
 import os
 import uuid
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -75,6 +77,25 @@ def _float_list(text: str | None, option: str) -> tuple[float, ...] | None:
     return values
 
 
+def _fit_budget(settings: Any, minutes: float, data_dir: Path | None, download: bool,
+                given: dict[str, object], progress: bool) -> Any:
+    """The settings cut to fit ``minutes`` (options in ``given`` that are set stay as given);
+    prints the plan to stderr."""
+    from mechrec_recsys.durations import format_duration
+    from mechrec_recsys.report.budget import plan_budget
+
+    fixed = [name for name, value in given.items() if value is not None]
+    plan = plan_budget(settings, minutes, data_dir=data_dir, download=download, fixed=fixed)
+    if progress:
+        cuts = "; ".join(plan.cuts) or "nothing cut"
+        steps = ", ".join(f"{name} {format_duration(seconds)}"
+                          for name, seconds in plan.estimate.items())
+        total = format_duration(plan.total_seconds)
+        typer.echo(f"budget {minutes:g} min: {cuts}. Estimated {total} ({steps}; GPTRec at "
+                   "its epoch cap)", err=True)
+    return plan.settings
+
+
 def reproduce_command(
     out: Path = typer.Option(..., "--out", help="run folder (created; reused to resume)"),
     dataset: str = typer.Option("ml-100k", "--dataset", help="MovieLens dataset name"),
@@ -105,6 +126,11 @@ def reproduce_command(
     align_bootstrap: int | None = typer.Option(
         None, "--align-bootstrap", help="alignment: bootstrap resamples of the test users for "
         "the confidence intervals (0 disables)"),
+    budget: float | None = typer.Option(
+        None, "--budget", metavar="MINUTES", help="fit the run into about this many minutes "
+        "of wall time: fewer Table-1 seeds and grid points, steering values, bootstrap "
+        "resamples and GPTRec epochs (never the settings given explicitly); the report "
+        "lists every cut"),
     report: Path | None = typer.Option(None, "--report", help="HTML file to write (default "
                                        "RUN_DIR/report.html)"),
     data_dir: DataDirOption = None,
@@ -137,6 +163,11 @@ def reproduce_command(
             steer_genres=tuple(g.strip() for g in genres.split(",") if g.strip())
             if genres is not None else None,
             steer_values=grid, align_bootstrap=align_bootstrap)
+        if budget is not None:
+            settings = _fit_budget(settings, budget, data_dir, download, {
+                "epochs": epochs, "table1_l1": table1_l1, "table1_d_sae": table1_d_sae,
+                "table1_seeds": table1_seeds, "table1_steps": table1_steps,
+                "steer_values": values, "align_bootstrap": align_bootstrap}, progress)
     except BAD_INPUT as exc:
         fail(str(exc))
         return

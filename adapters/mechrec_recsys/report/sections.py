@@ -14,6 +14,7 @@ from typing import Any
 
 import pandas as pd
 
+from mechrec_recsys.durations import format_duration
 from mechrec_recsys.report.markup import (
     details,
     esc,
@@ -108,14 +109,26 @@ def overview_section(out: RunOutputs) -> Section:
                 "Quick preset: every step ran at toy size (small model, few epochs, tiny "
                 "SAEs). The numbers show that the pipeline works, not what the paper found; "
                 "run without --quick for the paper's settings.", cls="warning"))
+        if s.get("budget_minutes") is not None:
+            cuts = list(s.get("budget_cuts") or [])
+            parts.append(paragraph(
+                f"Budget: these settings were cut to fit about {s['budget_minutes']:g} minutes "
+                "of wall time (--budget). "
+                + ("Cut: " + "; ".join(cuts) + "." if cuts else "Nothing had to be cut.")
+                + " Numbers from fewer seeds, grid points or epochs than the paper's are "
+                "noisier; the wall time of each step is in the table below.",
+                cls="warning" if cuts else None))
         records = out.steps
         rows = []
         for step in STEPS:
             record = records.get(step.name)
+            seconds = record.get("seconds") if record else None
             rows.append([text_cell(step.name, header=True), text_cell(step.title),
                          text_cell("done" if record else "not done",
-                                   key=f"overview/{step.name}/status")])
-        parts.append(table(["step", "produces", "status"], rows))
+                                   key=f"overview/{step.name}/status"),
+                         text_cell(format_duration(seconds) if seconds is not None else "",
+                                   key=f"overview/{step.name}/seconds")])
+        parts.append(table(["step", "produces", "status", "wall time"], rows))
         return "".join(parts)
 
     return Section("overview", "Overview", _guard(out, "The run's settings", build))

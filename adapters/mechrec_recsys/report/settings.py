@@ -66,6 +66,9 @@ class ReproduceSettings:
         steer_values: feature values (and direction multiples) of the sweep.
         steer_modes: SAE edit modes (``replace`` = the paper's, ``keep-error``).
         steer_probes: also steer with probe and SAE decoder directions (Fig. 9).
+        budget_minutes: the wall-time budget these settings were cut to fit (``None``: no
+            budget; :func:`mechrec_recsys.report.budget.fit_budget`).
+        budget_cuts: what the budget cut, one line each (shown in the report).
     """
 
     dataset: str = "ml-100k"
@@ -105,6 +108,8 @@ class ReproduceSettings:
     steer_values: tuple[float, ...] = tuple(float(v) for v in range(-10, 11))
     steer_modes: tuple[str, ...] = ("replace", "keep-error")
     steer_probes: bool = True
+    budget_minutes: float | None = None
+    budget_cuts: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.split not in SPLITS_WITH_SAE_USERS:
@@ -124,6 +129,8 @@ class ReproduceSettings:
         for name in ("table1_seeds", "steer_genres", "steer_values", "steer_modes"):
             if not getattr(self, name):
                 raise ValueError(f"{name} needs at least one value")
+        if self.budget_minutes is not None and not self.budget_minutes > 0:
+            raise ValueError(f"budget_minutes must be positive, got {self.budget_minutes}")
         if not (self.table1_l1 or self.table1_d_sae):
             raise ValueError("Table 1 needs at least one L1 weight or dictionary size")
 
