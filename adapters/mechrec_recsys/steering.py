@@ -81,6 +81,7 @@ from mechrec.sweep import (
 )
 from mechrec_recsys.alignment import encode_sparse
 from mechrec_recsys.checkpoint import atomic_write_bytes, atomic_write_json
+from mechrec_recsys.configs import DEFAULT_GENRES, MODES
 from mechrec_recsys.data.registry import ML1M_GENRES, MODERN_GENRES
 from mechrec_recsys.experiment import Experiment
 from mechrec_recsys.metrics import attribute_share_at_k, mean_and_se
@@ -109,15 +110,8 @@ __all__ = [
     "user_shares",
 ]
 
-#: The genres steered by default (``steer sweep``, ``reproduce``): the paper's five of section
-#: 8.2 plus Horror, as in ``docs/reproducing-the-paper.md``.
-DEFAULT_GENRES: tuple[str, ...] = ("Action", "Children", "Fantasy", "Sci-Fi", "Western",
-                                   "Horror")
 #: The paper's grid of feature values: -10..10 step 1 (section 8.2.1).
 PAPER_VALUES: list[float] = value_grid(-10.0, 10.0, 1.0)
-#: Modes of SAE feature edits: replace the activation with the edited reconstruction (paper),
-#: or keep the SAE's error term so only the feature's change reaches the model.
-MODES: tuple[str, ...] = ("replace", "keep-error")
 #: Steering methods in the tables.
 METHODS: tuple[str, ...] = ("sae_feature", "sae_direction", "probe_direction")
 #: Users whose activations choose features and fit probes (the paper's SAE users).
