@@ -17,7 +17,7 @@ import errno
 import shlex
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, NoReturn
@@ -99,12 +99,19 @@ NOTHING_KEPT_UNTIL_DONE = f"{NOTHING_KEPT} (the tables are written only when the
 
 
 @contextmanager
-def on_interrupt(kept: str, resume: str | None) -> Iterator[None]:
-    """Turn Ctrl-C inside the block into :func:`interrupted`'s one line and exit code 130."""
+def on_interrupt(kept: str | Callable[[], str], resume: str | None) -> Iterator[None]:
+    """Turn Ctrl-C inside the block into :func:`interrupted`'s one line and exit code 130:
+    every long command wraps its work in this block.
+
+    Args:
+        kept: what was kept, or a function that says it when Ctrl-C comes (e.g. the last
+            saved epoch, read from the run folder).
+        resume: the command that resumes or reruns the work (:func:`rerun_command`).
+    """
     try:
         yield
     except KeyboardInterrupt:
-        interrupted(kept, resume)
+        interrupted(kept() if callable(kept) else kept, resume)
 
 
 class StepProgress:

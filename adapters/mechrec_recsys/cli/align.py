@@ -49,7 +49,7 @@ from mechrec_recsys.cli._common import (
     DeviceOption,
     DownloadOption,
     fail,
-    interrupted,
+    on_interrupt,
     rerun_command,
     wide_console,
 )
@@ -277,7 +277,7 @@ def tables_command(
     from mechrec_recsys.alignment import align
     from mechrec_recsys.saes import resolve_sae_directory
 
-    try:
+    with on_interrupt(NOTHING_KEPT_UNTIL_DONE, rerun_command()):
         predicates = build_predicates(title_texts, year_ranges)
         experiment, sae = open_run(run_dir, sae_dir, data_dir, download, device)
         sae_path = resolve_sae_directory(run_dir, sae_dir)
@@ -288,8 +288,6 @@ def tables_command(
         written = run.write(out_dir, top_k=top_k, provenance={
             "run_dir": str(run_dir), "sae_dir": str(sae_path),
             "command": "mechrec align tables"}, bootstrap=boot, confidence=confidence)
-    except KeyboardInterrupt:
-        interrupted(NOTHING_KEPT_UNTIL_DONE, rerun_command())
     console = wide_console(160)
     console.print(per_genre_rich(run))
     console.print(summary_rich(run))

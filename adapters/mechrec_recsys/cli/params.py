@@ -114,8 +114,9 @@ class ValueGrid:
             numbers = [float(p) for p in (spec.split(":") if ":" in spec else
                                           (p for p in spec.split(",") if p.strip()))]
         except ValueError:
-            raise OptionValueError(f"cannot read {text!r}: use START:STOP:STEP (e.g. "
-                                   "'-10:10:1') or a comma list (e.g. '0,2,5')") from None
+            raise OptionValueError(f"cannot read steering values {text!r}: use "
+                                   "START:STOP:STEP (e.g. '-10:10:1') or a comma list (e.g. "
+                                   "'0,2,5')") from None
         self._finite(tuple(numbers), repr(text))
         if ":" not in spec:
             return tuple(numbers)

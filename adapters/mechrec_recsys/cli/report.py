@@ -31,7 +31,7 @@ from mechrec_recsys.cli._common import (
     DeviceOption,
     DownloadOption,
     fail,
-    interrupted,
+    on_interrupt,
     rerun_command,
 )
 from mechrec_recsys.cli.params import FLOAT_LIST, INT_LIST, NAME_LIST, VALUE_GRID, parsed
@@ -125,14 +125,12 @@ def reproduce_command(
         if progress:
             typer.echo(message, err=True)
 
-    try:
+    with on_interrupt(f"kept every finished step in {out} (and, of the step in progress, "
+                      "GPTRec's finished epochs or the Table-1 SAEs already saved)",
+                      rerun_command()):
         run_pipeline(settings, out, data_dir=data_dir, download=download, device=device,
                      log=log)
         path = write_report(out, report)
-    except KeyboardInterrupt:
-        interrupted(f"kept every finished step in {out} (and, of the step in progress, "
-                    "GPTRec's finished epochs or the Table-1 SAEs already saved)",
-                    rerun_command())
     typer.echo(str(path))
 
 

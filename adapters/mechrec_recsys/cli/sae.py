@@ -46,7 +46,7 @@ from mechrec_recsys.cli._common import (
     DownloadOption,
     ProgressOption,
     StepProgress,
-    interrupted,
+    on_interrupt,
     rerun_command,
     wide_console,
 )
@@ -166,7 +166,9 @@ def train(
     The training state is saved every 100 steps: after Ctrl-C the same command resumes it."""
     from mechrec_recsys.saes import check_hook, default_sae_name, sae_checkpoint, train_run_sae
 
-    try:
+    with on_interrupt(lambda: _kept_sae_state(run_dir, name or default_sae_name(config, hook),
+                                              steps),
+                      rerun_command(drop=("--overwrite",))):
         config = training_config(
             architecture=architecture, d_sae=d_sae, l1=l1, k=k, target_l0=target_l0,
             l0_coefficient=l0_coefficient, steps=steps, batch_size=batch_size, lr=lr,
@@ -191,9 +193,6 @@ def train(
 
             trained = train_run_sae(experiment, config, hook=hook, run_dir=run_dir, name=name,
                                     overwrite=overwrite, progress=report)
-    except KeyboardInterrupt:
-        interrupted(_kept_sae_state(run_dir, name or default_sae_name(config, hook), steps),
-                    rerun_command(drop=("--overwrite",)))
     metrics = trained.test_metrics
     parameter, value = config.sparsity_parameter
     table = Table(title=f"{architecture} SAE at {hook}: {d_sae} features, {parameter} "
@@ -340,7 +339,8 @@ def table1(
     weight, averaged over seeds; resumable."""
     from mechrec_recsys.saes import SAES_DIR, TABLE1_DIR, run_table1, write_table1
 
-    try:
+    with on_interrupt(f"kept every SAE of the sweep finished so far, under "
+                      f"{run_dir / SAES_DIR / TABLE1_DIR}", rerun_command()):
         base = SAETrainingConfig(architecture="standard", d_sae=l1_d_sae,
                                  l1_coefficient=d_sae_l1, steps=steps,
                                  batch_size=batch_size, lr=lr,
@@ -368,9 +368,6 @@ def table1(
                             d_sae_l1=d_sae_l1, base=base, k=k, progress=report)
         csv_path, json_path = write_table1(result, out if out is not None
                                            else run_dir / "table1.csv")
-    except KeyboardInterrupt:
-        interrupted(f"kept every SAE of the sweep finished so far, under "
-                    f"{run_dir / SAES_DIR / TABLE1_DIR}", rerun_command())
     n = len(result.seeds)
     title = (f"Table 1 on {result.info['run']['dataset']} ({result.info['test_users']} test "
              f"users), {result.hook}: standard SAEs, {steps} steps of {batch_size}, "

@@ -27,7 +27,7 @@ from mechrec_recsys.cli._common import (
     DownloadOption,
     ProgressOption,
     fail,
-    interrupted,
+    on_interrupt,
     rerun_command,
     wide_console,
 )
@@ -100,7 +100,7 @@ def train_command(
         fail(f"--eval-last must be at least 1, got {eval_last}")
     if split not in SPLITS:
         fail(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
-    try:
+    with on_interrupt(lambda: _kept_state(out, epochs), rerun_command(drop=("--no-resume",))):
         from mechrec_recsys.data import load_dataset
         from mechrec_recsys.data.splits import make_split
         from mechrec_recsys.experiment import FULL_HISTORY, RUN_SPEC_FILE, RunSpec
@@ -127,8 +127,6 @@ def train_command(
         run = train_and_evaluate(parts, model_config=model_config, train_config=train_config,
                                  out_dir=out, resume=resume, device=device, k=k,
                                  exclude_seen=not include_seen, targets_per_user=eval_last)
-    except KeyboardInterrupt:
-        interrupted(_kept_state(out, epochs), rerun_command(drop=("--no-resume",)))
     if int(os.environ.get("RANK", "0")) != 0:
         return
     console = wide_console(120)
