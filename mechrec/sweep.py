@@ -19,7 +19,6 @@ prefix of each batch is computed once per hook and shared by all values and targ
 from __future__ import annotations
 
 import json
-import math
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -33,6 +32,7 @@ from rich.progress import Progress
 from transformer_lens import HookedTransformer
 
 from mechrec._io import atomic_write_text
+from mechrec.grids import value_grid as value_grid  # re-exported: its home before
 from mechrec.steering import (
     Direction,
     DirectionEdit,
@@ -157,14 +157,6 @@ def feature_direction_target(
         positions=positions,
         kind="sae_direction",
     )
-
-
-def value_grid(start: float = -10.0, stop: float = 10.0, step: float = 1.0) -> list[float]:
-    """Values ``start, start+step, ..., stop`` (inclusive; the paper's grid is the default)."""
-    if step <= 0 or not all(math.isfinite(v) for v in (start, stop, step)) or stop < start:
-        raise ValueError(f"need finite start <= stop and step > 0, got {start}, {stop}, {step}")
-    n = math.floor((stop - start) / step + 1e-9) + 1
-    return [round(start + i * step, 12) for i in range(n)]
 
 
 @dataclass

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import io
 import math
-import re
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -68,6 +67,7 @@ from mechrec.alignment import (
 from mechrec.hooks import validate_hook_name
 from mechrec.saes import NormalizedSAE
 from mechrec_recsys.checkpoint import atomic_write_bytes, atomic_write_json
+from mechrec_recsys.configs import UNITS, parse_year_range
 from mechrec_recsys.experiment import Experiment
 
 __all__ = [
@@ -97,8 +97,6 @@ SOURCES: tuple[str, ...] = ("SAE", "neurons", "random")
 """The feature sets compared: SAE features, raw neurons at the hook, random-projection control."""
 
 SELECTIONS: tuple[str, ...] = ("honest", "in-sample")
-#: What one data point of the statistics is (see :func:`align`).
-UNITS: tuple[str, ...] = ("positions", "items")
 """``honest``: choose on the select part, score on the score part; ``in-sample``: choose and
 score on the score part (the paper's procedure, flattering to wide dictionaries)."""
 
@@ -167,25 +165,6 @@ def year_between(first: int, last: int) -> ItemPredicate:
         return (years.ge(int(first)) & years.le(int(last))).fillna(False).to_numpy(dtype=bool)
 
     return predicate
-
-
-_YEARS_RE = re.compile(r"^\s*(\d{3,4})\s*(?:-|\.\.|:)\s*(\d{3,4})\s*$")
-
-
-def parse_year_range(text: str) -> tuple[int, int]:
-    """Read a year range: ``"1980-1989"`` (or ``1980..1989``, ``1980:1989``, a single year
-    ``1995``) -> ``(first, last)``."""
-    single = text.strip()
-    if single.isdigit():
-        return int(single), int(single)
-    match = _YEARS_RE.match(text)
-    if not match:
-        raise ValueError(f"cannot read the year range {text!r}: expected FIRST-LAST, e.g. "
-                         "1980-1989, or a single year")
-    first, last = int(match.group(1)), int(match.group(2))
-    if first > last:
-        raise ValueError(f"year range {text!r} is empty: the first year must be <= the last")
-    return first, last
 
 
 def token_predicate_table(

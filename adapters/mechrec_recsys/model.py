@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import functools
 import warnings
-from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 import torch
@@ -42,6 +41,7 @@ from transformer_lens.components import Attention, LayerNorm, TransformerBlock
 from transformer_lens.hook_points import HookPoint
 from transformer_lens.utilities.architectures import POST_NORM_ARCHITECTURES
 
+from mechrec_recsys.configs import GPTRecConfig
 from mechrec_recsys.vocab import PAD_TOKEN
 
 __all__ = [
@@ -58,63 +58,6 @@ __all__ = [
     "to_hooked_sae_transformer",
     "validate_batch",
 ]
-
-
-@dataclass(frozen=True)
-class GPTRecConfig:
-    """Architecture of a GPTRec model (the paper: 3 layers, 2 heads, hidden size 64).
-
-    Attributes:
-        n_layers: number of transformer blocks.
-        n_heads: attention heads per block.
-        d_model: width of the residual stream (and of the item embedding).
-        d_mlp: hidden width of each block's MLP.
-        max_len: longest input sequence (number of learned positions); longer histories keep
-            their most recent ``max_len`` items.
-        dropout: dropout probability on the item embedding and on every attention and MLP output,
-            active only in training mode.
-        act_fn: MLP activation, any TransformerLens ``act_fn`` (``"gelu"``, ``"relu"``, ...).
-        fast_path: use fused attention / LayerNorm kernels when no hook observes their internals
-            (results agree with the TransformerLens path to float rounding).
-        init_seed: seed of the weight initialisation (``None``: the global torch RNG).
-    """
-
-    n_layers: int = 3
-    n_heads: int = 2
-    d_model: int = 64
-    d_mlp: int = 256
-    max_len: int = 200
-    dropout: float = 0.2
-    act_fn: str = "gelu"
-    fast_path: bool = True
-    init_seed: int | None = 0
-
-    def __post_init__(self) -> None:
-        for name in ("n_layers", "n_heads", "d_model", "d_mlp", "max_len"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"GPTRecConfig.{name} must be a positive integer, got {value!r}")
-        if self.d_model % self.n_heads:
-            raise ValueError(
-                f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})"
-            )
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
-
-    def to_json(self) -> dict[str, Any]:
-        """A JSON-serialisable dict of every field."""
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> GPTRecConfig:
-        """Rebuild a config from :meth:`to_json` output; unknown keys are an error."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(
-                f"unknown GPTRec config keys {unknown}; expected a subset of {sorted(known)}"
-            )
-        return cls(**data)
 
 
 def _has_hooks(hook_point: nn.Module) -> bool:

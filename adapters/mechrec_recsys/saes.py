@@ -77,12 +77,11 @@ from mechrec_recsys.checkpoint import (
     read_json,
     state_dict_sha256,
 )
+from mechrec_recsys.configs import PAPER_HOOK
 from mechrec_recsys.experiment import MODEL_DIR, Experiment, RunSpec
 from mechrec_recsys.metrics import RankingReport, paired_difference
 from mechrec_recsys.metrics import evaluate_top_k as ranking_report
 
-#: The paper's hook: the output of the first transformer block.
-PAPER_HOOK = "blocks.0.hook_resid_post"
 #: Sub-folder of a run folder holding its SAEs.
 SAES_DIR = "saes"
 #: Sub-folder of ``RUN_DIR/saes`` holding the Table-1 sweeps.

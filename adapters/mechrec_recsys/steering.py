@@ -81,6 +81,7 @@ from mechrec.sweep import (
 )
 from mechrec_recsys.alignment import encode_sparse
 from mechrec_recsys.checkpoint import atomic_write_bytes, atomic_write_json
+from mechrec_recsys.configs import DEFAULT_GENRES, MODES
 from mechrec_recsys.data.registry import ML1M_GENRES, MODERN_GENRES
 from mechrec_recsys.experiment import Experiment
 from mechrec_recsys.metrics import attribute_share_at_k, mean_and_se
@@ -100,24 +101,16 @@ __all__ = [
     "genre_key",
     "genre_targets",
     "monotonicity",
-    "parse_feature_overrides",
-    "parse_values",
     "resolve_genres",
     "run_genre_sweep",
     "select_genre_features",
+    "steering_values",
     "user_recommendations",
     "user_shares",
 ]
 
-#: The genres steered by default (``steer sweep``, ``reproduce``): the paper's five of section
-#: 8.2 plus Horror, as in ``docs/reproducing-the-paper.md``.
-DEFAULT_GENRES: tuple[str, ...] = ("Action", "Children", "Fantasy", "Sci-Fi", "Western",
-                                   "Horror")
 #: The paper's grid of feature values: -10..10 step 1 (section 8.2.1).
 PAPER_VALUES: list[float] = value_grid(-10.0, 10.0, 1.0)
-#: Modes of SAE feature edits: replace the activation with the edited reconstruction (paper),
-#: or keep the SAE's error term so only the feature's change reaches the model.
-MODES: tuple[str, ...] = ("replace", "keep-error")
 #: Steering methods in the tables.
 METHODS: tuple[str, ...] = ("sae_feature", "sae_direction", "probe_direction")
 #: Users whose activations choose features and fit probes (the paper's SAE users).
@@ -217,55 +210,18 @@ def resolve_genres(
     return resolved
 
 
-def parse_values(text: str | Sequence[float]) -> list[float]:
-    """Steering values from ``"start:stop:step"`` (inclusive, e.g. ``"-10:10:1"``), a comma
-    list (``"0,2,5"``) or a sequence of numbers; NaN or infinite values are an error."""
-    if not isinstance(text, str):
-        return check_finite_values(list(text))
-    spec = text.strip()
-    if not spec:
-        raise ValueError("no steering values given: use e.g. '-10:10:1' or '0,2,5'")
-    try:
-        if ":" in spec:
-            parts = [float(p) for p in spec.split(":")]
-            if len(parts) not in (2, 3):
-                raise ValueError
-            start, stop = parts[0], parts[1]
-            step = parts[2] if len(parts) == 3 else 1.0
-            check_finite_values([start, stop, step])
-            return value_grid(start, stop, step)
-        values = [float(p) for p in spec.split(",") if p.strip()]
-    except ValueError as exc:
-        if "finite" in str(exc) or "start <= stop" in str(exc):
-            raise
-        raise ValueError(
-            f"cannot read steering values {text!r}: use 'start:stop:step' (e.g. '-10:10:1') "
-            "or a comma list (e.g. '0,2,5')"
-        ) from None
-    if not values:
-        raise ValueError(f"no steering values in {text!r}")
-    return check_finite_values(values)
+def steering_values(values: Sequence[float]) -> list[float]:
+    """``values`` as a list of floats: at least one, each finite (NaN or infinite is an error).
 
-
-def parse_feature_overrides(text: str | None) -> dict[str, int]:
-    """``"Sci-Fi=12,Action=40"`` -> ``{"Sci-Fi": 12, "Action": 40}`` (``None``/empty -> ``{}``)."""
-    if text is None or not text.strip():
-        return {}
-    out: dict[str, int] = {}
-    for part in text.split(","):
-        if not part.strip():
-            continue
-        genre, sep, index = part.rpartition("=")
-        if not sep or not genre.strip():
-            raise ValueError(
-                f"cannot read feature choice {part!r}: use GENRE=INDEX, e.g. Sci-Fi=12"
-            )
-        try:
-            out[genre.strip()] = int(index)
-        except ValueError:
-            raise ValueError(
-                f"feature index {index!r} for {genre.strip()!r} is not an integer"
-            ) from None
+    Text such as ``"-10:10:1"`` is read by the command line (``mechrec_recsys.cli.params``),
+    not here: pass numbers, e.g. :func:`mechrec.sweep.value_grid`'s.
+    """
+    if isinstance(values, str):
+        raise TypeError(f"steering values must be numbers, got the text {values!r}: pass a "
+                        "list such as value_grid(-10, 10, 1) or [0, 2, 5]")
+    out = check_finite_values(list(values))
+    if not out:
+        raise ValueError("no steering values given: pass at least one, e.g. [0, 2, 5]")
     return out
 
 
@@ -762,7 +718,7 @@ def run_genre_sweep(
         ``sae_reconstruction`` row replaces the last position by its unedited SAE
         reconstruction (the reference for ``replace`` curves).
     """
-    values = parse_values(values)
+    values = steering_values(values)
     if int(k) < 1:
         raise ValueError(f"k must be >= 1, got {k}")
     check_sae_fits(experiment, sae)
@@ -877,7 +833,7 @@ def user_recommendations(
         One row per (user, setting, rank): ``user_id, part, curve, setting, value, rank,
         token, item_id, title, genres, has_target_genre, in_before``. Seen items are excluded.
     """
-    values = parse_values(values)
+    values = steering_values(values)
     if not users:
         raise ValueError("no users given")
     catalog = experiment.dataset.catalog
@@ -956,7 +912,7 @@ def user_shares(
     differences between two columns are paired over users (same users, same lists otherwise),
     so their standard error is far smaller than that of two separate means.
     """
-    values = parse_values(values)
+    values = steering_values(values)
     matrix, _ = experiment.token_attributes([genre_column])
     batches = _TestBatches(experiment, k)
     parts: list[np.ndarray] = []
@@ -998,8 +954,8 @@ def compare_fast_naive(
         ``max_abs_logit_diff`` over the shared values and ``same_top_k`` (identical top-10
         lists), plus the batch shape.
     """
-    values = parse_values(values)
-    naive_values = parse_values(naive_values) if naive_values is not None else values[:2]
+    values = steering_values(values)
+    naive_values = steering_values(naive_values) if naive_values is not None else values[:2]
     shared = [v for v in naive_values if v in values]
     if not shared:
         raise ValueError("naive_values must be among values, to compare the two paths")

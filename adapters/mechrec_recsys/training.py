@@ -21,9 +21,9 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
@@ -38,6 +38,7 @@ from mechrec_recsys.checkpoint import (
     save_checkpoint,
     save_run_state,
 )
+from mechrec_recsys.configs import TrainConfig
 from mechrec_recsys.distributed import (
     DistContext,
     all_reduce_sum,
@@ -71,84 +72,6 @@ __all__ = [
 
 METRICS_FILE = "metrics.json"
 BEST_DIR = "model"
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Hyperparameters of a training run.
-
-    Attributes:
-        epochs: maximum number of passes over the training sequences.
-        batch_size: sequences per optimiser step (per process under DDP).
-        lr: Adam learning rate.
-        weight_decay: Adam (L2) weight decay.
-        beta2: Adam's second-moment decay (``beta1`` is 0.9).
-        loss: ``"full"`` (softmax over the catalog) or ``"sampled"`` (target + negatives).
-        num_negatives: negatives per batch for ``loss="sampled"``.
-        patience: stop once more than this many consecutive evaluations bring no better
-            validation NDCG (the best weights are kept).
-        eval_every: evaluate (and checkpoint) every this many epochs.
-        eval_k: cut-off of the validation NDCG.
-        exclude_seen: mask a user's seen items when validating.
-        validation: what the validation NDCG averages over: ``"last"`` - each validation
-            user's held-out target; ``"all"`` - every next-item prediction along each
-            validation user's sequence (input + target; see
-            :func:`~mechrec_recsys.metrics.ndcg_all_positions`), far less noisy when there are
-            few validation users, but sound only when they are not training users; ``"auto"``
-            - ``"all"`` when no validation user is a training user, else ``"last"``.
-        window: which ``max_len + 1`` items of a longer sequence an epoch trains on:
-            ``"last"`` or a ``"random"`` contiguous window (augmentation).
-        grad_clip: clip the gradient norm to this value (``None``: no clipping).
-        seed: seed of shuffling, dropout and negative sampling.
-        eval_batch_size: sequences per validation batch.
-        progress: show a progress bar and per-epoch lines on stderr (rank 0 only).
-    """
-
-    epochs: int = 200
-    batch_size: int = 128
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    beta2: float = 0.98
-    loss: Literal["full", "sampled"] = "full"
-    num_negatives: int = 1024
-    patience: int = 15
-    eval_every: int = 1
-    eval_k: int = 10
-    exclude_seen: bool = True
-    validation: Literal["auto", "last", "all"] = "auto"
-    window: Literal["last", "random"] = "random"
-    grad_clip: float | None = 5.0
-    seed: int = 0
-    eval_batch_size: int = 512
-    progress: bool = True
-
-    def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size", "eval_every", "eval_k", "eval_batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"TrainConfig.{name} must be >= 1, got {getattr(self, name)}")
-        if self.patience < 0:
-            raise ValueError(f"TrainConfig.patience must be >= 0, got {self.patience}")
-        if self.loss not in ("full", "sampled"):
-            raise ValueError(f"loss must be 'full' or 'sampled', got {self.loss!r}")
-        if self.loss == "sampled" and self.num_negatives < 1:
-            raise ValueError("loss='sampled' needs num_negatives >= 1")
-        if self.validation not in ("auto", "last", "all"):
-            raise ValueError(
-                f"validation must be 'auto', 'last' or 'all', got {self.validation!r}")
-        if self.window not in ("last", "random"):
-            raise ValueError(f"window must be 'last' or 'random', got {self.window!r}")
-        if self.lr <= 0:
-            raise ValueError(f"lr must be positive, got {self.lr}")
-
-    def to_json(self) -> dict[str, Any]:
-        """A JSON-serialisable dict of every field."""
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> TrainConfig:
-        """Rebuild from :meth:`to_json` output."""
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
 
 
 # Fields that may change when a run is resumed (everything else must match).

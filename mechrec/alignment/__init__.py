@@ -25,67 +25,42 @@ Typical use (``train``/``test`` are activation rows of the SAE-training and test
     )
 """
 
-from mechrec.alignment._validation import DegenerateInputWarning
-from mechrec.alignment.bootstrap import (
-    AlignmentBootstrap,
-    FewGroupsWarning,
-    bootstrap_alignment,
-    selected_columns,
-)
-from mechrec.alignment.controls import RandomProjection, random_projection_control
-from mechrec.alignment.examples import (
-    Predicate,
-    p_top_k,
-    p_top_k_table,
-    top_activating_rows,
-    top_examples,
-)
-from mechrec.alignment.grouping import group_means
-from mechrec.alignment.labels import token_attributes
-from mechrec.alignment.ranking import (
-    MEAN_ROW,
-    best_feature_table,
-    best_features,
-    compare_interpretability,
-    feature_profiles,
-    interpretability_score,
-    interpretability_summary,
-    monosemanticity,
-    score_features,
-    top_features,
-)
-from mechrec.alignment.sources import ActivationsLike, LazyActivations
-from mechrec.alignment.stats import BINARY_METRICS, METRICS, AlignmentStats, alignment_stats
+from mechrec._lazy import lazy_exports
 
-__all__ = [
-    "BINARY_METRICS",
-    "MEAN_ROW",
-    "METRICS",
-    "ActivationsLike",
-    "AlignmentBootstrap",
-    "AlignmentStats",
-    "DegenerateInputWarning",
-    "FewGroupsWarning",
-    "LazyActivations",
-    "Predicate",
-    "RandomProjection",
-    "alignment_stats",
-    "best_feature_table",
-    "best_features",
-    "bootstrap_alignment",
-    "compare_interpretability",
-    "feature_profiles",
-    "group_means",
-    "interpretability_score",
-    "interpretability_summary",
-    "monosemanticity",
-    "p_top_k",
-    "p_top_k_table",
-    "random_projection_control",
-    "score_features",
-    "selected_columns",
-    "token_attributes",
-    "top_activating_rows",
-    "top_examples",
-    "top_features",
-]
+#: Public name -> the submodule defining it; each is imported on first use, so importing
+#: this package (or one light submodule of it) does not load torch.
+_EXPORTS: dict[str, str] = {
+    "DegenerateInputWarning": "_validation",
+    "AlignmentBootstrap": "bootstrap",
+    "FewGroupsWarning": "bootstrap",
+    "bootstrap_alignment": "bootstrap",
+    "selected_columns": "bootstrap",
+    "RandomProjection": "controls",
+    "random_projection_control": "controls",
+    "Predicate": "examples",
+    "p_top_k": "examples",
+    "p_top_k_table": "examples",
+    "top_activating_rows": "examples",
+    "top_examples": "examples",
+    "group_means": "grouping",
+    "token_attributes": "labels",
+    "MEAN_ROW": "ranking",
+    "best_feature_table": "ranking",
+    "best_features": "ranking",
+    "compare_interpretability": "ranking",
+    "feature_profiles": "ranking",
+    "interpretability_score": "ranking",
+    "interpretability_summary": "ranking",
+    "monosemanticity": "ranking",
+    "score_features": "ranking",
+    "top_features": "ranking",
+    "ActivationsLike": "sources",
+    "LazyActivations": "sources",
+    "AlignmentStats": "stats",
+    "BINARY_METRICS": "metric_names",
+    "METRICS": "metric_names",
+    "alignment_stats": "stats",
+}
+
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__all__ = sorted(_EXPORTS)

@@ -46,21 +46,10 @@ from mechrec.alignment._validation import (
     feature_index,
     warn_degenerate,
 )
+from mechrec.alignment.metric_names import BINARY_METRICS, METRICS
 from mechrec.alignment.sources import ActivationsLike, as_reader
 
 __all__ = ["BINARY_METRICS", "METRICS", "AlignmentStats", "alignment_stats"]
-
-METRICS: tuple[str, ...] = (
-    "correlation",
-    "roc_auc",
-    "sensitivity",
-    "precision",
-    "mean_given_attribute",
-)
-"""Every metric :func:`alignment_stats` can compute, in its default order."""
-
-BINARY_METRICS: tuple[str, ...] = ("roc_auc", "sensitivity", "precision", "mean_given_attribute")
-"""Metrics defined only for binary (0/1) attributes; NaN for continuous attribute columns."""
 
 _GATHER_BYTES = 8 * 2**20  # size of one gathered slice of attribute rows
 

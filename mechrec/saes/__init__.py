@@ -11,44 +11,31 @@
 - :func:`sweep_saes` / :func:`summarize_sweep`: grids of values x seeds, resumable.
 """
 
-from mechrec.saes.architectures import build_training_sae, to_inference_sae
-from mechrec.saes.checkpoint import ResumedState, TrainingCheckpoint
-from mechrec.saes.config import ARCHITECTURES, SAETrainingConfig
-from mechrec.saes.fast_step import Workspace, fast_train_step
-from mechrec.saes.normalized import NormalizedSAE
-from mechrec.saes.sweeps import (
-    PAPER_DICT_SIZES,
-    PAPER_L1_GRID,
-    grid,
-    run_name,
-    summarize_sweep,
-    sweep_saes,
-)
-from mechrec.saes.training import (
-    TrainingResult,
-    norm_reconstruction_loss,
-    resample_dead_features,
-    train_sae,
-)
+from mechrec._lazy import lazy_exports
 
-__all__ = [
-    "ARCHITECTURES",
-    "PAPER_DICT_SIZES",
-    "PAPER_L1_GRID",
-    "NormalizedSAE",
-    "ResumedState",
-    "SAETrainingConfig",
-    "TrainingCheckpoint",
-    "TrainingResult",
-    "Workspace",
-    "build_training_sae",
-    "fast_train_step",
-    "grid",
-    "norm_reconstruction_loss",
-    "resample_dead_features",
-    "run_name",
-    "summarize_sweep",
-    "sweep_saes",
-    "to_inference_sae",
-    "train_sae",
-]
+#: Public name -> the submodule defining it; each is imported on first use, so importing
+#: this package (or one light submodule of it) does not load torch.
+_EXPORTS: dict[str, str] = {
+    "build_training_sae": "architectures",
+    "to_inference_sae": "architectures",
+    "ResumedState": "checkpoint",
+    "TrainingCheckpoint": "checkpoint",
+    "ARCHITECTURES": "config",
+    "SAETrainingConfig": "config",
+    "Workspace": "fast_step",
+    "fast_train_step": "fast_step",
+    "NormalizedSAE": "normalized",
+    "PAPER_DICT_SIZES": "config",
+    "PAPER_L1_GRID": "config",
+    "grid": "sweeps",
+    "run_name": "sweeps",
+    "summarize_sweep": "sweeps",
+    "sweep_saes": "sweeps",
+    "TrainingResult": "training",
+    "norm_reconstruction_loss": "training",
+    "resample_dead_features": "training",
+    "train_sae": "training",
+}
+
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__all__ = sorted(_EXPORTS)

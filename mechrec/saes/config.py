@@ -59,6 +59,10 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Literal
 
 ARCHITECTURES: tuple[str, ...] = ("standard", "topk", "batchtopk", "jumprelu", "gated")
+#: The paper's L1 weights (Table 1, dictionary size 2048).
+PAPER_L1_GRID: tuple[float, ...] = (0.001, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 1.0)
+#: The paper's dictionary sizes (Figure 3, L1 weight 0.1).
+PAPER_DICT_SIZES: tuple[int, ...] = (64, 128, 256, 512, 1024, 2048, 4096, 8192)
 Architecture = Literal["standard", "topk", "batchtopk", "jumprelu", "gated"]
 ReconstructionLoss = Literal["norm", "squared"]
 #: Resampling interval that ``resample_dead_every="auto"`` gives TopK SAEs.

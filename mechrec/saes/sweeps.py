@@ -41,11 +41,6 @@ from mechrec.saes.io import read_provenance
 from mechrec.saes.normalized import NormalizedSAE
 from mechrec.saes.training import TrainingResult, train_sae
 
-#: The paper's L1 weights (Table 1, dictionary size 2048).
-PAPER_L1_GRID: tuple[float, ...] = (0.001, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 1.0)
-#: The paper's dictionary sizes (Figure 3, L1 weight 0.1).
-PAPER_DICT_SIZES: tuple[int, ...] = (64, 128, 256, 512, 1024, 2048, 4096, 8192)
-
 Row = dict[str, Any]
 
 

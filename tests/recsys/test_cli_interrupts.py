@@ -137,8 +137,9 @@ def test_ctrl_c_stops_sae_train_with_exit_code_130(paper_run_dir: Path, tmp_path
 def test_align_and_steer_say_nothing_was_kept_and_how_to_rerun(
         command: list[str], paper_run_dir: Path, data_dir: Path,
         monkeypatch: pytest.MonkeyPatch):
-    import mechrec_recsys.cli.align as align_cli
-    import mechrec_recsys.cli.steer as steer_cli
+    # the commands import their library functions when they run: patch them where they live
+    import mechrec_recsys.alignment as alignment
+    import mechrec_recsys.steering as steering
 
     name = f"tiny-{command[0]}"
     args = ["sae", "train", str(paper_run_dir), *SAE_ARGS[:-2], "--steps", "20", "--name",
@@ -150,8 +151,8 @@ def test_align_and_steer_say_nothing_was_kept_and_how_to_rerun(
     def stop(*_args, **_kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(align_cli, "align", stop)
-    monkeypatch.setattr(steer_cli, "run_genre_sweep", stop)
+    monkeypatch.setattr(alignment, "align", stop)
+    monkeypatch.setattr(steering, "run_genre_sweep", stop)
     argv = [*command, str(paper_run_dir), name, "--data-dir", str(data_dir / "ml-100k"),
             "--no-download"]
     monkeypatch.setattr(sys, "argv", ["mechrec", *argv])

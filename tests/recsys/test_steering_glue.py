@@ -19,11 +19,10 @@ from mechrec_recsys.steering import (
     genre_key,
     genre_targets,
     monotonicity,
-    parse_feature_overrides,
-    parse_values,
     resolve_genres,
     run_genre_sweep,
     select_genre_features,
+    steering_values,
     user_recommendations,
     user_shares,
 )
@@ -60,17 +59,14 @@ def test_genre_names_map_across_movielens_spellings():
                                    "Horror"}
 
 
-def test_values_and_feature_choices_parse_or_fail_clearly():
-    assert parse_values("-10:10:1") == [float(v) for v in range(-10, 11)]
-    assert parse_values("0,2,5") == [0.0, 2.0, 5.0]
-    assert parse_values("-1:1") == [-1.0, 0.0, 1.0]
-    for bad, message in (("0,nan", "finite"), ("1,inf", "finite"), ("a:b", "cannot read"),
-                         ("", "no steering values"), ("5:1:1", "start <= stop")):
-        with pytest.raises(ValueError, match=message):
-            parse_values(bad)
-    assert parse_feature_overrides("Sci-Fi=12, Action=3") == {"Sci-Fi": 12, "Action": 3}
-    with pytest.raises(ValueError, match="not an integer"):
-        parse_feature_overrides("Sci-Fi=x")
+def test_steering_values_are_typed_finite_and_non_empty():
+    assert steering_values((0, 2.5, -1)) == [0.0, 2.5, -1.0]
+    for bad, error, message in (([0.0, math.nan], ValueError, "finite"),
+                                ([math.inf], ValueError, "finite"),
+                                ([], ValueError, "no steering values"),
+                                ("-10:10:1", TypeError, "must be numbers")):
+        with pytest.raises(error, match=message):
+            steering_values(bad)
 
 
 def test_monotonicity_counts_steps_down():

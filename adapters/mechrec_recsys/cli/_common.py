@@ -1,7 +1,11 @@
-"""Helpers shared by the ``mechrec`` sub-commands: one-line errors (:func:`fail`, exit 2) and
-interrupts (:func:`interrupted`, exit 130), progress of long steps (:class:`StepProgress`),
-conventional help metavars (:class:`ConventionalGroup`), wide rich consoles and the options
-that every command opening a run or a dataset takes.
+"""Helpers shared by the ``mechrec`` sub-commands: the application's error funnel
+(:class:`ConventionalGroup` turns every :data:`INPUT_ERRORS` error and every bad option value
+into one line ``error: ...`` and exit code 2), one-line errors of a command's own checks
+(:func:`fail`), interrupts (:func:`interrupted`, exit 130), progress of long steps
+(:class:`StepProgress`), conventional help metavars, wide rich consoles and the options that
+every command opening a run or a dataset takes.
+
+This module imports nothing heavy: ``mechrec --help`` and argument errors never load torch.
 
 The options are ``Annotated`` types; a command declares e.g.
 ``data_dir: DataDirOption = None, download: DownloadOption = True, device: DeviceOption = "cpu"``.
@@ -9,10 +13,11 @@ The options are ``Annotated`` types; a command declares e.g.
 
 from __future__ import annotations
 
+import errno
 import shlex
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, NoReturn
@@ -42,6 +47,25 @@ ProgressOption = Annotated[
     typer.Option("--progress/--no-progress",
                  help="show progress on stderr (bars on a terminal, plain lines otherwise)"),
 ]
+
+
+#: The errors that mean bad input rather than a bug in mechrec: a missing or unwritable file, a
+#: malformed table, an unknown name or key, a value of the wrong kind or out of range, a
+#: training run that diverged. The project's own errors subclass them
+#: (:class:`~mechrec_recsys.data.DataError` is a ``ValueError``,
+#: :class:`~mechrec_recsys.data.DatasetNotFoundError` a ``FileNotFoundError``,
+#: :class:`~mechrec_recsys.vocab.UnknownItemError` a ``KeyError``, ...), each with a message that
+#: names the problem and the fix. Commands let them propagate; :class:`ConventionalGroup`
+#: catches them once for the whole application.
+INPUT_ERRORS: tuple[type[Exception], ...] = (
+    ValueError, KeyError, OSError, TypeError, FloatingPointError)
+
+
+def error_message(exc: BaseException) -> str:
+    """The message of an :data:`INPUT_ERRORS` error (a ``KeyError``'s without its quotes)."""
+    if isinstance(exc, KeyError) and exc.args:
+        return str(exc.args[0])
+    return str(exc)
 
 
 def fail(message: str) -> NoReturn:
@@ -75,12 +99,19 @@ NOTHING_KEPT_UNTIL_DONE = f"{NOTHING_KEPT} (the tables are written only when the
 
 
 @contextmanager
-def on_interrupt(kept: str, resume: str | None) -> Iterator[None]:
-    """Turn Ctrl-C inside the block into :func:`interrupted`'s one line and exit code 130."""
+def on_interrupt(kept: str | Callable[[], str], resume: str | None) -> Iterator[None]:
+    """Turn Ctrl-C inside the block into :func:`interrupted`'s one line and exit code 130:
+    every long command wraps its work in this block.
+
+    Args:
+        kept: what was kept, or a function that says it when Ctrl-C comes (e.g. the last
+            saved epoch, read from the run folder).
+        resume: the command that resumes or reruns the work (:func:`rerun_command`).
+    """
     try:
         yield
     except KeyboardInterrupt:
-        interrupted(kept, resume)
+        interrupted(kept() if callable(kept) else kept, resume)
 
 
 class StepProgress:
@@ -217,7 +248,8 @@ def _type_metavar(param: TyperArgument | TyperOption, ctx: typer.Context) -> str
 
 class ConventionalGroup(TyperGroup):
     """The ``mechrec`` root group: on creation it applies :func:`conventional_metavars` to
-    every command, so ``--help`` pages read the usual way."""
+    every command, so ``--help`` pages read the usual way, and it is the application's one
+    error funnel (:meth:`invoke`)."""
 
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
@@ -229,3 +261,21 @@ class ConventionalGroup(TyperGroup):
         for param in params:
             _tidy_param(param, ctx)
         return params
+
+    def invoke(self, ctx: typer.Context) -> object:
+        """Run the chosen command; bad input ends it with one line ``error: ...`` and exit
+        code 2, never a traceback.
+
+        Bad input is an option value that its parameter type rejects (the sub-command's
+        arguments are parsed in here) or any :data:`INPUT_ERRORS` error that a command lets
+        propagate. A broken pipe (``mechrec data list | head``) is left to click, which ends
+        quietly.
+        """
+        try:
+            return super().invoke(ctx)
+        except typer.BadParameter as exc:
+            fail(exc.format_message())
+        except INPUT_ERRORS as exc:
+            if isinstance(exc, OSError) and exc.errno == errno.EPIPE:
+                raise
+            fail(error_message(exc))

@@ -37,38 +37,30 @@ import math
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
 import typer
 from rich.table import Table
 
-from mechrec.alignment import MEAN_ROW, METRICS, AlignmentBootstrap, DegenerateInputWarning
-from mechrec.saes import NormalizedSAE
-from mechrec_recsys.alignment import (
-    UNITS,
-    AlignmentRun,
-    ItemPredicate,
-    align,
-    feature_examples,
-    feature_p_top_k,
-    parse_year_range,
-    title_contains,
-    year_between,
-)
+from mechrec.alignment.metric_names import METRICS
 from mechrec_recsys.cli._common import (
     NOTHING_KEPT_UNTIL_DONE,
     DataDirOption,
     DeviceOption,
     DownloadOption,
     fail,
-    interrupted,
+    on_interrupt,
     rerun_command,
     wide_console,
 )
-from mechrec_recsys.experiment import Experiment
-from mechrec_recsys.saes import open_run as open_experiment
-from mechrec_recsys.saes import resolve_sae_directory
+from mechrec_recsys.cli.params import YEAR_RANGE, YearSpan, parsed
+from mechrec_recsys.configs import UNITS
+
+if TYPE_CHECKING:
+    from mechrec.alignment import AlignmentBootstrap
+    from mechrec.saes import NormalizedSAE
+    from mechrec_recsys.alignment import AlignmentRun, ItemPredicate
+    from mechrec_recsys.experiment import Experiment
 
 align_app = typer.Typer(
     name="align",
@@ -78,7 +70,6 @@ align_app = typer.Typer(
     no_args_is_help=True,
 )
 
-BAD_INPUT = (ValueError, FileNotFoundError, KeyError, OSError)
 PARTS = ("sae_train", "test", "train", "validation")
 METRIC_LABELS = {"correlation": "corr", "roc_auc": "AUC", "sensitivity": "sens",
                  "precision": "prec", "mean_given_attribute": "mean|attr"}
@@ -87,6 +78,8 @@ METRIC_LABELS = {"correlation": "corr", "roc_auc": "AUC", "sensitivity": "sens",
 
 
 def _fmt(value: Any, digits: int = 3) -> str:
+    import pandas as pd
+
     if value is None or value is pd.NA:
         return ""
     if isinstance(value, float) and math.isnan(value):
@@ -96,14 +89,15 @@ def _fmt(value: Any, digits: int = 3) -> str:
     return str(value)
 
 
-def build_predicates(title_texts: Sequence[str], year_ranges: Sequence[str]
+def build_predicates(title_texts: Sequence[str], year_ranges: Sequence[YearSpan]
                      ) -> dict[str, ItemPredicate]:
     """Named item predicates from ``--title-contains`` texts and ``--years`` ranges."""
+    from mechrec_recsys.alignment import title_contains, year_between
+
     predicates: dict[str, ItemPredicate] = {}
     for text in title_texts:
         predicates[f"title: {text}"] = title_contains(text)
-    for text in year_ranges:
-        first, last = parse_year_range(text)
+    for first, last in year_ranges:
         predicates[f"years {first}-{last}"] = year_between(first, last)
     return predicates
 
@@ -111,7 +105,11 @@ def build_predicates(title_texts: Sequence[str], year_ranges: Sequence[str]
 def open_run(run_dir: Path, sae_dir: Path, data_dir: Path | None, download: bool,
              device: str) -> tuple[Experiment, NormalizedSAE]:
     """Open the run (its folder and trained model are checked first), then its SAE (a folder,
-    or a name under ``RUN_DIR/saes``); errors are ``BAD_INPUT``."""
+    or a name under ``RUN_DIR/saes``)."""
+    from mechrec.saes import NormalizedSAE
+    from mechrec_recsys.saes import open_run as open_experiment
+    from mechrec_recsys.saes import resolve_sae_directory
+
     experiment = open_experiment(run_dir, data_dir=data_dir, download=download, device=device)
     sae = NormalizedSAE.load(resolve_sae_directory(run_dir, sae_dir), device=device)
     return experiment, sae
@@ -187,6 +185,8 @@ def _interval(estimate: float, lower: float, upper: float) -> str:
 def bootstrap_rich(run: AlignmentRun, boot: AlignmentBootstrap, confidence: float) -> Table:
     """Rich table of the bootstrap: per group, each feature set's mean metrics with their
     intervals, then the paired differences of the selecting metric."""
+    from mechrec.alignment import MEAN_ROW
+
     intervals = run.interval_table(boot, confidence)
     diffs = run.difference_table(boot, confidence)
     means = intervals[intervals["attribute"] == MEAN_ROW]
@@ -248,8 +248,9 @@ def tables_command(
     title_texts: list[str] = typer.Option([], "--title-contains",
                                           help="custom attribute: title contains TEXT "
                                           "(repeatable)"),
-    year_ranges: list[str] = typer.Option([], "--years", help="custom attribute: release "
-                                          "year in FIRST-LAST, e.g. 1980-1989 (repeatable)"),
+    year_ranges: list[YearSpan] = typer.Option([], "--years", **parsed(YEAR_RANGE),
+                                               help="custom attribute: release year in "
+                                               "FIRST-LAST, e.g. 1980-1989 (repeatable)"),
     data_dir: DataDirOption = None,
     download: DownloadOption = True,
     device: DeviceOption = "cpu",
@@ -273,7 +274,10 @@ def tables_command(
         fail(f"--confidence must be in (0, 1), e.g. 0.95, got {confidence}")
     if unit not in UNITS:
         fail(f"unknown --unit {unit!r}; choose one of {', '.join(UNITS)}")
-    try:
+    from mechrec_recsys.alignment import align
+    from mechrec_recsys.saes import resolve_sae_directory
+
+    with on_interrupt(NOTHING_KEPT_UNTIL_DONE, rerun_command()):
         predicates = build_predicates(title_texts, year_ranges)
         experiment, sae = open_run(run_dir, sae_dir, data_dir, download, device)
         sae_path = resolve_sae_directory(run_dir, sae_dir)
@@ -284,11 +288,6 @@ def tables_command(
         written = run.write(out_dir, top_k=top_k, provenance={
             "run_dir": str(run_dir), "sae_dir": str(sae_path),
             "command": "mechrec align tables"}, bootstrap=boot, confidence=confidence)
-    except BAD_INPUT as exc:
-        fail(str(exc))
-        return
-    except KeyboardInterrupt:
-        interrupted(NOTHING_KEPT_UNTIL_DONE, rerun_command())
     console = wide_console(160)
     console.print(per_genre_rich(run))
     console.print(summary_rich(run))
@@ -322,8 +321,9 @@ def examples_command(
                               "activation mass on items with an attribute)"),
     title_texts: list[str] = typer.Option([], "--title-contains",
                                           help="p_top-k for: title contains TEXT (repeatable)"),
-    year_ranges: list[str] = typer.Option([], "--years", help="p_top-k for: release year in "
-                                          "FIRST-LAST (repeatable)"),
+    year_ranges: list[YearSpan] = typer.Option([], "--years", **parsed(YEAR_RANGE),
+                                               help="p_top-k for: release year in FIRST-LAST "
+                                               "(repeatable)"),
     data_dir: DataDirOption = None,
     download: DownloadOption = True,
     device: DeviceOption = "cpu",
@@ -336,17 +336,16 @@ def examples_command(
             fail(f"{name} must be a positive integer, got {value}")
     if context < 0:
         fail(f"--context must be >= 0, got {context}")
-    try:
-        predicates = build_predicates(title_texts, year_ranges)
-        experiment, sae = open_run(run_dir, sae_dir, data_dir, download, device)
-        examples = feature_examples(experiment, sae, feature, k=k, part=part, context=context)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DegenerateInputWarning)
-            shares = feature_p_top_k(experiment, sae, feature, predicates=predicates, k=p_top,
-                                     part=part)
-    except BAD_INPUT as exc:
-        fail(str(exc))
-        return
+    from mechrec.alignment import DegenerateInputWarning
+    from mechrec_recsys.alignment import feature_examples, feature_p_top_k
+
+    predicates = build_predicates(title_texts, year_ranges)
+    experiment, sae = open_run(run_dir, sae_dir, data_dir, download, device)
+    examples = feature_examples(experiment, sae, feature, k=k, part=part, context=context)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DegenerateInputWarning)
+        shares = feature_p_top_k(experiment, sae, feature, predicates=predicates, k=p_top,
+                                 part=part)
     console = wide_console(160)
     table = Table(title=f"feature {feature}: top {k} positions of the {part} users "
                   f"(context: up to {context} preceding items, oldest first)")

@@ -21,14 +21,14 @@ import json
 import math
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pandas as pd
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from mechrec_recsys.cli._common import fail
-from mechrec_recsys.data import DATASET_NAMES, RELEASES, load_dataset
+from mechrec_recsys.configs import SPLIT_KINDS
 from mechrec_recsys.data.download import (
     ENV_DATA,
     MANIFEST,
@@ -37,22 +37,22 @@ from mechrec_recsys.data.download import (
     find_local_copy,
 )
 from mechrec_recsys.data.registry import (
+    DATASET_NAMES,
     LOCAL_DATASETS,
+    RELEASES,
     LocalDataset,
     MovieLensRelease,
     get_release,
 )
-from mechrec_recsys.data.splits import SPLIT_KINDS, make_split
-from mechrec_recsys.data.stats import dataset_statistics
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 data_app = typer.Typer(
     name="data",
     help="Download, list and load datasets, and print their statistics.",
     no_args_is_help=True,
 )
-
-BAD_INPUT = (ValueError, FileNotFoundError, OSError, KeyError)
-
 
 
 def _format(value: float, statistic: str) -> str:
@@ -94,13 +94,13 @@ def stats(
         fail(f"unknown split {split!r}; choose one of {', '.join(SPLIT_KINDS)}")
     if max_len < 1:
         fail(f"--max-len must be a positive integer, got {max_len}")
-    try:
-        dataset = load_dataset(name, data_dir, download=download)
-        parts = make_split(dataset, split, seed=seed, max_len=max_len) if split else None
-        table = dataset_statistics(dataset, parts)
-    except BAD_INPUT as exc:
-        fail(str(exc))
-        return
+    from mechrec_recsys.data import load_dataset
+    from mechrec_recsys.data.splits import make_split
+    from mechrec_recsys.data.stats import dataset_statistics
+
+    dataset = load_dataset(name, data_dir, download=download)
+    parts = make_split(dataset, split, seed=seed, max_len=max_len) if split else None
+    table = dataset_statistics(dataset, parts)
     console = Console()
     title = f"{dataset.name}" + (f" - {split} split, seed {seed}, max_len {max_len}"
                                  if split else "")
@@ -178,9 +178,8 @@ def download(
                        "download")
             return
         folder = download_dataset(name, cache)
-    except (ValueError, FileNotFoundError, KeyError) as exc:
-        fail(str(exc))
-        return
+    except FileNotFoundError:
+        raise  # no copy and no download: the app's error funnel prints its message
     except OSError as exc:  # the cache folder cannot be created or written
         fail(f"cannot write the download into {cache}: {exc}. Fix: pass --cache-dir with a "
              "writable folder")
@@ -273,15 +272,11 @@ def synth(
         step = 100 * done // total + 10
         typer.echo(f"synth: {done:,}/{total:,} users, {events:,} events", err=True)
 
-    try:
-        config = SynthConfig.preset(size, **overrides)
-        path = catalog if catalog is not None else default_catalog_path()
-        table = read_catalog(path)
-        summary = generate_world(config, table, out, catalog_source=str(path),
-                                 overwrite=overwrite, progress=progress)
-    except BAD_INPUT as exc:
-        fail(str(exc))
-        return
+    config = SynthConfig.preset(size, **overrides)
+    path = catalog if catalog is not None else default_catalog_path()
+    table = read_catalog(path)
+    summary = generate_world(config, table, out, catalog_source=str(path),
+                             overwrite=overwrite, progress=progress)
     typer.echo(f"wrote {summary.folder}: {summary.line()}")
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,11 +33,10 @@ from mechrec_recsys.cli._common import (
     DeviceOption,
     DownloadOption,
     fail,
-    interrupted,
+    on_interrupt,
     rerun_command,
 )
-
-BAD_INPUT = (ValueError, FileNotFoundError, KeyError, OSError)
+from mechrec_recsys.cli.params import FLOAT_LIST, INT_LIST, NAME_LIST, VALUE_GRID, parsed
 
 
 def _check_writable(folder: Path, what: str) -> None:
@@ -53,28 +53,9 @@ def _check_writable(folder: Path, what: str) -> None:
              "folder")
 
 
-def _int_list(text: str | None, option: str) -> tuple[int, ...] | None:
-    if text is None:
-        return None
-    try:
-        values = tuple(int(item) for item in text.split(",") if item.strip())
-    except ValueError:
-        fail(f"{option} takes comma-separated integers, got {text!r}")
-    if not values:
-        fail(f"{option} needs at least one value, got {text!r}")
-    return values
-
-
-def _float_list(text: str | None, option: str) -> tuple[float, ...] | None:
-    if text is None:
-        return None
-    try:
-        values = tuple(float(item) for item in text.split(",") if item.strip())
-    except ValueError:
-        fail(f"{option} takes comma-separated numbers, got {text!r}")
-    if not values:
-        fail(f"{option} needs at least one value, got {text!r}")
-    return values
+def _tuple_or_none(values: Sequence[object] | None) -> tuple | None:
+    """An option's parsed values as the tuple a setting takes (``None``: not given)."""
+    return tuple(values) if values is not None else None
 
 
 def _fit_budget(settings: Any, minutes: float, data_dir: Path | None, download: bool,
@@ -108,21 +89,25 @@ def reproduce_command(
     d_model: int | None = typer.Option(None, "--d-model", help="GPTRec: hidden size"),
     n_layers: int | None = typer.Option(None, "--n-layers", help="GPTRec: transformer "
                                         "blocks"),
-    table1_l1: str | None = typer.Option(None, "--table1-l1", help="Table 1: L1 weights "
-                                         "(comma-separated)"),
-    table1_d_sae: str | None = typer.Option(None, "--table1-d-sae", help="Table 1: "
-                                            "dictionary sizes (comma-separated)"),
-    table1_seeds: str | None = typer.Option(None, "--table1-seeds", help="Table 1: seeds "
-                                            "per point (comma-separated)"),
+    table1_l1: Sequence[float] | None = typer.Option(
+        None, "--table1-l1", **parsed(FLOAT_LIST), help="Table 1: L1 weights "
+        "(comma-separated)"),
+    table1_d_sae: Sequence[int] | None = typer.Option(
+        None, "--table1-d-sae", **parsed(INT_LIST), help="Table 1: dictionary sizes "
+        "(comma-separated)"),
+    table1_seeds: Sequence[int] | None = typer.Option(
+        None, "--table1-seeds", **parsed(INT_LIST), help="Table 1: seeds per point "
+        "(comma-separated)"),
     table1_steps: int | None = typer.Option(None, "--table1-steps", help="Table 1: steps "
                                             "per SAE"),
     d_sae: int | None = typer.Option(None, "--d-sae", help="analysis SAE: dictionary size"),
     l1: float | None = typer.Option(None, "--l1", help="analysis SAE: L1 weight"),
     sae_steps: int | None = typer.Option(None, "--sae-steps", help="analysis SAE: steps"),
-    genres: str | None = typer.Option(None, "--genres", help="steering: comma-separated "
-                                      "genres"),
-    values: str | None = typer.Option(None, "--values", help="steering: start:stop:step "
-                                      "(inclusive) or a comma list"),
+    genres: Sequence[str] | None = typer.Option(None, "--genres", **parsed(NAME_LIST),
+                                                help="steering: comma-separated genres"),
+    values: Sequence[float] | None = typer.Option(None, "--values", **parsed(VALUE_GRID),
+                                                  help="steering: start:stop:step (inclusive) "
+                                                  "or a comma list"),
     align_bootstrap: int | None = typer.Option(
         None, "--align-bootstrap", help="alignment: bootstrap resamples of the test users for "
         "the confidence intervals (0 disables)"),
@@ -143,34 +128,25 @@ def reproduce_command(
     from mechrec_recsys.data.registry import DATASET_NAMES
     from mechrec_recsys.report import ReproduceSettings, run_pipeline, write_report
     from mechrec_recsys.report.settings import SPLITS_WITH_SAE_USERS
-    from mechrec_recsys.steering import parse_values
 
     if dataset not in DATASET_NAMES:
         fail(f"unknown dataset {dataset!r}; choose one of {', '.join(DATASET_NAMES)}")
     if split not in SPLITS_WITH_SAE_USERS:
         fail(f"split {split!r} cannot reproduce the paper (it needs SAE users); choose one of "
              f"{', '.join(SPLITS_WITH_SAE_USERS)}")
-    try:
-        grid = tuple(parse_values(values)) if values is not None else None
-        preset = (ReproduceSettings.quick_preset if quick else ReproduceSettings.paper)(
-            dataset, split, seed)
-        settings = preset.with_overrides(
-            epochs=epochs, d_model=d_model, n_layers=n_layers,
-            table1_l1=_float_list(table1_l1, "--table1-l1"),
-            table1_d_sae=_int_list(table1_d_sae, "--table1-d-sae"),
-            table1_seeds=_int_list(table1_seeds, "--table1-seeds"), table1_steps=table1_steps,
-            sae_d_sae=d_sae, sae_l1=l1, sae_steps=sae_steps,
-            steer_genres=tuple(g.strip() for g in genres.split(",") if g.strip())
-            if genres is not None else None,
-            steer_values=grid, align_bootstrap=align_bootstrap)
-        if budget is not None:
-            settings = _fit_budget(settings, budget, data_dir, download, {
-                "epochs": epochs, "table1_l1": table1_l1, "table1_d_sae": table1_d_sae,
-                "table1_seeds": table1_seeds, "table1_steps": table1_steps,
-                "steer_values": values, "align_bootstrap": align_bootstrap}, progress)
-    except BAD_INPUT as exc:
-        fail(str(exc))
-        return
+    preset = (ReproduceSettings.quick_preset if quick else ReproduceSettings.paper)(
+        dataset, split, seed)
+    settings = preset.with_overrides(
+        epochs=epochs, d_model=d_model, n_layers=n_layers, table1_l1=_tuple_or_none(table1_l1),
+        table1_d_sae=_tuple_or_none(table1_d_sae), table1_seeds=_tuple_or_none(table1_seeds),
+        table1_steps=table1_steps, sae_d_sae=d_sae, sae_l1=l1, sae_steps=sae_steps,
+        steer_genres=_tuple_or_none(genres), steer_values=_tuple_or_none(values),
+        align_bootstrap=align_bootstrap)
+    if budget is not None:
+        settings = _fit_budget(settings, budget, data_dir, download, {
+            "epochs": epochs, "table1_l1": table1_l1, "table1_d_sae": table1_d_sae,
+            "table1_seeds": table1_seeds, "table1_steps": table1_steps,
+            "steer_values": values, "align_bootstrap": align_bootstrap}, progress)
     _check_writable(out, "run folder")
     if report is not None:
         _check_writable(report.parent if str(report.parent) else Path(os.curdir),
@@ -180,17 +156,12 @@ def reproduce_command(
         if progress:
             typer.echo(message, err=True)
 
-    try:
+    with on_interrupt(f"kept every finished step in {out} (and, of the step in progress, "
+                      "GPTRec's finished epochs or the Table-1 SAEs already saved)",
+                      rerun_command()):
         run_pipeline(settings, out, data_dir=data_dir, download=download, device=device,
                      log=log)
         path = write_report(out, report)
-    except BAD_INPUT as exc:
-        fail(str(exc))
-        return
-    except KeyboardInterrupt:
-        interrupted(f"kept every finished step in {out} (and, of the step in progress, "
-                    "GPTRec's finished epochs or the Table-1 SAEs already saved)",
-                    rerun_command())
     typer.echo(str(path))
 
 
@@ -214,11 +185,7 @@ def report_command(
         fail(f"--out {out} is a folder; give a file name such as {out / 'report.html'}")
     if out is not None:
         _check_writable(out.parent if str(out.parent) else Path(os.curdir), "report folder")
-    try:
-        path = write_report(run_dir, out)
-    except BAD_INPUT as exc:
-        fail(str(exc))
-        return
+    path = write_report(run_dir, out)
     typer.echo(str(path))
 
 

@@ -26,14 +26,19 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.table import Table
 
-from mechrec.saes import ARCHITECTURES, PAPER_DICT_SIZES, PAPER_L1_GRID, SAETrainingConfig
+from mechrec.saes.config import (
+    ARCHITECTURES,
+    PAPER_DICT_SIZES,
+    PAPER_L1_GRID,
+    SAETrainingConfig,
+)
 from mechrec_recsys.cli._common import (
     NOTHING_KEPT,
     DataDirOption,
@@ -41,30 +46,17 @@ from mechrec_recsys.cli._common import (
     DownloadOption,
     ProgressOption,
     StepProgress,
-    fail,
-    interrupted,
+    on_interrupt,
     rerun_command,
     wide_console,
 )
+from mechrec_recsys.cli.params import FLOAT_LIST, INT_LIST, parsed
+from mechrec_recsys.configs import PAPER_HOOK
 from mechrec_recsys.durations import format_duration
-from mechrec_recsys.experiment import Experiment
-from mechrec_recsys.saes import (
-    PAPER_HOOK,
-    SAES_DIR,
-    TABLE1_DIR,
-    Table1,
-    check_hook,
-    default_sae_name,
-    evaluate_sae,
-    json_safe,
-    load_run_sae,
-    open_run,
-    resolve_sae_directory,
-    run_table1,
-    sae_checkpoint,
-    train_run_sae,
-    write_table1,
-)
+
+if TYPE_CHECKING:
+    from mechrec_recsys.experiment import Experiment
+    from mechrec_recsys.saes import Table1
 
 sae_app = typer.Typer(
     name="sae",
@@ -72,26 +64,8 @@ sae_app = typer.Typer(
     no_args_is_help=True,
 )
 
-BAD_INPUT = (ValueError, FileNotFoundError, KeyError, OSError, FloatingPointError)
 #: Default learning-rate warm-up (capped at a tenth of the steps for short runs).
 WARM_UP_STEPS = 100
-
-
-
-def parse_list(text: str, convert: Callable[[str], Any], option: str) -> list[Any]:
-    """``"0.1,0.2"`` -> ``[0.1, 0.2]``; a malformed item is a clear ``ValueError``."""
-    items = [item.strip() for item in text.split(",") if item.strip()]
-    if not items:
-        raise ValueError(f"{option} needs a comma-separated list of values, got {text!r}")
-    values = []
-    for item in items:
-        try:
-            values.append(convert(item))
-        except ValueError:
-            kind = "integers" if convert is int else "numbers"
-            raise ValueError(f"{option} takes comma-separated {kind}; {item!r} is not one "
-                             f"(got {text!r})") from None
-    return values
 
 
 
@@ -109,6 +83,8 @@ def _mean_spread(mean: Any, spread: Any, fmt: str) -> str:
 
 
 def _open(run_dir: Path, data_dir: Path | None, download: bool, device: str) -> Experiment:
+    from mechrec_recsys.saes import open_run
+
     return open_run(run_dir, data_dir=data_dir, download=download, device=device)
 
 
@@ -188,7 +164,11 @@ def train(
     """Train an SAE on the SAE users' activations at a hook, save it, print its metrics.
 
     The training state is saved every 100 steps: after Ctrl-C the same command resumes it."""
-    try:
+    from mechrec_recsys.saes import check_hook, default_sae_name, sae_checkpoint, train_run_sae
+
+    with on_interrupt(lambda: _kept_sae_state(run_dir, name or default_sae_name(config, hook),
+                                              steps),
+                      rerun_command(drop=("--overwrite",))):
         config = training_config(
             architecture=architecture, d_sae=d_sae, l1=l1, k=k, target_l0=target_l0,
             l0_coefficient=l0_coefficient, steps=steps, batch_size=batch_size, lr=lr,
@@ -213,12 +193,6 @@ def train(
 
             trained = train_run_sae(experiment, config, hook=hook, run_dir=run_dir, name=name,
                                     overwrite=overwrite, progress=report)
-    except BAD_INPUT as exc:
-        fail(str(exc))
-        return
-    except KeyboardInterrupt:
-        interrupted(_kept_sae_state(run_dir, name or default_sae_name(config, hook), steps),
-                    rerun_command(drop=("--overwrite",)))
     metrics = trained.test_metrics
     parameter, value = config.sparsity_parameter
     table = Table(title=f"{architecture} SAE at {hook}: {d_sae} features, {parameter} "
@@ -240,6 +214,8 @@ def train(
 def _kept_sae_state(run_dir: Path, name: str, steps: int) -> str:
     """What an interrupted ``mechrec sae train`` left: the step of its checkpoint (training
     resumes from there, exactly), or that nothing was kept yet."""
+    from mechrec_recsys.saes import sae_checkpoint
+
     checkpoint = sae_checkpoint(run_dir, name)
     step = checkpoint.saved_step()
     if step is None:
@@ -281,19 +257,17 @@ def evaluate(
         help="evaluate the SAE even though it records another model (or hook) as its source"),
 ) -> None:
     """One SAE's Table-1 rows: original model, "replace" and "replace + error"."""
-    try:
-        experiment = _open(run_dir, data_dir, download, device)
-        directory = resolve_sae_directory(run_dir, sae_dir)
-        nsae = load_run_sae(experiment, directory, device=device,
-                            allow_other_model=allow_other_model)
-        rows = evaluate_sae(experiment, nsae, k=k)
-        if out is not None:
-            out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_text(json.dumps(json_safe({"sae": str(directory), "rows": rows}),
-                                      indent=2) + "\n")
-    except BAD_INPUT as exc:
-        fail(str(exc))
-        return
+    from mechrec_recsys.saes import evaluate_sae, json_safe, load_run_sae, resolve_sae_directory
+
+    experiment = _open(run_dir, data_dir, download, device)
+    directory = resolve_sae_directory(run_dir, sae_dir)
+    nsae = load_run_sae(experiment, directory, device=device,
+                        allow_other_model=allow_other_model)
+    rows = evaluate_sae(experiment, nsae, k=k)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(json_safe({"sae": str(directory), "rows": rows}),
+                                  indent=2) + "\n")
     recon = rows[1]
     title = (f"{nsae.architecture} SAE at {nsae.hook_name} ({nsae.d_sae} features) on "
              f"{len(experiment.part('test'))} test users ({recon['n_rows']:,} activations)")
@@ -337,13 +311,16 @@ def table1_table(table: Table1, title: str) -> Table:
 def table1(
     run_dir: Path = typer.Argument(..., help="run folder written by 'mechrec train'"),
     hook: str = typer.Option(PAPER_HOOK, "--hook", help="TransformerLens hook to read"),
-    l1: str = typer.Option(",".join(f"{v:g}" for v in PAPER_L1_GRID), "--l1",
-                           help="L1 weights of the L1 sweep (comma-separated)"),
-    d_sae: str = typer.Option(",".join(str(v) for v in PAPER_DICT_SIZES), "--d-sae",
-                              help="dictionary sizes of the size sweep (comma-separated)"),
+    l1: Sequence[float] = typer.Option(",".join(f"{v:g}" for v in PAPER_L1_GRID), "--l1",
+                                       **parsed(FLOAT_LIST),
+                                       help="L1 weights of the L1 sweep (comma-separated)"),
+    d_sae: Sequence[int] = typer.Option(",".join(str(v) for v in PAPER_DICT_SIZES), "--d-sae",
+                                        **parsed(INT_LIST), help="dictionary sizes of the size "
+                                        "sweep (comma-separated)"),
     l1_d_sae: int = typer.Option(2048, "--l1-d-sae", help="dictionary size of the L1 sweep"),
     d_sae_l1: float = typer.Option(0.1, "--d-sae-l1", help="L1 weight of the size sweep"),
-    seeds: str = typer.Option("0,1,2,3,4", "--seeds", help="seeds per point (comma-separated)"),
+    seeds: Sequence[int] = typer.Option("0,1,2,3,4", "--seeds", **parsed(INT_LIST),
+                                        help="seeds per point (comma-separated)"),
     steps: int = typer.Option(3000, "--steps", help="optimisation steps per SAE"),
     batch_size: int = typer.Option(1024, "--batch-size", help="activation rows per step"),
     lr: float = typer.Option(1e-3, "--lr", help="Adam learning rate (the paper: 1e-3)"),
@@ -360,10 +337,10 @@ def table1(
 ) -> None:
     """The paper's Table 1: L1 weights at one dictionary size, dictionary sizes at one L1
     weight, averaged over seeds; resumable."""
-    try:
-        l1_values = parse_list(l1, float, "--l1")
-        d_sae_values = parse_list(d_sae, int, "--d-sae")
-        seed_values = parse_list(seeds, int, "--seeds")
+    from mechrec_recsys.saes import SAES_DIR, TABLE1_DIR, run_table1, write_table1
+
+    with on_interrupt(f"kept every SAE of the sweep finished so far, under "
+                      f"{run_dir / SAES_DIR / TABLE1_DIR}", rerun_command()):
         base = SAETrainingConfig(architecture="standard", d_sae=l1_d_sae,
                                  l1_coefficient=d_sae_l1, steps=steps,
                                  batch_size=batch_size, lr=lr,
@@ -386,17 +363,11 @@ def table1(
                            f"({row['seconds']:.1f} s training; ~{format_duration(left)} left)",
                            err=True)
 
-        result = run_table1(experiment, run_dir, hook=hook, l1_values=l1_values,
-                            d_sae_values=d_sae_values, seeds=seed_values, l1_d_sae=l1_d_sae,
+        result = run_table1(experiment, run_dir, hook=hook, l1_values=list(l1),
+                            d_sae_values=list(d_sae), seeds=list(seeds), l1_d_sae=l1_d_sae,
                             d_sae_l1=d_sae_l1, base=base, k=k, progress=report)
         csv_path, json_path = write_table1(result, out if out is not None
                                            else run_dir / "table1.csv")
-    except BAD_INPUT as exc:
-        fail(str(exc))
-        return
-    except KeyboardInterrupt:
-        interrupted(f"kept every SAE of the sweep finished so far, under "
-                    f"{run_dir / SAES_DIR / TABLE1_DIR}", rerun_command())
     n = len(result.seeds)
     title = (f"Table 1 on {result.info['run']['dataset']} ({result.info['test_users']} test "
              f"users), {result.hook}: standard SAEs, {steps} steps of {batch_size}, "

@@ -16,17 +16,17 @@ import os
 import sys
 import threading
 import webbrowser
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
 
 from mechrec_recsys.cli._common import DataDirOption, DeviceOption, DownloadOption, fail
+from mechrec_recsys.cli.params import NAME_LIST, parsed
 
 if TYPE_CHECKING:
     from mechrec_recsys.equalizer import EqualizerServer
-
-BAD_INPUT = (ValueError, FileNotFoundError, KeyError, OSError, TypeError)
 
 
 def _is_loopback(host: str) -> bool:
@@ -47,8 +47,9 @@ def serve_command(
                              help="address to bind; the page has no login, so keep the "
                              "default (this machine only) unless the network is trusted"),
     k: int = typer.Option(10, "--k", help="length of the recommendation lists"),
-    genres: str | None = typer.Option(None, "--genres", help="comma-separated slider genres "
-                                      "(default: every genre of the dataset)"),
+    genres: Sequence[str] | None = typer.Option(None, "--genres", **parsed(NAME_LIST),
+                                                help="comma-separated slider genres (default: "
+                                                "every genre of the dataset)"),
     max_value: float = typer.Option(10.0, "--max-value",
                                     help="sliders run from -MAX to +MAX (paper: 10)"),
     probes: bool = typer.Option(True, "--probes/--no-probes",
@@ -77,11 +78,7 @@ def serve_command(
         fail(f"--max-value must be a positive finite number, got {max_value}")
     if probe_rows < 0:
         fail(f"--probe-rows must be >= 0 (0: every row), got {probe_rows}")
-    genre_list = None
-    if genres is not None:
-        genre_list = [g.strip() for g in genres.split(",") if g.strip()]
-        if not genre_list:
-            fail("--genres is empty: give genre names such as 'Action,Sci-Fi'")
+    genre_list = list(genres) if genres is not None else None
     try:
         server = make_server(None, host, port, verbose=verbose)
     except OSError as exc:
@@ -94,8 +91,6 @@ def serve_command(
             fail(f"not allowed to listen on port {port} of {host}: ports below 1024 need "
                  "administrator rights; use e.g. --port 8765")
         fail(f"cannot listen on {host}:{port}: {exc.strerror or exc} (check --host)")
-    except ValueError as exc:
-        fail(str(exc))
     try:
         _load_and_serve(server, run_dir, sae, data_dir=data_dir, download=download,
                         device=device, genres=genre_list, probes=probes,
@@ -127,14 +122,10 @@ def _load_and_serve(server: EqualizerServer, run_dir: Path, sae: Path, *,
     from mechrec_recsys.equalizer import EqualizerSession
 
     typer.echo(f"loading {run_dir} and SAE {sae} ...", err=True)
-    try:
-        session = EqualizerSession.open(
-            run_dir, sae, data_dir=data_dir, download=download, device=device,
-            genres=genres, probes=probes, probe_rows=probe_rows, max_value=max_value, k=k,
-            allow_other_model=allow_other_model)
-    except BAD_INPUT as exc:
-        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-        fail(str(message))
+    session = EqualizerSession.open(
+        run_dir, sae, data_dir=data_dir, download=download, device=device,
+        genres=genres, probes=probes, probe_rows=probe_rows, max_value=max_value, k=k,
+        allow_other_model=allow_other_model)
     server.session = session
     for note in session.notes:
         typer.echo(f"note: {note}", err=True)

@@ -24,12 +24,11 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
 import typer
 from rich.table import Table
 
@@ -44,19 +43,13 @@ from mechrec_recsys.cli._common import (
     rerun_command,
     wide_console,
 )
-from mechrec_recsys.steering import (
-    DEFAULT_GENRES,
-    MODES,
-    GenreSweep,
-    compare_fast_naive,
-    example_users,
-    parse_feature_overrides,
-    parse_values,
-    resolve_genres,
-    run_genre_sweep,
-    select_genre_features,
-    user_recommendations,
-)
+from mechrec_recsys.cli.params import FEATURE_MAP, NAME_LIST, VALUE_GRID, parsed
+from mechrec_recsys.configs import DEFAULT_GENRES, MODES
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from mechrec_recsys.steering import GenreSweep
 
 steer_app = typer.Typer(
     name="steer",
@@ -64,9 +57,7 @@ steer_app = typer.Typer(
     no_args_is_help=True,
 )
 
-BAD_INPUT = (ValueError, FileNotFoundError, KeyError, OSError, TypeError)
 SUMMARY_VALUES = (-10.0, -2.0, 0.0, 2.0, 10.0)
-T = TypeVar("T")
 
 
 
@@ -86,15 +77,6 @@ def _warnings_to_stderr() -> Iterator[None]:
                 if line not in shown:
                     shown.add(line)
                     typer.echo(f"warning: {line}", err=True)
-
-
-def _guard(action: Callable[[], T]) -> T:
-    """Run ``action``; bad input becomes a one-line error with exit code 2."""
-    try:
-        return action()
-    except BAD_INPUT as exc:
-        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-        fail(str(message))
 
 
 #: ``--allow-other-model``: use an SAE whose recorded source is another model or hook.
@@ -137,6 +119,8 @@ def summary_tables(result: GenreSweep) -> list[Table]:
     The share table also counts the steps of the whole grid where the share went down and
     gives the Spearman correlation of share with value (1 = monotonic rise).
     """
+    import pandas as pd
+
     summary = result.summary(SUMMARY_VALUES)
     mono = result.monotonicity().set_index("curve")
     k = result.metadata.get("k", 10)
@@ -172,19 +156,22 @@ def summary_tables(result: GenreSweep) -> list[Table]:
 def sweep_command(
     run_dir: Path = typer.Argument(..., help="run folder written by 'mechrec train'"),
     sae_dir: Path = typer.Argument(..., help="SAE folder, or its name under RUN_DIR/saes"),
-    genres: str = typer.Option(",".join(DEFAULT_GENRES), "--genres",
-                               help="comma-separated genres; Children also finds Children's"),
-    values: str = typer.Option("-10:10:1", "--values",
-                               help="start:stop:step (inclusive) or a comma list; the paper "
-                               "uses -10:10:1, values far beyond that (about |v| > 1e4) "
-                               "overflow the model: NaN or infinite scores are an error"),
+    genres: Sequence[str] = typer.Option(",".join(DEFAULT_GENRES), "--genres",
+                                         **parsed(NAME_LIST), help="comma-separated genres; "
+                                         "Children also finds Children's"),
+    values: Sequence[float] = typer.Option("-10:10:1", "--values", **parsed(VALUE_GRID),
+                                           help="start:stop:step (inclusive) or a comma "
+                                           "list; the paper uses -10:10:1, values far beyond "
+                                           "that (about |v| > 1e4) overflow the model: NaN or "
+                                           "infinite scores are an error"),
     mode: str = typer.Option("both", "--mode", help="SAE feature edits: replace (paper: the "
                              "activation becomes the edited reconstruction) | keep-error | both"),
     probes: bool = typer.Option(True, "--probes/--no-probes",
                                 help="also steer with probe and SAE decoder directions "
                                 "(unit variance, Fig. 9)"),
-    features: str | None = typer.Option(None, "--features",
-                                        help="GENRE=INDEX,... instead of the best features"),
+    features: Mapping[str, int] | None = typer.Option(
+        None, "--features", **parsed(FEATURE_MAP),
+        help="GENRE=INDEX,... instead of the best features"),
     random_control: bool = typer.Option(
         True, "--random-control/--no-random-control",
         help="also steer a random alive SAE feature per genre (replace mode): the control"),
@@ -194,8 +181,10 @@ def sweep_command(
     users: int = typer.Option(1, "--example-users", help="per genre, the N test users with the "
                               "most and the N with the fewest items of the genre get before/"
                               "after lists in users.csv (0: none)"),
-    user_values: str = typer.Option("-2,0,2,5", "--user-values",
-                                    help="feature values for the example users' lists"),
+    user_values: Sequence[float] = typer.Option("-2,0,2,5", "--user-values",
+                                                **parsed(VALUE_GRID),
+                                                help="feature values for the example users' "
+                                                "lists"),
     naive: int = typer.Option(0, "--compare-naive", help="also run the naive full forward "
                               "pass on this many values and report the fast path's speed-up "
                               "and largest logit difference (0: skip)"),
@@ -209,35 +198,36 @@ def sweep_command(
     allow_other_model: bool = AllowOtherModelOption,
 ) -> None:
     """Sweep each genre's SAE feature (and probe) over values; write tables, print a summary."""
+    from mechrec_recsys.steering import run_genre_sweep
+
     with _warnings_to_stderr(), on_interrupt(NOTHING_KEPT_UNTIL_DONE, rerun_command()):
-        grid = _guard(lambda: parse_values(values))
-        chosen_modes = _guard(lambda: _modes(mode))
-        overrides = _guard(lambda: parse_feature_overrides(features))
-        user_grid = _guard(lambda: parse_values(user_values)) if users > 0 else []
+        grid = list(values)
+        chosen_modes = _modes(mode)
+        overrides = dict(features or {})
         if k < 1:
             fail(f"--k must be >= 1, got {k}")
         if users < 0 or naive < 0:
             fail("--example-users and --compare-naive must be >= 0")
-        experiment, sae = _guard(lambda: _open(run_dir, sae_dir, data_dir, download, device,
-                                               batch_size, allow_other_model))
-        genre_list = [g for g in genres.split(",") if g.strip()]
-        result = _guard(lambda: run_genre_sweep(
+        experiment, sae = _open(run_dir, sae_dir, data_dir, download, device, batch_size,
+                                allow_other_model)
+        genre_list = list(genres)
+        result = run_genre_sweep(
             experiment, sae, genres=genre_list, values=grid, modes=chosen_modes, probes=probes,
             features=overrides, k=k, progress=progress, random_control=random_control,
-            control_seed=control_seed))
+            control_seed=control_seed)
         user_table = None
         if users > 0:
-            user_table = _guard(lambda: _example_user_lists(experiment, sae, result, users,
-                                                            user_grid, chosen_modes[0], k))
+            user_table = _example_user_lists(experiment, sae, result, users, list(user_values),
+                                             chosen_modes[0], k)
         extra: dict[str, Any] = {"command": {
             "run_dir": str(run_dir), "sae_dir": str(sae_dir), "genres": genre_list,
-            "values": values, "mode": mode, "probes": probes, "features": overrides, "k": k,
-            "random_control": random_control, "control_seed": control_seed}}
+            "values": grid, "mode": mode, "probes": probes,
+            "features": overrides, "k": k, "random_control": random_control,
+            "control_seed": control_seed}}
         if naive > 0:
-            extra["fast_path"] = _guard(lambda: _fast_vs_naive(experiment, sae, result, grid,
-                                                               naive))
+            extra["fast_path"] = _fast_vs_naive(experiment, sae, result, grid, naive)
         out_dir = out if out is not None else Path(run_dir) / "steering" / Path(sae_dir).name
-        _guard(lambda: result.save(out_dir, users=user_table, extra=extra))
+        result.save(out_dir, users=user_table, extra=extra)
     console = wide_console(140)
     meta = result.metadata
     console.print(f"{meta['run']['dataset']} ({meta['run']['split']} split), "
@@ -267,7 +257,10 @@ def sweep_command(
 def _example_user_lists(experiment: Any, sae: Any, result: GenreSweep, n: int,
                         values: list[float], mode: str, k: int) -> pd.DataFrame:
     """Before/after lists of each genre's example users under its feature (one mode)."""
+    import pandas as pd
+
     from mechrec.sweep import feature_target
+    from mechrec_recsys.steering import example_users, user_recommendations
 
     frames = []
     for row in result.features.itertuples(index=False):
@@ -286,6 +279,7 @@ def _fast_vs_naive(experiment: Any, sae: Any, result: GenreSweep, grid: list[flo
                    n: int) -> dict[str, Any]:
     """Fast path against the naive path for the first genre's replace-mode feature."""
     from mechrec.sweep import feature_target
+    from mechrec_recsys.steering import compare_fast_naive
 
     first = result.features.iloc[0]
     target = feature_target(sae, int(first["feature"]), name=f"sae:{first['genre']}")
@@ -298,10 +292,12 @@ def user_command(
     sae_dir: Path = typer.Argument(..., help="SAE folder, or its name under RUN_DIR/saes"),
     user: str = typer.Option(..., "--user", help="raw user id (test users first)"),
     genre: str = typer.Option(..., "--genre", help="genre whose feature is steered"),
-    values: str = typer.Option("0,2,5", "--values", help="comma list or start:stop:step; "
-                               "the paper steers within -10..10, and values far beyond the "
-                               "activations' scale (about |v| > 1e4) overflow the model: a "
-                               "value that makes any score NaN or infinite is an error"),
+    values: Sequence[float] = typer.Option("0,2,5", "--values", **parsed(VALUE_GRID),
+                                           help="comma list or start:stop:step; the paper "
+                                           "steers within -10..10, and values far beyond the "
+                                           "activations' scale (about |v| > 1e4) overflow the "
+                                           "model: a value that makes any score NaN or "
+                                           "infinite is an error"),
     feature: int | None = typer.Option(None, "--feature",
                                        help="SAE feature index instead of the genre's best"),
     mode: str = typer.Option("replace", "--mode", help="replace | keep-error"),
@@ -313,29 +309,33 @@ def user_command(
     allow_other_model: bool = AllowOtherModelOption,
 ) -> None:
     """Print one user's top-k before and after setting a genre's SAE feature (Fig. 7)."""
+    from mechrec.sweep import feature_target
+    from mechrec_recsys.steering import (
+        resolve_genres,
+        select_genre_features,
+        user_recommendations,
+    )
+
     with _warnings_to_stderr():
-        grid = _guard(lambda: parse_values(values))
+        grid = list(values)
         if mode not in MODES:
             fail(f"unknown mode {mode!r}; choose replace or keep-error")
         if k < 1:
             fail(f"--k must be >= 1, got {k}")
-        experiment, sae = _guard(lambda: _open(run_dir, sae_dir, data_dir, download, device, 256,
-                                               allow_other_model))
-        resolved = _guard(lambda: resolve_genres([genre], experiment.genre_names))
+        experiment, sae = _open(run_dir, sae_dir, data_dir, download, device, 256,
+                                allow_other_model)
+        resolved = resolve_genres([genre], experiment.genre_names)
         overrides = {genre: feature} if feature is not None else None
-        chosen = _guard(lambda: select_genre_features(experiment, sae, resolved,
-                                                      overrides=overrides))
+        chosen = select_genre_features(experiment, sae, resolved, overrides=overrides)
         row = chosen.iloc[0]
-        from mechrec.sweep import feature_target
-
         target = feature_target(sae, int(row["feature"]), name=f"sae:{genre}",
                                 keep_error=mode == "keep-error")
-        lists = _guard(lambda: user_recommendations(experiment, target, [user], grid,
-                                                    genre_column=row["column"], k=k))
+        lists = user_recommendations(experiment, target, [user], grid,
+                                     genre_column=row["column"], k=k)
         if out is not None:
             from mechrec_recsys.checkpoint import atomic_write_bytes
 
-            _guard(lambda: atomic_write_bytes(out, lists.to_csv(index=False).encode()))
+            atomic_write_bytes(out, lists.to_csv(index=False).encode())
     console = wide_console(140)
     first = lists.iloc[0]
     console.print(f"user {first['user_id']} ({first['part']} users): {row['column']} feature "

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.table import Table
@@ -26,16 +27,16 @@ from mechrec_recsys.cli._common import (
     DownloadOption,
     ProgressOption,
     fail,
-    interrupted,
+    on_interrupt,
     rerun_command,
     wide_console,
 )
-from mechrec_recsys.metrics import Comparison
-from mechrec_recsys.model import GPTRecConfig
-from mechrec_recsys.training import TrainConfig, train_and_evaluate
+from mechrec_recsys.configs import GPTRecConfig, TrainConfig
+
+if TYPE_CHECKING:
+    from mechrec_recsys.metrics import Comparison
 
 SPLITS = ("paper", "loo")
-BAD_INPUT = (ValueError, FileNotFoundError, KeyError, OSError)
 METRIC_LABELS = (("ndcg", "NDCG"), ("hit_rate", "HR"), ("mrr", "MRR"), ("coverage", "Coverage"))
 
 
@@ -99,10 +100,11 @@ def train_command(
         fail(f"--eval-last must be at least 1, got {eval_last}")
     if split not in SPLITS:
         fail(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
-    try:
+    with on_interrupt(lambda: _kept_state(out, epochs), rerun_command(drop=("--no-resume",))):
         from mechrec_recsys.data import load_dataset
         from mechrec_recsys.data.splits import make_split
         from mechrec_recsys.experiment import FULL_HISTORY, RUN_SPEC_FILE, RunSpec
+        from mechrec_recsys.training import train_and_evaluate
 
         model_config = GPTRecConfig(n_layers=n_layers, n_heads=n_heads, d_model=d_model,
                                     d_mlp=d_mlp, max_len=max_len, dropout=dropout,
@@ -125,10 +127,6 @@ def train_command(
         run = train_and_evaluate(parts, model_config=model_config, train_config=train_config,
                                  out_dir=out, resume=resume, device=device, k=k,
                                  exclude_seen=not include_seen, targets_per_user=eval_last)
-    except BAD_INPUT as exc:
-        fail(str(exc))
-    except KeyboardInterrupt:
-        interrupted(_kept_state(out, epochs), rerun_command(drop=("--no-resume",)))
     if int(os.environ.get("RANK", "0")) != 0:
         return
     console = wide_console(120)

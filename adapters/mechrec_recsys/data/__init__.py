@@ -9,75 +9,45 @@ See ``docs/architecture.md`` for the contract. Typical use::
     print(dataset_statistics(dataset, split))
 """
 
-from mechrec_recsys.data.catalog import ItemCatalog, parse_year
-from mechrec_recsys.data.dataset import Dataset
-from mechrec_recsys.data.download import (
-    default_cache_dir,
-    download_dataset,
-    resolve_dataset_dir,
-)
-from mechrec_recsys.data.errors import (
-    ChecksumError,
-    DataError,
-    DataFormatError,
-    DatasetNotFoundError,
-    EmptyDatasetError,
-    MissingTimestampsError,
-)
-from mechrec_recsys.data.generic import load_generic
-from mechrec_recsys.data.local import load_local_dataset
-from mechrec_recsys.data.movielens import load_dataset, load_movielens, read_movielens_catalog
-from mechrec_recsys.data.ordering import TIE_BREAKS, UserHistories, order_events
-from mechrec_recsys.data.registry import (
-    DATASET_NAMES,
-    LOCAL_DATASETS,
-    RELEASES,
-    LocalDataset,
-    MovieLensRelease,
-)
-from mechrec_recsys.data.report import LoadReport
-from mechrec_recsys.data.splits import (
-    SPLIT_KINDS,
-    Split,
-    leave_one_out_split,
-    make_split,
-    paper_split,
-    random_user_split,
-)
-from mechrec_recsys.data.stats import dataset_statistics
+from mechrec._lazy import lazy_exports
 
-__all__ = [
-    "DATASET_NAMES",
-    "LOCAL_DATASETS",
-    "RELEASES",
-    "SPLIT_KINDS",
-    "TIE_BREAKS",
-    "ChecksumError",
-    "DataError",
-    "DataFormatError",
-    "Dataset",
-    "DatasetNotFoundError",
-    "EmptyDatasetError",
-    "ItemCatalog",
-    "LoadReport",
-    "LocalDataset",
-    "MissingTimestampsError",
-    "MovieLensRelease",
-    "Split",
-    "UserHistories",
-    "dataset_statistics",
-    "default_cache_dir",
-    "download_dataset",
-    "leave_one_out_split",
-    "load_dataset",
-    "load_generic",
-    "load_local_dataset",
-    "load_movielens",
-    "make_split",
-    "order_events",
-    "paper_split",
-    "parse_year",
-    "random_user_split",
-    "read_movielens_catalog",
-    "resolve_dataset_dir",
-]
+#: Public name -> the submodule defining it; each is imported on first use, so importing
+#: this package (or one light submodule of it) does not load torch.
+_EXPORTS: dict[str, str] = {
+    "ItemCatalog": "catalog",
+    "parse_year": "catalog",
+    "Dataset": "dataset",
+    "default_cache_dir": "download",
+    "download_dataset": "download",
+    "resolve_dataset_dir": "download",
+    "ChecksumError": "errors",
+    "DataError": "errors",
+    "DataFormatError": "errors",
+    "DatasetNotFoundError": "errors",
+    "EmptyDatasetError": "errors",
+    "MissingTimestampsError": "errors",
+    "load_generic": "generic",
+    "load_local_dataset": "local",
+    "load_dataset": "movielens",
+    "load_movielens": "movielens",
+    "read_movielens_catalog": "movielens",
+    "TIE_BREAKS": "ordering",
+    "UserHistories": "ordering",
+    "order_events": "ordering",
+    "DATASET_NAMES": "registry",
+    "LOCAL_DATASETS": "registry",
+    "LocalDataset": "registry",
+    "MovieLensRelease": "registry",
+    "RELEASES": "registry",
+    "LoadReport": "report",
+    "SPLIT_KINDS": "splits",
+    "Split": "splits",
+    "leave_one_out_split": "splits",
+    "make_split": "splits",
+    "paper_split": "splits",
+    "random_user_split": "splits",
+    "dataset_statistics": "stats",
+}
+
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__all__ = sorted(_EXPORTS)

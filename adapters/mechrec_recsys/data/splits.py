@@ -45,13 +45,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from mechrec_recsys.configs import SPLIT_KINDS
 from mechrec_recsys.data.dataset import Dataset
 from mechrec_recsys.data.errors import EmptyDatasetError, MissingTimestampsError
 from mechrec_recsys.data.ordering import USER_STREAM, UserHistories, order_events, rng_for
 from mechrec_recsys.sequences import SequenceSet
 from mechrec_recsys.vocab import ItemVocab
-
-SPLIT_KINDS = ("paper", "loo", "random")
 
 
 @dataclass
