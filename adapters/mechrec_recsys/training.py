@@ -32,18 +32,18 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 from transformer_lens import HookedTransformer
 
-from mechrec_recsys.checkpoint import (
-    atomic_write_json,
-    load_run_state,
-    save_checkpoint,
-    save_run_state,
-)
-from mechrec_recsys.distributed import (
+from mechrec.distributed import (
     DistContext,
     all_reduce_sum,
     barrier,
     setup_distributed,
     teardown_distributed,
+)
+from mechrec_recsys.checkpoint import (
+    atomic_write_json,
+    load_run_state,
+    save_checkpoint,
+    save_run_state,
 )
 from mechrec_recsys.durations import format_duration
 from mechrec_recsys.metrics import (
