@@ -170,6 +170,15 @@ def _step_record(step: int, out: Any, trainer: SAETrainer) -> dict[str, float]:
     return record
 
 
+def _global_record(record: dict[str, float], dist: DistContext) -> dict[str, float]:
+    """A log record of the global batch: losses and L0 averaged over the ranks' equal shares
+    (step and dead features are already the same on every rank)."""
+    keys = [k for k in record if k not in ("step", "dead_features")]
+    local = torch.tensor([record[k] for k in keys], dtype=torch.float64)
+    mean = all_reduce_sum(local, dist) / dist.world_size
+    return {**record, **{k: float(v) for k, v in zip(keys, mean.tolist(), strict=True)}}
+
+
 def _check_parallel(config: SAETrainingConfig, dist: DistContext | None) -> DistContext | None:
     """The process group if training is data-parallel, after checking the config allows it."""
     if dist is None or not dist.enabled:
@@ -347,6 +356,8 @@ def train_sae(
             )
         if step % log_every == 0 or step == config.steps:
             record = _step_record(step, out, trainer)
+            if parallel is not None:
+                record = _global_record(record, parallel)
             history.append(record)
             if progress is not None:
                 progress(record)
