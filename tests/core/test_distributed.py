@@ -28,7 +28,8 @@ from mechrec.saes import SAETrainingConfig, train_sae
 
 HOOK = "blocks.0.hook_resid_post"
 BUDGET_MB = 0.01  # about 119 rows of width 16 per shard: several shards per rank
-ARCHITECTURES = ("standard", "topk")
+#: (architecture, engine): both step engines take the averaged gradients.
+CASES = (("standard", "fast"), ("topk", "fast"), ("standard", "sae-lens"))
 
 
 def sae_config(architecture: str) -> SAETrainingConfig:
@@ -44,7 +45,7 @@ WORKER = textwrap.dedent(f"""
     from pathlib import Path
     from safetensors.torch import save_file
     sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r})
-    from test_distributed import ARCHITECTURES, BUDGET_MB, HOOK, sae_config
+    from test_distributed import BUDGET_MB, CASES, HOOK, sae_config
     from tiny_model import make_tiny_model, make_token_batches
     from mechrec.activations import ActivationStore, collect_activations
     from mechrec.distributed import setup_distributed, teardown_distributed
@@ -55,11 +56,11 @@ WORKER = textwrap.dedent(f"""
     store = collect_activations(make_tiny_model(), make_token_batches(n_batches=7), HOOK,
                                 memory_budget_mb=BUDGET_MB, store_dir=out / "store", dist=ctx)
     assert len(store) == len(ActivationStore.open(out / "store"))
-    for arch in ARCHITECTURES:
-        result = train_sae(store, sae_config(arch), log_every=20, dist=ctx)
+    for arch, engine in CASES:
+        result = train_sae(store, sae_config(arch), log_every=20, engine=engine, dist=ctx)
         state = {{k: v.contiguous() for k, v in result.sae.sae.state_dict().items()}}
-        save_file(state, str(out / f"{{arch}}-rank{{ctx.rank}}.safetensors"))
-        (out / f"{{arch}}-rank{{ctx.rank}}.json").write_text(json.dumps(
+        save_file(state, str(out / f"{{arch}}-{{engine}}-rank{{ctx.rank}}.safetensors"))
+        (out / f"{{arch}}-{{engine}}-rank{{ctx.rank}}.json").write_text(json.dumps(
             {{"dead": result.dead_fraction_train, "resampled": result.n_resampled,
               "history": result.history}}))
     teardown_distributed(ctx)
@@ -102,19 +103,21 @@ def test_two_process_store_equals_one_process_store(two_process_run: Path, tmp_p
     torch.testing.assert_close(store.moments().m2, single.moments().m2, rtol=1e-10, atol=1e-9)
 
 
-@pytest.mark.parametrize("architecture", ARCHITECTURES)
-def test_two_process_sae_equals_one_process_sae(two_process_run: Path, architecture) -> None:
-    rank0 = load_file(two_process_run / f"{architecture}-rank0.safetensors")
-    rank1 = load_file(two_process_run / f"{architecture}-rank1.safetensors")
+@pytest.mark.parametrize(("architecture", "engine"), CASES)
+def test_two_process_sae_equals_one_process_sae(
+    two_process_run: Path, architecture: str, engine: str
+) -> None:
+    rank0 = load_file(two_process_run / f"{architecture}-{engine}-rank0.safetensors")
+    rank1 = load_file(two_process_run / f"{architecture}-{engine}-rank1.safetensors")
     for name in rank0:  # replicas stay identical: same averaged gradients, same resampling
         assert torch.equal(rank0[name], rank1[name]), name
     store = ActivationStore.open(two_process_run / "store")
-    result = train_sae(store, sae_config(architecture), log_every=20)
+    result = train_sae(store, sae_config(architecture), log_every=20, engine=engine)
     single = result.sae.sae.state_dict()
     assert rank0.keys() == single.keys()
     for name, value in single.items():
         torch.testing.assert_close(rank0[name], value, rtol=0, atol=1e-5, msg=name)
-    stats = json.loads((two_process_run / f"{architecture}-rank0.json").read_text())
+    stats = json.loads((two_process_run / f"{architecture}-{engine}-rank0.json").read_text())
     assert stats["resampled"] == result.n_resampled
     assert stats["dead"] == pytest.approx(result.dead_fraction_train)
     assert len(stats["history"]) == len(result.history)
