@@ -170,12 +170,15 @@ def _step_record(step: int, out: Any, trainer: SAETrainer) -> dict[str, float]:
     return record
 
 
-def _global_record(record: dict[str, float], dist: DistContext) -> dict[str, float]:
+def _global_record(
+    record: dict[str, float], dist: DistContext, device: torch.device
+) -> dict[str, float]:
     """A log record of the global batch: losses and L0 averaged over the ranks' equal shares
-    (step and dead features are already the same on every rank)."""
+    (step and dead features are already the same on every rank). ``device``: where the
+    backend reduces (the SAE's device: nccl reduces CUDA tensors only)."""
     keys = [k for k in record if k not in ("step", "dead_features")]
-    local = torch.tensor([record[k] for k in keys], dtype=torch.float64)
-    mean = all_reduce_sum(local, dist) / dist.world_size
+    local = torch.tensor([record[k] for k in keys], dtype=torch.float64, device=device)
+    mean = all_reduce_sum(local, dist).cpu() / dist.world_size
     return {**record, **{k: float(v) for k, v in zip(keys, mean.tolist(), strict=True)}}
 
 
@@ -357,7 +360,7 @@ def train_sae(
         if step % log_every == 0 or step == config.steps:
             record = _step_record(step, out, trainer)
             if parallel is not None:
-                record = _global_record(record, parallel)
+                record = _global_record(record, parallel, training_sae.W_dec.device)
             history.append(record)
             if progress is not None:
                 progress(record)
