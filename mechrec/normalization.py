@@ -95,7 +95,21 @@ class RunningMoments:
             return
         x64 = x.detach().to("cpu", torch.float64)
         chunk_mean = x64.mean(0)
-        chunk_m2 = ((x64 - chunk_mean) ** 2).sum(0)
+        self._combine(n, chunk_mean, ((x64 - chunk_mean) ** 2).sum(0))
+
+    def merge(self, other: RunningMoments) -> None:
+        """Add the statistics of rows summarised elsewhere (another process, another store)."""
+        if other.count == 0:
+            return
+        if self.d is None:
+            self.d = other.d
+            self.mean = torch.zeros_like(other.mean)
+            self.m2 = torch.zeros_like(other.m2)
+        elif other.d != self.d:
+            raise ValueError(f"cannot merge statistics of {other.d} dimensions into {self.d}")
+        self._combine(other.count, other.mean, other.m2)
+
+    def _combine(self, n: int, chunk_mean: torch.Tensor, chunk_m2: torch.Tensor) -> None:
         total = self.count + n
         delta = chunk_mean - self.mean
         self.mean = self.mean + delta * (n / total)

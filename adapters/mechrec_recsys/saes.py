@@ -36,6 +36,7 @@ import json
 import math
 import os
 import re
+import shutil
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -45,12 +46,14 @@ from typing import Any
 import numpy as np
 
 from mechrec._io import exclusive_claim
+from mechrec.activations import ActivationSource, collect_activations
 from mechrec.alignment import (
     DegenerateInputWarning,
     alignment_stats,
     interpretability_score,
     token_attributes,
 )
+from mechrec.distributed import DistContext, barrier
 from mechrec.hooks import HookNameError, check_per_position, hook_width, validate_hook_name
 from mechrec.reconstruction import (
     REPLACE_MODES,
@@ -84,6 +87,9 @@ from mechrec_recsys.metrics import evaluate_top_k as ranking_report
 
 #: Sub-folder of a run folder holding its SAEs.
 SAES_DIR = "saes"
+#: Shard size (MB) of the activation store the ranks share when an SAE trains under torchrun;
+#: it bounds the memory each rank holds while collecting.
+SHARD_MB = 256.0
 #: Sub-folder of ``RUN_DIR/saes`` holding the Table-1 sweeps.
 TABLE1_DIR = "table1"
 SWEEP_SPEC_FILE = "sweep.json"
@@ -313,6 +319,7 @@ def train_run_sae(
     name: str | None = None,
     overwrite: bool = False,
     progress: Callable[[dict[str, float]], None] | None = None,
+    dist: DistContext | None = None,
 ) -> RunSAE:
     """Train an SAE on the SAE users' activations at ``hook`` and (optionally) save it.
 
@@ -324,6 +331,12 @@ def train_run_sae(
         name: folder name (default: :func:`default_sae_name`).
         overwrite: replace an SAE already saved under that name (and start afresh).
         progress: called with every training log record.
+        dist: the process group under ``torchrun`` (:func:`mechrec.distributed.setup_distributed`).
+            With several processes ``run_dir`` is required: each rank collects its slice of
+            the SAE users' activations into a sharded store shared by all ranks
+            (``RUN_DIR/saes/.<name>.activations/``, removed once the SAE is saved), the SAE
+            is trained data-parallel on it (:func:`mechrec.saes.train_sae`) and only rank 0
+            claims the name, writes checkpoints and saves the SAE.
 
     The name is claimed for the whole run (an OS lock on ``RUN_DIR/saes/.<name>.lock``, gone
     when the process ends), so two overlapping runs of the same name cannot both write it: the
@@ -339,21 +352,31 @@ def train_run_sae(
         or another process is training an SAE of that name.
     """
     check_hook(experiment, hook)
+    parallel = dist if dist is not None and dist.enabled else None
     if run_dir is None:
-        return _train_run_sae(experiment, config, hook, None, None, overwrite, progress)
+        if parallel is not None:
+            raise ValueError(
+                "training an SAE under torchrun needs a run folder: the ranks share the "
+                "activations through a store in it"
+            )
+        return _train_run_sae(experiment, config, hook, None, None, overwrite, progress, None)
     directory = sae_directory(run_dir, name or default_sae_name(config, hook))
+    if parallel is not None and not parallel.is_main:
+        return _train_run_sae(experiment, config, hook, Path(run_dir), directory, overwrite,
+                              progress, parallel)
     with exclusive_claim(directory.with_name(f".{directory.name}.lock"),
                          f"the SAE {directory}"):
         return _train_run_sae(experiment, config, hook, Path(run_dir), directory, overwrite,
-                              progress)
+                              progress, parallel)
 
 
 def _train_run_sae(
     experiment: Experiment, config: SAETrainingConfig, hook: str, run_dir: Path | None,
     directory: Path | None, overwrite: bool,
-    progress: Callable[[dict[str, float]], None] | None,
+    progress: Callable[[dict[str, float]], None] | None, dist: DistContext | None,
 ) -> RunSAE:
-    """:func:`train_run_sae` once the name is claimed."""
+    """:func:`train_run_sae` once the name is claimed (by rank 0 under ``torchrun``)."""
+    main = dist is None or dist.is_main
     if directory is not None and directory.exists() and not overwrite:
         raise FileExistsError(
             f"{directory} already exists: choose another name (--name) or replace it "
@@ -362,13 +385,23 @@ def _train_run_sae(
     checkpoint = None
     if run_dir is not None and directory is not None:
         checkpoint = sae_checkpoint(run_dir, directory.name)
-        if overwrite:
+        if overwrite and main:
             checkpoint.clear()
-    source = experiment.activations("sae_train", hook)
+    store_dir = None
+    source: ActivationSource
+    if dist is not None and directory is not None:
+        barrier(dist)  # rank 0 has cleared what --overwrite replaces
+        store_dir = directory.with_name(f".{directory.name}.activations")
+        source = collect_activations(experiment.model, experiment.batches("sae_train"), hook,
+                                     memory_budget_mb=SHARD_MB, store_dir=store_dir,
+                                     overwrite=True, dist=dist)
+    else:
+        source = experiment.activations("sae_train", hook)
     if checkpoint is not None:
         checkpoint.identity = {"rows": len(source),
                                "model_sha256": state_dict_sha256(experiment.model)}
-    result = train_sae(source, config, hook_name=hook, progress=progress, checkpoint=checkpoint)
+    result = train_sae(source, config, hook_name=hook, progress=progress, checkpoint=checkpoint,
+                       dist=dist)
     metrics = reconstruction_metrics(result.sae, experiment.activations("test", hook))
     result.sae.source = sae_source(experiment, hook)
     if directory is not None and run_dir is not None:
@@ -381,9 +414,14 @@ def _train_run_sae(
             "n_resampled": result.n_resampled,
             "seconds": result.seconds,
         }
-        result.sae.save(directory, overwrite=overwrite)
-        if checkpoint is not None:
-            checkpoint.clear()
+        if main:
+            result.sae.save(directory, overwrite=overwrite)
+            if checkpoint is not None:
+                checkpoint.clear()
+    if dist is not None:
+        barrier(dist)  # every rank is done reading the shared store
+        if main and store_dir is not None:
+            shutil.rmtree(store_dir, ignore_errors=True)
     return RunSAE(sae=result.sae, training=result, test_metrics=metrics, directory=directory)
 
 

@@ -32,6 +32,13 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 from transformer_lens import HookedTransformer
 
+from mechrec.distributed import (
+    DistContext,
+    all_reduce_sum,
+    barrier,
+    setup_distributed,
+    teardown_distributed,
+)
 from mechrec_recsys.checkpoint import (
     atomic_write_json,
     load_run_state,
@@ -39,13 +46,6 @@ from mechrec_recsys.checkpoint import (
     save_run_state,
 )
 from mechrec_recsys.configs import TrainConfig
-from mechrec_recsys.distributed import (
-    DistContext,
-    all_reduce_sum,
-    barrier,
-    setup_distributed,
-    teardown_distributed,
-)
 from mechrec_recsys.durations import format_duration
 from mechrec_recsys.metrics import (
     Comparison,

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -15,7 +16,9 @@ from mechrec.activations.store import (
     ShardWriter,
     bytes_per_row,
     prepare_store_dir,
+    write_manifest,
 )
+from mechrec.distributed import DistContext, all_gather_objects, barrier
 from mechrec.hooks import check_per_position, stop_layer_for, validate_hook_name
 from mechrec.normalization import RunningMoments, check_finite
 
@@ -48,12 +51,21 @@ def iter_batch_activations(
     model: HookedTransformer,
     batches: Iterable[Batch],
     hook_name: str,
+    *,
+    seq_offset: int = 0,
 ) -> Iterable[ActivationSet]:
     """For every input batch, the activations at ``hook_name`` of its non-padding positions.
 
     Only what the hook needs is computed: the cache is filtered to that one hook
     (``names_filter``) and the forward pass stops after the hook's block (``stop_at_layer``).
     Hooks with per-head activations (``hook_z``...) are flattened to ``n_heads * d_head``.
+
+    Args:
+        model: any ``HookedTransformer``.
+        batches: ``(tokens, attention_mask)`` pairs.
+        hook_name: TransformerLens hook name.
+        seq_offset: ``sequence_index`` of the first sequence (the sequences of the batches
+            before these, when a rank collects a slice of a longer stream).
 
     Yields:
         one :class:`ActivationSet` per batch, rows in (sequence, position) order, with
@@ -63,7 +75,6 @@ def iter_batch_activations(
     check_per_position(hook_name)
     stop = stop_layer_for(model, hook_name)
     device = next(model.parameters()).device
-    seq_offset = 0
     for i, batch in enumerate(batches):
         if not isinstance(batch, (tuple, list)) or len(batch) != 2:
             raise ValueError(
@@ -113,6 +124,7 @@ def collect_activations(
     store_dir: str | os.PathLike | None = None,
     overwrite: bool = False,
     progress: Callable[[int, int], None] | None = None,
+    dist: DistContext | None = None,
 ) -> ActivationSet | ActivationStore:
     """Collect the activations at ``hook_name`` for every non-padding position.
 
@@ -131,11 +143,28 @@ def collect_activations(
             budget's size, or of ``DEFAULT_SHARD_ROWS`` rows without a budget.
         overwrite: replace an existing store in ``store_dir``.
         progress: called as ``progress(batches_done, rows_done)`` after every batch.
+        dist: the process group under ``torchrun`` (:func:`mechrec.distributed.setup_distributed`).
+            With more than one process, ``store_dir`` is required and must be shared by all
+            ranks; rank ``r`` of ``W`` runs the ``r``-th contiguous ``1/W`` of the batches
+            and writes its own shards (``shard-r{r:03d}-*``); after a barrier rank 0 merges
+            the statistics and writes the manifest with the shards in rank order, so the
+            store holds the same rows in the same order as a one-process collection (only the
+            shard boundaries differ). Every rank returns the opened store.
 
     Returns:
         an :class:`ActivationSet` (in memory) or an :class:`ActivationStore` (on disk); both
         are activation sources that training, normalisation and metrics accept.
     """
+    if dist is not None and dist.enabled:
+        if store_dir is None:
+            raise ValueError(
+                "collecting under torchrun (world size > 1) needs store_dir=...: a directory "
+                "every rank can write, where each rank puts its own shards"
+            )
+        return _collect_distributed(
+            model, batches, hook_name, memory_budget_mb, Path(store_dir), overwrite, progress,
+            dist,
+        )
     moments = RunningMoments()
     writer: ShardWriter | None = None
     chunks: list[ActivationSet] = []
@@ -147,25 +176,14 @@ def collect_activations(
             chunks.append(chunk)
         else:
             if writer is None:
-                shard_rows = (
-                    int(memory_budget_mb * 2**20 // bytes_per_row(chunk.d))
-                    if memory_budget_mb is not None
-                    else DEFAULT_SHARD_ROWS
+                writer = ShardWriter(
+                    hook_name, chunk.d, _shard_rows(memory_budget_mb, chunk.d), root
                 )
-                writer = ShardWriter(hook_name, chunk.d, shard_rows, root)
             writer.add(chunk)
         if progress is not None:
             progress(n_batches, moments.count)
     if moments.count == 0:
-        raise ValueError(
-            f"no activations were collected at {hook_name!r}: "
-            + (
-                "the batch iterable was empty"
-                if n_batches == 0
-                else f"all {n_batches} batches were fully padded (attention mask all 0)"
-            )
-            + "; pass batches with at least one real position"
-        )
+        raise _nothing_collected(hook_name, n_batches)
     if writer is None:
         out = ActivationSet.concat(chunks)
         out._moments = moments
@@ -175,3 +193,93 @@ def collect_activations(
         out._moments = moments
         return out
     return writer.finish(moments, {"n_batches": n_batches})
+
+
+def _shard_rows(memory_budget_mb: float | None, d: int) -> int:
+    if memory_budget_mb is None:
+        return DEFAULT_SHARD_ROWS
+    return int(memory_budget_mb * 2**20 // bytes_per_row(d))
+
+
+def _nothing_collected(hook_name: str, n_batches: int) -> ValueError:
+    return ValueError(
+        f"no activations were collected at {hook_name!r}: "
+        + (
+            "the batch iterable was empty"
+            if n_batches == 0
+            else f"all {n_batches} batches were fully padded (attention mask all 0)"
+        )
+        + "; pass batches with at least one real position"
+    )
+
+
+def _collect_distributed(
+    model: HookedTransformer,
+    batches: Iterable[Batch],
+    hook_name: str,
+    memory_budget_mb: float | None,
+    store_dir: Path,
+    overwrite: bool,
+    progress: Callable[[int, int], None] | None,
+    dist: DistContext,
+) -> ActivationStore:
+    """:func:`collect_activations` on one rank of several (see its ``dist`` argument)."""
+    every = batches if isinstance(batches, Sequence) else list(batches)
+    n_all = len(every)
+    start = n_all * dist.rank // dist.world_size
+    end = n_all * (dist.rank + 1) // dist.world_size
+    for i in range(start):
+        _check_batch(i, *every[i])
+    seq_offset = sum(int(every[i][0].shape[0]) for i in range(start))
+    if dist.is_main:
+        prepare_store_dir(store_dir, overwrite)
+    barrier(dist)
+    moments = RunningMoments()
+    writer: ShardWriter | None = None
+    n_done = 0
+    mine = [every[i] for i in range(start, end)]
+    for n_done, chunk in enumerate(
+        iter_batch_activations(model, mine, hook_name, seq_offset=seq_offset), 1
+    ):
+        moments.update(chunk.activations)
+        if writer is None:
+            writer = ShardWriter(
+                hook_name, chunk.d, _shard_rows(memory_budget_mb, chunk.d), store_dir,
+                prefix=f"shard-r{dist.rank:03d}-",
+            )
+        writer.add(chunk)
+        if progress is not None:
+            progress(n_done, moments.count)
+    if writer is not None:
+        writer.flush()
+    mine_summary = {
+        "shards": writer.shards if writer is not None else [],
+        "d": writer.d if writer is not None else None,
+        "shard_rows": writer.shard_rows if writer is not None else None,
+        "peak_rows": writer.peak_rows if writer is not None else 0,
+        "moments": (moments.count, moments.mean, moments.m2),
+    }
+    summaries = all_gather_objects(mine_summary, dist)
+    total = RunningMoments()
+    for summary in summaries:
+        count, mean, m2 = summary["moments"]
+        total.merge(RunningMoments(d=summary["d"], count=count, mean=mean, m2=m2))
+    if total.count == 0:
+        raise _nothing_collected(hook_name, n_all)
+    d = next(s["d"] for s in summaries if s["d"] is not None)
+    if dist.is_main:
+        write_manifest(
+            store_dir,
+            hook_name,
+            d,
+            [shard for s in summaries for shard in s["shards"]],
+            total,
+            {
+                "shard_rows": max(s["shard_rows"] or 0 for s in summaries),
+                "peak_rows_in_memory": max(s["peak_rows"] for s in summaries),
+                "n_batches": n_all,
+                "world_size": dist.world_size,
+            },
+        )
+    barrier(dist)
+    return ActivationStore.open(store_dir)

@@ -25,6 +25,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
+from mechrec._io import atomic_write_text
 from mechrec.activations.sets import ActivationSet
 from mechrec.normalization import RunningMoments
 
@@ -136,9 +137,18 @@ class ShardWriter:
         d: row width.
         shard_rows: capacity of the buffer (and size of every shard but the last).
         directory: where to write shards; ``None`` until a spill is needed.
+        prefix: start of the shard file names (``shard-r001-`` for rank 1 of a collection
+            under ``torchrun``, so that ranks never write the same file).
     """
 
-    def __init__(self, hook_name: str, d: int, shard_rows: int, directory: Path | None) -> None:
+    def __init__(
+        self,
+        hook_name: str,
+        d: int,
+        shard_rows: int,
+        directory: Path | None,
+        prefix: str = "shard-",
+    ) -> None:
         if shard_rows < 1:
             raise ValueError(
                 f"the memory budget holds less than one row of {bytes_per_row(d)} bytes; "
@@ -148,6 +158,7 @@ class ShardWriter:
         self.d = d
         self.shard_rows = shard_rows
         self.directory = directory
+        self.prefix = prefix
         # torch.empty does not touch its pages: only rows actually written cost memory.
         self.acts = torch.empty(shard_rows, d, dtype=torch.float32)
         self.index = {k: torch.empty(shard_rows, dtype=torch.long) for k in _INDEX_KEYS}
@@ -183,7 +194,7 @@ class ShardWriter:
                 f"{bytes_per_row(self.d)} bytes): pass store_dir=... to stream them to disk in "
                 "shards, or raise memory_budget_mb"
             )
-        name = f"shard-{len(self.shards):05d}.safetensors"
+        name = f"{self.prefix}{len(self.shards):05d}.safetensors"
         tensors = {"activations": self.acts[: self.fill]}
         tensors.update({k: v[: self.fill] for k, v in self.index.items()})
         save_file(tensors, str(self.directory / name))
@@ -202,25 +213,49 @@ class ShardWriter:
         """Write the last shard, the moments and the manifest; return the opened store."""
         assert self.directory is not None
         self.flush()
-        save_file(
-            {"mean": moments.mean.contiguous(), "m2": moments.m2.contiguous()},
-            str(self.directory / MOMENTS_FILENAME),
+        return write_manifest(
+            self.directory,
+            self.hook_name,
+            self.d,
+            self.shards,
+            moments,
+            {"shard_rows": self.shard_rows, "peak_rows_in_memory": self.peak_rows, **extra},
         )
-        manifest = {
-            "format": STORE_FORMAT,
-            "hook_name": self.hook_name,
-            "d": self.d,
-            "n_rows": self.n_rows,
-            "dtype": "float32",
-            "shards": self.shards,
-            "shard_rows": self.shard_rows,
-            "peak_rows_in_memory": self.peak_rows,
-            **extra,
-        }
-        tmp = self.directory / f".{MANIFEST_FILENAME}.tmp"
-        tmp.write_text(json.dumps(manifest, indent=2) + "\n")
-        os.replace(tmp, self.directory / MANIFEST_FILENAME)
-        return ActivationStore(self.directory, manifest)
+
+
+def write_manifest(
+    directory: Path,
+    hook_name: str,
+    d: int,
+    shards: list[dict[str, Any]],
+    moments: RunningMoments,
+    extra: dict[str, Any],
+) -> ActivationStore:
+    """Write the moments, then the manifest (last, atomically) of shards already on disk.
+
+    Args:
+        directory: the store directory holding the shards.
+        hook_name: hook the rows come from.
+        d: row width.
+        shards: ``{"file", "n_rows"}`` of every shard, in the store's row order.
+        moments: statistics over all the rows.
+        extra: further manifest fields (provenance, shard size...).
+    """
+    save_file(
+        {"mean": moments.mean.contiguous(), "m2": moments.m2.contiguous()},
+        str(directory / MOMENTS_FILENAME),
+    )
+    manifest = {
+        "format": STORE_FORMAT,
+        "hook_name": hook_name,
+        "d": d,
+        "n_rows": sum(int(s["n_rows"]) for s in shards),
+        "dtype": "float32",
+        "shards": shards,
+        **extra,
+    }
+    atomic_write_text(directory / MANIFEST_FILENAME, json.dumps(manifest, indent=2) + "\n")
+    return ActivationStore(directory, manifest)
 
 
 def prepare_store_dir(directory: str | os.PathLike, overwrite: bool) -> Path:

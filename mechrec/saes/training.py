@@ -41,6 +41,7 @@ from mechrec.activations.sets import (
     fit_normalizer,
     iter_batches,
 )
+from mechrec.distributed import DistContext, all_reduce_sum
 from mechrec.normalization import Normalizer
 from mechrec.saes.architectures import FEATURE_AXES, build_training_sae, to_inference_sae
 from mechrec.saes.checkpoint import TrainingCheckpoint
@@ -169,6 +170,82 @@ def _step_record(step: int, out: Any, trainer: SAETrainer) -> dict[str, float]:
     return record
 
 
+def _global_record(
+    record: dict[str, float], dist: DistContext, device: torch.device
+) -> dict[str, float]:
+    """A log record of the global batch: losses and L0 averaged over the ranks' equal shares
+    (step and dead features are already the same on every rank). ``device``: where the
+    backend reduces (the SAE's device: nccl reduces CUDA tensors only)."""
+    keys = [k for k in record if k not in ("step", "dead_features")]
+    local = torch.tensor([record[k] for k in keys], dtype=torch.float64, device=device)
+    mean = all_reduce_sum(local, dist).cpu() / dist.world_size
+    return {**record, **{k: float(v) for k, v in zip(keys, mean.tolist(), strict=True)}}
+
+
+def _check_parallel(config: SAETrainingConfig, dist: DistContext | None) -> DistContext | None:
+    """The process group if training is data-parallel, after checking the config allows it."""
+    if dist is None or not dist.enabled:
+        return None
+    if config.batch_size % dist.world_size:
+        raise ValueError(
+            f"batch_size {config.batch_size} does not divide by the {dist.world_size} "
+            "processes: each rank takes an equal share of every global batch"
+        )
+    if config.architecture == "batchtopk":
+        raise ValueError(
+            "batchtopk SAEs cannot be trained data-parallel: their threshold is the k-th "
+            "largest activation over the whole batch; train them in one process"
+        )
+    return dist
+
+
+def _rank_rows(batch: torch.Tensor, dist: DistContext) -> torch.Tensor:
+    """This rank's contiguous share of a global batch."""
+    share = batch.shape[0] // dist.world_size
+    return batch[dist.rank * share : (dist.rank + 1) * share]
+
+
+def _average_gradients(sae: TrainingSAE, dist: DistContext) -> None:
+    """Average every parameter's gradient over ranks as soon as backward has produced it.
+
+    The hooks run inside ``backward()``, so gradient clipping and the optimiser step (in the
+    fast step and in ``SAETrainer.step`` alike) see the global-batch gradient.
+    """
+
+    def hook(param: torch.Tensor) -> None:
+        assert param.grad is not None
+        torch.distributed.all_reduce(param.grad, op=torch.distributed.ReduceOp.SUM)
+        param.grad.div_(dist.world_size)
+
+    for param in sae.parameters():
+        if param.requires_grad:
+            param.register_post_accumulate_grad_hook(hook)
+
+
+def _firing_state(trainer: SAETrainer) -> tuple[torch.Tensor, torch.Tensor]:
+    return (trainer.n_forward_passes_since_fired.clone(), trainer.act_freq_scores.clone())
+
+
+@torch.no_grad()
+def _merge_firing_state(
+    trainer: SAETrainer,
+    before: tuple[torch.Tensor, torch.Tensor],
+    local_rows: int,
+    dist: DistContext,
+) -> None:
+    """Make the step's firing statistics those of the global batch on every rank."""
+    since_before, freq_before = before
+    fired_here = (trainer.n_forward_passes_since_fired == 0).float()
+    fired = all_reduce_sum(fired_here, dist) > 0
+    trainer.n_forward_passes_since_fired.copy_(
+        torch.where(fired, torch.zeros_like(since_before), since_before + 1)
+    )
+    trainer.act_freq_scores.copy_(
+        freq_before + all_reduce_sum(trainer.act_freq_scores - freq_before, dist)
+    )
+    trainer.n_training_samples += local_rows * (dist.world_size - 1)
+
+
 def train_sae(
     source: ActivationSource,
     config: SAETrainingConfig,
@@ -179,6 +256,7 @@ def train_sae(
     progress: Callable[[dict[str, float]], None] | None = None,
     checkpoint: TrainingCheckpoint | None = None,
     engine: str = "fast",
+    dist: DistContext | None = None,
 ) -> TrainingResult:
     """Train one SAE on the activations of ``source``.
 
@@ -197,6 +275,16 @@ def train_sae(
             (sae-lens' math and state, fewer passes over the ``(batch, d_sae)`` tensors);
             ``"sae-lens"`` with ``SAETrainer.step``, the slower reference. Both give the
             same results up to float rounding.
+        dist: the process group under ``torchrun``
+            (:func:`mechrec.distributed.setup_distributed`). With ``W > 1`` processes every
+            rank draws the same global batch of ``config.batch_size`` rows from ``source``
+            (the same seeded order), runs the step on its own contiguous ``1/W`` of it and
+            the gradients are averaged over ranks before clipping and the optimiser step;
+            the firing statistics behind dead features are merged (a feature fired if it
+            fired on any rank). Parameters, optimiser state, resampling and the result are
+            therefore the same on every rank and equal a one-process run up to float
+            rounding. ``batch_size`` must divide by ``W``; ``batchtopk`` (whose threshold
+            is taken over the whole batch) is refused. Only rank 0 saves checkpoints.
 
     Returns:
         a :class:`TrainingResult` whose ``sae`` is a ready :class:`NormalizedSAE`.
@@ -205,6 +293,7 @@ def train_sae(
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
     hook_name = hook_name or source.hook_name
+    parallel = _check_parallel(config, dist)
     if normalizer is None:
         normalizer = fit_normalizer(source, config.normalization)
     if normalizer.d != source.d:
@@ -234,18 +323,27 @@ def train_sae(
             first_step = resumed.step + 1
             for _ in range(resumed.step):  # the seeded provider replays the batches used
                 next(provider)
+    if parallel is not None:
+        _average_gradients(training_sae, parallel)
     workspace = Workspace()
     start = time.perf_counter()
     training_sae.train()
     for step in range(first_step, config.steps + 1):
         trainer.maybe_reset_sparsity()
         batch = next(provider)
+        local = batch if parallel is None else _rank_rows(batch, parallel)
+        before = _firing_state(trainer) if parallel is not None else None
         if engine == "fast":
-            out = fast_train_step(trainer, batch, workspace)
+            out = fast_train_step(trainer, local, workspace)
         else:
-            out = trainer.step(batch)
+            out = trainer.step(local)
         trainer.n_training_steps += 1
         loss = out.loss.item()
+        if parallel is not None and before is not None:
+            _merge_firing_state(trainer, before, local.shape[0], parallel)
+            loss = float(all_reduce_sum(out.loss.detach().reshape(1), parallel)) / (
+                parallel.world_size
+            )
         if not math.isfinite(loss):
             raise FloatingPointError(
                 f"SAE training diverged at step {step} (loss {loss}): lower lr "
@@ -261,10 +359,16 @@ def train_sae(
             )
         if step % log_every == 0 or step == config.steps:
             record = _step_record(step, out, trainer)
+            if parallel is not None:
+                record = _global_record(record, parallel, training_sae.W_dec.device)
             history.append(record)
             if progress is not None:
                 progress(record)
-        if checkpoint is not None and checkpoint.due(step, config.steps):
+        if (
+            checkpoint is not None
+            and checkpoint.due(step, config.steps)
+            and (parallel is None or parallel.is_main)
+        ):
             checkpoint.save(step, trainer, generator, history, n_resampled,
                             seconds_before + time.perf_counter() - start)
     seconds = seconds_before + time.perf_counter() - start

@@ -102,3 +102,21 @@ def test_bad_input_is_named():
     moments.update(torch.zeros(2, 3))
     with pytest.raises(ValueError, match="earlier chunks had 3"):
         moments.update(torch.zeros(2, 4))
+
+
+def test_merged_moments_equal_moments_of_all_rows() -> None:
+    x = torch.randn(50, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    whole, first, second, empty = (RunningMoments() for _ in range(4))
+    whole.update(x)
+    first.update(x[:13])
+    second.update(x[13:])
+    empty.merge(first)  # into nothing: takes the other's width
+    empty.merge(second)
+    empty.merge(RunningMoments())  # merging nothing changes nothing
+    assert empty.count == whole.count == 50
+    torch.testing.assert_close(empty.mean, whole.mean, rtol=0, atol=1e-12)
+    torch.testing.assert_close(empty.m2, whole.m2, rtol=1e-12, atol=1e-12)
+    other = RunningMoments()
+    other.update(torch.zeros(2, 3))
+    with pytest.raises(ValueError, match="cannot merge"):
+        empty.merge(other)

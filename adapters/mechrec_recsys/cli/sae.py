@@ -55,6 +55,7 @@ from mechrec_recsys.configs import PAPER_HOOK
 from mechrec_recsys.durations import format_duration
 
 if TYPE_CHECKING:
+    from mechrec.distributed import DistContext
     from mechrec_recsys.experiment import Experiment
     from mechrec_recsys.saes import Table1
 
@@ -163,7 +164,27 @@ def train(
 ) -> None:
     """Train an SAE on the SAE users' activations at a hook, save it, print its metrics.
 
-    The training state is saved every 100 steps: after Ctrl-C the same command resumes it."""
+    The training state is saved every 100 steps: after Ctrl-C the same command resumes it.
+    Under ``torchrun --nproc_per_node N`` the ranks collect the activations in slices and
+    train data-parallel (docs/distributed.md); rank 0 saves and prints."""
+    from mechrec.distributed import setup_distributed, teardown_distributed
+
+    ctx = setup_distributed(device)
+    try:
+        _train(ctx, run_dir, hook, architecture, d_sae, l1, k, target_l0, l0_coefficient, steps,
+               batch_size, lr, warm_up, seed, name, overwrite, data_dir, download, device,
+               progress and ctx.is_main)
+    finally:
+        teardown_distributed(ctx)
+
+
+def _train(
+    ctx: DistContext, run_dir: Path, hook: str, architecture: str, d_sae: int, l1: float | None,
+    k: int | None, target_l0: float | None, l0_coefficient: float | None, steps: int,
+    batch_size: int, lr: float, warm_up: int | None, seed: int, name: str | None,
+    overwrite: bool, data_dir: Path | None, download: bool, device: str, progress: bool,
+) -> None:
+    """:func:`train` on one rank (the only rank when not under ``torchrun``)."""
     from mechrec_recsys.saes import check_hook, default_sae_name, sae_checkpoint, train_run_sae
 
     with on_interrupt(lambda: _kept_sae_state(run_dir, name or default_sae_name(config, hook),
@@ -175,7 +196,8 @@ def train(
             warm_up=warm_up, seed=seed, device=device)
         experiment = _open(run_dir, data_dir, download, device)
         check_hook(experiment, hook)
-        for part, users in (("sae_train", "SAE"), ("test", "test")):
+        parts = (("sae_train", "SAE"), ("test", "test")) if not ctx.enabled else ()
+        for part, users in parts:  # under torchrun the ranks collect sae_train in slices
             with StepProgress(f"collecting activations at {hook} ({users} users)",
                               experiment.n_batches(part), enabled=progress,
                               unit="batches") as bar:
@@ -192,7 +214,9 @@ def train(
                            f"{record['l0']:.1f}, dead {int(record['dead_features'])}")
 
             trained = train_run_sae(experiment, config, hook=hook, run_dir=run_dir, name=name,
-                                    overwrite=overwrite, progress=report)
+                                    overwrite=overwrite, progress=report, dist=ctx)
+    if not ctx.is_main:
+        return
     metrics = trained.test_metrics
     parameter, value = config.sparsity_parameter
     table = Table(title=f"{architecture} SAE at {hook}: {d_sae} features, {parameter} "

@@ -1,4 +1,7 @@
-"""Process-group helpers so the same training code runs alone or under ``torchrun``.
+"""Process-group helpers so the same code runs alone or under ``torchrun``.
+
+Used by activation collection (each rank writes its own shards), SAE training (gradients
+averaged over ranks) and the recommender adapter's GPTRec training.
 
 ``torchrun`` sets ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR`` and ``MASTER_PORT``;
 :func:`setup_distributed` reads them and joins (or reuses) the default process group, with the
@@ -10,11 +13,19 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
 
-__all__ = ["DistContext", "all_reduce_sum", "barrier", "setup_distributed", "teardown_distributed"]
+__all__ = [
+    "DistContext",
+    "all_gather_objects",
+    "all_reduce_sum",
+    "barrier",
+    "setup_distributed",
+    "teardown_distributed",
+]
 
 
 @dataclass(frozen=True)
@@ -81,3 +92,12 @@ def barrier(ctx: DistContext) -> None:
     """Wait for every process (no-op for a single process)."""
     if ctx.enabled:
         dist.barrier()
+
+
+def all_gather_objects(obj: Any, ctx: DistContext) -> list[Any]:
+    """Every rank's ``obj`` (picklable, small: shard lists, statistics), in rank order."""
+    if not ctx.enabled:
+        return [obj]
+    out: list[Any] = [None] * ctx.world_size
+    dist.all_gather_object(out, obj)
+    return out
