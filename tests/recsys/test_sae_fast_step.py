@@ -39,7 +39,11 @@ def test_fast_step_reproduces_sae_lens_step(paper_experiment: Experiment, archit
     for name in ref.history[0]:
         curve = torch.tensor([r[name] for r in fast.history], dtype=torch.float64)
         expected = torch.tensor([r[name] for r in ref.history], dtype=torch.float64)
-        torch.testing.assert_close(curve, expected, rtol=1e-5, atol=1e-6, msg=name)
+        # L0 counts firing features: a pre-activation within float rounding of the threshold
+        # may fire in one engine and not the other (the two associate sums differently; the
+        # thread count decides which), moving a step's L0 by 1/batch per flip.
+        atol = 4 / CONFIG.batch_size if name == "l0" else 1e-6
+        torch.testing.assert_close(curve, expected, rtol=1e-5, atol=atol, msg=name)
     assert fast.n_resampled == ref.n_resampled
     assert fast.dead_fraction_train == ref.dead_fraction_train
     got, want = fast.sae.sae.state_dict(), ref.sae.sae.state_dict()
