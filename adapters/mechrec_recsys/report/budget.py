@@ -136,27 +136,32 @@ def _thin(values: tuple, keep: Collection) -> tuple:
     return tuple(v for i, v in enumerate(values) if i % 2 == 0 or i == last or v in keep)
 
 
-def _cut_table1_seeds(s: ReproduceSettings, size: WorkSize, budget: float, cost: CostModel
-                      ) -> tuple[ReproduceSettings, str] | None:
-    del size, budget, cost
-    if len(s.table1_seeds) < 2:
-        return None
-    return (replace(s, table1_seeds=s.table1_seeds[:1]),
-            f"Table 1: seed {s.table1_seeds[0]} only (of {len(s.table1_seeds)})")
+#: A cut: the settings, the sizes, the budget in seconds and the cost model in; the cut
+#: settings and a line saying what changed out, or ``None`` when it has nothing to cut.
+Cut = Callable[[ReproduceSettings, WorkSize, float, CostModel],
+               "tuple[ReproduceSettings, str] | None"]
 
 
-def _cut_steer_modes(s: ReproduceSettings, size: WorkSize, budget: float, cost: CostModel
-                     ) -> tuple[ReproduceSettings, str] | None:
-    del size, budget, cost
-    if len(s.steer_modes) < 2:
-        return None
-    return (replace(s, steer_modes=s.steer_modes[:1]),
-            f"steering: edit mode {s.steer_modes[0]} only (of {', '.join(s.steer_modes)})")
+def _first_only(name: str, describe: Callable[[tuple], str]) -> Cut:
+    """A cut keeping only the first value of the tuple setting ``name``;
+    ``describe(all_values)`` says what was kept."""
+
+    def cut(s: ReproduceSettings, *_: object) -> tuple[ReproduceSettings, str] | None:
+        values = getattr(s, name)
+        if len(values) < 2:
+            return None
+        return replace(s, **{name: values[:1]}), describe(values)
+
+    return cut
 
 
-def _cut_table1_grid(s: ReproduceSettings, size: WorkSize, budget: float, cost: CostModel
-                     ) -> tuple[ReproduceSettings, str] | None:
-    del size, budget, cost
+_cut_table1_seeds = _first_only(
+    "table1_seeds", lambda seeds: f"Table 1: seed {seeds[0]} only (of {len(seeds)})")
+_cut_steer_modes = _first_only(
+    "steer_modes", lambda modes: f"steering: edit mode {modes[0]} only (of {', '.join(modes)})")
+
+
+def _cut_table1_grid(s: ReproduceSettings, *_: object) -> tuple[ReproduceSettings, str] | None:
     l1 = _thin(s.table1_l1, {s.table1_d_sae_l1})
     d_sae = _thin(s.table1_d_sae, {s.table1_l1_d_sae})
     if (l1, d_sae) == (s.table1_l1, s.table1_d_sae):
@@ -166,9 +171,7 @@ def _cut_table1_grid(s: ReproduceSettings, size: WorkSize, budget: float, cost: 
             f"{', '.join(str(v) for v in d_sae)} (every other point of the grid)")
 
 
-def _cut_steer_values(s: ReproduceSettings, size: WorkSize, budget: float, cost: CostModel
-                      ) -> tuple[ReproduceSettings, str] | None:
-    del size, budget, cost
+def _cut_steer_values(s: ReproduceSettings, *_: object) -> tuple[ReproduceSettings, str] | None:
     values = _thin(s.steer_values, {0.0})
     if values == s.steer_values:
         return None
@@ -176,9 +179,7 @@ def _cut_steer_values(s: ReproduceSettings, size: WorkSize, budget: float, cost:
             f"steering: {len(values)} values (every other one of {len(s.steer_values)})")
 
 
-def _cut_bootstrap(s: ReproduceSettings, size: WorkSize, budget: float, cost: CostModel
-                   ) -> tuple[ReproduceSettings, str] | None:
-    del size, budget, cost
+def _cut_bootstrap(s: ReproduceSettings, *_: object) -> tuple[ReproduceSettings, str] | None:
     if s.align_bootstrap <= 100:
         return None
     return (replace(s, align_bootstrap=100),
@@ -203,9 +204,7 @@ def _cut_epochs(s: ReproduceSettings, size: WorkSize, budget: float, cost: CostM
             f"{per_epoch:.0f} s each)")
 
 
-def _cut_table1_steps(s: ReproduceSettings, size: WorkSize, budget: float, cost: CostModel
-                      ) -> tuple[ReproduceSettings, str] | None:
-    del size, budget, cost
+def _cut_table1_steps(s: ReproduceSettings, *_: object) -> tuple[ReproduceSettings, str] | None:
     steps = max(MIN_TABLE1_STEPS, s.table1_steps // 2)
     if steps >= s.table1_steps:
         return None
@@ -213,8 +212,6 @@ def _cut_table1_steps(s: ReproduceSettings, size: WorkSize, budget: float, cost:
             f"Table 1: {steps} training steps per SAE (of {s.table1_steps})")
 
 
-Cut = Callable[[ReproduceSettings, WorkSize, float, CostModel],
-               "tuple[ReproduceSettings, str] | None"]
 #: The cuts, in the order they are applied, with the settings each one changes.
 CUTS: tuple[tuple[Cut, tuple[str, ...]], ...] = (
     (_cut_table1_seeds, ("table1_seeds",)),
