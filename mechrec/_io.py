@@ -17,13 +17,17 @@ released even when the process is killed).
 from __future__ import annotations
 
 import hashlib
+import json
+import math
 import os
 import sys
 import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
 from safetensors.torch import save_file
 
@@ -159,6 +163,31 @@ def atomic_write_text(path: Path, text: str) -> Path:
             handle.write(text)
 
     return atomic_write(path, write)
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with only plain JSON types: the one conversion every saved JSON goes through.
+
+    Mappings become dicts with text keys, tuples and lists become lists, numpy scalars become
+    Python numbers, and non-finite floats (NaN, inf) become ``None`` so the JSON stays strict
+    (readable by any parser, ``allow_nan=False``).
+    """
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
+
+
+def atomic_write_json(path: str | os.PathLike, data: Any, *, sort_keys: bool = True) -> Path:
+    """Write ``data`` as strict, indented JSON to ``path`` atomically (through
+    :func:`json_safe`: NaN/inf are written as ``null``); returns ``path``."""
+    text = json.dumps(json_safe(data), indent=2, sort_keys=sort_keys, allow_nan=False) + "\n"
+    return atomic_write_text(Path(path), text)
 
 
 def save_safetensors_atomically(

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import difflib
 import re
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from transformer_lens import HookedTransformer
@@ -107,3 +109,64 @@ def hook_width(model: HookedTransformer, hook_name: str) -> int:
         return_type=None,
     )
     return seen["width"]
+
+
+@dataclass(frozen=True)
+class HookPoint:
+    """A hook of a model that mechrec can read or steer: one vector per position."""
+
+    name: str
+    """The TransformerLens hook name, e.g. ``blocks.0.hook_resid_post``."""
+    width: int
+    """Width of one position's activation there (trailing dims flattened)."""
+    layer: int | None
+    """Block index (``-1`` for embedding hooks, ``None`` for ``ln_final``/``unembed``)."""
+
+
+def resolve_hook(model: HookedTransformer, hook_name: str) -> HookPoint:
+    """The one hook check: ``hook_name`` exists in ``model`` and holds one vector per position.
+
+    Returns its :class:`HookPoint` (name, width, layer). Every recipe, CLI command and
+    steering call checks hooks through this function.
+
+    Raises:
+        HookNameError: unknown hook (the message suggests close names) or a hook holding
+            attention patterns or scores.
+    """
+    validate_hook_name(model, hook_name)
+    check_per_position(hook_name)
+    return HookPoint(name=hook_name, width=hook_width(model, hook_name),
+                     layer=hook_layer(hook_name))
+
+
+def check_sae_fits(model: HookedTransformer, sae: Any, *, where: str = "the SAE",
+                   fix: str | None = None) -> HookPoint:
+    """The one "does this SAE fit this model" check: the model has the SAE's hook, with the
+    SAE's input width there.
+
+    Args:
+        model: the model the SAE will read.
+        sae: anything with ``hook_name`` and ``d_in`` (a :class:`~mechrec.saes.NormalizedSAE`).
+        where: how errors name the SAE (e.g. its directory).
+        fix: what the error suggests when the widths differ (default: train an SAE on this
+            model's activations with :func:`mechrec.saes.train_sae`).
+
+    Returns:
+        The SAE's :class:`HookPoint` in ``model``.
+
+    Raises:
+        ValueError: the model has no such hook, or another width there.
+    """
+    try:
+        point = resolve_hook(model, sae.hook_name)
+    except HookNameError as exc:
+        raise ValueError(f"{where} reads hook {sae.hook_name!r}, which this model cannot "
+                         f"give: {exc}") from None
+    if point.width != int(sae.d_in):
+        hint = fix or ("train one on this model's activations at that hook "
+                       "(mechrec.saes.train_sae)")
+        raise ValueError(
+            f"{where} was trained on activations of width {sae.d_in} at {sae.hook_name!r}, "
+            f"but this model has width {point.width} there: it belongs to another model; "
+            f"{hint}")
+    return point

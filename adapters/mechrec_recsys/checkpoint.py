@@ -21,7 +21,12 @@ from safetensors.torch import load as load_safetensors_bytes
 from safetensors.torch import save as save_safetensors_bytes
 from transformer_lens import HookedTransformer
 
-from mechrec._io import atomic_write_bytes, read_verified_bytes, sha256_bytes
+from mechrec._io import (
+    atomic_write_bytes,
+    atomic_write_json,
+    read_verified_bytes,
+    sha256_bytes,
+)
 from mechrec_recsys.model import GPTRecConfig, _gptrec_config_of, build_gptrec
 from mechrec_recsys.vocab import ItemVocab
 
@@ -50,11 +55,6 @@ _WEIGHTS_METADATA = {"format": CHECKPOINT_FORMAT}
 RUN_STATE_FORMAT = "mechrec.gptrec_train_state/1"
 RUN_STATE_TENSORS = "train_state.safetensors"
 RUN_STATE_JSON = "train_state.json"
-
-
-def atomic_write_json(path: str | Path, data: Any) -> None:
-    """Write ``data`` as indented JSON, atomically."""
-    atomic_write_bytes(path, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode())
 
 
 def read_json(path: str | Path) -> Any:

@@ -6,6 +6,11 @@ item attributes aligned with model tokens. :class:`Experiment` holds them, rebui
 exactly as it was at training time (the run's ``run.json`` records how), batches any part of
 the split, collects activations at any hook, and scores any top-K lists on the test users.
 
+It is a :class:`mechrec.study.Study`: row sets are split parts, a token's attributes are its
+item's genres and decade (:meth:`Experiment.attribute_table`), and a bootstrap group is a user
+(:meth:`Experiment.row_groups`), so the core's recipes (``mechrec.alignment.align``, ...) run
+on it directly.
+
 Run folder layout (written by ``mechrec train``)::
 
     run_dir/run.json        how the split and model were made (RunSpec)
@@ -17,13 +22,14 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 from transformer_lens import HookedTransformer
 
@@ -316,6 +322,27 @@ class Experiment:
         for column, label in enumerate(decade_names):
             extra[1:, column] = labels == label
         return np.concatenate([matrix, extra], axis=1), names + decade_names
+
+    def attribute_table(
+        self,
+        names: Sequence[str] | None = None,
+        *,
+        decades: bool = True,
+        predicates: Mapping[str, Any] | None = None,
+    ) -> tuple[pd.DataFrame, pd.Series]:
+        """The :class:`mechrec.study.Study` token attribute table: genres (or ``names``),
+        release decades and custom item predicates per token, with each attribute's group.
+
+        See :func:`mechrec_recsys.items.token_attribute_table`.
+        """
+        from mechrec_recsys.items import token_attribute_table
+
+        return token_attribute_table(self, names=names, decades=decades, predicates=predicates)
+
+    def row_groups(self, name: str) -> np.ndarray:
+        """The :class:`mechrec.study.Study` row groups: the user of each sequence of a part
+        (a bootstrap over rows resamples whole users)."""
+        return np.asarray(self.part(name).users)
 
     # ---------------------------------------------------------------------------- evaluation
     def train_items(self) -> np.ndarray:

@@ -38,23 +38,25 @@ import os
 import re
 import shutil
 import warnings
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from mechrec._io import exclusive_claim
+from mechrec._io import exclusive_claim, json_safe
 from mechrec.activations import ActivationSource, collect_activations
 from mechrec.alignment import (
     DegenerateInputWarning,
     alignment_stats,
+    encode_sparse,
     interpretability_score,
     token_attributes,
 )
 from mechrec.distributed import DistContext, barrier
-from mechrec.hooks import HookNameError, check_per_position, hook_width, validate_hook_name
+from mechrec.hooks import check_sae_fits as fits
+from mechrec.hooks import resolve_hook
 from mechrec.reconstruction import (
     REPLACE_MODES,
     ReconstructionMetrics,
@@ -73,7 +75,6 @@ from mechrec.saes import (
     sweep_saes,
     train_sae,
 )
-from mechrec_recsys.alignment import encode_sparse
 from mechrec_recsys.checkpoint import (
     atomic_write_json,
     checkpoint_sha256,
@@ -146,41 +147,26 @@ def open_run(
 
 
 def check_hook(experiment: Experiment, hook: str) -> int:
-    """Check the run's model has ``hook`` with one vector per position; return its width.
+    """Check the run's model has ``hook`` with one vector per position; return its width
+    (:func:`mechrec.hooks.resolve_hook`).
 
     Raises:
         HookNameError: unknown hook (the message suggests close matches) or a hook holding
             attention patterns.
     """
-    validate_hook_name(experiment.model, hook)
-    check_per_position(hook)
-    return hook_width(experiment.model, hook)
+    return resolve_hook(experiment.model, hook).width
 
 
 def check_sae_fits(experiment: Experiment, nsae: NormalizedSAE, where: str = "the SAE") -> None:
-    """Check ``nsae`` reads a hook of the run's model, with the width the model has there.
-
-    Args:
-        experiment: the run.
-        nsae: the SAE.
-        where: how to name the SAE in errors (e.g. its directory).
+    """Check ``nsae`` reads a hook of the run's model, with the width the model has there
+    (:func:`mechrec.hooks.check_sae_fits`, with the CLI command that trains a fitting SAE).
 
     Raises:
         ValueError: the SAE's hook does not exist in the model, or its ``d_in`` differs
             from the width of the model's activations at that hook.
     """
-    try:
-        width = check_hook(experiment, nsae.hook_name)
-    except HookNameError as exc:
-        raise ValueError(
-            f"{where} reads hook {nsae.hook_name!r}, which the run's model cannot give: {exc}"
-        ) from None
-    if width != nsae.d_in:
-        raise ValueError(
-            f"{where} was trained on activations of width {nsae.d_in} at {nsae.hook_name!r}, "
-            f"but this run's model has width {width} there: it belongs to another model; "
-            f"train one for this run with 'mechrec sae train RUN_DIR --hook {nsae.hook_name}'"
-        )
+    fits(experiment.model, nsae, where=where,
+         fix=f"train one for this run with 'mechrec sae train RUN_DIR --hook {nsae.hook_name}'")
 
 
 def sae_directory(run_dir: str | os.PathLike, name: str) -> Path:
@@ -812,16 +798,3 @@ def _spec_dict(spec: RunSpec) -> dict[str, Any]:
 
 def _missing(value: Any) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
-
-
-def json_safe(value: Any) -> Any:
-    """NaN/inf become ``None`` so the JSON stays strict."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, Mapping):
-        return {str(k): json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    if isinstance(value, (np.floating, np.integer)):
-        return json_safe(value.item())
-    return value

@@ -61,8 +61,9 @@ import numpy as np
 import pandas as pd
 import torch
 
+from mechrec._io import json_safe
 from mechrec.activations import ActivationSet
-from mechrec.alignment import alignment_stats, best_features, token_attributes
+from mechrec.alignment import alignment_stats, best_features, encode_sparse, token_attributes
 from mechrec.probes import ProbeSet, fit_probes
 from mechrec.saes import NormalizedSAE
 from mechrec.steering import FeatureEdit, SAELike, steered_last_logits
@@ -79,7 +80,6 @@ from mechrec.sweep import (
     run_sweep,
     value_grid,
 )
-from mechrec_recsys.alignment import encode_sparse
 from mechrec_recsys.checkpoint import atomic_write_bytes, atomic_write_json
 from mechrec_recsys.configs import DEFAULT_GENRES, MODES
 from mechrec_recsys.data.registry import ML1M_GENRES, MODERN_GENRES
@@ -666,15 +666,7 @@ class GenreSweep:
 
 def _json_records(frame: pd.DataFrame) -> list[dict[str, Any]]:
     clean = frame.astype(object).where(frame.notna(), None)
-    return [{k: _plain(v) for k, v in row.items()} for row in clean.to_dict(orient="records")]
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
+    return [{k: json_safe(v) for k, v in row.items()} for row in clean.to_dict(orient="records")]
 
 
 def run_genre_sweep(
@@ -846,7 +838,7 @@ def user_recommendations(
     for user in users:
         part, index = experiment.find_user(user)
         history = experiment.part(part).sequences[index]
-        user_id = _plain(experiment.part(part).users[index])
+        user_id = json_safe(experiment.part(part).users[index])
         window = history[-model.cfg.n_ctx:]
         tokens = torch.as_tensor(window, dtype=torch.long, device=device)[None, :]
         mask = torch.ones_like(tokens)
@@ -895,7 +887,7 @@ def example_users(experiment: Experiment, genre_column: str, *, k: int = 10,
     order = np.argsort(-share, kind="stable")
     most = [users[i] for i in order[:n]]
     fewest = [users[i] for i in order[::-1] if users[i] not in most][:n]
-    return [_plain(u) for u in [*most, *fewest]]
+    return [json_safe(u) for u in [*most, *fewest]]
 
 
 def user_shares(

@@ -13,8 +13,17 @@
 - :mod:`~mechrec.alignment.grouping`: activation rows averaged by key (one row per distinct
   token instead of per position).
 - :mod:`~mechrec.alignment.sources`: accepted activation inputs, incl. lazily computed features.
+- :mod:`~mechrec.alignment.recipe`: the whole honest recipe on any
+  :class:`~mechrec.study.Study`: :func:`align` / :class:`FeatureAlignment` (choose on one row
+  set, score on another, SAE vs neurons vs random control vs probes, grouped bootstrap).
 
-Typical use (``train``/``test`` are activation rows of the SAE-training and test users)::
+The recipe in three lines (``study`` wraps any HookedTransformer, see :mod:`mechrec.study`)::
+
+    run = align(study, sae, select="fit", score="eval")
+    run.summary()                                   # best-feature scores per source
+    run.difference_table(run.bootstrap(200))        # paired intervals, groups resampled
+
+The primitives underneath (``train``/``test``: activation rows of the select and score sets)::
 
     sae_train = alignment_stats(features_train, genres_train, attribute_names=names)
     sae_test = alignment_stats(features_test, genres_test, attribute_names=names)
@@ -60,6 +69,12 @@ _EXPORTS: dict[str, str] = {
     "BINARY_METRICS": "metric_names",
     "METRICS": "metric_names",
     "alignment_stats": "stats",
+    "ALL_SOURCES": "recipe",
+    "AlignmentRun": "recipe",
+    "FeatureAlignment": "recipe",
+    "ScoredRows": "recipe",
+    "align": "recipe",
+    "encode_sparse": "recipe",
 }
 
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

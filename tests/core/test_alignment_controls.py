@@ -77,12 +77,13 @@ def test_control_feeds_alignment_like_any_activations(inputs: np.ndarray) -> Non
     dense_stats = alignment_stats(control.materialize(), y)
     # The lazy path computes feature blocks with narrower matmuls than the dense one, so
     # float32 rounding differs; a value sitting on the ReLU boundary may flip between 0 and a
-    # tiny positive, moving that feature's metrics by one row's worth.
+    # tiny positive, moving that feature's metrics by about one row's worth (1/2000). How many
+    # values sit on the boundary depends on the BLAS thread count (4 of 96 at one thread).
     for m in lazy_stats.metrics:
         lazy, dense = lazy_stats.values[m], dense_stats.values[m]
         np.testing.assert_array_equal(np.isnan(lazy), np.isnan(dense))
         diff = np.abs(np.nan_to_num(lazy) - np.nan_to_num(dense))
-        assert (diff > 1e-5).sum() <= 2 and diff.max() < 0.01, (m, diff.max())
+        assert (diff > 1e-5).sum() <= 6 and diff.max() < 0.01, (m, diff.max())
     np.testing.assert_allclose(lazy_stats.feature_active_rate, 0.1, atol=0.05)
     neurons = alignment_stats(inputs, y)
     summary = interpretability_summary({"neurons": neurons, "random": lazy_stats})

@@ -30,7 +30,7 @@ def test_bootstrap_resamples_test_users_and_matches_the_point_tables(
     acts = paper_experiment.activations("test", PAPER_HOOK)
     users = paper_experiment.part("test").users[acts.sequence_index.numpy()]
     assert run.scored is not None and run.scored.n_rows == acts.activations.shape[0]
-    np.testing.assert_array_equal(run.scored.users, users)
+    np.testing.assert_array_equal(run.scored.groups, users)
     boot = run.bootstrap(40, seed=1)
     assert boot.grouped and boot.n_groups == len(np.unique(users)) and boot.n_resamples == 40
     assert boot.sources == list(SOURCES) and boot.metrics == tuple(run.reported)

@@ -13,7 +13,6 @@ from mechrec_recsys.alignment import (
     SOURCES,
     AlignmentRun,
     align,
-    check_sae_fits,
     encode_sparse,
     feature_examples,
     feature_p_top_k,
@@ -24,6 +23,7 @@ from mechrec_recsys.alignment import (
     year_between,
 )
 from mechrec_recsys.experiment import Experiment
+from mechrec_recsys.saes import check_sae_fits
 
 from mechrec.activations import ActivationSet
 from mechrec.saes import NormalizedSAE, SAETrainingConfig, train_sae
@@ -252,12 +252,12 @@ def test_sae_from_another_hook_or_model_is_a_clear_error(
 ) -> None:
     paper_sae.save(tmp_path / "sae")
     wrong_hook = NormalizedSAE.load(tmp_path / "sae", hook_name="blocks.7.hook_resid_post")
-    with pytest.raises(ValueError, match=r"blocks\.7\.hook_resid_post.*does not have"):
+    with pytest.raises(ValueError, match=r"blocks\.7\.hook_resid_post.*cannot give"):
         align(paper_experiment, wrong_hook)
     other = ActivationSet.from_tensor(torch.randn(512, 16), PAPER_HOOK)
     narrow = train_sae(other, SAETrainingConfig(d_sae=32, steps=5, batch_size=64,
                                                    lr_warm_up_steps=1)).sae
-    with pytest.raises(ValueError, match="expects 16-dimensional activations"):
+    with pytest.raises(ValueError, match=r"width 16 .* width 32 there"):
         align(paper_experiment, narrow)
     with pytest.raises(ValueError, match="out of range"):
         feature_examples(paper_experiment, paper_sae, paper_sae.d_sae)
@@ -265,8 +265,7 @@ def test_sae_from_another_hook_or_model_is_a_clear_error(
         align(paper_experiment, paper_sae, metric="f1")
     with pytest.raises(ValueError, match="other rows"):
         align(paper_experiment, paper_sae, select_part="test", score_part="test")
-    check_sae_fits(paper_experiment, paper_sae,
-                   paper_experiment.activations("test", PAPER_HOOK))  # fits: no error
+    check_sae_fits(paper_experiment, paper_sae)  # fits: no error
 
 
 def test_items_unit_averages_each_item_over_its_positions(
@@ -287,7 +286,7 @@ def test_items_unit_averages_each_item_over_its_positions(
     np.testing.assert_allclose(items.stats["neurons"]["score"].table("correlation")["Drama"],
                                expected, atol=1e-6)
     # the bootstrap resamples items, the random control still matches the SAE's firing rates
-    assert items.scored is not None and items.scored.n_users == len(distinct)
+    assert items.scored is not None and items.scored.n_groups == len(distinct)
     boot = items.bootstrap(20, seed=0)
     assert len(items.interval_table(boot)) > 0
     with pytest.raises(ValueError, match="unknown unit 'users'"):

@@ -117,7 +117,7 @@ def test_examples_show_real_titles_with_context(
         (["tables", "{untrained}", "{sae}"], "no trained model yet"),
         (["tables", "{untrained}", "paper"], "no trained model yet"),
         (["tables", "{run}", "{sae}", "--years", "eighties"], "expected FIRST-LAST"),
-        (["tables", "{run}", "{wrong_hook}"], "does not have"),
+        (["tables", "{run}", "{wrong_hook}"], "cannot give"),
         (["examples", "{run}", "{sae}", "100000"], "out of range"),
         (["examples", "{run}", "{sae}", "1", "--part", "holdout"], "unknown --part"),
     ],

@@ -281,7 +281,8 @@ def evaluate(
         help="evaluate the SAE even though it records another model (or hook) as its source"),
 ) -> None:
     """One SAE's Table-1 rows: original model, "replace" and "replace + error"."""
-    from mechrec_recsys.saes import evaluate_sae, json_safe, load_run_sae, resolve_sae_directory
+    from mechrec._io import json_safe
+    from mechrec_recsys.saes import evaluate_sae, load_run_sae, resolve_sae_directory
 
     experiment = _open(run_dir, data_dir, download, device)
     directory = resolve_sae_directory(run_dir, sae_dir)

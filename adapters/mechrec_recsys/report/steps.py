@@ -193,7 +193,8 @@ def sae_config(settings: ReproduceSettings, device: str = "cpu") -> SAETrainingC
 def run_sae(ctx: StepContext, fresh_upstream: bool) -> dict[str, Any]:
     """Train the analysis SAE (replacing an unfinished or stale one) and save its metrics."""
     del fresh_upstream
-    from mechrec_recsys.saes import json_safe, train_run_sae
+    from mechrec._io import json_safe
+    from mechrec_recsys.saes import train_run_sae
 
     s = ctx.settings
     config = sae_config(s, ctx.device)
@@ -384,7 +385,7 @@ def _load_report(report: Any) -> Any:
 
 
 def _json_ready(value: Any) -> Any:
-    from mechrec_recsys.saes import json_safe
+    from mechrec._io import json_safe
 
     value = json_safe(value)
     if isinstance(value, dict):

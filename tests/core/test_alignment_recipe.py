@@ -1,0 +1,171 @@
+"""The core's honest alignment recipe (``mechrec.alignment.align``) on a non-recommender model.
+
+A :class:`~mechrec.study.TokenStudy` wraps the tiny HookedTransformer, two row sets of token
+sequences and a table of token attributes; the recipe is checked against the primitives it
+is built from (statistics on each row set, the choice on the select rows, the grouped
+bootstrap) and against its input checks.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from tiny_model import TINY_VOCAB, make_tiny_model
+
+from mechrec.activations import collect_activations
+from mechrec.alignment import (
+    AlignmentRun,
+    FeatureAlignment,
+    align,
+    alignment_stats,
+    best_features,
+    encode_sparse,
+    token_attributes,
+)
+from mechrec.saes import SAETrainingConfig, train_sae
+from mechrec.study import Study, TokenStudy, check_attribute_table
+
+HOOK = "blocks.0.hook_resid_post"
+
+
+def _tokens(seed: int, n: int = 48, length: int = 12) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randint(1, TINY_VOCAB, (n, length), generator=gen)
+
+
+def _attributes() -> tuple[pd.DataFrame, pd.Series]:
+    tok = np.arange(TINY_VOCAB)
+    table = pd.DataFrame({"even": tok % 2 == 0, "low": tok < 8, "high": tok >= 18,
+                          "seven": tok == 7}).astype(np.float32)
+    table.iloc[0] = 0.0  # padding carries nothing
+    groups = pd.Series({"even": "parity", "low": "range", "high": "range", "seven": "token"})
+    return table, groups
+
+
+@pytest.fixture(scope="module")
+def study() -> TokenStudy:
+    table, groups = _attributes()
+    return TokenStudy(make_tiny_model(), {"fit": _tokens(0), "eval": _tokens(1)}, table, groups,
+                      batch_size=16)
+
+
+@pytest.fixture(scope="module")
+def sae(study: TokenStudy):
+    acts = study.activations("fit", HOOK)
+    config = SAETrainingConfig(architecture="topk", d_sae=32, k=4, steps=60, batch_size=64,
+                               lr_warm_up_steps=0, seed=0)
+    return train_sae(acts, config).sae
+
+
+@pytest.fixture(scope="module")
+def run(study: TokenStudy, sae) -> AlignmentRun:
+    return align(study, sae, select="fit", score="eval", sources=("SAE", "neurons", "random",
+                                                                  "probes"))
+
+
+def test_token_study_is_a_study_and_collects_every_real_position(study: TokenStudy) -> None:
+    assert isinstance(study, Study)
+    acts = study.activations("fit", HOOK)
+    expected = collect_activations(study.model, [(_tokens(0), None)], HOOK)
+    torch.testing.assert_close(acts.activations, expected.activations)
+    assert study.activations("fit", HOOK) is acts  # cached
+    assert study.row_groups("eval").tolist() == list(range(48))
+    assert "fit: 48x12" in repr(study)
+
+
+def test_choice_on_select_rows_scored_on_score_rows(study: TokenStudy, sae,
+                                                    run: AlignmentRun) -> None:
+    table, _ = study.attribute_table()
+    select = study.activations("fit", HOOK)
+    score = study.activations("eval", HOOK)
+    by_hand = {part: alignment_stats(encode_sparse(sae, a.activations),
+                                     token_attributes(a.token, table))
+               for part, a in (("select", select), ("score", score))}
+    chosen = best_features(by_hand["select"], "correlation")
+    best = run.best_table("SAE", "honest")
+    for attribute, feature in chosen.items():
+        if feature is None:
+            assert pd.isna(best.loc[attribute, "feature"])
+            continue
+        assert best.loc[attribute, "feature"] == feature
+        expected = by_hand["score"].table("correlation").loc[feature, attribute]
+        assert best.loc[attribute, "correlation"] == pytest.approx(expected, abs=1e-6)
+    # in-sample chooses on the score rows themselves: never worse on them than honest
+    in_sample = run.best_table("SAE", "in-sample")["correlation"]
+    assert (in_sample.fillna(-1) >= best["correlation"].fillna(-1) - 1e-9).all()
+
+
+def test_sources_groups_and_probes(run: AlignmentRun) -> None:
+    assert run.sources == ["SAE", "neurons", "random", "probes"]
+    assert run.group_order == ["parity", "range", "token"]
+    summary = run.summary()
+    assert set(summary["group"]) == {"parity", "range", "token", "all"}
+    assert summary.loc[summary["features"] == "random", "n_features"].iloc[0] == 32
+    # a probe per attribute (named by it): the probe fitted for an attribute is chosen for it
+    probes = run.best_table("probes", "honest")
+    assert probes["feature"].tolist() == list(probes.index)
+    assert (probes["correlation"] > 0.1).all()
+    assert ("probes", "SAE") in run.default_pairs()
+
+
+def test_bootstrap_resamples_whole_sequences(run: AlignmentRun) -> None:
+    assert run.scored is not None and run.scored.n_groups == 48
+    boot = run.bootstrap(30, seed=0)
+    assert boot.grouped and boot.n_groups == 48
+    diffs = run.difference_table(boot)
+    assert {("SAE", "neurons"), ("probes", "SAE")} <= set(zip(diffs["features"],
+                                                              diffs["versus"], strict=True))
+    meta = run.bootstrap_meta(boot)
+    assert meta["resampled_unit"] == "eval group"
+
+
+def test_write_saves_every_table_and_strict_json(run: AlignmentRun, tmp_path) -> None:
+    written = run.write(tmp_path, bootstrap=10)
+    assert {"sae", "neurons", "control", "probes", "per_attribute", "summary",
+            "bootstrap_intervals", "alignment", "bootstrap"} <= set(written)
+    meta = json.loads((tmp_path / "alignment.json").read_text())
+    assert meta["select_part"] == "fit" and meta["score_part"] == "eval"
+    assert meta["attributes"]["seven"] == "token"
+
+
+def test_estimator_fit_then_score_and_token_unit(study: TokenStudy, sae) -> None:
+    estimator = FeatureAlignment(sae, unit="tokens", seed=3).fit(study, "fit")
+    run = estimator.score(study, "eval")
+    distinct = np.unique(study.activations("eval", HOOK).token.numpy())
+    assert run.stats["SAE"]["score"].n_rows == len(distinct)
+    assert run.scored is not None and run.scored.n_groups == len(distinct)
+    with pytest.raises(ValueError, match="other rows"):
+        estimator.score(study, "fit")
+    neurons_only = align(study, select="fit", score="eval", sources=("neurons",),
+                         hook_name="blocks.1.hook_mlp_out")
+    assert neurons_only.sources == ["neurons"] and neurons_only.hook_name.startswith("blocks.1")
+
+
+def test_bad_input_is_named(study: TokenStudy, sae) -> None:
+    with pytest.raises(ValueError, match="other rows"):
+        align(study, sae, select="fit", score="fit")
+    with pytest.raises(ValueError, match="unknown row set 'test'"):
+        align(study, sae, select="fit", score="test")
+    with pytest.raises(ValueError, match="need an SAE"):
+        align(study, select="fit", score="eval", hook_name=HOOK)
+    with pytest.raises(ValueError, match="unknown feature sources"):
+        align(study, sae, select="fit", score="eval", sources=("SAE", "pca"))
+    with pytest.raises(TypeError, match="is not a Study"):
+        align(object(), sae, select="fit", score="eval")
+    other = make_tiny_model(d_model=8, d_head=4)
+    with pytest.raises(ValueError, match=r"width 16 .* width 8 there"):
+        align(TokenStudy(other, {"a": _tokens(0), "b": _tokens(1)}, _attributes()[0]), sae,
+              select="a", score="b")
+    table, groups = _attributes()
+    with pytest.raises(ValueError, match="one row per token id"):
+        check_attribute_table(table.iloc[:5], groups, TINY_VOCAB)
+    with pytest.raises(ValueError, match="only 0/1"):
+        check_attribute_table(table * 2, groups, TINY_VOCAB)
+    with pytest.raises(ValueError, match="no group for"):
+        check_attribute_table(table, groups.drop("seven"), TINY_VOCAB)
+    with pytest.raises(ValueError, match=r"outside 0\.\.23"):
+        TokenStudy(study.model, {"a": torch.full((2, 3), 99)}, table)
