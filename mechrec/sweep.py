@@ -12,7 +12,7 @@ prefix of each batch is computed once per hook and shared by all values and targ
 
 >>> result = run_sweep(model, batches, [feature_target(sae, 12, name="Sci-Fi")],
 ...                    value_grid(-10, 10, 1), evaluate=share_of_scifi_in_top10,
-...                    collect=lambda logits, tokens, mask: logits.topk(10).indices)
+...                    collect=lambda logits, tokens, mask, rows: logits.topk(10).indices)
 >>> result.to_csv("sweep.csv")
 """
 
@@ -55,7 +55,10 @@ from mechrec.steering.validation import (
     check_hook_name,
 )
 
-Collect = Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], Any]
+Collect = Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None, np.ndarray], Any]
+"""``collect(logits, tokens, attention_mask, rows)``: reduces one batch's last-position logits;
+``rows`` holds the batch's row ids (``i`` for the ``i``-th sequence of the batches), so
+per-row data (e.g. items to mask) is looked up without state kept between calls."""
 Evaluate = Callable[[Any], Mapping[str, float]]
 BASELINE = "unsteered"
 _KEY_COLUMNS = ["target", "kind", "hook_name", "value"]
@@ -228,7 +231,9 @@ def run_sweep(
         evaluate: scores everything collected for one (target, value) over all batches and
             returns ``{metric: number}``.
         collect: reduces one batch's last-position logits ``(B, d_vocab)`` given the batch's
-            ``tokens`` and ``attention_mask`` (e.g. to top-k item ids); tensors / arrays are
+            ``tokens``, ``attention_mask`` and row ids ``rows`` (``(B,)`` int64: the position
+            of each sequence in the whole stream of batches) (e.g. to top-k item ids, seen
+            items masked); tensors / arrays are
             concatenated along the first axis over batches, anything else is passed to
             ``evaluate`` as a list. Default: keep the logits (on the CPU).
         include_baseline: add an ``unsteered`` row (``value`` NaN).
@@ -256,8 +261,11 @@ def run_sweep(
     total = len(batches) * len(hooks) if hasattr(batches, "__len__") else None  # type: ignore[arg-type]
     with Progress(disable=not progress, transient=True) as bar:
         task = bar.add_task("steering sweep", total=total)
+        offset = 0
         for tokens, mask in batches:
             n_batches += 1
+            rows = np.arange(offset, offset + tokens.shape[0], dtype=np.int64)
+            offset += tokens.shape[0]
             base_logits = None
             for hook_name, group in hooks.items():
                 out, base = _run_hook_group(
@@ -274,12 +282,12 @@ def run_sweep(
                 )
                 base_logits = base if base_logits is None else base_logits
                 for key, logits in out.items():
-                    buckets[key].append(collect(logits, tokens, mask))
+                    buckets[key].append(collect(logits, tokens, mask, rows))
                 bar.advance(task)
             if include_baseline:
                 if base_logits is None:
                     base_logits = _plain_last_logits(model, tokens, mask)
-                baseline.append(collect(base_logits, tokens, mask))
+                baseline.append(collect(base_logits, tokens, mask, rows))
     if n_batches == 0:
         raise ValueError("batches is empty: nothing to evaluate")
 
@@ -368,7 +376,8 @@ def _plain_last_logits(
     return last_real_logits(logits, mask)
 
 
-def _keep_logits(logits: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor | None) -> Any:
+def _keep_logits(logits: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor | None,
+                 rows: np.ndarray) -> Any:
     return logits.detach().cpu()
 
 

@@ -1,8 +1,10 @@
 """Genre steering on a trained GPTRec: the paper's control experiments (sections 4.3 and 8).
 
-Thin glue between an :class:`~mechrec_recsys.experiment.Experiment` (split, model, catalog),
-an SAE (:class:`~mechrec.saes.NormalizedSAE`) and the generic core
-(:mod:`mechrec.alignment`, :mod:`mechrec.probes`, :mod:`mechrec.steering`, :mod:`mechrec.sweep`).
+The recipe is the core's (:mod:`mechrec.attribute_sweep`: choose features on one row set,
+steer and score another, SAE feature / decoder direction / probe direction / random feature);
+this module adds what is about items: genre names, the paper's user sets (features chosen on
+the SAE-training users, the test users steered), top-K lists with every seen item masked, the
+ranking metrics, before/after lists of chosen users and the fast-path check.
 
 What it does
 ------------
@@ -48,13 +50,11 @@ Results are tidy tables (:class:`GenreSweep`) written as CSV/JSON by :meth:`Genr
 
 from __future__ import annotations
 
-import math
 import re
 import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -62,25 +62,20 @@ import pandas as pd
 import torch
 
 from mechrec._io import json_safe
-from mechrec.activations import ActivationSet
-from mechrec.alignment import alignment_stats, best_features, encode_sparse, token_attributes
-from mechrec.probes import ProbeSet, fit_probes
+from mechrec.attribute_sweep import (
+    BASELINE,
+    AttributeSweep,
+    attribute_sweep,
+    attribute_targets,
+    fit_attribute_probes,
+    select_attribute_features,
+)
+from mechrec.attribute_sweep import monotonicity as attribute_monotonicity
+from mechrec.probes import ProbeSet
 from mechrec.saes import NormalizedSAE
-from mechrec.steering import FeatureEdit, SAELike, steered_last_logits
-from mechrec.steering.validation import (
-    check_feature_index,
-    check_finite_scores,
-    check_finite_values,
-)
-from mechrec.sweep import (
-    SteeringTarget,
-    direction_target,
-    feature_direction_target,
-    feature_target,
-    run_sweep,
-    value_grid,
-)
-from mechrec_recsys.checkpoint import atomic_write_bytes, atomic_write_json
+from mechrec.steering import SAELike, steered_last_logits
+from mechrec.steering.validation import check_finite_scores, check_finite_values
+from mechrec.sweep import SteeringTarget, value_grid
 from mechrec_recsys.configs import DEFAULT_GENRES, MODES
 from mechrec_recsys.data.registry import ML1M_GENRES, MODERN_GENRES
 from mechrec_recsys.experiment import Experiment
@@ -105,6 +100,7 @@ __all__ = [
     "run_genre_sweep",
     "select_genre_features",
     "steering_values",
+    "top_k_unseen",
     "user_recommendations",
     "user_shares",
 ]
@@ -123,12 +119,6 @@ EVAL_PART = "test"
 KNOWN_GENRES: tuple[str, ...] = tuple(
     dict.fromkeys((*ML1M_GENRES, *MODERN_GENRES, "Children's", "unknown"))
 )
-_SHARE_DECIMALS = 9
-#: Stream id of the random control feature's draw (independent of other seeded draws).
-_CONTROL_STREAM = 3
-_BASELINE = "unsteered"
-_RECONSTRUCTION = "sae_reconstruction"
-_KEY_COLUMNS = ["curve", "genre", "column", "method", "mode", "feature", "value"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -226,13 +216,16 @@ def steering_values(values: Sequence[float]) -> list[float]:
 
 
 # --------------------------------------------------------------------------------------------
-# Checks, features and probes
+# Features, probes and targets: the core's recipe with the paper's user sets and genre names
 # --------------------------------------------------------------------------------------------
 
 
-def _labels(experiment: Experiment, acts: ActivationSet, columns: Sequence[str]) -> pd.DataFrame:
-    matrix, names = experiment.token_attributes(list(columns))
-    return token_attributes(acts.token, matrix, names=names)
+def _to_core(features: pd.DataFrame) -> pd.DataFrame:
+    return features.rename(columns={"genre": "attribute", "correlation_test": "correlation_score"})
+
+
+def _from_core(features: pd.DataFrame) -> pd.DataFrame:
+    return features.rename(columns={"attribute": "genre", "correlation_score": "correlation_test"})
 
 
 def select_genre_features(
@@ -245,6 +238,9 @@ def select_genre_features(
     control_seed: int = 0,
 ) -> pd.DataFrame:
     """The best SAE feature per genre by correlation, chosen on the SAE-training users.
+
+    :func:`mechrec.attribute_sweep.select_attribute_features` with ``select="sae_train"`` and
+    ``score="test"``.
 
     Args:
         experiment: the run.
@@ -259,66 +255,17 @@ def select_genre_features(
         One row per genre with a feature: ``genre, column, feature, chosen_by,
         correlation_select`` (on the SAE-training users), ``correlation_test`` (the same feature
         on the test users), ``prevalence_select``, and ``control_feature``: a feature drawn at
-        random (``control_seed``) among those alive on the SAE-training users (active on at
-        least one row), other than ``feature``, with its ``control_correlation_select`` - the
-        random-feature control of the steering curves. Genres whose correlation is undefined for
-        every feature (no positive rows) are dropped with a warning (or a line in ``notes``).
+        random (``control_seed``) among those alive on the SAE-training users, other than
+        ``feature``, with its ``control_correlation_select`` - the random-feature control of
+        the steering curves. Genres whose correlation is undefined for every feature (no
+        positive rows) are dropped with a warning (or a line in ``notes``).
 
     Raises:
         ValueError: a bad override, or no genre left.
     """
-    overrides = dict(overrides or {})
-    unknown = [g for g in overrides if g not in genres]
-    if unknown:
-        raise ValueError(f"feature choices for genres {unknown} that are not being steered "
-                         f"({', '.join(genres)})")
-    for genre, index in overrides.items():
-        overrides[genre] = check_feature_index(sae, index)
-    columns = list(dict.fromkeys(genres.values()))
-    hook = sae.hook_name
-    stats = {}
-    for part in (SELECT_PART, EVAL_PART):
-        acts = experiment.activations(part, hook)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # dead features: reported by the SAE's own metrics
-            stats[part] = alignment_stats(
-                encode_sparse(sae, acts.activations), _labels(experiment, acts, columns),
-                metrics=("correlation",),
-            )
-    best = best_features(stats[SELECT_PART], "correlation")
-    alive = np.flatnonzero(stats[SELECT_PART].feature_active_rate > 0)
-    rng = np.random.default_rng(np.random.SeedSequence([int(control_seed), _CONTROL_STREAM]))
-    rows = []
-    for genre, column in genres.items():
-        a = stats[SELECT_PART].attribute_names.get_loc(column)
-        feature = overrides.get(genre, best[column])
-        if feature is None:
-            message = (f"genre {genre!r} has no SAE feature with a defined correlation on the "
-                       "SAE-training users (no item of the genre there?); skipped")
-            if notes is not None:
-                notes.append(message)
-            else:
-                warnings.warn(message, stacklevel=2)
-            continue
-        feature = int(feature)
-        candidates = alive[alive != feature]
-        control = int(rng.choice(candidates)) if len(candidates) else -1
-        rows.append({
-            "genre": genre,
-            "column": column,
-            "feature": feature,
-            "chosen_by": "user" if genre in overrides else f"max correlation on {SELECT_PART}",
-            "correlation_select": float(stats[SELECT_PART].values["correlation"][feature, a]),
-            "correlation_test": float(stats[EVAL_PART].values["correlation"][feature, a]),
-            "prevalence_select": float(stats[SELECT_PART].attribute_prevalence[a]),
-            "control_feature": control,
-            "control_correlation_select": float(
-                stats[SELECT_PART].values["correlation"][control, a]) if control >= 0
-            else math.nan,
-        })
-    if not rows:
-        raise ValueError(f"no SAE feature could be chosen for any of {list(genres)}")
-    return pd.DataFrame(rows)
+    return _from_core(select_attribute_features(
+        experiment, sae, genres, select=SELECT_PART, score=EVAL_PART, overrides=overrides,
+        notes=notes, control_seed=control_seed))
 
 
 def fit_genre_probes(
@@ -330,58 +277,26 @@ def fit_genre_probes(
     max_train_rows: int | None = None,
     notes: list[str] | None = None,
 ) -> ProbeSet:
-    """Logistic probes per genre on the SAE-training users' activations at ``hook_name``.
-
-    Fitted on every SAE-training row (class-balanced), evaluated on the test users' rows; the
-    directions are scaled to unit variance of the SAE-training activations (paper 8.2.3).
+    """Logistic probes per genre on the SAE-training users' activations at ``hook_name``,
+    evaluated on the test users' rows (:func:`mechrec.attribute_sweep.fit_attribute_probes`;
+    paper 8.2.3).
 
     Args:
         experiment: the run.
         hook_name: the hook whose activations the probes read.
         columns: genre columns of the catalog.
         seed: seed of the fit (and of the row sample).
-        max_train_rows: fit each probe on at most this many SAE-training rows drawn at random
-            (:func:`mechrec.probes.fit_probes`); the unit-variance scale and the training
-            metrics still use every row. ``None`` (default): fit on every row.
-        notes: if given, one line per genre whose probe was skipped (with the reason) is
-            appended to it instead of being warned about.
+        max_train_rows: fit each probe on at most this many SAE-training rows drawn at random;
+            the unit-variance scale and the training metrics still use every row. ``None``
+            (default): fit on every row.
+        notes: if given, one line per genre whose probe was skipped is appended to it.
 
     Raises:
         ValueError: ``max_train_rows`` is not a positive whole number.
     """
-    if max_train_rows is not None and (isinstance(max_train_rows, bool)
-                                       or not isinstance(max_train_rows, int | np.integer)
-                                       or max_train_rows < 1):
-        raise ValueError(
-            f"max_train_rows must be a positive whole number or None (every row), got "
-            f"{max_train_rows!r}"
-        )
-    columns = list(dict.fromkeys(columns))
-    train = experiment.activations(SELECT_PART, hook_name)
-    test = experiment.activations(EVAL_PART, hook_name)
-    with warnings.catch_warnings():
-        if notes is not None:  # reported below from the probes' own status column
-            warnings.filterwarnings("ignore", message=r"probe for .* skipped")
-        probes = fit_probes(
-            train, _labels(experiment, train, columns), columns,
-            test_activations=test.activations, test_labels=_labels(experiment, test, columns),
-            seed=seed, hook_name=hook_name,
-            max_train_rows=None if max_train_rows is None else int(max_train_rows),
-        )
-    if notes is not None:
-        for row in probes.metrics.itertuples(index=False):
-            if row.attribute not in probes.probes:
-                notes.append(f"probe for {row.attribute!r} {row.status}")
-    return probes
-
-
-@dataclass(frozen=True)
-class _Curve:
-    genre: str
-    column: str
-    method: str
-    mode: str
-    feature: int | None
+    return fit_attribute_probes(experiment, hook_name, columns, select=SELECT_PART,
+                                score=EVAL_PART, seed=seed, max_train_rows=max_train_rows,
+                                notes=notes)
 
 
 def genre_targets(
@@ -394,60 +309,30 @@ def genre_targets(
     sae_directions: bool = True,
     random_control: bool = False,
 ) -> tuple[list[SteeringTarget], dict[str, dict[str, Any]]]:
-    """Sweep targets for the chosen features (and probes), with what each curve is.
+    """Sweep targets for the chosen features (and probes), with what each curve is
+    (:func:`mechrec.attribute_sweep.attribute_targets`; directions scaled on the SAE-training
+    users).
 
     Args:
         experiment: the run.
         sae: the SAE the features belong to.
         features: :func:`select_genre_features` output.
         modes: SAE feature edit modes to include (``"replace"``, ``"keep-error"``).
-        probes: probe directions to include (genres without a probe are skipped with a
-            warning), or ``None``.
+        probes: probe directions to include, or ``None``.
         sae_directions: include the unit-variance decoder direction of each feature.
-        random_control: include, per genre, the same edit (``replace`` mode) of the random
-            alive ``control_feature``: how much of a curve any feature edit would give.
+        random_control: include, per genre, the ``replace`` edit of its random alive
+            ``control_feature``.
 
     Returns:
         ``(targets, curves)`` where ``curves[name]`` holds ``genre, column, method, mode,
         feature`` for the target of that name.
     """
-    bad = [m for m in modes if m not in MODES]
-    if bad or not modes:
-        raise ValueError(f"unknown modes {bad}; choose from {', '.join(MODES)}")
-    targets: list[SteeringTarget] = []
-    curves: dict[str, dict[str, Any]] = {}
-
-    def add(target: SteeringTarget, curve: _Curve) -> None:
-        targets.append(target)
-        curves[target.name] = curve.__dict__.copy()
-
-    select_rows = None
-    for row in features.itertuples(index=False):
-        genre, column, feature = row.genre, row.column, int(row.feature)
-        for mode in modes:
-            keep = mode == "keep-error"
-            name = f"sae{'+error' if keep else ''}:{genre}"
-            add(feature_target(sae, feature, name=name, keep_error=keep),
-                _Curve(genre, column, "sae_feature", mode, feature))
-        control = int(getattr(row, "control_feature", -1))
-        if random_control and control >= 0:
-            add(feature_target(sae, control, name=f"random-feature:{genre}", keep_error=False),
-                _Curve(genre, column, "random_feature", "replace", control))
-        if sae_directions:
-            if select_rows is None:
-                select_rows = experiment.activations(SELECT_PART, sae.hook_name).activations
-            add(feature_direction_target(sae, feature, select_rows,
-                                         name=f"sae-direction:{genre}"),
-                _Curve(genre, column, "sae_direction", "add", feature))
-        if probes is not None:
-            if column not in probes.probes:
-                warnings.warn(f"no probe for {column!r}; its probe curve is skipped",
-                              stacklevel=2)
-                continue
-            add(direction_target(probes.direction(column), name=f"probe:{genre}",
-                                 hook_name=sae.hook_name, kind="probe_direction"),
-                _Curve(genre, column, "probe_direction", "add", None))
-    return targets, curves
+    targets, curves = attribute_targets(
+        experiment, sae, _to_core(features), select=SELECT_PART, modes=modes, probes=probes,
+        sae_directions=sae_directions, random_control=random_control)
+    renamed = {name: {("genre" if key == "attribute" else key): value
+                      for key, value in curve.items()} for name, curve in curves.items()}
+    return targets, renamed
 
 
 # --------------------------------------------------------------------------------------------
@@ -455,39 +340,30 @@ def genre_targets(
 # --------------------------------------------------------------------------------------------
 
 
-class _TestBatches:
-    """The test users' batches; remembers the current batch's full histories so that each
-    collected batch can mask every item its users have seen (not only the last ``n_ctx``).
+def top_k_unseen(experiment: Experiment, k: int, exclude_seen: bool = True,
+                 part: str = EVAL_PART) -> Callable[..., np.ndarray]:
+    """``collect`` for :func:`mechrec.sweep.run_sweep` over ``part``'s batches: the top-``k``
+    items of each row's last-position scores, every item of the user's full history masked
+    (not only the last ``n_ctx``); the batch's row ids find the histories."""
+    sequences = experiment.part(part).sequences
 
-    :func:`mechrec.sweep.run_sweep` iterates the batches once, in order, and collects every
-    result of a batch before drawing the next one, so "the current batch" is well defined.
-    """
+    def collect(logits: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor | None,
+                rows: np.ndarray) -> np.ndarray:
+        histories = [sequences[int(r)] for r in rows]
+        return experiment.top_k_from_last_scores(logits, histories, k,
+                                                 exclude_seen=exclude_seen)
 
-    def __init__(self, experiment: Experiment, k: int, exclude_seen: bool = True) -> None:
-        self.experiment = experiment
-        self.sequences = experiment.part(EVAL_PART).sequences
-        self.k = k
-        self.exclude_seen = exclude_seen
-        self.current: list[np.ndarray] | None = None
+    return collect
 
-    def __len__(self) -> int:
-        return math.ceil(len(self.sequences) / self.experiment.batch_size)
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        start = 0
-        for tokens, mask in self.experiment.batches(EVAL_PART):
-            self.current = self.sequences[start:start + tokens.shape[0]]
-            start += tokens.shape[0]
-            yield tokens, mask
-        self.current = None
-
-    def collect(self, logits: torch.Tensor, tokens: torch.Tensor,
-                mask: torch.Tensor | None) -> np.ndarray:
-        """Top-``k`` tokens of one batch's last-position logits, seen items masked."""
-        if self.current is None or len(self.current) != logits.shape[0]:
-            raise RuntimeError("top-K collection out of step with the test batches")
-        return self.experiment.top_k_from_last_scores(logits, self.current, self.k,
-                                                      exclude_seen=self.exclude_seen)
+def _with_rows(experiment: Experiment, part: str = EVAL_PART
+               ) -> Iterator[tuple[torch.Tensor, torch.Tensor, np.ndarray]]:
+    """``part``'s batches with each batch's row ids."""
+    offset = 0
+    for tokens, mask in experiment.batches(part):
+        rows = np.arange(offset, offset + tokens.shape[0], dtype=np.int64)
+        offset += tokens.shape[0]
+        yield tokens, mask, rows
 
 
 def _evaluator(experiment: Experiment, k: int) -> Callable[[np.ndarray], dict[str, float]]:
@@ -510,163 +386,31 @@ def _evaluator(experiment: Experiment, k: int) -> Callable[[np.ndarray], dict[st
 # The sweep
 # --------------------------------------------------------------------------------------------
 
+#: Metrics shown beside the target share in :meth:`GenreSweep.target_share_table`.
+HEADLINE: tuple[str, ...] = ("ndcg", "ndcg_se", "hit_rate", "hit_rate_se", "coverage",
+                             "diversity")
+
 
 def monotonicity(table: pd.DataFrame, *, tolerance: float = 0.01) -> pd.DataFrame:
-    """How monotonically each curve's target-genre share rises with the steering value.
-
-    Args:
-        table: :attr:`GenreSweep.table` (rows with a ``curve`` and a numeric ``value``).
-        tolerance: a step down by more than this share counts as a violation beyond noise
-            (0.01 = one item in ten for a tenth of the users).
-
-    Returns:
-        One row per curve: ``n_steps``, ``decreases`` (steps where the share went down at all,
-        e.g. by one item of one user's list),
-        ``violations`` (steps down by more than ``tolerance``), ``largest_drop``, ``spearman``
-        (rank correlation of share with value), the share at the lowest and highest value.
-    """
-    rows = []
-    steered = table[table["value"].notna() & table["curve"].notna()]
-    for curve, group in steered.groupby("curve", sort=False):
-        group = group.sort_values("value")
-        # equal shares whose means over users differ in the last bits count as equal
-        share = np.round(group["target_share"].to_numpy(dtype=float), _SHARE_DECIMALS)
-        steps = np.round(np.diff(share), _SHARE_DECIMALS)
-        first = group.iloc[0]
-        rows.append({
-            "curve": curve,
-            "genre": first["genre"],
-            "method": first["method"],
-            "mode": first["mode"],
-            "n_steps": int(steps.size),
-            "decreases": int((steps < 0).sum()),
-            "violations": int((steps < -tolerance).sum()),
-            "tolerance": tolerance,
-            "largest_drop": float(max(0.0, -steps.min())) if steps.size else 0.0,
-            "spearman": float(pd.Series(share).corr(pd.Series(group["value"].to_numpy()),
-                                                    method="spearman"))
-            if share.size > 1 else float("nan"),
-            "share_at_min_value": float(share[0]),
-            "share_at_max_value": float(share[-1]),
-        })
-    return pd.DataFrame(rows)
+    """How monotonically each curve's target-genre share rises with the steering value
+    (:func:`mechrec.attribute_sweep.monotonicity` on a :attr:`GenreSweep.table`)."""
+    return attribute_monotonicity(table, tolerance=tolerance, label="genre")
 
 
 @dataclass
-class GenreSweep:
-    """A genre steering sweep's tables.
+class GenreSweep(AttributeSweep):
+    """A genre steering sweep's tables: the core's
+    :class:`~mechrec.attribute_sweep.AttributeSweep` with the label column ``genre`` and the
+    ranking metrics as headline.
 
-    Attributes:
-        table: one row per (curve, value) plus reference rows. Columns: ``curve`` (target
-            name, e.g. ``sae:Sci-Fi``), ``genre`` (as requested), ``column`` (the dataset's genre
-            column), ``method`` (``sae_feature``, ``sae_direction``, ``probe_direction``;
-            ``unsteered`` / ``sae_reconstruction`` for the reference rows), ``mode``
-            (``replace``, ``keep-error``, ``add``; ``none`` / ``replace`` for the references),
-            ``feature``, ``value`` (NaN for references), ``target_share`` (share of the curve's
-            own genre in the top-K), ``ndcg``, ``ndcg_se``, ``hit_rate``, ``hit_rate_se``,
-            ``mrr``, ``mrr_se``, ``coverage``, ``diversity`` and ``share:<genre>`` for every
-            genre of the dataset.
-        features: :func:`select_genre_features` output.
-        probe_metrics: the probes' accuracy/AUC table (``None`` without probes).
-        metadata: values, k, hook, modes, per-curve method (fast/naive), SAE, run.
+    ``table`` columns: ``curve``, ``genre`` (as requested), ``column`` (the dataset's genre
+    column), ``method``, ``mode``, ``feature``, ``value``, ``target_share``,
+    ``target_share_se``, ``ndcg``, ``ndcg_se``, ``hit_rate``, ``hit_rate_se``, ``mrr``,
+    ``mrr_se``, ``coverage``, ``diversity`` and ``share:<genre>`` for every genre.
     """
 
-    table: pd.DataFrame
-    features: pd.DataFrame
-    probe_metrics: pd.DataFrame | None
-    metadata: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def curves(self) -> pd.DataFrame:
-        """The steered rows only (no reference rows)."""
-        return self.table[self.table["value"].notna()]
-
-    def reference(self, method: str = _BASELINE) -> pd.Series:
-        """The ``unsteered`` or ``sae_reconstruction`` reference row."""
-        rows = self.table[self.table["method"] == method]
-        if rows.empty:
-            raise KeyError(f"no {method!r} row in this sweep")
-        return rows.iloc[0]
-
-    def target_share_table(self) -> pd.DataFrame:
-        """Compact table for plots: one row per (curve, value) with the target share and the
-        headline metrics."""
-        cols = [*_KEY_COLUMNS, "target_share", "target_share_se", "ndcg", "ndcg_se", "hit_rate",
-                "hit_rate_se", "coverage", "diversity"]
-        return self.curves[cols].reset_index(drop=True)
-
-    def long(self) -> pd.DataFrame:
-        """Every metric in long form: ``curve, genre, column, method, mode, feature, value,
-        metric, score`` (reference rows included)."""
-        return self.table.melt(id_vars=_KEY_COLUMNS, var_name="metric", value_name="score")
-
-    def monotonicity(self, tolerance: float = 0.01) -> pd.DataFrame:
-        """See :func:`monotonicity`."""
-        return monotonicity(self.table, tolerance=tolerance)
-
-    def summary(self, at: Sequence[float] = (-10, -2, 0, 2, 10)) -> pd.DataFrame:
-        """Target share and NDCG at chosen values, one row per curve (values absent from the
-        grid are left out)."""
-        values = [float(v) for v in at]
-        present = [v for v in values if v in set(self.curves["value"].tolist())]
-        rows = []
-        for _, group in self.curves.groupby("curve", sort=False):
-            by_value = group.set_index("value")
-            row = {c: group.iloc[0][c] for c in ("curve", "genre", "method", "mode", "feature")}
-            for v in present:
-                row[f"share@{v:+g}"] = float(by_value.loc[v, "target_share"])
-            for v in present:
-                row[f"ndcg@{v:+g}"] = float(by_value.loc[v, "ndcg"])
-            rows.append(row)
-        return pd.DataFrame(rows)
-
-    def save(self, out_dir: str | Path, *, users: pd.DataFrame | None = None,
-             extra: Mapping[str, Any] | None = None) -> dict[str, Path]:
-        """Write the tables (atomically) to ``out_dir``.
-
-        Files: ``sweep.csv`` / ``sweep.json`` (the full table), ``sweep_long.csv``,
-        ``target_share.csv``, ``monotonicity.csv``, ``features.csv``, ``probes.csv`` (with
-        probes), ``users.csv`` (when ``users`` is given) and ``summary.json`` (metadata,
-        reference rows, monotonicity, plus ``extra``).
-        """
-        out = Path(out_dir)
-        written: dict[str, Path] = {}
-
-        def csv(name: str, frame: pd.DataFrame) -> None:
-            path = out / name
-            atomic_write_bytes(path, frame.to_csv(index=False).encode())
-            written[name] = path
-
-        csv("sweep.csv", self.table)
-        csv("sweep_long.csv", self.long())
-        csv("target_share.csv", self.target_share_table())
-        mono = self.monotonicity()
-        csv("monotonicity.csv", mono)
-        csv("features.csv", self.features)
-        if self.probe_metrics is not None:
-            csv("probes.csv", self.probe_metrics)
-        if users is not None:
-            csv("users.csv", users)
-        rows = _json_records(self.table)
-        atomic_write_json(out / "sweep.json", {"metadata": self.metadata, "rows": rows})
-        written["sweep.json"] = out / "sweep.json"
-        summary = {
-            "metadata": self.metadata,
-            "features": _json_records(self.features),
-            "references": _json_records(self.table[self.table["value"].isna()]),
-            "monotonicity": _json_records(mono),
-            "summary": _json_records(self.summary()),
-        }
-        if extra:
-            summary.update(extra)
-        atomic_write_json(out / "summary.json", summary)
-        written["summary.json"] = out / "summary.json"
-        return written
-
-
-def _json_records(frame: pd.DataFrame) -> list[dict[str, Any]]:
-    clean = frame.astype(object).where(frame.notna(), None)
-    return [{k: json_safe(v) for k, v in row.items()} for row in clean.to_dict(orient="records")]
+    label: str = "genre"
+    headline: tuple[str, ...] = HEADLINE
 
 
 def run_genre_sweep(
@@ -686,6 +430,10 @@ def run_genre_sweep(
     control_seed: int = 0,
 ) -> GenreSweep:
     """Steer each genre's best SAE feature (and probe) at the last position over ``values``.
+
+    The core's :func:`mechrec.attribute_sweep.attribute_sweep` on the run: features chosen and
+    probes fitted on the SAE-training users, the test users' last positions steered, top-``k``
+    lists with seen items masked, scored by NDCG/HR/MRR/coverage/diversity and genre shares.
 
     Args:
         experiment: the run (model, split, catalog).
@@ -715,85 +463,29 @@ def run_genre_sweep(
         raise ValueError(f"k must be >= 1, got {k}")
     check_sae_fits(experiment, sae)
     resolved = resolve_genres(genres, experiment.genre_names)
-    chosen = select_genre_features(experiment, sae, resolved, overrides=features,
-                                   control_seed=control_seed)
-    probe_set = fit_genre_probes(experiment, sae.hook_name, list(chosen["column"])) \
-        if probes else None
-    with_directions = probes if sae_directions is None else sae_directions
-    targets, curves = genre_targets(experiment, sae, chosen, modes=modes, probes=probe_set,
-                                    sae_directions=with_directions,
-                                    random_control=random_control)
-    batches = _TestBatches(experiment, k)
-    evaluate = _evaluator(experiment, k)
-    started = time.perf_counter()
-    result = run_sweep(experiment.model, batches, targets, values, evaluate,
-                       collect=batches.collect, method=method, progress=progress)
-    seconds = time.perf_counter() - started
-    reconstruction = SteeringTarget(_RECONSTRUCTION, sae.hook_name,
-                                    lambda value: FeatureEdit(sae, {}), kind=_RECONSTRUCTION)
-    recon = run_sweep(experiment.model, batches, [reconstruction], [0.0], evaluate,
-                      collect=batches.collect, include_baseline=False, method=method,
-                      progress=False)
-    table = _tidy(result.frame, recon.frame, curves)
+    sweep = attribute_sweep(
+        experiment, sae, resolved, select=SELECT_PART, score=EVAL_PART, values=values,
+        modes=modes, probes=probes, sae_directions=sae_directions, features=features, k=k,
+        collect=top_k_unseen(experiment, k), evaluate=_evaluator(experiment, k), method=method,
+        progress=progress, random_control=random_control, control_seed=control_seed)
+    core = sweep.metadata
     metadata = {
         "run": experiment.spec.__dict__,
-        "hook_name": sae.hook_name,
-        "sae": {"d_in": int(sae.d_in), "d_sae": int(sae.d_sae),
-                "architecture": getattr(sae, "architecture", None)},
-        "values": values,
-        "k": int(k),
-        "positions": "last",
-        "modes": list(modes),
+        **{key: core[key] for key in ("hook_name", "sae", "values", "k", "positions",
+                                      "modes")},
         "genres": resolved,
         "n_test_users": len(experiment.part(EVAL_PART)),
         "selection": f"max correlation on the {SELECT_PART} users' activations",
-        "probes": probe_set.settings if probe_set is not None else None,
-        "unit_variance_on": f"{SELECT_PART} activations",
-        "curve_methods": {t["name"]: t["method"] for t in result.metadata["targets"]},
-        "sweep_seconds": seconds,
-        "notes": {
-            "replace": "the activation at the last position is replaced by the edited SAE "
-                       "reconstruction (paper 4.3); compare with the sae_reconstruction row, "
-                       "not only with unsteered",
-            "keep-error": "the SAE's error term is kept: only the feature's change reaches the "
-                          "model",
-            "add": "value x a unit-variance direction is added to the activation",
-            "random_feature": "control: the replace edit of a random feature alive on the "
-                              f"{SELECT_PART} users (seed {control_seed}), one per genre",
-        },
+        **{key: core[key] for key in ("probes", "unit_variance_on", "curve_methods",
+                                      "sweep_seconds")},
+        "notes": {**core["notes"],
+                  "random_feature": "control: the replace edit of a random feature alive on "
+                                    f"the {SELECT_PART} users (seed {control_seed}), one per "
+                                    "genre"},
     }
-    return GenreSweep(table=table, features=chosen,
-                      probe_metrics=None if probe_set is None else probe_set.metrics,
+    return GenreSweep(table=sweep.table.rename(columns={"attribute": "genre"}),
+                      features=_from_core(sweep.features), probe_metrics=sweep.probe_metrics,
                       metadata=metadata)
-
-
-def _tidy(frame: pd.DataFrame, recon: pd.DataFrame,
-          curves: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
-    """Curve descriptions and the target share in front of the sweep's metric columns."""
-    metrics = [c for c in frame.columns if c not in ("target", "kind", "hook_name", "value")]
-    rows = []
-    for record in frame.to_dict(orient="records"):
-        name = record["target"]
-        if name == _BASELINE:
-            info = {"curve": None, "genre": None, "column": None, "method": _BASELINE,
-                    "mode": "none", "feature": None}
-        else:
-            info = {"curve": name, **curves[name]}
-        row = {**info, "value": record["value"]}
-        column = info["column"]
-        row["target_share"] = record.get(f"share:{column}", np.nan) if column else np.nan
-        row["target_share_se"] = record.get(f"share_se:{column}", np.nan) if column else np.nan
-        row.update({m: record[m] for m in metrics})
-        rows.append(row)
-    for record in recon.to_dict(orient="records"):
-        row = {"curve": None, "genre": None, "column": None, "method": _RECONSTRUCTION,
-               "mode": "replace", "feature": None, "value": np.nan, "target_share": np.nan,
-               "target_share_se": np.nan}
-        row.update({m: record[m] for m in metrics})
-        rows.append(row)
-    table = pd.DataFrame(rows)
-    table["feature"] = table["feature"].astype("Int64")
-    return table
 
 
 # --------------------------------------------------------------------------------------------
@@ -906,20 +598,20 @@ def user_shares(
     """
     values = steering_values(values)
     matrix, _ = experiment.token_attributes([genre_column])
-    batches = _TestBatches(experiment, k)
+    collect = top_k_unseen(experiment, k)
     parts: list[np.ndarray] = []
-    for tokens, mask in batches:
+    for tokens, mask, rows in _with_rows(experiment):
         edits = [None] + [target.make_edit(v) for v in values]
         logits = steered_last_logits(experiment.model, tokens, mask, target.hook_name, edits,
                                      positions=target.positions)
         for value, scores in zip(values, logits[1:], strict=True):
             check_finite_scores(scores, value)
-        tops = [batches.collect(scores, tokens, mask) for scores in logits]
+        tops = [collect(scores, tokens, mask, rows) for scores in logits]
         parts.append(np.stack([attribute_share_at_k(top, matrix, k)[:, 0] for top in tops],
                               axis=1))
     table = np.concatenate(parts)
     users = pd.Index(experiment.part(EVAL_PART).users, name="user_id")
-    return pd.DataFrame(table, index=users, columns=[_BASELINE, *values])
+    return pd.DataFrame(table, index=users, columns=[BASELINE, *values])
 
 
 # --------------------------------------------------------------------------------------------
@@ -959,8 +651,8 @@ def compare_fast_naive(
     max_diff = 0.0
     same = True
     max_len = 0
-    batches = _TestBatches(experiment, 10)
-    for tokens, mask in batches:
+    collect = top_k_unseen(experiment, 10)
+    for tokens, mask, rows in _with_rows(experiment):
         max_len = max(max_len, int(tokens.shape[1]))
         edits = [target.make_edit(v) for v in values]
         start = time.perf_counter()
@@ -974,13 +666,13 @@ def compare_fast_naive(
         for v in shared:
             a, b = fast[values.index(v)], naive[naive_values.index(v)]
             max_diff = max(max_diff, float((a - b).abs().max()))
-            same &= bool(np.array_equal(batches.collect(a, tokens, mask),
-                                        batches.collect(b, tokens, mask)))
+            same &= bool(np.array_equal(collect(a, tokens, mask, rows),
+                                        collect(b, tokens, mask, rows)))
     fast_per = fast_time / len(values)
     naive_per = naive_time / len(naive_values)
     return {
         "target": target.name,
-        "n_users": len(batches.sequences),
+        "n_users": len(experiment.part(EVAL_PART)),
         "batch_size": experiment.batch_size,
         "max_len": max_len,
         "values": values,

@@ -350,7 +350,7 @@ def test_notes_come_from_the_library_not_from_warnings(
     assert [c.genre for c in controls] == ["unknown", "Horror"]
     assert len(notes) == 3
     assert "['IMAX'] are not in this dataset" in notes[0]
-    assert "genre 'Western' has no SAE feature" in notes[1]
+    assert "'Western' has no SAE feature" in notes[1]
     assert notes[2] == "probe for 'unknown' skipped: no positive training examples"
     by_genre = {c.genre: c for c in controls}
     assert by_genre["unknown"].probe is None and by_genre["Horror"].probe is not None

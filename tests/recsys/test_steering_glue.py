@@ -284,7 +284,7 @@ def test_skipped_genres_go_to_notes_instead_of_warnings(paper_experiment, paper_
     assert list(chosen["genre"]) == ["Western"]
     assert len(notes) == 2
     assert "['IMAX'] are not in this dataset" in notes[0]
-    assert "genre 'Horror' has no SAE feature with a defined correlation" in notes[1]
+    assert "'Horror' has no SAE feature with a defined correlation" in notes[1]
     # without a notes list the same genre is still a warning, as before
     with pytest.warns(UserWarning, match="genre 'Horror' has no SAE feature"):
         select_genre_features(no_horror, paper_sae, {"Horror": "Horror", "Western": "Western"})
