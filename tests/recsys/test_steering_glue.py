@@ -286,7 +286,7 @@ def test_skipped_genres_go_to_notes_instead_of_warnings(paper_experiment, paper_
     assert "['IMAX'] are not in this dataset" in notes[0]
     assert "'Horror' has no SAE feature with a defined correlation" in notes[1]
     # without a notes list the same genre is still a warning, as before
-    with pytest.warns(UserWarning, match="genre 'Horror' has no SAE feature"):
+    with pytest.warns(UserWarning, match="'Horror' has no SAE feature"):
         select_genre_features(no_horror, paper_sae, {"Horror": "Horror", "Western": "Western"})
 
 
