@@ -291,6 +291,36 @@ class ToyLanguage:
         """
         return self.sample_with_latents(n_sequences, seq_len, seed).tokens
 
+    def sample_padded(self, n_sequences: int, max_len: int, min_len: int = 2,
+                      seed: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Sample ragged sequences, left-padded to ``max_len``, with their attention mask.
+
+        Each row is the start of a sampled sequence, of a length drawn uniformly in
+        ``min_len..max_len``, moved to the right end of the row; padding is token 0.
+
+        Args:
+            n_sequences: number of sequences ``N``.
+            max_len: row width ``T``.
+            min_len: shortest real length (at least 1).
+            seed: sampling seed (default: the language's seed).
+
+        Returns:
+            ``(tokens, mask)``, both ``(N, T)`` int64, the mask 1 on real positions: one batch
+            as :func:`mechrec.activations.collect_activations` takes it.
+        """
+        import torch
+
+        if not 1 <= min_len <= max_len:
+            raise ValueError(f"need 1 <= min_len <= max_len, got {min_len}, {max_len}")
+        full = self.sample(n_sequences, max_len, seed)
+        gen = torch.Generator().manual_seed(self.seed if seed is None else seed)
+        lengths = torch.randint(min_len, max_len + 1, (n_sequences,), generator=gen)
+        pad = max_len - lengths
+        cols = torch.arange(max_len)
+        mask = (cols[None, :] >= pad[:, None]).long()
+        source = (cols[None, :] - pad[:, None]).clamp(min=0)
+        return torch.gather(full, 1, source) * mask, mask
+
     # ---- baselines ------------------------------------------------------------------------
 
     def _nominal_entropy(self) -> float:

@@ -54,6 +54,21 @@ def test_sampling_is_deterministic_with_a_seed():
     assert int(a.min()) >= 1 and int(a.max()) < lang.d_vocab  # no padding
 
 
+def test_padded_samples_are_left_padded_prefixes():
+    lang = make_toy_language()
+    tokens, mask = lang.sample_padded(40, 12, min_len=3, seed=5)
+    full = lang.sample(40, 12, seed=5)
+    assert tokens.shape == mask.shape == (40, 12)
+    lengths = mask.sum(1)
+    assert int(lengths.min()) >= 3 and int(lengths.max()) <= 12
+    assert ((tokens == 0) == (mask == 0)).all()
+    assert (mask.diff(dim=1) >= 0).all()  # padding on the left only
+    for row, n in enumerate(lengths.tolist()):
+        assert torch.equal(tokens[row, 12 - n:], full[row, :n])
+    again = lang.sample_padded(40, 12, min_len=3, seed=5)
+    assert torch.equal(again[0], tokens) and torch.equal(again[1], mask)
+
+
 def test_sequences_follow_the_planted_process():
     lang = make_toy_language(switch_prob=0.3, p_adjective=0.4)
     s = lang.sample_with_latents(4000, 24, seed=1)
