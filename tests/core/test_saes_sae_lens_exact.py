@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -179,3 +181,21 @@ def test_fold_refuses_what_it_cannot_fold(trained):
     with pytest.raises(ValueError, match="normalises its input itself"):
         fold_normalizer(sae, nsae.normalizer)
 
+
+def test_docs_snippet_is_exact(tiny_model, acts, trained, tmp_path):
+    """The 'load a mechrec SAE in plain sae-lens' snippet of docs/concepts.md, run as is."""
+    text = (Path(__file__).resolve().parents[2] / "docs" / "concepts.md").read_text()
+    blocks = [b for b in re.findall(r"```python\n(.*?)```", text, re.S)
+              if "SAE.load_from_disk(directory)" in b]
+    assert len(blocks) == 1
+    assert len(blocks[0].strip().splitlines()) == 5
+    nsae = trained["gated"]
+    namespace = {"directory": nsae.save(tmp_path / "sae"), "raw_activations": acts.activations,
+                 "model": tiny_model}
+    with torch.no_grad():
+        exec(blocks[0], namespace)
+        torch.testing.assert_close(namespace["features"], nsae.encode(acts.activations), **TOL)
+        tokens = make_token_batches(n_batches=1, seed=3)[0][0]
+        with reconstruction_hooks(tiny_model, nsae):
+            ours = tiny_model(tokens)
+        torch.testing.assert_close(namespace["spliced"](tokens), ours, **TOL)
