@@ -70,6 +70,25 @@ def _check(sae: SAE, normalizer: Normalizer) -> str:
     return arch
 
 
+def _affine(normalizer: Normalizer) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(mean, std)`` in float64 of the map the normaliser applies (the identity for mode
+    ``"none"``, whatever statistics it holds)."""
+    if normalizer.mode == "none":
+        return (torch.zeros(normalizer.d, dtype=torch.float64),
+                torch.ones(normalizer.d, dtype=torch.float64))
+    return normalizer.mean.to(torch.float64), normalizer.std.to(torch.float64)
+
+
+def can_fold(sae: SAE) -> bool:
+    """Whether :func:`fold_normalizer` supports ``sae`` (the architectures mechrec trains,
+    with no input normalisation of sae-lens' own)."""
+    try:
+        _check(sae, Normalizer.identity(int(sae.cfg.d_in)))
+    except ValueError:
+        return False
+    return True
+
+
 def _float64_state(sae: SAE) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu", torch.float64).clone() for k, v in sae.state_dict().items()}
 
@@ -96,24 +115,25 @@ def fold_normalizer(sae: SAE, normalizer: Normalizer) -> SAE:
 
     ``folded.encode(x) == sae.encode(normalizer.normalize(x))`` and ``folded.decode(f) ==
     normalizer.denormalize(sae.decode(f))`` up to float rounding; ``sae`` is not modified.
-    The fold is recorded under ``cfg.metadata[FOLD_METADATA_KEY]``.
+    The fold is recorded under ``cfg.metadata[FOLD_METADATA_KEY]`` (replacing any record
+    ``sae`` carries), so that :func:`unfold_normalizer` gives ``sae`` back.
 
     Raises:
         ValueError: an architecture mechrec does not train, a width mismatch, or an SAE
             that normalises its input itself.
     """
     arch = _check(sae, normalizer)
-    if FOLD_METADATA_KEY in sae.cfg.metadata:
-        raise ValueError("this SAE already has a normaliser folded into it")
     folded = copy.deepcopy(sae)  # not SAE.from_dict: its random init would use the global RNG
+    # An SAE loaded with plain sae-lens from a folded folder carries an earlier record; as an
+    # object it simply reads raw activations, so the record describes nothing left to undo.
+    folded.cfg.metadata.__dict__.pop(FOLD_METADATA_KEY, None)
     record: dict[str, Any] = {"format": FOLD_FORMAT}
     if arch == "topk" and folded.cfg.rescale_acts_by_decoder_norm:
         folded.fold_W_dec_norm()
         folded.cfg.rescale_acts_by_decoder_norm = False
         record["rescale_acts_by_decoder_norm"] = True
     state = _float64_state(folded)
-    mean = normalizer.mean.to(torch.float64)
-    std = normalizer.std.to(torch.float64)
+    mean, std = _affine(normalizer)
     state["W_enc"] = state["W_enc"] / std[:, None]
     state["W_dec"] = state["W_dec"] * std[None, :]
     state["b_dec"] = state["b_dec"] * std + mean
@@ -148,8 +168,7 @@ def unfold_normalizer(sae: SAE, normalizer: Normalizer) -> SAE:
         )
     arch = _check(sae, normalizer)
     state = _float64_state(sae)
-    mean = normalizer.mean.to(torch.float64)
-    std = normalizer.std.to(torch.float64)
+    mean, std = _affine(normalizer)
     if not sae.cfg.apply_b_dec_to_input:
         _encoder_bias_shift(state, arch, mean @ state["W_enc"], 1.0)
     state["W_enc"] = state["W_enc"] * std[:, None]

@@ -26,7 +26,7 @@ from sae_lens import SAE
 from safetensors import SafetensorError
 
 from mechrec.normalization import NORMALIZER_FILENAME, Normalizer
-from mechrec.saes.folding import fold_normalizer, is_folded, unfold_normalizer
+from mechrec.saes.folding import can_fold, fold_normalizer, is_folded, unfold_normalizer
 from mechrec.saes.io import (
     PROVENANCE_FILENAME,
     SAE_CFG_FILENAME,
@@ -153,9 +153,23 @@ class NormalizedSAE:
         Raises:
             FileExistsError: ``directory`` exists (or appears while writing) and not
                 ``overwrite``.
+            ValueError: the normaliser is not the identity and cannot be folded into this
+                architecture (one mechrec does not train).
         """
 
-        exported = fold_normalizer(self.sae, self.normalizer)
+        if can_fold(self.sae):
+            exported = fold_normalizer(self.sae, self.normalizer)
+        elif self.normalizer.mode == "none":  # raw == normalised: the weights are exact as is
+            exported = self.sae
+        else:
+            raise ValueError(
+                f"cannot save this {self.architecture!r} SAE with its {self.normalizer.mode!r} "
+                "normaliser: the normaliser can be folded into the weights (so that plain "
+                "sae-lens users get the same features) only for the architectures mechrec "
+                "trains (standard, topk, jumprelu, gated, without sae-lens input "
+                "normalisation); wrap it with Normalizer.identity(d_in) if it reads raw "
+                "activations"
+            )
 
         def write(tmp: Path) -> None:
             exported.save_model(tmp)

@@ -167,11 +167,32 @@ def test_earlier_format_still_loads(acts, trained, tmp_path):
         assert torch.equal(loaded.reconstruct(x), nsae.reconstruct(x))
 
 
-def test_fold_refuses_what_it_cannot_fold(trained):
+def test_resaving_a_plain_sae_lens_load_wraps_it_as_given(acts, trained, tmp_path):
+    """A folded SAE loaded in plain sae-lens reads raw activations; wrapped with the identity
+    normaliser and saved again it stays the same SAE, for sae-lens and for mechrec."""
+    x = acts.activations
+    nsae = trained["topk"]
+    plain = SAE.load_from_disk(nsae.save(tmp_path / "first"))
+    directory = NormalizedSAE(plain, Normalizer.identity(nsae.d_in)).save(tmp_path / "second")
+    again = NormalizedSAE.load(directory)
+    assert FOLD_METADATA_KEY not in again.sae.cfg.metadata
+    assert again.sae.cfg.rescale_acts_by_decoder_norm is False  # as plain sae-lens gave it
+    with torch.no_grad():
+        for sae in (SAE.load_from_disk(directory), again):
+            torch.testing.assert_close(sae.encode(x), nsae.encode(x), **TOL)
+
+
+def test_identity_mode_folds_to_the_identity(trained):
+    """Mode "none" maps x to x whatever statistics it holds; the fold must agree."""
+    nsae = trained["gated"]
+    odd = Normalizer("none", torch.full((nsae.d_in,), 5.0), torch.full((nsae.d_in,), 3.0))
+    folded = fold_normalizer(nsae.sae, odd)
+    for name, value in nsae.sae.state_dict().items():
+        assert torch.equal(folded.state_dict()[name], value), name
+
+
+def test_fold_refuses_what_it_cannot_fold(trained, tmp_path):
     nsae = trained["standard"]
-    folded = fold_normalizer(nsae.sae, nsae.normalizer)
-    with pytest.raises(ValueError, match="already has a normaliser folded"):
-        fold_normalizer(folded, nsae.normalizer)
     with pytest.raises(ValueError, match="8 dimensions but the SAE's d_in is 16"):
         fold_normalizer(nsae.sae, Normalizer.identity(8))
     with pytest.raises(ValueError, match="not a record of format"):
@@ -180,6 +201,13 @@ def test_fold_refuses_what_it_cannot_fold(trained):
     sae = SAE.from_dict(odd.to_dict())
     with pytest.raises(ValueError, match="normalises its input itself"):
         fold_normalizer(sae, nsae.normalizer)
+    # saving such an SAE: refused behind a real normaliser, written as is behind the identity
+    with pytest.raises(ValueError, match="cannot save this 'standard' SAE with its 'per_dim'"):
+        NormalizedSAE(sae, nsae.normalizer).save(tmp_path / "refused")
+    assert not (tmp_path / "refused").exists()
+    directory = NormalizedSAE(sae, Normalizer.identity(nsae.d_in)).save(tmp_path / "as-is")
+    assert SAE.load_from_disk(directory).cfg.normalize_activations == "layer_norm"
+    assert NormalizedSAE.load(directory).sae.cfg.normalize_activations == "layer_norm"
 
 
 def test_docs_snippet_is_exact(tiny_model, acts, trained, tmp_path):
