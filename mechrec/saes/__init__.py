@@ -7,7 +7,9 @@
   step by :func:`fast_train_step` (sae-lens' math with few passes over the feature tensors);
   resumable with a :class:`TrainingCheckpoint`.
 - :class:`NormalizedSAE`: an sae-lens SAE plus its normaliser; ``save``/``load`` in the
-  sae-lens directory format (``SAE.load_from_disk`` reads it) plus ``normalizer.safetensors``.
+  sae-lens directory format with the normaliser folded into the weights, so plain
+  ``SAE.load_from_disk`` gives an exact SAE on raw activations (:mod:`.folding`), plus
+  ``normalizer.safetensors``.
 - :func:`sweep_saes` / :func:`summarize_sweep`: grids of values x seeds, resumable.
 """
 

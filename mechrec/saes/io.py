@@ -4,9 +4,15 @@ A saved SAE is a directory holding
 
 - ``cfg.json`` and ``sae_weights.safetensors``: written by sae-lens itself
   (:meth:`sae_lens.SAE.save_model`), so ``sae_lens.SAE.load_from_disk(directory)`` loads it;
-  ``cfg.json`` carries ``metadata.hook_name``;
+  ``cfg.json`` carries ``metadata.hook_name``. The weights have the normaliser folded in
+  (:mod:`mechrec.saes.folding`): the sae-lens SAE reads *raw* activations and its features,
+  reconstructions and ``HookedSAETransformer.add_sae`` splice equal mechrec's up to float
+  rounding; ``cfg.json`` says ``normalize_activations: "none"``, which is then true, and
+  records the fold under ``metadata.mechrec_normalizer_fold``;
 - ``normalizer.safetensors``: the :class:`~mechrec.normalization.Normalizer` the SAE was
-  trained behind (the SAE itself sees normalised activations);
+  trained behind. mechrec keeps working in normalised space (training, unit-norm decoder
+  rows, feature units), so :meth:`~mechrec.saes.normalized.NormalizedSAE.load` unfolds the
+  saved weights with it;
 - ``mechrec.json`` (optional): provenance, i.e. the training configuration and the metrics
   measured at the end of training;
 - ``mechrec.sae.json``: the integrity record: the SHA-256 of every other file (the content
@@ -14,6 +20,13 @@ A saved SAE is a directory holding
   activations the SAE was trained on (e.g. the hash of the model's weights and the hook).
   Loading checks every hash, so a truncated, bit-flipped or swapped file is refused instead
   of giving silently wrong features. sae-lens ignores the extra files.
+
+One source of truth. The weights are stored once, folded: there is no second, normalised
+copy that could drift from what sae-lens users load. The normaliser file holds only the
+affine map needed to unfold them (float64 arithmetic, rounded once; the unfolded SAE equals
+the saved one to about one float32 ulp). Folders written before the fold (normalised-space
+weights; their ``cfg.json`` has no fold record) still load in mechrec unchanged; plain
+sae-lens must be given ``normalizer.normalize(x)`` for those.
 
 Directories are written atomically: everything goes to a temporary sibling directory that is
 then renamed into place, so an interrupted save never leaves a half-written SAE.

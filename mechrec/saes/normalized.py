@@ -26,6 +26,7 @@ from sae_lens import SAE
 from safetensors import SafetensorError
 
 from mechrec.normalization import NORMALIZER_FILENAME, Normalizer
+from mechrec.saes.folding import can_fold, fold_normalizer, is_folded, unfold_normalizer
 from mechrec.saes.io import (
     PROVENANCE_FILENAME,
     SAE_CFG_FILENAME,
@@ -143,16 +144,35 @@ class NormalizedSAE:
         return self.sae.W_dec.detach() * self.normalizer.std.to(self.sae.W_dec.device)
 
     def save(self, directory: str | os.PathLike, *, overwrite: bool = True) -> Path:
-        """Write the SAE (sae-lens format), its normaliser, provenance and manifest (file
-        hashes and :attr:`source`) to ``directory``, atomically.
+        """Write the SAE (sae-lens format, normaliser folded in), its normaliser, provenance
+        and manifest (file hashes and :attr:`source`) to ``directory``, atomically.
+
+        ``sae_lens.SAE.load_from_disk(directory)`` gives an SAE that reads *raw* activations
+        and equals this one (see :mod:`mechrec.saes.io`); :meth:`load` gives this one back.
 
         Raises:
             FileExistsError: ``directory`` exists (or appears while writing) and not
                 ``overwrite``.
+            ValueError: the normaliser is not the identity and cannot be folded into this
+                architecture (one mechrec does not train).
         """
 
+        if can_fold(self.sae):
+            exported = fold_normalizer(self.sae, self.normalizer)
+        elif self.normalizer.mode == "none":  # raw == normalised: the weights are exact as is
+            exported = self.sae
+        else:
+            raise ValueError(
+                f"cannot save this {self.architecture!r} SAE with its {self.normalizer.mode!r} "
+                "normaliser: the normaliser can be folded into the weights (so that plain "
+                "sae-lens users get the same features) only for the architectures mechrec "
+                "trains (standard, topk, jumprelu, gated, without sae-lens input "
+                "normalisation); wrap it with Normalizer.identity(d_in) if it reads raw "
+                "activations"
+            )
+
         def write(tmp: Path) -> None:
-            self.sae.save_model(tmp)
+            exported.save_model(tmp)
             self.normalizer.save(tmp / NORMALIZER_FILENAME)
             if self.provenance is not None:
                 write_json(tmp / PROVENANCE_FILENAME, self.provenance)
@@ -177,6 +197,10 @@ class NormalizedSAE:
             device: where to put the SAE.
             normalizer: use this normaliser instead of the saved one (needed for plain
                 sae-lens SAEs, which have none; ``Normalizer.identity(d_in)`` for raw training).
+                The saved weights of a directory written by :meth:`save` read raw
+                activations (the normaliser is folded in); they are unfolded with this
+                normaliser, so the loaded SAE computes the same raw-space function whichever
+                normaliser is given.
             hook_name: override the hook name stored in ``cfg.json``.
 
         Raises:
@@ -198,6 +222,11 @@ class NormalizedSAE:
             ) from None
         if normalizer is None:
             normalizer = Normalizer.load(root / NORMALIZER_FILENAME)
+        if is_folded(sae):
+            try:
+                unfold_normalizer(sae, normalizer)
+            except ValueError as exc:
+                raise ValueError(f"cannot load the SAE in {root}: {exc}") from None
         source = manifest.get("source") if manifest is not None else None
         return cls(sae, normalizer, hook_name=hook_name, provenance=read_provenance(root),
                    source=source if isinstance(source, dict) else None)

@@ -14,7 +14,6 @@ from cli_checks import assert_one_line_error, run_cli
 from mechrec_recsys.experiment import Experiment, RunSpec
 
 from mechrec.activations import ActivationSet
-from mechrec.normalization import Normalizer
 from mechrec.saes import NormalizedSAE, SAETrainingConfig, train_sae
 
 PAPER_HOOK = "blocks.0.hook_resid_post"
@@ -53,16 +52,19 @@ def test_every_architecture_trains_from_the_cli_and_loads_in_plain_sae_lens(
     if architecture == "topk":
         assert metrics["l0"] <= 8
 
-    # plain sae-lens loads it, hook name set, and gives our feature activations on
-    # normalised inputs
+    # plain sae-lens loads it, hook name set, and gives our feature activations and
+    # reconstructions on raw activations (the normaliser is folded into its weights)
     plain = sae_lens.SAE.load_from_disk(str(directory))
     assert plain.cfg.metadata.hook_name == PAPER_HOOK and plain.cfg.d_sae == 64
+    assert plain.cfg.normalize_activations == "none"
     ours = NormalizedSAE.load(directory)
-    normalizer = Normalizer.load(directory / "normalizer.safetensors")
     x = paper_experiment.activations("test", PAPER_HOOK).activations[:1000]
     with torch.no_grad():
-        expected = plain.encode(normalizer.normalize(x))
-    assert torch.allclose(ours.encode(x), expected, atol=1e-6)
+        expected = plain.encode(x)
+        recon = plain.decode(expected)
+    assert torch.equal(ours.encode(x) > 0, expected > 0)
+    torch.testing.assert_close(ours.encode(x), expected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(ours.reconstruct(x), recon, rtol=1e-5, atol=1e-5)
     assert (expected != 0).any()
 
 
