@@ -1,6 +1,6 @@
 """Genre steering on a trained GPTRec: the paper's control experiments (sections 4.3 and 8).
 
-The recipe is the core's (:mod:`mechrec.attribute_sweep`: choose features on one row set,
+The recipe is the core's (:mod:`mechrec.attribute_steering`: choose features on one row set,
 steer and score another, SAE feature / decoder direction / probe direction / random feature);
 this module adds what is about items: genre names, the paper's user sets (features chosen on
 the SAE-training users, the test users steered), top-K lists with every seen item masked, the
@@ -62,7 +62,7 @@ import pandas as pd
 import torch
 
 from mechrec._io import json_safe
-from mechrec.attribute_sweep import (
+from mechrec.attribute_steering import (
     BASELINE,
     AttributeSweep,
     attribute_sweep,
@@ -70,7 +70,7 @@ from mechrec.attribute_sweep import (
     fit_attribute_probes,
     select_attribute_features,
 )
-from mechrec.attribute_sweep import monotonicity as attribute_monotonicity
+from mechrec.attribute_steering import monotonicity as attribute_monotonicity
 from mechrec.probes import ProbeSet
 from mechrec.saes import NormalizedSAE
 from mechrec.steering import SAELike, steered_last_logits
@@ -239,7 +239,7 @@ def select_genre_features(
 ) -> pd.DataFrame:
     """The best SAE feature per genre by correlation, chosen on the SAE-training users.
 
-    :func:`mechrec.attribute_sweep.select_attribute_features` with ``select="sae_train"`` and
+    :func:`mechrec.attribute_steering.select_attribute_features` with ``select="sae_train"`` and
     ``score="test"``.
 
     Args:
@@ -278,7 +278,7 @@ def fit_genre_probes(
     notes: list[str] | None = None,
 ) -> ProbeSet:
     """Logistic probes per genre on the SAE-training users' activations at ``hook_name``,
-    evaluated on the test users' rows (:func:`mechrec.attribute_sweep.fit_attribute_probes`;
+    evaluated on the test users' rows (:func:`mechrec.attribute_steering.fit_attribute_probes`;
     paper 8.2.3).
 
     Args:
@@ -310,7 +310,7 @@ def genre_targets(
     random_control: bool = False,
 ) -> tuple[list[SteeringTarget], dict[str, dict[str, Any]]]:
     """Sweep targets for the chosen features (and probes), with what each curve is
-    (:func:`mechrec.attribute_sweep.attribute_targets`; directions scaled on the SAE-training
+    (:func:`mechrec.attribute_steering.attribute_targets`; directions scaled on the SAE-training
     users).
 
     Args:
@@ -393,14 +393,14 @@ HEADLINE: tuple[str, ...] = ("ndcg", "ndcg_se", "hit_rate", "hit_rate_se", "cove
 
 def monotonicity(table: pd.DataFrame, *, tolerance: float = 0.01) -> pd.DataFrame:
     """How monotonically each curve's target-genre share rises with the steering value
-    (:func:`mechrec.attribute_sweep.monotonicity` on a :attr:`GenreSweep.table`)."""
+    (:func:`mechrec.attribute_steering.monotonicity` on a :attr:`GenreSweep.table`)."""
     return attribute_monotonicity(table, tolerance=tolerance, label="genre")
 
 
 @dataclass
 class GenreSweep(AttributeSweep):
     """A genre steering sweep's tables: the core's
-    :class:`~mechrec.attribute_sweep.AttributeSweep` with the label column ``genre`` and the
+    :class:`~mechrec.attribute_steering.AttributeSweep` with the label column ``genre`` and the
     ranking metrics as headline.
 
     ``table`` columns: ``curve``, ``genre`` (as requested), ``column`` (the dataset's genre
@@ -431,7 +431,7 @@ def run_genre_sweep(
 ) -> GenreSweep:
     """Steer each genre's best SAE feature (and probe) at the last position over ``values``.
 
-    The core's :func:`mechrec.attribute_sweep.attribute_sweep` on the run: features chosen and
+    The core's :func:`mechrec.attribute_steering.attribute_sweep` on the run: features chosen and
     probes fitted on the SAE-training users, the test users' last positions steered, top-``k``
     lists with seen items masked, scored by NDCG/HR/MRR/coverage/diversity and genre shares.
 
