@@ -6,22 +6,24 @@ Two kinds of measurement:
   over an activation source (streamed chunk by chunk);
 - :func:`evaluate_with_reconstruction`: run any evaluation callable while the model's
   activation at the SAE's hook is replaced by the de-normalised reconstruction, in one of
-  two modes:
+  two modes, the same two that steering uses (:class:`mechrec.steering.FeatureEdit`):
 
   ``"replace"``
-      the hook output becomes ``decode(encode(x))``: the model sees only what the SAE keeps
-      (the paper's Table 1);
-  ``"replace_error"``
-      the hook output becomes ``x + (decode(edit(encode(x))) - decode(encode(x)))``, i.e. the
-      (edited) reconstruction plus the SAE's error term ``x - decode(encode(x))``. Without an
-      edit the difference is exactly zero, so the model's outputs are exactly the original
-      ones; with an edit only the edit's effect reaches the model.
+      the hook output becomes ``decode(encode(x))`` (with any feature ``values`` set first):
+      the model sees only what the SAE keeps (the paper's Table 1);
+  ``"keep-error"``
+      the SAE's error term ``x - decode(encode(x))`` is kept: without feature values the
+      output is exactly ``x``, so the model's outputs are exactly the original ones; with
+      values only their effect reaches the model.
+
+The splice is one mechanism: every position's activation goes through a
+:class:`~mechrec.steering.FeatureEdit`, exactly as a steering edit does.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Literal, TypeVar
@@ -46,8 +48,9 @@ __all__ = [
     "reconstruction_metrics",
 ]
 
-ReplaceMode = Literal["replace", "replace_error"]
-REPLACE_MODES: tuple[str, ...] = ("replace", "replace_error")
+ReplaceMode = Literal["replace", "keep-error"]
+REPLACE_MODES: tuple[str, ...] = ("replace", "keep-error")
+"""How the reconstruction is spliced in: the steering vocabulary (``mechrec.steering``)."""
 T = TypeVar("T")
 
 
@@ -141,21 +144,29 @@ def reconstruction_metrics(
     )
 
 
+def _check_mode(mode: str) -> None:
+    if mode not in REPLACE_MODES:
+        hint = " ('replace_error' is now called 'keep-error')" if mode == "replace_error" else ""
+        raise ValueError(f"mode must be one of {REPLACE_MODES}, got {mode!r}{hint}")
+
+
 def reconstruction_hook(
     nsae: NormalizedSAE,
     mode: ReplaceMode = "replace",
-    edit: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    values: Mapping[int, float] | None = None,
 ) -> Callable[..., torch.Tensor]:
     """A TransformerLens forward hook that swaps the activation for the SAE reconstruction.
 
     Args:
         nsae: the SAE (its hook name says where to attach the hook).
-        mode: ``"replace"`` or ``"replace_error"`` (see the module docstring).
-        edit: optional function applied to the feature activations ``(..., d_sae)`` before
-            decoding (e.g. setting one feature to a value); must not modify its input in place.
+        mode: ``"replace"`` or ``"keep-error"`` (see the module docstring).
+        values: ``{feature: value}`` set before decoding at every position (none: a plain
+            reconstruction).
     """
-    if mode not in REPLACE_MODES:
-        raise ValueError(f"mode must be one of {REPLACE_MODES}, got {mode!r}")
+    from mechrec.steering.edits import FeatureEdit
+
+    _check_mode(mode)
+    edit = FeatureEdit(nsae, dict(values or {}), keep_error=mode == "keep-error")
 
     def hook(act: torch.Tensor, hook: object = None) -> torch.Tensor:
         shape = act.shape
@@ -165,10 +176,7 @@ def reconstruction_hook(
                 f"the activation at {nsae.hook_name!r} has width {x.shape[-1]} but the SAE's "
                 f"d_in is {nsae.d_in}: this SAE was trained on another hook or model"
             )
-        feats = nsae.encode(x)
-        x_hat = nsae.decode(feats)
-        x_new = nsae.decode(edit(feats)) if edit is not None else x_hat
-        out = x_new if mode == "replace" else x + (x_new - x_hat)
+        out = edit.apply(x.reshape(-1, x.shape[-1]))
         return out.to(act.dtype).reshape(shape)
 
     return hook
@@ -179,12 +187,12 @@ def reconstruction_hooks(
     model: HookedTransformer,
     nsae: NormalizedSAE,
     mode: ReplaceMode = "replace",
-    edit: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    values: Mapping[int, float] | None = None,
 ) -> Iterator[HookedTransformer]:
     """Context manager: inside it, ``model`` runs with its hook replaced (see
     :func:`reconstruction_hook`); the hook is removed on exit, even after an error."""
     validate_hook_name(model, nsae.hook_name)
-    with model.hooks(fwd_hooks=[(nsae.hook_name, reconstruction_hook(nsae, mode, edit))]):
+    with model.hooks(fwd_hooks=[(nsae.hook_name, reconstruction_hook(nsae, mode, values))]):
         yield model
 
 
@@ -193,12 +201,12 @@ def evaluate_with_reconstruction(
     nsae: NormalizedSAE,
     evaluate: Callable[[HookedTransformer], T],
     mode: ReplaceMode = "replace",
-    edit: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    values: Mapping[int, float] | None = None,
 ) -> T:
     """``evaluate(model)`` with the SAE's hook output replaced by its reconstruction.
 
     ``evaluate`` is any callable that runs the model and returns what it measured (ranking
     metrics, a loss, logits...). Its return value is passed through.
     """
-    with reconstruction_hooks(model, nsae, mode, edit) as hooked:
+    with reconstruction_hooks(model, nsae, mode, values) as hooked:
         return evaluate(hooked)

@@ -12,8 +12,10 @@ and the trained GPTRec):
   L0 and dead fraction on the *test* users' activations (normalised space, as in the paper),
   and NDCG@10 / HitRate@10 / Coverage@10 with standard errors of the model whose hook output
   is replaced by the de-normalised reconstruction, in both modes: ``"replace"`` (the paper's
-  Table 1) and ``"replace_error"`` (reconstruction plus the SAE's error term, which gives back
-  the original model's recommendations exactly). The first row is the original model;
+  Table 1) and ``"keep-error"`` (labelled "replace + error": reconstruction plus the SAE's
+  error term, which gives back the original model's recommendations exactly; the same two
+  modes as steering). The first row is the original model; Table-1 sweep rows keep the
+  "keep-error" metrics under the file columns ``replace_error_*``;
 - :func:`run_table1` runs the paper's sweep (L1 weights at dictionary 2048, dictionary sizes
   at L1 0.1, several seeds) through :func:`mechrec.saes.sweep_saes`, which saves every SAE
   with its row and skips it on a rerun, so an interrupted sweep continues where it stopped
@@ -97,7 +99,7 @@ SWEEP_SPEC_FILE = "sweep.json"
 SWEEP_SPEC_FORMAT = "mechrec.table1_sweep/1"
 TABLE1_FORMAT = "mechrec.table1/1"
 #: Labels of the evaluation modes, in table order.
-MODE_LABELS: dict[str, str] = {"replace": "replace", "replace_error": "replace + error"}
+MODE_LABELS: dict[str, str] = {"replace": "replace", "keep-error": "replace + error"}
 #: Downstream metrics of a row, each with ``<name>_se`` beside it.
 RANKING_KEYS: tuple[str, ...] = ("ndcg", "hit_rate", "coverage")
 #: Reconstruction metrics of a row.
@@ -438,7 +440,7 @@ def downstream(
     n_bootstrap: int = 200,
 ) -> Downstream:
     """Recommend top-``k`` for the test users and score them, optionally with the SAE's hook
-    output replaced by its reconstruction (``mode``: ``"replace"`` / ``"replace_error"``)."""
+    output replaced by its reconstruction (``mode``: ``"replace"`` / ``"keep-error"``)."""
     if nsae is None:
         top_k = experiment.recommend("test", k)
     else:

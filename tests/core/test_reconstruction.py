@@ -94,18 +94,18 @@ def test_generic_proof_end_to_end(trained, tiny_model):
     evaluate = next_token_loss(batches)
     original = evaluate(tiny_model)
     replaced = evaluate_with_reconstruction(tiny_model, nsae, evaluate, mode="replace")
-    with_error = evaluate_with_reconstruction(tiny_model, nsae, evaluate, mode="replace_error")
+    with_error = evaluate_with_reconstruction(tiny_model, nsae, evaluate, mode="keep-error")
     assert with_error == original  # exactly the original model
     assert replaced != original and abs(replaced - original) < 1.0
     assert evaluate(tiny_model) == original  # hooks are gone afterwards
 
 
-def test_replace_error_reproduces_logits_exactly(trained, tiny_model, token_batches):
+def test_keep_error_reproduces_logits_exactly(trained, tiny_model, token_batches):
     _, nsae = trained
     tokens, mask = token_batches[0]
     with torch.no_grad():
         base = tiny_model(tokens, attention_mask=mask)
-        with reconstruction_hooks(tiny_model, nsae, "replace_error") as hooked:
+        with reconstruction_hooks(tiny_model, nsae, "keep-error") as hooked:
             same = hooked(tokens, attention_mask=mask)
         with reconstruction_hooks(tiny_model, nsae, "replace") as hooked:
             replaced = hooked(tokens, attention_mask=mask)
@@ -142,8 +142,8 @@ def test_edit_only_adds_its_own_effect(trained):
     with torch.no_grad():
         feats = nsae.encode(x)
         expected = x + nsae.decode(edit(feats)) - nsae.decode(feats)
-        out = reconstruction_hook(nsae, "replace_error", edit)(x)
-        replaced = reconstruction_hook(nsae, "replace", edit)(x)
+        out = reconstruction_hook(nsae, "keep-error", {7: 4.0})(x)
+        replaced = reconstruction_hook(nsae, "replace", {7: 4.0})(x)
     torch.testing.assert_close(out, expected)
     torch.testing.assert_close(replaced, nsae.decode(edit(feats)))
 
@@ -158,7 +158,7 @@ def test_per_head_hooks_are_flattened_and_restored(tiny_model):
     with torch.no_grad():
         base = tiny_model(tokens, attention_mask=mask)
         same = evaluate_with_reconstruction(
-            tiny_model, nsae, lambda m: m(tokens, attention_mask=mask), mode="replace_error"
+            tiny_model, nsae, lambda m: m(tokens, attention_mask=mask), mode="keep-error"
         )
     assert torch.equal(base, same)
 
