@@ -31,7 +31,7 @@ import torch
 from rich.progress import Progress
 from transformer_lens import HookedTransformer
 
-from mechrec._io import atomic_write_text
+from mechrec._io import atomic_write_json, atomic_write_text
 from mechrec.grids import value_grid as value_grid  # re-exported: its home before
 from mechrec.steering import (
     Direction,
@@ -184,16 +184,14 @@ class SweepResult:
         path = Path(path)
         atomic_write_text(path, self.frame.to_csv(index=False))
         meta_path = path.with_name(path.name + ".meta.json")
-        atomic_write_text(meta_path, json.dumps(self.metadata, indent=2))
+        atomic_write_json(meta_path, self.metadata, sort_keys=False)
         return path
 
     def to_json(self, path: str | os.PathLike) -> Path:
         """Write ``{"metadata": ..., "rows": [...]}`` as JSON (atomically)."""
         rows = json.loads(self.frame.to_json(orient="records"))
         payload = {"metadata": self.metadata, "rows": rows}
-        path = Path(path)
-        atomic_write_text(path, json.dumps(payload, indent=2))
-        return path
+        return atomic_write_json(Path(path), payload, sort_keys=False)
 
     @classmethod
     def from_json(cls, path: str | os.PathLike) -> SweepResult:

@@ -47,7 +47,7 @@ from typing import Any
 
 import numpy as np
 
-from mechrec._io import exclusive_claim, json_safe
+from mechrec._io import atomic_write_text, exclusive_claim, json_safe
 from mechrec.activations import ActivationSource, collect_activations
 from mechrec.alignment import (
     DegenerateInputWarning,
@@ -782,9 +782,7 @@ def write_table1(table: Table1, path: str | os.PathLike) -> tuple[Path, Path]:
     writer.writeheader()
     for row in table.rows():
         writer.writerow({key: "" if _missing(value) else value for key, value in row.items()})
-    tmp = csv_path.with_name(f".{csv_path.name}.tmp-{os.getpid()}")
-    tmp.write_text(buffer.getvalue())
-    os.replace(tmp, csv_path)
+    atomic_write_text(csv_path, buffer.getvalue())
     atomic_write_json(json_path, json_safe({
         "format": TABLE1_FORMAT, "hook": table.hook, "k": table.k, "seeds": table.seeds,
         "base_config": table.base_config, "sweep_directory": str(table.directory),

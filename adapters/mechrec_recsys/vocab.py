@@ -7,14 +7,14 @@ order of their raw id, so the mapping is deterministic for a given catalog.
 from __future__ import annotations
 
 import json
-import os
-import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
 import numpy as np
+
+from mechrec._io import atomic_write_text
 
 PAD_TOKEN = 0
 _INT64_MIN, _INT64_MAX = int(np.iinfo(np.int64).min), int(np.iinfo(np.int64).max)
@@ -229,18 +229,9 @@ class ItemVocab:
             raise ValueError(f"invalid 'item_ids': {exc}") from None
 
     def save(self, path: str | Path) -> None:
-        """Write the vocabulary as JSON (atomically: a temp file in the same folder, then
-        ``os.replace``; a failed write leaves any earlier file untouched and no temp file)."""
-        path = Path(path)
-        text = json.dumps(self.to_json())
-        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
-        try:
-            with open(tmp, "x", encoding="utf-8") as out:
-                out.write(text)
-            os.replace(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        """Write the vocabulary as JSON (atomically, :func:`mechrec._io.atomic_write_text`: a
+        failed write leaves any earlier file untouched and no temp file)."""
+        atomic_write_text(Path(path), json.dumps(self.to_json()))
 
     @classmethod
     def load(cls, path: str | Path) -> ItemVocab:

@@ -25,7 +25,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from mechrec._io import atomic_write_text
+from mechrec._io import atomic_write_json
 from mechrec.activations.sets import ActivationSet
 from mechrec.normalization import RunningMoments
 
@@ -254,7 +254,7 @@ def write_manifest(
         "shards": shards,
         **extra,
     }
-    atomic_write_text(directory / MANIFEST_FILENAME, json.dumps(manifest, indent=2) + "\n")
+    atomic_write_json(directory / MANIFEST_FILENAME, manifest, sort_keys=False)
     return ActivationStore(directory, manifest)
 
 

@@ -195,10 +195,11 @@ def test_save_is_atomic_when_the_rename_fails(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["vocab.json"]
 
 
-def test_save_into_a_missing_folder_fails_cleanly(tmp_path):
-    with pytest.raises(FileNotFoundError):
-        ItemVocab.from_items([1]).save(tmp_path / "missing" / "vocab.json")
-    assert list(tmp_path.iterdir()) == []
+def test_save_creates_its_folder_like_every_atomic_writer(tmp_path):
+    path = tmp_path / "missing" / "vocab.json"
+    ItemVocab.from_items([1]).save(path)
+    assert ItemVocab.load(path).size == ItemVocab.from_items([1]).size
+    assert [p.name for p in path.parent.iterdir()] == ["vocab.json"]  # no temp file left
 
 
 def test_load_missing_file(tmp_path):

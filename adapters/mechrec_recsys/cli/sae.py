@@ -23,7 +23,6 @@ code 2.
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Sequence
@@ -281,7 +280,7 @@ def evaluate(
         help="evaluate the SAE even though it records another model (or hook) as its source"),
 ) -> None:
     """One SAE's Table-1 rows: original model, "replace" and "replace + error"."""
-    from mechrec._io import json_safe
+    from mechrec._io import atomic_write_json
     from mechrec_recsys.saes import evaluate_sae, load_run_sae, resolve_sae_directory
 
     experiment = _open(run_dir, data_dir, download, device)
@@ -290,9 +289,7 @@ def evaluate(
                         allow_other_model=allow_other_model)
     rows = evaluate_sae(experiment, nsae, k=k)
     if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(json_safe({"sae": str(directory), "rows": rows}),
-                                  indent=2) + "\n")
+        atomic_write_json(out, {"sae": str(directory), "rows": rows}, sort_keys=False)
     recon = rows[1]
     title = (f"{nsae.architecture} SAE at {nsae.hook_name} ({nsae.d_sae} features) on "
              f"{len(experiment.part('test'))} test users ({recon['n_rows']:,} activations)")

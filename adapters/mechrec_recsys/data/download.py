@@ -17,7 +17,6 @@ for data.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import shutil
@@ -28,6 +27,7 @@ import zipfile
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 
+from mechrec._io import atomic_write_json
 from mechrec_recsys.data.errors import ChecksumError, DataError, DatasetNotFoundError
 from mechrec_recsys.data.registry import LocalDataset, MovieLensRelease, get_release
 
@@ -246,7 +246,7 @@ def download_dataset(
                 f"{release.url}: the archive does not contain {', '.join(release.required_files)}"
                 f" under {release.archive_folder}/. Fix: use the official archive")
         record["downloaded_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        (source / MANIFEST).write_text(json.dumps(record, indent=2))
+        atomic_write_json(source / MANIFEST, record, sort_keys=False)
         try:
             os.replace(source, target)
         except OSError:

@@ -35,6 +35,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from mechrec._io import atomic_write_json
 from mechrec_recsys.data.catalog import ItemCatalog
 from mechrec_recsys.data.dataset import Dataset
 from mechrec_recsys.data.generic import load_generic
@@ -179,7 +180,7 @@ def generate_world(
     world.table.assign(events=item_counts).to_parquet(folder / "items.parquet", index=False)
     info = _world_info(config, world, mu, counts, item_counts, catalog_source,
                        time.perf_counter() - began)
-    (folder / "world.json").write_text(json.dumps(info, indent=2) + "\n")
+    atomic_write_json(folder / "world.json", info, sort_keys=False)
     return WorldSummary(folder=folder, info=info)
 
 
