@@ -408,6 +408,73 @@ def table1(
                   highlight=False, soft_wrap=True)
 
 
+# -------------------------------------------------------------------------------- quality
+@sae_app.command("quality")
+def quality(
+    run_dir: Path = typer.Argument(..., help="run folder written by 'mechrec train'"),
+    sae_dir: Path = typer.Argument(..., help="SAE folder (or its name under RUN_DIR/saes/)"),
+    k: int = typer.Option(10, "--k", help="length of the recommendation lists"),
+    out: Path | None = typer.Option(None, "--out", help="write quality.json, density.csv and "
+                                                          "absorption.csv into this folder"),
+    data_dir: DataDirOption = None,
+    download: DownloadOption = True,
+    device: DeviceOption = "cpu",
+    allow_other_model: bool = typer.Option(
+        False, "--allow-other-model",
+        help="evaluate the SAE even though it records another model (or hook) as its source"),
+) -> None:
+    """The field's standard SAE metrics: next-item loss and NDCG@k recovered against zero and
+    mean ablation of the hook, KL of the next-item distribution, the feature density
+    histogram and feature absorption in genre hierarchies (e.g. Animation in Children's)."""
+    from mechrec._io import atomic_write_bytes, atomic_write_json
+    from mechrec_recsys.sae_quality import (
+        absorption_table,
+        feature_density_table,
+        splice_quality,
+    )
+    from mechrec_recsys.saes import load_run_sae, resolve_sae_directory
+
+    experiment = _open(run_dir, data_dir, download, device)
+    directory = resolve_sae_directory(run_dir, sae_dir)
+    nsae = load_run_sae(experiment, directory, device=device,
+                        allow_other_model=allow_other_model)
+    scores = splice_quality(experiment, nsae, k=k)
+    density = feature_density_table(experiment, nsae)
+    absorbed = absorption_table(experiment, nsae)
+    if out is not None:
+        atomic_write_json(out / "quality.json", {"sae": str(directory), "k": k, **scores},
+                          sort_keys=False)
+        atomic_write_bytes(out / "density.csv", density.to_csv(index=False).encode())
+        atomic_write_bytes(out / "absorption.csv", absorbed.to_csv(index=False).encode())
+    console = wide_console(160)
+    table = Table(title=f"{nsae.architecture} SAE at {nsae.hook_name}: what the model keeps "
+                        f"({len(experiment.part('test'))} test users, last position)")
+    for column in ("", "original", "SAE (replace)", "zero ablation", "mean ablation",
+                   "recovered vs zero", "recovered vs mean"):
+        table.add_column(column, justify="right")
+    table.add_row("next-item loss", *(_number(scores[f"loss_{m}"], ".4f")
+                                      for m in ("original", "sae", "zero", "mean",
+                                                "recovered_zero", "recovered_mean")))
+    table.add_row(f"NDCG@{k}", *(_number(scores[f"ndcg_{m}"], ".4f")
+                                 for m in ("original", "sae", "zero", "mean",
+                                           "recovered_zero", "recovered_mean")))
+    console.print(table)
+    console.print(
+        f"KL(original || SAE) of the next-item distribution: {scores['kl']:.4f} nats. "
+        "Recovered: (ablated - SAE) / (ablated - original); above 1 means the model does "
+        "better with the SAE than as trained.", highlight=False)
+    dense = density[density["features"] > 0]
+    console.print("features per log10 firing density on the test users: " + ", ".join(
+        f"{row.bin}: {row.features}" for row in dense.itertuples()), highlight=False)
+    for row in absorbed.itertuples():
+        console.print(
+            f"{row.child} in {row.parent}: parent feature {row.parent_feature} fires on "
+            f"{row.parent_recall_parent_only:.0%} of {row.parent}-only positions and "
+            f"{row.parent_recall_with_child:.0%} of {row.child} positions; absorbed "
+            f"(parent silent, child feature {row.child_feature} firing) on "
+            f"{row.absorption_rate:.0%}", highlight=False)
+
+
 def register(app: typer.Typer) -> None:
     """Add the ``sae`` command group to the ``mechrec`` application."""
     app.add_typer(sae_app, name="sae")

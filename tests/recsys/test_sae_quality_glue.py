@@ -1,0 +1,77 @@
+"""Splice quality on a trained ml-100k run: loss / NDCG recovered, KL, density, absorption."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from cli_checks import run_cli
+from mechrec_recsys.experiment import Experiment
+from mechrec_recsys.metrics import ndcg_at_k
+from mechrec_recsys.sae_quality import (
+    QUALITY_KEYS,
+    absorption_table,
+    feature_density_table,
+    splice_quality,
+)
+
+from mechrec.saes import NormalizedSAE
+
+
+@pytest.fixture
+def data_args(data_dir: Path) -> list[str]:
+    return ["--data-dir", str(data_dir / "ml-100k"), "--no-download"]
+
+
+def test_splice_quality_against_direct_computations(paper_experiment: Experiment,
+                                                    paper_sae: NormalizedSAE) -> None:
+    scores = splice_quality(paper_experiment, paper_sae)
+    assert list(scores) == list(QUALITY_KEYS)
+    assert all(np.isfinite(v) for v in scores.values())
+    # the original loss: next-item cross-entropy of each test target, by hand
+    test = paper_experiment.part("test")
+    logits = []
+    with torch.no_grad():
+        for tokens, mask in paper_experiment.batches("test"):
+            logits.append(paper_experiment.model(tokens, attention_mask=mask)[:, -1])
+    scores_all = torch.cat(logits).double()
+    scores_all[:, 0] = -torch.inf
+    expected = -torch.log_softmax(scores_all, -1)[torch.arange(len(test)),
+                                                  torch.as_tensor(test.targets)].mean()
+    assert scores["loss_original"] == pytest.approx(float(expected), rel=1e-5)
+    top = paper_experiment.recommend("test", 10)
+    assert scores["ndcg_original"] == pytest.approx(float(ndcg_at_k(top, test.targets, 10)
+                                                          .mean()))
+    for mode in ("zero", "mean"):
+        recovered = ((scores[f"loss_{mode}"] - scores["loss_sae"])
+                     / (scores[f"loss_{mode}"] - scores["loss_original"]))
+        assert scores[f"loss_recovered_{mode}"] == pytest.approx(recovered)
+    assert scores["loss_zero"] > scores["loss_original"]  # the hook carries information
+    assert scores["kl"] >= 0
+    with pytest.raises(ValueError, match="other users"):
+        splice_quality(paper_experiment, paper_sae, part="test", mean_part="test")
+
+
+def test_density_and_absorption_tables(paper_experiment: Experiment,
+                                       paper_sae: NormalizedSAE) -> None:
+    density = feature_density_table(paper_experiment, paper_sae)
+    assert density["features"].sum() == paper_sae.d_sae
+    table = absorption_table(paper_experiment, paper_sae)
+    assert {"Children's", "Thriller", "Drama"} <= set(table["parent"])
+    assert ((table["absorption_rate"] >= 0) & (table["absorption_rate"] <= 1)).all()
+
+
+def test_cli_quality_prints_and_writes(paper_run_dir: Path, paper_sae: NormalizedSAE,
+                                       data_args: list[str], tmp_path: Path) -> None:
+    paper_sae.save(paper_run_dir / "saes" / "quality-test")
+    out = tmp_path / "quality"
+    result = run_cli("sae", "quality", paper_run_dir, "quality-test", "--out", out, *data_args)
+    assert result.exit_code == 0, result.output
+    for label in ("next-item loss", "NDCG@10", "recovered vs zero", "KL(original || SAE)"):
+        assert label in result.output, label
+    saved = json.loads((out / "quality.json").read_text())
+    assert set(QUALITY_KEYS) <= set(saved)
+    assert (out / "density.csv").is_file() and (out / "absorption.csv").is_file()
