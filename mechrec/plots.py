@@ -286,7 +286,7 @@ def activation_histogram(values: Any, mask: Any, *, attribute: str | None = None
     labels = feature if isinstance(feature, Mapping) else dict.fromkeys(names, feature)
     fig = make_subplots(rows=len(names), cols=1, subplot_titles=[
         f"{n}" + (f" (feature #{exact(labels.get(n))})" if labels.get(n) is not None else "")
-        for n in names], vertical_spacing=min(0.12, 0.3 / max(len(names), 1)))
+        for n in names], vertical_spacing=min(0.2, 0.45 / max(len(names), 1)))
     for row, name in enumerate(names, start=1):
         x, m = per[name], masks[name]
         if x.shape != m.shape:
@@ -307,11 +307,12 @@ def activation_histogram(values: Any, mask: Any, *, attribute: str | None = None
                 hovertemplate=(f"{name}, {part} ({total} rows)<br>activation %{{customdata[0]}}"
                                " to %{customdata[1]}<br>%{customdata[2]} rows, share "
                                "%{customdata[3]}<extra></extra>")), row=row, col=1)
-        fig.update_xaxes(title_text="feature activation", row=row, col=1)
+        if row == len(names):
+            fig.update_xaxes(title_text="feature activation", row=row, col=1)
         fig.update_yaxes(title_text="share of rows", row=row, col=1)
     only = labels.get(names[0]) if len(names) == 1 else None
     fig.update_layout(**_LAYOUT, barmode="overlay", bargap=0,
-                      height=max(320, 260 * len(names)),
+                      height=max(340, 280 * len(names) + 60),
                       title=title or ("activations of feature #" + exact(only) if only is not None
                                       else "feature activations") + " with / without the attribute")
     return fig
