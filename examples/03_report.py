@@ -10,8 +10,9 @@ It does in Python what ``mechrec reproduce --dataset ml-100k --split paper --out
 ``run_pipeline`` runs every step (dataset statistics, GPTRec vs popularity, Table 1, the
 analysis SAE, Table 2 / Figure 4, steering curves), skipping steps whose outputs are already
 in the folder, and ``write_report`` turns the saved outputs into ``DIR/report.html`` (inline
-CSS and SVG only: it opens offline). The script prints what each step did, a few headline
-numbers read back from the run's files, and where the report is.
+CSS and plotly charts with plotly.js embedded once: it opens offline). The script prints what
+each step did, a few headline numbers read back from the run's files, and where the report
+is.
 
 The paper's settings take hours on a 2-core CPU; with ``MECHREC_EXAMPLE_QUICK=1`` every step
 runs at toy size (seconds).

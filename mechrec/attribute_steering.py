@@ -519,6 +519,13 @@ class AttributeSweep:
         written["summary.json"] = out / "summary.json"
         return written
 
+    def plot(self, kind: str = "share", **kwargs: Any) -> Any:
+        """A plotly figure: ``"share"`` (Fig. 8), ``"directions"`` (Fig. 9) or a metric
+        column such as ``"ndcg"``; see :func:`mechrec.plots.sweep_figure`."""
+        from mechrec.plots import sweep_figure
+
+        return sweep_figure(self, kind, **kwargs)
+
 
 def _json_records(frame: pd.DataFrame) -> list[dict[str, Any]]:
     clean = frame.astype(object).where(frame.notna(), None)

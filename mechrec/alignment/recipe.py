@@ -637,6 +637,14 @@ class AlignmentRun:
             written["bootstrap"] = out / "bootstrap.json"
         return written
 
+    def plot(self, kind: str = "comparison", **kwargs: Any) -> Any:
+        """A plotly figure: ``"comparison"`` (Fig. 4; pass ``boot=run.bootstrap()`` for
+        intervals), ``"profiles"`` (Fig. 2) or ``"histogram"`` (Fig. 5); see
+        :func:`mechrec.plots.alignment_figure`."""
+        from mechrec.plots import alignment_figure
+
+        return alignment_figure(self, kind, **kwargs)
+
 
 
 

@@ -9,19 +9,21 @@ run folder work on a copy.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from html.parser import HTMLParser
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from browser_checks import headless_chromium
 from cli_checks import assert_one_line_error, run_cli
+from mechrec_recsys.report.render import plotly_js
 
 SECTION_IDS = ("overview", "dataset", "gptrec", "table1", "sae", "alignment", "steering",
                "provenance")
 STEP_NAMES = ("data", "train", "table1", "sae", "align", "steer")
 VOID = {"meta", "br", "hr", "img", "input", "link", "wbr", "col", "area", "base", "source"}
-SVG_VOID = {"line", "circle", "rect", "polyline", "polygon", "path"}
 
 
 
@@ -34,7 +36,8 @@ class ReportParser(HTMLParser):
         self.stack: list[str] = []
         self.sections: list[str] = []
         self.cells: dict[str, dict[str, str]] = {}
-        self.svgs = 0
+        self.plots = 0
+        self.scripts = 0
         self._cell: dict[str, str] | None = None
         self._text: list[str] = []
 
@@ -42,15 +45,17 @@ class ReportParser(HTMLParser):
         values = {k: v or "" for k, v in attrs}
         if tag == "section":
             self.sections.append(values.get("id", ""))
-        if tag == "svg":
-            self.svgs += 1
+        if tag == "div" and "plotly-graph-div" in values.get("class", "").split():
+            self.plots += 1
+        if tag == "script":
+            self.scripts += 1
         if tag in ("td", "th") and "data-key" in values:
             self._cell, self._text = values, []
         if tag not in VOID:
             self.stack.append(tag)
 
     def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        assert tag in VOID | SVG_VOID, f"self-closing <{tag}/>"
+        assert tag in VOID, f"self-closing <{tag}/>"
 
     def handle_endtag(self, tag: str) -> None:
         assert self.stack and self.stack[-1] == tag, f"</{tag}> closes {self.stack[-3:]}"
@@ -63,6 +68,17 @@ class ReportParser(HTMLParser):
     def handle_data(self, data: str) -> None:
         if self._cell is not None:
             self._text.append(data)
+
+
+def expected_charts(run_dir: Path) -> int:
+    """Charts the report of ``run_dir`` draws: training curves, Table 1's and Figure 3's
+    curves (one per sweep with several points), Figures 2 and 4, four per steered genre and
+    Figure 9."""
+    rows = json.loads((run_dir / "table1.json").read_text())["rows"]
+    l1 = sum(r["sweep"] == "l1" for r in rows) > 1
+    size = sum(r["sweep"] == "d_sae" for r in rows) > 1
+    genres = pd.read_csv(run_dir / "steering" / "paper" / "target_share.csv")["genre"].nunique()
+    return 2 + (2 * l1 + size) + (l1 + size) + 2 + 4 * genres + 1
 
 
 def parse(text: str) -> ReportParser:
@@ -141,15 +157,19 @@ def test_report_parses_and_has_every_section(report: ReportParser, quick_run):
     for heading in ("Dataset and split", "GPTRec vs popularity", "Table 1", "Table 2",
                     "Figure 4", "Steering genres", "Provenance"):
         assert heading in text
-    assert report.svgs >= 1 + 2 + 4 * 2  # Fig. 4, training curves, 4 charts per genre
+    assert report.plots == expected_charts(quick_run[1])
+    assert report.scripts == 1 + report.plots  # plotly.js once, then one call per chart
     assert 'class="missing"' not in text
 
 
 def test_report_is_self_contained(quick_run):
-    text = (quick_run[1] / "report.html").read_text(encoding="utf-8").lower()
-    for forbidden in ("http://", "https://", "<script", "<link", "@import", "url(", "<img",
+    text = (quick_run[1] / "report.html").read_text(encoding="utf-8")
+    bundle = plotly_js()
+    assert text.count(bundle) == 1  # plotly.js inline, once
+    rest = text.replace(bundle, "").lower()
+    for forbidden in ("http://", "https://", "src=", "<link", "@import", "url(", "<img",
                       "<iframe"):
-        assert forbidden not in text, forbidden
+        assert forbidden not in rest, forbidden
 
 
 def test_gptrec_numbers_come_from_metrics_json(report: ReportParser, quick_run):
@@ -202,8 +222,22 @@ def test_table2_and_figure4_numbers_come_from_the_alignment_tables(report, quick
     text = (quick_run[1] / "report.html").read_text(encoding="utf-8")
     comparison = pd.read_csv(folder / "comparison.csv")
     best = comparison[comparison["group"] == "genre"].dropna(subset=["SAE_correlation"])
-    first = best.sort_values("share", ascending=False).iloc[0]
-    assert f"{first['attribute']}, SAE feature: {first['SAE_correlation']:.4g}" in text
+    intervals = pd.read_csv(folder / "bootstrap_intervals.csv")
+    for row in best.itertuples(index=False):
+        for source in ("SAE", "neurons", "random"):
+            want = getattr(row, f"{source}_correlation")
+            assert value(report, f"figure4/{row.attribute}/{source}/correlation") == want
+            assert repr(want) in text  # the bar's hover text
+            bound = intervals[(intervals["group"] == "genre")
+                              & (intervals["features"] == source)
+                              & (intervals["attribute"] == row.attribute)
+                              & (intervals["metric"] == "correlation")].iloc[0]
+            assert value(report, f"figure4/{row.attribute}/{source}/lower") == bound["lower"]
+            assert value(report, f"figure4/{row.attribute}/{source}/upper") == bound["upper"]
+    # Figure 2: each genre's feature against every genre, from profiles.csv
+    profiles = pd.read_csv(folder / "profiles.csv").set_index("selected_for")
+    for genre in ("Action", "Comedy"):
+        assert value(report, f"figure2/{genre}/{genre}") == profiles.at[genre, genre]
 
 
 BOOTSTRAP_FILES = ("bootstrap_intervals.csv", "bootstrap_intervals.parquet",
@@ -329,8 +363,9 @@ def test_steering_and_sae_numbers_come_from_their_files(report, quick_run):
     shares = pd.read_csv(run_dir / "steering" / "paper" / "target_share.csv")
     assert set(shares["genre"]) == {"Action", "Sci-Fi"}
     for row in shares.itertuples(index=False):
-        key = f"steer/{row.genre}/{row.curve}/{row.value:g}/target_share"
-        assert value(report, key) == row.target_share
+        for metric in ("target_share", "ndcg", "coverage", "diversity"):
+            key = f"steer/{row.genre}/{row.curve}/{row.value:g}/{metric}"
+            assert value(report, key) == getattr(row, metric)
     features = pd.read_csv(run_dir / "steering" / "paper" / "features.csv")
     for row in features.itertuples(index=False):
         assert value(report, f"steer/features/{row.genre}/feature") == row.feature
@@ -550,3 +585,32 @@ def test_overview_states_the_budget_cuts_and_each_steps_wall_time(quick_run, tmp
         shown = cell(report, f"overview/{name}/seconds")["text"]
         assert shown.endswith(" s") and shown[0].isdigit(), shown
         assert steps[name]["seconds"] > 0
+
+
+# ------------------------------------------------------------------------------ in a browser
+def test_report_renders_every_chart_offline_in_headless_chromium(quick_run, report):
+    """The page, opened from disk with networking off, draws one plotly chart per chart div
+    with no console error; ``MECHREC_REPORT_SCREENSHOTS=DIR`` keeps a screenshot of each
+    section."""
+    path = quick_run[1] / "report.html"
+    with headless_chromium() as browser:
+        browser.get(path.resolve().as_uri())
+        drawn = browser.execute_script(
+            "return Array.from(document.querySelectorAll('.plotly-graph-div')).map(d => ["
+            "d.classList.contains('js-plotly-plot'), d.querySelectorAll('.main-svg').length,"
+            "d.getBoundingClientRect().width, d.parentElement.parentElement"
+            ".getBoundingClientRect().width])")
+        assert len(drawn) == report.plots == expected_charts(quick_run[1])
+        for plotted, svgs, width, figure_width in drawn:
+            assert plotted and svgs >= 1
+            assert 300 < width <= figure_width + 1  # drawn inside its figure, no overflow
+        assert browser.execute_script("return typeof Plotly") == "object"
+        errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+        assert errors == []
+        folder = os.environ.get("MECHREC_REPORT_SCREENSHOTS")
+        if folder:
+            Path(folder).mkdir(parents=True, exist_ok=True)
+            for section in SECTION_IDS:
+                element = browser.find_element("id", section)
+                browser.execute_script("arguments[0].scrollIntoView()", element)
+                element.screenshot(str(Path(folder) / f"report-{section}.png"))

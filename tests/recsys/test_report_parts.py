@@ -1,75 +1,43 @@
-"""The report's building blocks without a run: SVG charts, cells, settings and step records."""
+"""The report's building blocks without a run: charts, cells, settings and step records."""
 
 from __future__ import annotations
 
 import math
-from html.parser import HTMLParser
 
 import pytest
-from mechrec_recsys.report.markup import num_cell, text_cell
+from mechrec_recsys.report.markup import figure, num_cell, text_cell
 from mechrec_recsys.report.pipeline import settings_conflicts
-from mechrec_recsys.report.sections import bootstrap_conclusion, difference_verdict
+from mechrec_recsys.report.render import plotly_js, render_sections
+from mechrec_recsys.report.sections import Section, bootstrap_conclusion, difference_verdict
 from mechrec_recsys.report.settings import ReproduceSettings, step_digest, step_settings
-from mechrec_recsys.report.svg import Series, bar_chart, line_chart, nice_ticks
+
+from mechrec.plots import metric_lines
 
 
-def texts(svg: str) -> list[str]:
-    found: list[str] = []
-
-    class Collect(HTMLParser):
-        def handle_data(self, data: str) -> None:
-            found.append(data)
-
-    Collect().feed(svg)
-    return found
-
-
-def test_line_chart_escapes_labels_and_skips_missing_points():
-    svg = line_chart([Series("<b>a&b</b>", [0, 1, 2], [0.1, None, math.nan]),
-                      Series("probe", [0, 1, 2], [0.2, 0.3, 0.25], err=[0.01, None, 0.02],
-                             dashed=True)],
-                     title="t <script>", x_label="value", y_label="share",
-                     references={"unsteered": 0.22, "none": None})
-    assert svg.startswith("<svg") and svg.endswith("</svg>")
-    assert "<script>" not in svg and "&lt;script&gt;" in svg and "&lt;b&gt;" in svg
-    assert svg.count("<circle") == 1 + 3  # NaN and None points are not drawn
-    assert "stroke-dasharray" in svg and "unsteered" in texts(svg)
-    assert "http" not in svg
+def test_a_figure_is_a_plotly_div_with_a_stable_id_and_an_escaped_caption():
+    fig = metric_lines([{"x": 1, "y": 0.1}, {"x": 2, "y": 0.30000000000000004}], "x",
+                       {"<b>a&b</b>": "y"}, title="t </script><script>")
+    html = figure(fig, "caption <i>")
+    assert html == figure(fig, "caption <i>")  # same figure, same page
+    assert html != figure(fig, "another caption")
+    assert html.count('class="plotly-graph-div"') == 1 and "Plotly.newPlot" in html
+    assert "caption &lt;i&gt;" in html
+    assert html.count("<script") == html.count("</script>") == 1  # the title's tags escaped
+    assert "t \\u003c\\u002fscript\\u003e" in html
+    assert "0.30000000000000004" in html  # hover text carries the exact value
+    assert "get_plotlyjs" not in html and len(html) < 20_000  # plotly.js is not repeated
 
 
-def test_charts_without_data_say_so():
-    assert "no data" in texts(line_chart([Series("a", [1.0], [None])], title="t",
-                                         x_label="x", y_label="y"))
-    assert "no data" in texts(bar_chart(["A"], {"g": [math.nan]}, title="t", y_label="y"))
-
-
-def test_bar_chart_draws_one_bar_per_value_and_checks_lengths():
-    svg = bar_chart(["Action", "Sci-Fi"], {"SAE": [0.3, -0.1], "neurons": [0.2, None]},
-                    title="t", y_label="corr")
-    assert svg.count("<rect") == 1 + 3  # background + three finite bars
-    assert "Sci-Fi, SAE: -0.1" in svg
-    with pytest.raises(ValueError, match="2 categories"):
-        bar_chart(["A", "B"], {"g": [1.0]}, title="t", y_label="y")
-
-
-@pytest.mark.parametrize(("low", "high"), [(0.0, 1.0), (-10.0, 10.0), (0.0213, 0.0297),
-                                           (5.0, 5.0), (3.0, -2.0)])
-def test_nice_ticks_cover_the_range(low: float, high: float):
-    ticks = nice_ticks(low, high)
-    assert ticks[0] <= min(low, high) and ticks[-1] >= max(low, high)
-    assert 2 <= len(ticks) <= 12
-
-
-@pytest.mark.parametrize(("low", "high"), [(1.0, 3.0), (1.0, 2.0), (1.0, 72.0), (5.0, 5.0)])
-def test_integer_ticks_are_whole_numbers(low: float, high: float):
-    ticks = nice_ticks(low, high, 6, integer=True)
-    assert ticks[0] <= low and ticks[-1] >= high
-    assert all(t == int(t) for t in ticks)
-    series = [Series("loss", [1, 2, 3], [30.0, 20.0, 10.0])]
-    fractional = line_chart(series, title="t", x_label="epoch", y_label="loss")
-    assert ">1.5<" in fractional  # the default ticks of 3 points
-    svg = line_chart(series, title="t", x_label="epoch", y_label="loss", integer_x=True)
-    assert ">1.5<" not in svg and ">2.5<" not in svg and ">2<" in svg
+def test_the_page_embeds_plotly_js_once_and_only_with_charts():
+    fig = metric_lines([{"x": 1, "y": 0.1}], "x", {"y": "y"})
+    charts = [Section("a", "A", figure(fig, "one")), Section("b", "B", figure(fig, "two"))]
+    page = render_sections(charts, "title", "sub")
+    bundle = plotly_js()
+    assert len(bundle) > 1_000_000 and "</script" not in bundle
+    assert page.count(bundle) == 1 and page.index(bundle) < page.index("<body>")
+    assert page.count("<script") == 1 + 2
+    plain = render_sections([Section("a", "A", "<p>no chart</p>")], "title", "sub")
+    assert "<script" not in plain and len(plain) < 10_000
 
 
 def test_numeric_cells_keep_exact_values():

@@ -4,10 +4,10 @@
 - :mod:`~mechrec_recsys.report.layout`: where each output lives in a run folder;
 - :mod:`~mechrec_recsys.report.steps`: the steps, each a call of the library function;
 - :mod:`~mechrec_recsys.report.pipeline`: :func:`run_pipeline`, resumable, with step records;
-- :mod:`~mechrec_recsys.report.svg`: tiny inline-SVG line and bar charts;
 - :mod:`~mechrec_recsys.report.outputs`: reading a run folder's saved outputs;
 - :mod:`~mechrec_recsys.report.sections`: one HTML section per part of the paper;
-- :mod:`~mechrec_recsys.report.render`: :func:`render_report` / :func:`write_report`.
+- :mod:`~mechrec_recsys.report.render`: :func:`render_report` / :func:`write_report` (one
+  self-contained page; its charts are :mod:`mechrec.plots` figures).
 """
 
 from mechrec_recsys.report.layout import RunLayout

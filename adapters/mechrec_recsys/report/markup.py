@@ -7,6 +7,7 @@ cell (``section/row/column``) so the numbers can be checked against the run's fi
 
 from __future__ import annotations
 
+import hashlib
 import html
 import math
 from collections.abc import Sequence
@@ -129,9 +130,24 @@ def details(summary: str, body: str) -> str:
     return f"<details><summary>{esc(summary)}</summary>{body}</details>"
 
 
-def figure(svg: str, caption: str) -> str:
-    """A ``<figure>`` holding an inline SVG chart and an escaped caption."""
-    return f'<figure>{svg}<figcaption>{esc(caption)}</figcaption></figure>'
+#: plotly's configuration of every chart: no logo, no cloud links, resizes with the page.
+PLOT_CONFIG: dict[str, Any] = {"displaylogo": False, "responsive": True,
+                               "modeBarButtonsToRemove": ["sendDataToCloud"]}
+
+
+def figure(fig: Any, caption: str) -> str:
+    """A ``<figure>`` holding a plotly chart (a ``div`` drawn by the page's one copy of
+    plotly.js, see :func:`~mechrec_recsys.report.render.render_sections`) and an escaped
+    caption.
+
+    The ``div``'s id is a digest of the figure and caption, so the same outputs render the same
+    page.
+    """
+    data = fig.to_json()
+    ident = "plot-" + hashlib.sha1((data + caption).encode("utf-8")).hexdigest()[:16]
+    chart = fig.to_html(full_html=False, include_plotlyjs=False, div_id=ident,
+                        config=PLOT_CONFIG, default_height=f"{fig.layout.height or 340}px")
+    return (f'<figure class="plot">{chart}<figcaption>{esc(caption)}</figcaption></figure>')
 
 
 def missing_note(what: str, path: Any, reason: str, commands: Sequence[str]) -> str:

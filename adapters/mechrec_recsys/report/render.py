@@ -1,9 +1,12 @@
 """Turn a run folder's saved outputs into one self-contained HTML file.
 
-The page has inline CSS and inline SVG charts only: no scripts, fonts, stylesheets or images
-from anywhere else, so it opens offline and can be mailed as one file. Everything shown is
-read from the run's files (:mod:`~mechrec_recsys.report.outputs`); a missing output becomes a
-note naming the command that produces it.
+The page has inline CSS and interactive plotly charts drawn by one inline copy of plotly.js
+(the bundle shipped inside the installed plotly package): no scripts, fonts, stylesheets or
+images from anywhere else, so it opens offline and can be mailed as one file. The charts are
+the figures of :mod:`mechrec.plots`, the ones the result objects' ``plot`` methods return;
+every number they show is also in a table. Everything shown is read from the run's files
+(:mod:`~mechrec_recsys.report.outputs`); a missing output becomes a note naming the command
+that produces it.
 """
 
 from __future__ import annotations
@@ -40,7 +43,8 @@ tbody tr:hover{background:#f7fbff}
 .charts{display:flex;flex-wrap:wrap;gap:12px}
 figure{margin:.6em 0;max-width:100%;overflow-x:auto}
 figcaption{color:#555;font-size:12px;max-width:440px}
-svg.chart{border:1px solid #eee;border-radius:4px}
+figure.plot{border:1px solid #eee;border-radius:4px;background:#fff;max-width:1100px}
+.charts>figure.plot{flex:0 0 540px;max-width:100%}
 details{margin:.5em 0}
 summary{cursor:pointer;color:#0b5394}
 .missing{border-left:4px solid #d55e00;background:#fff4ec;padding:6px 12px;margin:.8em 0}
@@ -63,16 +67,30 @@ def _subtitle(outputs: RunOutputs) -> str:
         return str(outputs.run_dir)
 
 
+#: Class of the ``div`` of each chart (:func:`~mechrec_recsys.report.markup.figure`).
+PLOT_CLASS = "plotly-graph-div"
+
+
+def plotly_js() -> str:
+    """The plotly.js bundle of the installed plotly package (works offline), ready to sit
+    inside a ``<script>`` element."""
+    from plotly.offline import get_plotlyjs
+
+    return get_plotlyjs().replace("</script", "<\\/script")
+
+
 def render_sections(sections: list[Section], title: str, subtitle: str) -> str:
-    """The HTML document around ready sections (table of contents, inline CSS)."""
+    """The HTML document around ready sections (table of contents, inline CSS, and plotly.js
+    once in the head when a section has a chart)."""
     toc = "".join(f'<li><a href="#{esc(s.ident)}">{esc(s.title)}</a></li>' for s in sections)
     body = "".join(f'<section id="{esc(s.ident)}"><h2>{esc(s.title)}</h2>{s.body}</section>'
                    for s in sections)
+    script = f"<script>{plotly_js()}</script>" if PLOT_CLASS in body else ""
     return (
         "<!DOCTYPE html>\n"
         '<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>{esc(title)} ({esc(subtitle)})</title><style>{CSS}</style></head><body>"
+        f"<title>{esc(title)} ({esc(subtitle)})</title><style>{CSS}</style>{script}</head><body>"
         f"<header><h1>{esc(title)}</h1><p>{esc(PAPER_TITLE)}: reproduction on "
         f"{esc(subtitle)}.</p><nav><ol>{toc}</ol></nav></header>"
         f"<main>{body}</main>"

@@ -14,6 +14,8 @@ from typing import Any
 
 import pandas as pd
 
+from mechrec.plots import CURVE_LABELS as CORE_CURVE_LABELS
+from mechrec.plots import comparison_bars, metric_lines, profile_heatmap, steering_curves
 from mechrec_recsys.durations import format_duration
 from mechrec_recsys.report.markup import (
     details,
@@ -30,7 +32,6 @@ from mechrec_recsys.report.markup import (
 from mechrec_recsys.report.outputs import MissingOutput, RunOutputs
 from mechrec_recsys.report.settings import ReproduceSettings
 from mechrec_recsys.report.steps import STEP_NAMES, STEPS, step_command
-from mechrec_recsys.report.svg import Series, bar_chart, line_chart
 
 
 @dataclass(frozen=True)
@@ -223,16 +224,19 @@ def gptrec_section(out: RunOutputs) -> Section:
             f"{'stopped early' if m.get('stopped_early') else 'ran every epoch'}."))
         history = m.get("history") or []
         if len(history) > 1:
-            epochs = [h["epoch"] for h in history]
-            parts.append('<div class="charts">' + figure(line_chart(
-                [Series("validation NDCG", epochs, [h.get("val_ndcg") for h in history])],
-                title=f"validation NDCG@{k} per epoch", x_label="epoch", y_label="NDCG",
-                integer_x=True),
-                "early stopping watches this curve") + figure(line_chart(
-                    [Series("training loss", epochs, [h.get("loss") for h in history])],
-                    title="training loss per epoch", x_label="epoch", y_label="loss",
-                    integer_x=True),
+            parts.append('<div class="charts">' + figure(metric_lines(
+                history, "epoch", {"validation NDCG": "val_ndcg"},
+                title=f"validation NDCG@{k} per epoch", y_title=f"NDCG@{k}"),
+                "early stopping watches this curve") + figure(metric_lines(
+                    history, "epoch", {"training loss": "loss"},
+                    title="training loss per epoch", y_title="loss"),
                     "next-item cross-entropy") + "</div>")
+            parts.append(details("validation NDCG and training loss per epoch", table(
+                ["epoch", f"validation NDCG@{k}", "training loss"],
+                [[num_cell(h.get("epoch"), key=f"gptrec/history/{i}/epoch", count=True),
+                  num_cell(h.get("val_ndcg"), key=f"gptrec/history/{i}/val_ndcg"),
+                  num_cell(h.get("loss"), key=f"gptrec/history/{i}/loss")]
+                 for i, h in enumerate(history)])))
         return "".join(parts)
 
     return Section("gptrec", "GPTRec vs popularity (paper §5)",
@@ -269,14 +273,13 @@ def _figure3(rows_data: list[dict]) -> str:
         line = [r for r in points if r["sweep"] == sweep]
         if len(line) < 2:
             continue
-        x = [r[x_key] for r in line]
-        charts.append(figure(line_chart(
-            [Series(name, x, [r[f"{m}_mean"] for r in line],
-                    err=[r[f"{m}_std"] for r in line])
-             for name, m in (("honest", "genre_corr_honest"),
-                             ("in-sample", "genre_corr_in_sample"))],
-            title=f"mean best-genre correlation vs {x_label}", x_label=x_label,
-            y_label="mean correlation"), "Figure 3"))
+        charts.append(figure(metric_lines(
+            line, x_key, {"honest": "genre_corr_honest_mean",
+                          "in-sample": "genre_corr_in_sample_mean"},
+            err={"honest": "genre_corr_honest_std", "in-sample": "genre_corr_in_sample_std"},
+            title=f"mean best-genre correlation vs {x_label}", x_title=x_label,
+            y_title="mean correlation", log_x=True, dashed=("in-sample",)),
+            "Figure 3 (± std over seeds)"))
     if charts:
         parts.append('<div class="charts">' + "".join(charts) + "</div>")
     return "".join(parts)
@@ -333,28 +336,25 @@ def table1_section(out: RunOutputs) -> Section:
         original = rows_data[0] if rows_data and rows_data[0]["sweep"] == "original" else {}
         charts = []
         if len(l1_rows) > 1:
-            x = [r["l1_coefficient"] for r in l1_rows]
-            charts.append(figure(line_chart(
-                [Series("explained variance", x, [r["explained_variance_mean"]
-                                                  for r in l1_rows],
-                        err=[r["explained_variance_std"] for r in l1_rows])],
+            charts.append(figure(metric_lines(
+                l1_rows, "l1_coefficient", {"explained variance": "explained_variance_mean"},
+                err={"explained variance": "explained_variance_std"},
                 title=f"explained variance vs L1 (dictionary {l1_rows[0]['d_sae']})",
-                x_label="L1 weight", y_label="explained variance"), "reconstruction quality"))
-            charts.append(figure(line_chart(
-                [Series(f"NDCG@{k} (replace)", x, [r["ndcg_mean"] for r in l1_rows],
-                        err=[r["ndcg_std"] for r in l1_rows])],
+                x_title="L1 weight", y_title="explained variance", log_x=True),
+                "reconstruction quality"))
+            charts.append(figure(metric_lines(
+                l1_rows, "l1_coefficient", {f"NDCG@{k} (replace)": "ndcg_mean"},
+                err={f"NDCG@{k} (replace)": "ndcg_std"},
                 title=f"NDCG@{k} vs L1 (dictionary {l1_rows[0]['d_sae']})",
-                x_label="L1 weight", y_label=f"NDCG@{k}",
+                x_title="L1 weight", y_title=f"NDCG@{k}", log_x=True,
                 references={"original": original.get("ndcg_mean")}),
                 "the model with the hook replaced by the reconstruction"))
         size_rows = [r for r in rows_data if r["sweep"] == "d_sae"]
         if len(size_rows) > 1:
-            charts.append(figure(line_chart(
-                [Series("RMSE", [r["d_sae"] for r in size_rows],
-                        [r["rmse_mean"] for r in size_rows],
-                        err=[r["rmse_std"] for r in size_rows])],
+            charts.append(figure(metric_lines(
+                size_rows, "d_sae", {"RMSE": "rmse_mean"}, err={"RMSE": "rmse_std"},
                 title=f"RMSE vs dictionary size (L1 {size_rows[0]['l1_coefficient']:g})",
-                x_label="dictionary size", y_label="RMSE"), "normalised space"))
+                x_title="dictionary size", y_title="RMSE", log_x=True), "normalised space"))
         if charts:
             parts.append('<div class="charts">' + "".join(charts) + "</div>")
         parts.append(_figure3(rows_data))
@@ -632,22 +632,68 @@ def alignment_section(out: RunOutputs) -> Section:
                      caption="SAE features vs the raw neurons at the same hook vs a random "
                              "projection as wide and as sparse as the SAE (paper §7.1.3)")
 
+    def figure2() -> str:
+        profiles = out.alignment_table("profiles")
+        genres = [str(a) for a, g in out.alignment_meta.get("attributes", {}).items()
+                  if g == "genre"]
+        frame = profiles.set_index("selected_for")
+        genres = [g for g in genres if g in frame.index and g in frame.columns
+                  and pd.notna(frame.at[g, "feature"]) and frame[g].notna().any()]
+        if not genres:
+            return paragraph("No genre has a chosen feature to profile.")
+        chart = figure(profile_heatmap(frame, attributes=genres,
+                                       title="correlation of each genre's SAE feature with "
+                                             "every genre (test users)"),
+                       "Figure 2 style: row = the SAE feature chosen for a genre on the SAE "
+                       "users, column = the genre it is scored against on the test users; a "
+                       "monosemantic feature lights up on its own genre only")
+        rows = [[text_cell(f"{g} (#{fmt(frame.at[g, 'feature'])})", header=True),
+                 *(num_cell(frame.at[g, c], key=f"figure2/{g}/{c}", digits=3)
+                   for c in genres)] for g in genres]
+        return chart + details("Figure 2's correlations", table(["feature chosen for",
+                                                                  *genres], rows))
+
     def figure4() -> str:
         frame = out.alignment_table("comparison")
         genres = frame[frame["group"] == "genre"]
         genres = genres[genres["SAE_correlation"].notna()].sort_values("share",
                                                                       ascending=False)
-        sources = [(c[: -len("_correlation")], c) for c in genres.columns
+        sources = [c[: -len("_correlation")] for c in genres.columns
                    if c.endswith("_correlation")]
-        labels = {"SAE": "SAE feature", "neurons": "neuron", "random": "random control"}
-        svg = bar_chart(list(genres["attribute"]),
-                        {labels.get(s, s): list(genres[c]) for s, c in sources},
-                        title="best correlation per genre (honest selection)",
-                        y_label="correlation")
-        return figure(svg, "Figure 4 style: for each genre (most popular first), the "
-                           "correlation of the best SAE feature, the best neuron and the best "
-                           "random-control direction, each chosen on the SAE users and scored "
-                           "on the test users")
+        try:
+            intervals = out.alignment_table("bootstrap_intervals")
+        except MissingOutput:
+            intervals = None
+        chart = figure(comparison_bars(genres, sources=sources, group="genre",
+                                       intervals=intervals,
+                                       title="best correlation per genre (honest selection)"),
+                       "Figure 4 style: for each genre (most popular first), the "
+                       "correlation of the best SAE feature, the best neuron and the best "
+                       "random-control direction, each chosen on the SAE users and scored "
+                       "on the test users"
+                       + ("; bars: percentile bootstrap intervals over test users"
+                          if intervals is not None else ""))
+        bounds = {}
+        if intervals is not None:
+            sel = intervals[(intervals["group"] == "genre")
+                            & (intervals["metric"] == "correlation")]
+            bounds = {(r["features"], r["attribute"]): r for r in _records(sel)}
+        rows = []
+        for r in _records(genres):
+            a = r["attribute"]
+            cells = [text_cell(a, header=True)]
+            for source in sources:
+                b = bounds.get((source, a), {})
+                cells += [num_cell(r[f"{source}_correlation"],
+                                   key=f"figure4/{a}/{source}/correlation", digits=3),
+                          num_cell(b.get("lower"), key=f"figure4/{a}/{source}/lower",
+                                   digits=3),
+                          num_cell(b.get("upper"), key=f"figure4/{a}/{source}/upper",
+                                   digits=3)]
+            rows.append(cells)
+        heads = [h for s in sources for h in (f"{SOURCE_LABELS.get(s, s)}", "lower", "upper")]
+        return chart + details("Figure 4's correlations and intervals",
+                               table(["genre", *heads], rows))
 
     def uncertainty() -> str:
         try:
@@ -668,18 +714,14 @@ def alignment_section(out: RunOutputs) -> Section:
             + _guard(out, "The SAE vs neurons summary", summary_table)
             + "<h3>Uncertainty: bootstrap intervals of the comparison</h3>"
             + _guard(out, "The bootstrap intervals", uncertainty)
+            + "<h3>Figure 2: each genre feature against every genre</h3>"
+            + _guard(out, "Figure 2", figure2)
             + "<h3>Figure 4: best correlation per genre</h3>" + _guard(out, "Figure 4", figure4))
     return Section("alignment", "Table 2 and Figure 4: genre features (paper §7)", body)
 
 
 # ------------------------------------------------------------------------------ steering
-CURVE_LABELS: dict[tuple[str, str], str] = {
-    ("sae_feature", "replace"): "SAE feature (replace)",
-    ("sae_feature", "keep-error"): "SAE feature (keep error)",
-    ("sae_direction", "add"): "SAE direction (add)",
-    ("probe_direction", "add"): "probe direction (add)",
-    ("random_feature", "replace"): "random alive feature (replace, control)",
-}
+CURVE_LABELS: dict[tuple[str, str], str] = CORE_CURVE_LABELS
 
 
 def _curve_label(method: str, mode: str) -> str:
@@ -723,51 +765,45 @@ def steering_section(out: RunOutputs) -> Section:
         summary = out.steering_summary
         refs = {r["method"]: r for r in summary.get("references", [])}
         k = summary.get("metadata", {}).get("k", "")
-        unsteered = refs.get("unsteered", {})
+        reference_rows = pd.DataFrame(list(refs.values()))
+        metrics = [(m, title, axis, caption) for m, title, axis, caption in (
+            ("target_share", f"share in the top-{k}", "share of the genre",
+             f"share of the genre's items in the test users' top-{k} (± SE)"),
+            ("ndcg", f"NDCG@{k}", f"NDCG@{k}", "ranking quality under steering (± SE)"),
+            ("coverage", f"Coverage@{k}", f"Coverage@{k}",
+             "share of training items recommended to anyone"),
+            ("diversity", f"Diversity@{k}", "inter-list diversity",
+             "mean pairwise cosine distance between users' lists"),
+        ) if m in frame.columns]
         parts = []
         for genre, group in frame.groupby("genre", sort=False):
-            column = group["column"].iloc[0]
-            series: dict[str, list[Series]] = {m: [] for m in ("target_share", "ndcg",
-                                                                "coverage", "diversity")}
-            table_rows = []
             values = sorted(group["value"].unique())
+            table_rows = []
             for curve, rows in group.groupby("curve", sort=False):
-                rows = rows.sort_values("value")
                 label = _curve_label(rows["method"].iloc[0], rows["mode"].iloc[0])
-                dashed = rows["method"].iloc[0] == "probe_direction"
-                x = list(rows["value"])
-                for metric in series:
-                    err = list(rows[f"{metric}_se"]) if f"{metric}_se" in rows else None
-                    series[metric].append(Series(label, x, list(rows[metric]), err=err,
-                                                 dashed=dashed))
                 by_value = rows.set_index("value")
-                table_rows.append([text_cell(label, header=True), *(
-                    num_cell(by_value.at[v, "target_share"] if v in by_value.index else None,
-                             key=f"steer/{genre}/{curve}/{v:g}/target_share", digits=3)
-                    for v in values)])
-            charts = [
-                figure(line_chart(series["target_share"],
-                                  title=f"{genre}: share in the top-{k}", x_label="value",
-                                  y_label="share of the genre",
-                                  references={"unsteered": unsteered.get(f"share:{column}")}),
-                       f"share of {column} items in the test users' top-{k} (± SE band)"),
-                figure(line_chart(series["ndcg"], title=f"{genre}: NDCG@{k}", x_label="value",
-                                  y_label=f"NDCG@{k}",
-                                  references={"unsteered": unsteered.get("ndcg")}),
-                       "ranking quality under steering (± SE band)"),
-                figure(line_chart(series["coverage"], title=f"{genre}: Coverage@{k}",
-                                  x_label="value", y_label=f"Coverage@{k}",
-                                  references={"unsteered": unsteered.get("coverage")}),
-                       "share of training items recommended to anyone"),
-                figure(line_chart(series["diversity"], title=f"{genre}: Diversity@{k}",
-                                  x_label="value", y_label="inter-list diversity",
-                                  references={"unsteered": unsteered.get("diversity")}),
-                       "mean pairwise cosine distance between users' lists"),
-            ]
+                for metric, title, _, _ in metrics:
+                    table_rows.append([text_cell(label, header=True), text_cell(title), *(
+                        num_cell(by_value.at[v, metric] if v in by_value.index else None,
+                                 key=f"steer/{genre}/{curve}/{v:g}/{metric}", digits=4)
+                        for v in values)])
+            charts = [figure(steering_curves(group, metric, label="genre",
+                                             reference_rows=reference_rows, y_title=axis,
+                                             title=f"{genre}: {title}"), caption)
+                      for metric, title, axis, caption in metrics]
             parts.append(f'<h3 id="steer-{esc(genre)}">{esc(genre)}</h3>'
                          f'<div class="charts">{"".join(charts)}</div>')
-            parts.append(details(f"{genre}: target share per value", table(
-                ["curve", *(f"{v:g}" for v in values)], table_rows)))
+            parts.append(details(f"{genre}: every curve's values per steering value", table(
+                ["curve", "metric", *(f"{v:g}" for v in values)], table_rows)))
+        directions = frame[frame["method"].isin(["sae_direction", "probe_direction"])]
+        if directions["method"].nunique() == 2:
+            parts.append("<h3>Figure 9: SAE direction vs probe direction</h3>" + figure(
+                steering_curves(directions, label="genre", reference_rows=reference_rows,
+                                y_title="share of the genre",
+                                title=f"target genre's share in the top-{k}: SAE decoder "
+                                      "direction vs probe direction"),
+                "both directions scaled to unit variance of the SAE users' activations and "
+                "added with the same values (± SE)"))
         return "".join(parts)
 
     def monotonicity() -> str:

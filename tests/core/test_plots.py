@@ -1,0 +1,185 @@
+"""The core's plotly figures (``mechrec.plots``) on real results of the tiny HookedTransformer.
+
+An alignment run and an attribute sweep of a small SAE on the tiny model feed every figure;
+each test checks that the traces hold exactly the numbers of the tables they were drawn from
+(bars, error bars, heatmap cells, curves, histogram counts) and that hover texts carry the
+exact values.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import pytest
+import torch
+from tiny_model import TINY_VOCAB, make_tiny_model
+
+from mechrec import plots
+from mechrec.alignment import AlignmentRun, align
+from mechrec.attribute_sweep import AttributeSweep, attribute_sweep
+from mechrec.saes import SAETrainingConfig, train_sae
+from mechrec.study import TokenStudy
+
+HOOK = "blocks.0.hook_resid_post"
+VALUES = [-4.0, 0.0, 4.0]
+
+
+def _tokens(seed: int, n: int = 48, length: int = 12) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randint(1, TINY_VOCAB, (n, length), generator=gen)
+
+
+@pytest.fixture(scope="module")
+def study() -> TokenStudy:
+    tok = np.arange(TINY_VOCAB)
+    table = pd.DataFrame({"even": tok % 2 == 0, "low": tok < 8, "high": tok >= 18}
+                         ).astype(np.float32)
+    table.iloc[0] = 0.0
+    groups = pd.Series({"even": "parity", "low": "range", "high": "range"})
+    return TokenStudy(make_tiny_model(), {"fit": _tokens(0), "eval": _tokens(1)}, table, groups,
+                      batch_size=16)
+
+
+@pytest.fixture(scope="module")
+def sae(study: TokenStudy):
+    config = SAETrainingConfig(architecture="topk", d_sae=32, k=4, steps=60, batch_size=64,
+                               lr_warm_up_steps=0, seed=0)
+    return train_sae(study.activations("fit", HOOK), config).sae
+
+
+@pytest.fixture(scope="module")
+def run(study: TokenStudy, sae) -> AlignmentRun:
+    return align(study, sae, select="fit", score="eval")
+
+
+@pytest.fixture(scope="module")
+def sweep(study: TokenStudy, sae) -> AttributeSweep:
+    return attribute_sweep(study, sae, ["even", "low"], select="fit", score="eval",
+                           values=VALUES, k=5)
+
+
+def test_importing_the_module_does_not_import_plotly() -> None:
+    import subprocess
+
+    code = ("import sys, mechrec.plots, mechrec.alignment, mechrec.attribute_sweep; "
+            "print('plotly' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_exact_hover_text() -> None:
+    assert plots.exact(0.1 + 0.2) == "0.30000000000000004"
+    assert plots.exact(np.int64(7)) == "7" and plots.exact(3.0) == "3"
+    assert plots.exact(None) == "–" and plots.exact(float("nan")) == "–"
+
+
+def test_comparison_bars_hold_the_comparison_and_its_intervals(run: AlignmentRun) -> None:
+    boot = run.bootstrap(30, seed=0)
+    fig = run.plot("comparison", boot=boot)
+    assert isinstance(fig, go.Figure)
+    comparison = run.comparison()
+    intervals = run.interval_table(boot)
+    assert [t.name for t in fig.data] == ["SAE feature", "neuron", "random control"]
+    for trace, source in zip(fig.data, ("SAE", "neurons", "random"), strict=True):
+        attrs = list(trace.x)
+        assert set(attrs) == set(comparison.index)
+        np.testing.assert_array_equal(trace.y, comparison.loc[attrs, f"{source}_correlation"])
+        sel = intervals[(intervals["features"] == source)
+                        & (intervals["metric"] == "correlation")].drop_duplicates("attribute")
+        sel = sel.set_index("attribute").loc[attrs]
+        np.testing.assert_allclose(np.asarray(trace.y) + trace.error_y.array, sel["upper"],
+                                   rtol=0, atol=1e-12)
+        np.testing.assert_allclose(np.asarray(trace.y) - trace.error_y.arrayminus,
+                                   sel["lower"], rtol=0, atol=1e-12)
+        assert trace.customdata[0][1] == plots.exact(trace.y[0])
+    # most frequent attribute first
+    shares = comparison.loc[list(fig.data[0].x), "share"].to_numpy()
+    assert (np.diff(shares) <= 0).all()
+    # one group only, no intervals
+    only = run.plot("comparison", group="range")
+    assert set(only.data[0].x) == {"low", "high"} and only.data[0].error_y.array is None
+
+
+def test_profile_heatmap_is_the_profiles_table(run: AlignmentRun) -> None:
+    profiles = run.profiles()
+    fig = run.plot("profiles")
+    heat = fig.data[0]
+    shown = profiles[profiles["feature"].notna()]
+    np.testing.assert_array_equal(np.asarray(heat.z, dtype=float),
+                                  shown.drop(columns="feature").to_numpy(dtype=float))
+    assert list(heat.x) == list(shown.columns[1:])
+    assert heat.y[0] == f"{shown.index[0]} (#{shown['feature'].iloc[0]})"
+    assert heat.text[0][0] == plots.exact(shown.iloc[0, 1])
+    # the same figure from the table read back from a CSV (selected_for as a column)
+    again = plots.profile_heatmap(profiles.reset_index(), attributes=["high", "low"])
+    assert list(again.data[0].x) == ["high", "low"]
+
+
+def test_activation_histogram_counts_each_group(run: AlignmentRun) -> None:
+    fig = run.plot("histogram", attributes=["even", "low"], bins=10)
+    rows = run.scored
+    assert len(fig.data) == 4  # with / without, two panels
+    for panel, attribute in enumerate(("even", "low")):
+        feature = rows.selections["SAE"][attribute]
+        values = rows.columns["SAE"][:, rows.features["SAE"].index(feature)]
+        mask = rows.labels[attribute].to_numpy() == 1.0
+        with_, without = fig.data[2 * panel], fig.data[2 * panel + 1]
+        counts = [c[2] for c in with_.customdata]
+        assert sum(counts) == mask.sum()
+        assert sum(c[2] for c in without.customdata) == (~mask).sum()
+        np.testing.assert_allclose(with_.y, np.asarray(counts) / mask.sum())
+    # a plain array and mask, zeros left out
+    values = np.array([0.0, 0.0, 1.0, 2.0, 3.0, 4.0])
+    fig = plots.activation_histogram(values, np.array([0, 1, 1, 1, 0, 0]), attribute="x",
+                                     bins=2, drop_zeros=True)
+    assert [c[2] for c in fig.data[0].customdata] == [2, 0]
+    assert [c[2] for c in fig.data[1].customdata] == [0, 2]
+    with pytest.raises(ValueError, match="boolean"):
+        plots.activation_histogram(values, np.arange(6.0))
+    with pytest.raises(ValueError, match="mask rows"):
+        plots.activation_histogram(values, np.ones(4, dtype=bool))
+
+
+def test_steering_curves_hold_the_sweep_table(sweep: AttributeSweep) -> None:
+    fig = sweep.plot("share")
+    curves = sweep.curves
+    assert len(fig.data) == curves["curve"].nunique()
+    for trace in fig.data:
+        attribute = trace.hovertemplate.split(",")[0]
+        rows = curves[(curves["attribute"] == attribute)
+                      & (curves["curve"].map(lambda c, a=attribute: c.endswith(a)))]
+        match = [r for _, r in rows.groupby("curve")
+                 if plots._curve_label(r["method"].iloc[0], r["mode"].iloc[0]) == trace.name]
+        assert len(match) == 1
+        rows = match[0].sort_values("value")
+        np.testing.assert_array_equal(trace.x, rows["value"])
+        np.testing.assert_array_equal(trace.y, rows["target_share"])
+        np.testing.assert_array_equal(trace.error_y.array, rows["target_share_se"])
+    # the unsteered share of each attribute is a dotted line
+    unsteered = sweep.reference()
+    assert len(fig.layout.shapes) == 2
+    want = {float(unsteered[f"share:{c}"]) for c in ("even", "low")}
+    assert {s.y0 for s in fig.layout.shapes} == want
+    # Fig. 9: SAE direction vs probe direction only
+    directions = sweep.plot("directions")
+    assert {t.name for t in directions.data} <= {"SAE direction (add)",
+                                                 "probe direction (add)"}
+    assert any(t.line.dash == "dash" for t in directions.data)
+    with pytest.raises(ValueError, match="unknown figure"):
+        sweep.plot("nope")
+
+
+def test_metric_lines_and_errors(run: AlignmentRun) -> None:
+    rows = [{"l1": 0.5, "ev": 0.7, "ev_std": 0.01}, {"l1": 0.1, "ev": 0.9, "ev_std": None}]
+    fig = plots.metric_lines(rows, "l1", {"explained variance": "ev"},
+                             err={"explained variance": "ev_std"}, log_x=True,
+                             references={"original": 0.95, "none": None})
+    np.testing.assert_array_equal(fig.data[0].x, [0.1, 0.5])  # sorted by the setting
+    np.testing.assert_array_equal(fig.data[0].y, [0.9, 0.7])
+    assert fig.layout.xaxis.type == "log" and len(fig.layout.shapes) == 1
+    with pytest.raises(ValueError, match="unknown figure"):
+        run.plot("nope")
