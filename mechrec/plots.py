@@ -15,7 +15,7 @@ round-trip ``repr``); intervals are error bars.
   attribute;
 - :func:`steering_curves`: Figs. 8 and 9, a steering sweep's target share (or any metric) vs
   the steering value, one panel per attribute
-  (:attr:`mechrec.attribute_sweep.AttributeSweep.table`);
+  (:attr:`mechrec.attribute_steering.AttributeSweep.table`);
 - :func:`metric_lines`: any metric vs a swept setting (Table 1 / Fig. 3: SAE quality and
   interpretability vs L1 weight or dictionary size; training curves).
 
@@ -340,8 +340,8 @@ def steering_curves(table: pd.DataFrame, metric: str = "target_share", *,
     curve (probe directions dashed), ± the standard error ``<metric>_se`` when the table has it.
 
     Args:
-        table: :attr:`~mechrec.attribute_sweep.AttributeSweep.table` or
-            :meth:`~mechrec.attribute_sweep.AttributeSweep.target_share_table` (rows with a
+        table: :attr:`~mechrec.attribute_steering.AttributeSweep.table` or
+            :meth:`~mechrec.attribute_steering.AttributeSweep.target_share_table` (rows with a
             missing ``value`` are reference rows).
         metric: the column on the y axis (``target_share``: the share of the curve's own
             attribute; a recommender's sweep also has ``ndcg``, ``coverage``, ...).
@@ -533,7 +533,7 @@ def alignment_figure(run: Any, kind: str = "comparison", *, source: str = "SAE",
 
 
 def sweep_figure(sweep: Any, kind: str = "share", **kwargs: Any) -> Figure:
-    """The figure ``kind`` of an :class:`~mechrec.attribute_sweep.AttributeSweep` (what its
+    """The figure ``kind`` of an :class:`~mechrec.attribute_steering.AttributeSweep` (what its
     ``plot`` method returns): ``"share"`` (Fig. 8: the target share of every curve),
     ``"directions"`` (Fig. 9: SAE decoder direction vs probe direction) or any metric column of
     its table (e.g. ``"ndcg"``); ``kwargs`` go to :func:`steering_curves`."""

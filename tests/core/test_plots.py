@@ -19,7 +19,7 @@ from tiny_model import TINY_VOCAB, make_tiny_model
 
 from mechrec import plots
 from mechrec.alignment import AlignmentRun, align
-from mechrec.attribute_sweep import AttributeSweep, attribute_sweep
+from mechrec.attribute_steering import AttributeSweep, attribute_sweep
 from mechrec.saes import SAETrainingConfig, train_sae
 from mechrec.study import TokenStudy
 
@@ -64,7 +64,7 @@ def sweep(study: TokenStudy, sae) -> AttributeSweep:
 def test_importing_the_module_does_not_import_plotly() -> None:
     import subprocess
 
-    code = ("import sys, mechrec.plots, mechrec.alignment, mechrec.attribute_sweep; "
+    code = ("import sys, mechrec.plots, mechrec.alignment, mechrec.attribute_steering; "
             "print('plotly' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)
