@@ -67,6 +67,9 @@ Architecture = Literal["standard", "topk", "batchtopk", "jumprelu", "gated"]
 ReconstructionLoss = Literal["norm", "squared"]
 #: Resampling interval that ``resample_dead_every="auto"`` gives TopK SAEs.
 AUTO_RESAMPLE_EVERY = 500
+#: The longest automatic learning-rate warm-up (``lr_warm_up_steps="auto"``: a tenth of the
+#: steps, at most this many).
+AUTO_WARM_UP_STEPS = 100
 
 
 @dataclass
@@ -91,7 +94,9 @@ class SAETrainingConfig:
         adam_beta2: Adam second-moment decay.
         steps: number of optimisation steps.
         batch_size: activation rows per step.
-        lr_warm_up_steps: steps of linear learning-rate warm-up from ~0 to ``lr``.
+        lr_warm_up_steps: steps of linear learning-rate warm-up from ~0 to ``lr``;
+            ``"auto"`` (default): a tenth of ``steps``, at most 100 (:attr:`warm_up_steps`),
+            so a short run needs no hand tuning and a long one warms up as the paper's.
         lr_decay_steps: steps of linear learning-rate decay to 0 at the end of training.
         sparsity_warm_up_steps: steps over which the sparsity coefficient (L1 or L0) grows
             linearly from 0 to its value; lets features find data before being pushed to 0.
@@ -131,7 +136,7 @@ class SAETrainingConfig:
     adam_beta2: float = 0.999
     steps: int = 3000
     batch_size: int = 1024
-    lr_warm_up_steps: int = 100
+    lr_warm_up_steps: int | str = "auto"
     lr_decay_steps: int = 0
     sparsity_warm_up_steps: int = 0
     dead_feature_window: int = 200
@@ -176,14 +181,26 @@ class SAETrainingConfig:
             raise ValueError(f"k must be in (0, d_sae={self.d_sae}], got {self.k}")
         if self.target_l0 is not None and not 0 < self.target_l0 <= self.d_sae:
             raise ValueError(f"target_l0 must be in (0, d_sae={self.d_sae}], got {self.target_l0}")
-        if self.lr_warm_up_steps + self.lr_decay_steps > self.steps:
+        warm = self.lr_warm_up_steps
+        if warm != "auto" and (isinstance(warm, (str, bool)) or not isinstance(warm, int)
+                               or warm < 0):
+            raise ValueError(f"lr_warm_up_steps must be 'auto' or a whole number >= 0, got "
+                             f"{warm!r}")
+        if self.warm_up_steps + self.lr_decay_steps > self.steps:
             raise ValueError(
-                f"lr_warm_up_steps + lr_decay_steps ({self.lr_warm_up_steps} + "
+                f"lr_warm_up_steps + lr_decay_steps ({self.warm_up_steps} + "
                 f"{self.lr_decay_steps}) exceed steps ({self.steps})"
             )
         every = self.resample_dead_every
         if every is not None and every != "auto" and (isinstance(every, str) or every < 1):
             raise ValueError(f"resample_dead_every must be >= 1, None or 'auto', got {every!r}")
+
+    @property
+    def warm_up_steps(self) -> int:
+        """Learning-rate warm-up steps (``"auto"``: ``min(100, steps // 10)``)."""
+        if self.lr_warm_up_steps == "auto":
+            return min(AUTO_WARM_UP_STEPS, self.steps // 10)
+        return int(self.lr_warm_up_steps)
 
     @property
     def resample_interval(self) -> int | None:

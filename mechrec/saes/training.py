@@ -144,7 +144,7 @@ def _trainer_config(cfg: SAETrainingConfig) -> SAETrainerConfig:
         lr=cfg.lr,
         lr_end=cfg.lr,
         lr_scheduler_name="constant",
-        lr_warm_up_steps=cfg.lr_warm_up_steps,
+        lr_warm_up_steps=cfg.warm_up_steps,
         lr_decay_steps=cfg.lr_decay_steps,
         adam_beta1=cfg.adam_beta1,
         adam_beta2=cfg.adam_beta2,

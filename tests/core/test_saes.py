@@ -346,3 +346,14 @@ def test_parallel_sweep_equals_the_sequential_one(acts, tmp_path):
     assert reloaded.architecture == "topk" and reloaded.provenance["row"] == parallel[3]
     with pytest.raises(ValueError, match="workers"):
         sweep_saes(acts, base, points, workers=0)
+
+
+def test_automatic_warm_up_fits_short_and_long_runs():
+    assert SAETrainingConfig(steps=50).warm_up_steps == 5
+    assert SAETrainingConfig(steps=3000).warm_up_steps == 100  # the paper's runs: unchanged
+    assert SAETrainingConfig(steps=5).warm_up_steps == 0
+    assert SAETrainingConfig(steps=50, lr_warm_up_steps=7).warm_up_steps == 7
+    with pytest.raises(ValueError, match="'auto' or a whole number"):
+        SAETrainingConfig(lr_warm_up_steps="soon")
+    with pytest.raises(ValueError, match=r"exceed steps \(50\)"):
+        SAETrainingConfig(steps=50, lr_warm_up_steps=60)

@@ -64,9 +64,6 @@ sae_app = typer.Typer(
     no_args_is_help=True,
 )
 
-#: Default learning-rate warm-up (capped at a tenth of the steps for short runs).
-WARM_UP_STEPS = 100
-
 
 
 def _number(value: Any, fmt: str) -> str:
@@ -86,10 +83,6 @@ def _open(run_dir: Path, data_dir: Path | None, download: bool, device: str) -> 
     from mechrec_recsys.saes import open_run
 
     return open_run(run_dir, data_dir=data_dir, download=download, device=device)
-
-
-def _warm_up(steps: int, warm_up: int | None) -> int:
-    return min(WARM_UP_STEPS, steps // 10) if warm_up is None else warm_up
 
 
 def training_config(
@@ -121,7 +114,8 @@ def training_config(
         overrides["l0_coefficient"] = l0_coefficient
     return SAETrainingConfig(
         architecture=architecture, d_sae=d_sae, steps=steps, batch_size=batch_size, lr=lr,
-        lr_warm_up_steps=_warm_up(steps, warm_up), seed=seed, device=device, **overrides)
+        lr_warm_up_steps="auto" if warm_up is None else warm_up, seed=seed, device=device,
+        **overrides)
 
 
 def _sparsity_option(architecture: str) -> str:
@@ -366,7 +360,8 @@ def table1(
         base = SAETrainingConfig(architecture="standard", d_sae=l1_d_sae,
                                  l1_coefficient=d_sae_l1, steps=steps,
                                  batch_size=batch_size, lr=lr,
-                                 lr_warm_up_steps=_warm_up(steps, warm_up), device=device)
+                                 lr_warm_up_steps="auto" if warm_up is None else warm_up,
+                                 device=device)
         experiment = _open(run_dir, data_dir, download, device)
 
         started = time.perf_counter()

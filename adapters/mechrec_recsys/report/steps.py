@@ -32,7 +32,6 @@ from mechrec_recsys.report.layout import RunLayout
 from mechrec_recsys.report.settings import ALIGN_CONFIDENCE, ReproduceSettings
 
 #: Learning-rate warm-up of the SAEs, as ``mechrec sae``: at most 100 steps, a tenth of short runs.
-WARM_UP_STEPS = 100
 
 
 @dataclass
@@ -106,10 +105,6 @@ class StepContext:
         self._sae = None
 
 
-def _warm_up(steps: int) -> int:
-    return min(WARM_UP_STEPS, steps // 10)
-
-
 # ------------------------------------------------------------------------------ steps
 def run_data(ctx: StepContext, fresh_upstream: bool) -> dict[str, Any]:
     """Dataset and split statistics (the split's bookkeeping as JSON)."""
@@ -152,8 +147,7 @@ def table1_base(settings: ReproduceSettings, device: str = "cpu") -> SAETraining
     return SAETrainingConfig(architecture="standard", d_sae=settings.table1_l1_d_sae,
                              l1_coefficient=settings.table1_d_sae_l1,
                              steps=settings.table1_steps, batch_size=settings.table1_batch_size,
-                             lr=1e-3, lr_warm_up_steps=_warm_up(settings.table1_steps),
-                             device=device)
+                             lr=1e-3, device=device)
 
 
 def run_table1_step(ctx: StepContext, fresh_upstream: bool) -> dict[str, Any]:
@@ -186,8 +180,7 @@ def sae_config(settings: ReproduceSettings, device: str = "cpu") -> SAETrainingC
     return SAETrainingConfig(architecture="standard", d_sae=settings.sae_d_sae,
                              l1_coefficient=settings.sae_l1, steps=settings.sae_steps,
                              batch_size=settings.sae_batch_size, lr=1e-3,
-                             lr_warm_up_steps=_warm_up(settings.sae_steps), seed=settings.seed,
-                             device=device)
+                             seed=settings.seed, device=device)
 
 
 def run_sae(ctx: StepContext, fresh_upstream: bool) -> dict[str, Any]:
