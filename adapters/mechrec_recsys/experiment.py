@@ -42,12 +42,11 @@ from mechrec_recsys.metrics import (
     coverage_at_k,
     diversity_at_k,
     hit_rate_at_k,
-    mask_seen,
     mrr_at_k,
     ndcg_at_k,
-    top_k_from_scores,
+    recommend_top_k,
+    top_k_excluding,
 )
-from mechrec_recsys.model import last_position_scores
 from mechrec_recsys.sequences import SequenceSet, iter_batches
 from mechrec_recsys.training import data_fingerprint
 
@@ -158,6 +157,7 @@ class Experiment:
     split: Split
     model: HookedTransformer
     batch_size: int = 256
+    run_dir: Path | None = None
     _activations: dict[tuple[str, str], ActivationSet] = field(default_factory=dict, repr=False)
     _user_index: dict[str, tuple[str, int]] | None = field(default=None, repr=False)
 
@@ -172,21 +172,52 @@ class Experiment:
         device: str = "cpu",
         batch_size: int = 256,
     ) -> Experiment:
-        """Rebuild the split of a ``mechrec train`` run and load its best model.
+        """The one way to open a ``mechrec train`` run: rebuild its split exactly and load its
+        best model (then :meth:`sae` opens its SAEs).
 
         Raises:
+            FileNotFoundError: the folder does not exist, is not a run (no ``run.json``) or
+                has no trained model yet (``model/`` is written when training ends).
             ValueError: the data now gives other training sequences than the model was
                 trained on (see :func:`check_training_data`), or the vocabulary differs.
         """
         run_dir = Path(run_dir)
+        if not run_dir.is_dir():
+            raise FileNotFoundError(
+                f"run folder {run_dir} does not exist: pass the --out folder of 'mechrec train'")
         spec = RunSpec.load(run_dir)
+        if not (run_dir / MODEL_DIR).is_dir():
+            raise FileNotFoundError(
+                f"{run_dir} has no trained model yet ({run_dir / MODEL_DIR} is missing): let "
+                "'mechrec train' finish (rerun the same command to resume it)")
         dataset = load_dataset(spec.dataset, data_dir, download=download)
         split = make_split(dataset, spec.split, seed=spec.seed, max_len=FULL_HISTORY)
         check_training_data(run_dir, split)
         checkpoint = load_checkpoint(run_dir / MODEL_DIR, device=device,
                                      expected_vocab=split.vocab)
         return cls(spec=spec, dataset=dataset, split=split, model=checkpoint.model,
-                   batch_size=batch_size)
+                   batch_size=batch_size, run_dir=run_dir)
+
+    def sae(self, sae: str | Path, *, allow_other_model: bool = False) -> Any:
+        """An SAE of this run: a folder, or a name under ``RUN_DIR/saes/``; loaded on the
+        model's device with its file hashes checked, and checked to fit the model (hook and
+        width always, the recorded source model unless ``allow_other_model``).
+
+        Raises:
+            FileNotFoundError: no such SAE (the message lists the run's SAEs).
+            ValueError: the SAE does not fit this run's model.
+        """
+        from mechrec_recsys.saes import load_run_sae, resolve_sae_directory
+
+        if self.run_dir is None and not Path(sae).is_dir():
+            raise FileNotFoundError(
+                f"SAE {str(sae)!r} not found: this experiment was not opened from a run folder, "
+                "so give the SAE's folder")
+        directory = (Path(sae) if self.run_dir is None
+                     else resolve_sae_directory(self.run_dir, sae))
+        device = str(next(self.model.parameters()).device)
+        return load_run_sae(self, directory, device=device,
+                            allow_other_model=allow_other_model)
 
     # ---------------------------------------------------------------------------- data
     @property
@@ -353,26 +384,16 @@ class Experiment:
         self, scores: torch.Tensor, sequences: list[np.ndarray], k: int = 10,
         *, exclude_seen: bool = True,
     ) -> np.ndarray:
-        """Top-``k`` tokens from last-position scores, masking padding and seen items."""
-        scores = scores.detach().float().clone()
-        mask_seen(scores, sequences if exclude_seen else None)
-        return top_k_from_scores(scores, k)
+        """Top-``k`` tokens from last-position scores, masking padding and seen items
+        (:func:`mechrec_recsys.metrics.top_k_excluding`)."""
+        return top_k_excluding(scores.float(), sequences if exclude_seen else None, k)
 
     def recommend(self, name: str = "test", k: int = 10, *, exclude_seen: bool = True
                   ) -> np.ndarray:
         """Top-``k`` tokens for every sequence of a part, with the model as it is (hooks
-        attached to it apply)."""
-        sequences = self.part(name).sequences
-        out = []
-        start = 0
-        with torch.no_grad():
-            for tokens, mask in self.batches(name):
-                chunk = sequences[start:start + tokens.shape[0]]
-                start += tokens.shape[0]
-                scores = last_position_scores(self.model, tokens, mask)
-                out.append(self.top_k_from_last_scores(scores, chunk, k,
-                                                       exclude_seen=exclude_seen))
-        return np.concatenate(out)
+        attached to it apply; :func:`mechrec_recsys.metrics.recommend_top_k`)."""
+        return recommend_top_k(self.model, self.part(name).sequences, k,
+                               exclude_seen=exclude_seen, batch_size=self.batch_size)
 
     def evaluate_top_k(
         self, top_k: np.ndarray, *, k: int = 10, attributes: tuple[np.ndarray, list[str]]

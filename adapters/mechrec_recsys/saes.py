@@ -119,35 +119,6 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=,+-]*$")
 
 
 # -------------------------------------------------------------------------------- run folders
-def open_run(
-    run_dir: str | os.PathLike,
-    *,
-    data_dir: str | os.PathLike | None = None,
-    download: bool = True,
-    device: str = "cpu",
-    batch_size: int = 256,
-) -> Experiment:
-    """Open a ``mechrec train`` run folder as an :class:`Experiment`, with clear errors.
-
-    Raises:
-        FileNotFoundError: the folder does not exist, is not a run (no ``run.json``) or has
-            no trained model yet (``model/`` is written when training ends).
-    """
-    root = Path(run_dir)
-    if not root.is_dir():
-        raise FileNotFoundError(
-            f"run folder {root} does not exist: pass the --out folder of 'mechrec train'"
-        )
-    RunSpec.load(root)
-    if not (root / MODEL_DIR).is_dir():
-        raise FileNotFoundError(
-            f"{root} has no trained model yet ({root / MODEL_DIR} is missing): let 'mechrec "
-            "train' finish (rerun the same command to resume it)"
-        )
-    return Experiment.open(root, data_dir=data_dir, download=download, device=device,
-                           batch_size=batch_size)
-
-
 def check_hook(experiment: Experiment, hook: str) -> int:
     """Check the run's model has ``hook`` with one vector per position; return its width
     (:func:`mechrec.hooks.resolve_hook`).

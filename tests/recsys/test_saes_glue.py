@@ -19,7 +19,6 @@ from mechrec_recsys.saes import (
     evaluate_sae,
     load_run_sae,
     model_weights_sha256,
-    open_run,
     resolve_sae_directory,
     run_table1,
     sae_directory,
@@ -128,16 +127,16 @@ def test_sae_of_another_hook_or_width_is_rejected(paper_experiment: Experiment,
         train_run_sae(paper_experiment, TINY, hook="blocks.0.hook_resid_pos")
 
 
-def test_open_run_errors_name_the_problem(paper_run_dir: Path, tmp_path: Path):
+def test_opening_a_run_names_the_problem(paper_run_dir: Path, tmp_path: Path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
-        open_run(tmp_path / "nowhere")
+        Experiment.open(tmp_path / "nowhere")
     with pytest.raises(FileNotFoundError, match="not a mechrec run folder"):
-        open_run(tmp_path)
+        Experiment.open(tmp_path)
     unfinished = tmp_path / "unfinished"
     unfinished.mkdir()
     RunSpec(dataset="ml-100k").save(unfinished)
     with pytest.raises(FileNotFoundError, match="no trained model yet"):
-        open_run(unfinished)
+        Experiment.open(unfinished)
     with pytest.raises(ValueError, match="invalid SAE name"):
         sae_directory(paper_run_dir, "../escape")
 
@@ -278,3 +277,18 @@ def test_table1_rows_carry_figure_3s_honest_and_in_sample_genre_correlation(
     saved.write_text(json.dumps(meta))
     again = _table1(paper_experiment, tmp_path)
     assert again.runs[0]["genre_corr_honest"] == pytest.approx(row["genre_corr_honest"])
+
+
+def test_the_front_door_opens_a_run_and_its_saes(paper_run_dir: Path,
+                                                 paper_experiment: Experiment,
+                                                 paper_sae: NormalizedSAE):
+    assert paper_experiment.run_dir == paper_run_dir
+    paper_sae.save(paper_run_dir / "saes" / "front-door")
+    by_name = paper_experiment.sae("front-door", allow_other_model=True)
+    by_path = paper_experiment.sae(paper_run_dir / "saes" / "front-door",
+                                   allow_other_model=True)
+    x = paper_experiment.activations("test", by_name.hook_name).activations[:50]
+    torch.testing.assert_close(by_name.encode(x), paper_sae.encode(x), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(by_path.encode(x), by_name.encode(x))
+    with pytest.raises(FileNotFoundError, match="this run's SAEs: .*front-door"):
+        paper_experiment.sae("nope")

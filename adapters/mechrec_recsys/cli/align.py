@@ -106,13 +106,10 @@ def open_run(run_dir: Path, sae_dir: Path, data_dir: Path | None, download: bool
              device: str) -> tuple[Experiment, NormalizedSAE]:
     """Open the run (its folder and trained model are checked first), then its SAE (a folder,
     or a name under ``RUN_DIR/saes``)."""
-    from mechrec.saes import NormalizedSAE
-    from mechrec_recsys.saes import open_run as open_experiment
-    from mechrec_recsys.saes import resolve_sae_directory
+    from mechrec_recsys.experiment import Experiment
 
-    experiment = open_experiment(run_dir, data_dir=data_dir, download=download, device=device)
-    sae = NormalizedSAE.load(resolve_sae_directory(run_dir, sae_dir), device=device)
-    return experiment, sae
+    experiment = Experiment.open(run_dir, data_dir=data_dir, download=download, device=device)
+    return experiment, experiment.sae(sae_dir, allow_other_model=True)
 
 
 def per_genre_rich(run: AlignmentRun) -> Table:

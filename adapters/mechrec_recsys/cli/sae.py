@@ -80,9 +80,9 @@ def _mean_spread(mean: Any, spread: Any, fmt: str) -> str:
 
 
 def _open(run_dir: Path, data_dir: Path | None, download: bool, device: str) -> Experiment:
-    from mechrec_recsys.saes import open_run
+    from mechrec_recsys.experiment import Experiment
 
-    return open_run(run_dir, data_dir=data_dir, download=download, device=device)
+    return Experiment.open(run_dir, data_dir=data_dir, download=download, device=device)
 
 
 def training_config(

@@ -88,15 +88,13 @@ AllowOtherModelOption = typer.Option(
 def _open(run_dir: Path, sae_dir: Path, data_dir: Path | None, download: bool, device: str,
           batch_size: int, allow_other_model: bool = False) -> tuple[Any, Any]:
     """Open the run and its SAE (a folder, or a name under ``RUN_DIR/saes``); check they fit."""
-    from mechrec_recsys.saes import load_run_sae, open_run, resolve_sae_directory
+    from mechrec_recsys.experiment import Experiment
 
     if batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {batch_size}")
-    experiment = open_run(run_dir, data_dir=data_dir, download=download, device=device,
-                          batch_size=batch_size)
-    sae = load_run_sae(experiment, resolve_sae_directory(run_dir, sae_dir), device=device,
-                       allow_other_model=allow_other_model)
-    return experiment, sae
+    experiment = Experiment.open(run_dir, data_dir=data_dir, download=download, device=device,
+                                 batch_size=batch_size)
+    return experiment, experiment.sae(sae_dir, allow_other_model=allow_other_model)
 
 
 def _modes(mode: str) -> list[str]:

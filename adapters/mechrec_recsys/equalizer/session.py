@@ -42,7 +42,7 @@ from mechrec_recsys.equalizer.errors import EqualizerInputError, UnknownUserErro
 from mechrec_recsys.equalizer.items import ItemTable, plain
 from mechrec_recsys.experiment import Experiment
 from mechrec_recsys.model import last_position_scores
-from mechrec_recsys.saes import check_sae_fits, load_run_sae, open_run, resolve_sae_directory
+from mechrec_recsys.saes import check_sae_fits
 
 #: Default and largest list lengths a request may ask for.
 DEFAULT_K = 10
@@ -134,11 +134,10 @@ class EqualizerSession:
             FileNotFoundError: no such run folder, model or SAE folder.
             ValueError: the SAE does not fit the run's model, or bad options.
         """
-        experiment = open_run(run_dir, data_dir=data_dir, download=download, device=device)
-        directory = resolve_sae_directory(run_dir, sae)
-        nsae = load_run_sae(experiment, directory, device=device,
-                            allow_other_model=allow_other_model)
-        return cls(experiment, nsae, **options)
+        experiment = Experiment.open(run_dir, data_dir=data_dir, download=download,
+                                     device=device)
+        return cls(experiment, experiment.sae(sae, allow_other_model=allow_other_model),
+                   **options)
 
     # ------------------------------------------------------------------------------ metadata
     def meta(self) -> dict[str, Any]:

@@ -28,6 +28,7 @@ from mechrec_recsys.metrics.recommend import (
     mask_seen,
     ndcg_all_positions,
     recommend_top_k,
+    top_k_excluding,
     top_k_from_scores,
 )
 from mechrec_recsys.metrics.report import (
@@ -65,5 +66,6 @@ __all__ = [
     "paired_difference",
     "recommend_top_k",
     "target_ranks",
+    "top_k_excluding",
     "top_k_from_scores",
 ]

@@ -20,6 +20,7 @@ __all__ = [
     "mask_seen",
     "ndcg_all_positions",
     "recommend_top_k",
+    "top_k_excluding",
     "top_k_from_scores",
 ]
 
@@ -67,6 +68,19 @@ def top_k_from_scores(scores: torch.Tensor, k: int) -> np.ndarray:
     return out
 
 
+def top_k_excluding(scores: torch.Tensor, seen: Sequence[np.ndarray] | None, k: int
+                    ) -> np.ndarray:
+    """The one top-K scorer: the ``k`` best tokens per row of a copy of ``scores`` with the
+    padding token and, per row, the ``seen`` tokens excluded (``None``: padding only).
+
+    Every list in mechrec_recsys (GPTRec, popularity, steering, the equalizer, the SAE
+    metrics) comes from here, so they all mask and break ties the same way.
+    """
+    masked = scores.detach().clone()
+    mask_seen(masked, seen)
+    return top_k_from_scores(masked, k)
+
+
 @torch.no_grad()
 def recommend_top_k(
     model: HookedTransformer,
@@ -93,8 +107,7 @@ def recommend_top_k(
             chunk = seqs[start:start + batch_size]
             tokens, mask = left_pad(chunk, model.cfg.n_ctx)
             scores = last_position_scores(model, tokens.to(device), mask.to(device)).float()
-            mask_seen(scores, chunk if exclude_seen else None)
-            out.append(top_k_from_scores(scores, k))
+            out.append(top_k_excluding(scores, chunk if exclude_seen else None, k))
     finally:
         model.train(was_training)
     return np.concatenate(out)
@@ -211,7 +224,6 @@ class PopularityRecommender:
         out = []
         for start in range(0, len(seqs), batch_size):
             chunk = seqs[start:start + batch_size]
-            scores = self.scores(len(chunk))
-            mask_seen(scores, chunk if exclude_seen else None)
-            out.append(top_k_from_scores(scores, k))
+            out.append(top_k_excluding(self.scores(len(chunk)),
+                                       chunk if exclude_seen else None, k))
         return np.concatenate(out)
