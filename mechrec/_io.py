@@ -25,11 +25,19 @@ import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-from safetensors.torch import save_file
+
+if TYPE_CHECKING:  # pragma: no cover - typing only; torch loads when tensors are saved
+    import torch
+
+
+def _umask() -> int:
+    """The process's file-creation mask (read without changing it for long)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write(path: Path, write: Callable[[str], None]) -> Path:
@@ -46,6 +54,7 @@ def atomic_write(path: Path, write: Callable[[str], None]) -> Path:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
+        os.chmod(tmp, 0o666 & ~_umask())  # as open() would create it, not mkstemp's 0600
         write(tmp)
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
@@ -199,4 +208,6 @@ def save_safetensors_atomically(
         ``path``.
     """
     contiguous = {name: tensor.contiguous() for name, tensor in tensors.items()}
+    from safetensors.torch import save_file
+
     return atomic_write(path, lambda tmp: save_file(contiguous, tmp, metadata=metadata))

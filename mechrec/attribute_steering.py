@@ -32,6 +32,7 @@ rows, the per-curve monotonicity (:func:`monotonicity`) and a compact summary, a
 
 from __future__ import annotations
 
+import json
 import math
 import time
 import warnings
@@ -78,6 +79,8 @@ MODES: tuple[str, ...] = ("replace", "keep-error")
 paper), or ``keep-error`` (keep the SAE's error term, so only the feature's change acts)."""
 
 BASELINE = "unsteered"
+SWEEP_FORMAT = "mechrec.attribute_sweep/1"
+"""Format of a saved sweep's ``sweep.json``."""
 RECONSTRUCTION = "sae_reconstruction"
 _SHARE_DECIMALS = 9
 #: Stream id of the random control feature's draw (independent of other seeded draws).
@@ -476,6 +479,43 @@ class AttributeSweep:
             rows.append(row)
         return pd.DataFrame(rows)
 
+    @classmethod
+    def load(cls, out_dir: str | Path) -> AttributeSweep:
+        """The sweep :meth:`save` wrote to ``out_dir``: the full table (from ``sweep.json``),
+        the chosen features and the probe metrics, with its label and headline columns.
+
+        Raises:
+            FileNotFoundError: no ``sweep.json`` in ``out_dir``.
+            ValueError: a damaged file or another format.
+        """
+        folder = Path(out_dir)
+        path = folder / "sweep.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} is missing: save the sweep with "
+                                    "AttributeSweep.save(directory)")
+        try:
+            payload = json.loads(path.read_text())
+            rows = payload["rows"]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ValueError(f"{path} is not a saved sweep ({exc}): save it again") from None
+        if payload.get("format", SWEEP_FORMAT) != SWEEP_FORMAT:
+            raise ValueError(f"{path} has format {payload.get('format')!r}, not "
+                             f"{SWEEP_FORMAT!r}")
+        table = pd.DataFrame(rows)
+        if "columns" in payload:
+            table = table.reindex(columns=payload["columns"])
+        table["value"] = table["value"].astype(float)
+        table["feature"] = table["feature"].astype("Int64")
+        probes = folder / "probes.csv"
+        options: dict[str, Any] = {}
+        if "label" in payload:
+            options["label"] = payload["label"]
+        if "headline" in payload:
+            options["headline"] = tuple(payload["headline"])
+        return cls(table=table, features=pd.read_csv(folder / "features.csv"),
+                   probe_metrics=pd.read_csv(probes) if probes.is_file() else None,
+                   metadata=payload.get("metadata", {}), **options)
+
     def save(self, out_dir: str | Path, *, users: pd.DataFrame | None = None,
              extra: Mapping[str, Any] | None = None) -> dict[str, Path]:
         """Write the tables (atomically) to ``out_dir``.
@@ -503,8 +543,10 @@ class AttributeSweep:
             csv("probes.csv", self.probe_metrics)
         if users is not None:
             csv("users.csv", users)
-        atomic_write_json(out / "sweep.json", {"metadata": self.metadata,
-                                               "rows": _json_records(self.table)})
+        atomic_write_json(out / "sweep.json", {
+            "format": SWEEP_FORMAT, "label": self.label, "headline": list(self.headline),
+            "columns": [str(c) for c in self.table.columns],
+            "metadata": self.metadata, "rows": _json_records(self.table)})
         written["sweep.json"] = out / "sweep.json"
         summary = {
             "metadata": self.metadata,

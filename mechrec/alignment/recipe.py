@@ -580,6 +580,24 @@ class AlignmentRun:
         renames = {**self.table_stems, **(stems or {})}
         return {renames.get(stem, stem): table for stem, table in tables.items()}
 
+    def save(self, out_dir: str | Path, *, keep_rows: bool = True, **write_options: Any
+             ) -> dict[str, Path]:
+        """:meth:`write` the tables, plus ``run.npz``, from which :meth:`load` rebuilds this
+        run (statistics, groups, settings and, with ``keep_rows``, the score rows' values of
+        the chosen features, so a loaded run bootstraps exactly like this one)."""
+        from mechrec.alignment.persist import RUN_FILE, save_run_state
+
+        written = self.write(out_dir, **write_options)
+        written["run"] = save_run_state(self, Path(out_dir) / RUN_FILE, keep_rows=keep_rows)
+        return written
+
+    @classmethod
+    def load(cls, out_dir: str | Path) -> AlignmentRun:
+        """The run :meth:`save` wrote to ``out_dir`` (see :mod:`mechrec.alignment.persist`)."""
+        from mechrec.alignment.persist import load_run
+
+        return load_run(out_dir)
+
     def write(self, out_dir: str | Path, *, top_k: int = 5,
               provenance: Mapping[str, Any] | None = None,
               bootstrap: AlignmentBootstrap | int | None = None,

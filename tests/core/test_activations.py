@@ -254,3 +254,16 @@ def test_peak_memory_is_bounded_by_the_budget_not_the_rows():
     data_mb = 32 * 64 * 200 * bytes_per_row(64) / 2**20  # ~109 MB, 27x the budget
     assert data_mb > 25 * budget_mb
     assert peaks[32] - peaks[2] < 2 * budget_mb + 16, peaks
+
+
+def test_atomic_files_get_ordinary_permissions(tmp_path):
+    import os
+    import stat
+
+    from mechrec._io import atomic_write_json
+
+    path = atomic_write_json(tmp_path / "x.json", {"a": float("nan")})
+    mask = os.umask(0)
+    os.umask(mask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~mask
+    assert path.read_text() == '{\n  "a": null\n}\n'

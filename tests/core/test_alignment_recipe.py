@@ -169,3 +169,20 @@ def test_bad_input_is_named(study: TokenStudy, sae) -> None:
         check_attribute_table(table, groups.drop("seven"), TINY_VOCAB)
     with pytest.raises(ValueError, match=r"outside 0\.\.23"):
         TokenStudy(study.model, {"a": torch.full((2, 3), 99)}, table)
+
+
+def test_save_and_load_round_trip(run: AlignmentRun, tmp_path) -> None:
+    written = run.save(tmp_path, bootstrap=10)
+    assert written["run"].name == "run.npz"
+    loaded = AlignmentRun.load(tmp_path)
+    assert loaded.sources == run.sources and loaded.group_order == run.group_order
+    for method in ("summary", "comparison", "per_attribute_table", "monosemanticity"):
+        pd.testing.assert_frame_equal(getattr(loaded, method)(), getattr(run, method)())
+    pd.testing.assert_frame_equal(loaded.difference_table(loaded.bootstrap(25, seed=4)),
+                                  run.difference_table(run.bootstrap(25, seed=4)))
+    bare = tmp_path / "bare"
+    run.save(bare, keep_rows=False)
+    with pytest.raises(ValueError, match="holds no score rows"):
+        AlignmentRun.load(bare).bootstrap(5)
+    with pytest.raises(FileNotFoundError, match=r"AlignmentRun\.save"):
+        AlignmentRun.load(tmp_path / "nothing")

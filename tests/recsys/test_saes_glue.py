@@ -290,5 +290,5 @@ def test_the_front_door_opens_a_run_and_its_saes(paper_run_dir: Path,
     x = paper_experiment.activations("test", by_name.hook_name).activations[:50]
     torch.testing.assert_close(by_name.encode(x), paper_sae.encode(x), atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(by_path.encode(x), by_name.encode(x))
-    with pytest.raises(FileNotFoundError, match="this run's SAEs: .*front-door"):
+    with pytest.raises(FileNotFoundError, match=r"this run's SAEs: .*front-door"):
         paper_experiment.sae("nope")

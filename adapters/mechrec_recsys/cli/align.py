@@ -282,7 +282,7 @@ def tables_command(
         run = align(experiment, sae, metric=metric, decades=decades, predicates=predicates,
                     seed=seed, unit=unit)
         boot = run.bootstrap(bootstrap, seed=seed) if bootstrap else None
-        written = run.write(out_dir, top_k=top_k, provenance={
+        written = run.save(out_dir, top_k=top_k, provenance={
             "run_dir": str(run_dir), "sae_dir": str(sae_path),
             "command": "mechrec align tables"}, bootstrap=boot, confidence=confidence)
     console = wide_console(160)

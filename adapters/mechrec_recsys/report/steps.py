@@ -222,7 +222,7 @@ def run_align(ctx: StepContext, fresh_upstream: bool) -> dict[str, Any]:
         predicates[f"years {first}-{last}"] = year_between(first, last)
     run = align(ctx.experiment, ctx.sae, metric="correlation", decades=s.align_decades,
                 predicates=predicates, seed=s.seed)
-    run.write(ctx.layout.alignment_dir, top_k=s.align_top_k, provenance={
+    run.save(ctx.layout.alignment_dir, top_k=s.align_top_k, provenance={
         "run_dir": str(ctx.layout.run_dir), "sae_dir": str(ctx.layout.sae_dir),
         "command": "mechrec reproduce"}, bootstrap=s.align_bootstrap,
         confidence=ALIGN_CONFIDENCE)

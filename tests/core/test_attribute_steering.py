@@ -1,0 +1,93 @@
+"""The core's attribute steering recipe on the tiny non-recommender model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from tiny_model import TINY_VOCAB, make_tiny_model
+
+from mechrec.attribute_steering import AttributeSweep, attribute_sweep, top_k_collector
+from mechrec.saes import SAETrainingConfig, train_sae
+from mechrec.study import TokenStudy
+
+HOOK = "blocks.0.hook_resid_post"
+VALUES = [-4.0, 0.0, 4.0]
+
+
+def _tokens(seed: int) -> torch.Tensor:
+    return torch.randint(1, TINY_VOCAB, (40, 10), generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.fixture(scope="module")
+def study() -> TokenStudy:
+    tok = np.arange(TINY_VOCAB)
+    table = pd.DataFrame({"even": tok % 2 == 0, "low": tok < 8}).astype(np.float32)
+    table.iloc[0] = 0.0
+    return TokenStudy(make_tiny_model(), {"fit": _tokens(0), "eval": _tokens(1)}, table)
+
+
+@pytest.fixture(scope="module")
+def sweep(study: TokenStudy) -> AttributeSweep:
+    config = SAETrainingConfig(architecture="topk", d_sae=32, k=4, steps=60, batch_size=64,
+                               seed=0)
+    sae = train_sae(study.activations("fit", HOOK), config).sae
+    return attribute_sweep(study, sae, {"Even": "even", "low": "low"}, select="fit",
+                           score="eval", values=VALUES, k=5)
+
+
+def test_curves_references_and_shares(study: TokenStudy, sweep: AttributeSweep) -> None:
+    table = sweep.table
+    assert set(table["method"]) == {"unsteered", "sae_reconstruction", "sae_feature",
+                                    "sae_direction", "probe_direction", "random_feature"}
+    assert set(sweep.curves["attribute"]) == {"Even", "low"}
+    # the unsteered share is the attribute's share among the top-5 next tokens, by hand
+    logits = []
+    with torch.no_grad():
+        for tokens, _ in study.batches("eval"):
+            logits.append(study.model(tokens)[:, -1])
+    scores = torch.cat(logits)
+    scores[:, 0] = -torch.inf
+    top = scores.topk(5, dim=-1).indices.numpy()
+    even = study.attribute_table()[0]["even"].to_numpy()
+    assert sweep.reference()["share:even"] == pytest.approx(float(even[top].mean()))
+    mono = sweep.monotonicity()
+    assert set(mono["curve"]) == set(sweep.curves["curve"])
+    assert {"share@-4", "share@+4"} <= set(sweep.summary(at=VALUES).columns)
+
+
+def test_rows_reach_collect_without_state(study: TokenStudy) -> None:
+    seen_rows: list[np.ndarray] = []
+    base = top_k_collector(3)
+
+    def collect(logits, tokens, mask, rows):
+        seen_rows.append(rows)
+        return base(logits, tokens, mask, rows)
+
+    from mechrec.sweep import feature_target, run_sweep
+
+    config = SAETrainingConfig(architecture="topk", d_sae=16, k=2, steps=20, batch_size=64)
+    sae = train_sae(study.activations("fit", HOOK), config).sae
+    run_sweep(study.model, study.batches("eval"), [feature_target(sae, 0)], [1.0],
+              lambda top: {"n": float(len(top))}, collect=collect, progress=False)
+    ids = np.concatenate(seen_rows[::2])  # one steered and one baseline call per batch
+    assert ids.tolist() == list(range(40))
+
+
+def test_save_and_load_round_trip(sweep: AttributeSweep, tmp_path) -> None:
+    sweep.save(tmp_path)
+    loaded = AttributeSweep.load(tmp_path)
+    assert loaded.label == sweep.label
+    pd.testing.assert_frame_equal(loaded.table, sweep.table, check_dtype=False)
+    pd.testing.assert_frame_equal(loaded.monotonicity(), sweep.monotonicity())
+    with pytest.raises(FileNotFoundError, match="AttributeSweep"):
+        AttributeSweep.load(tmp_path / "missing")
+
+
+def test_bad_input_is_named(study: TokenStudy, sweep: AttributeSweep) -> None:
+    sae = None
+    with pytest.raises(ValueError, match="other rows"):
+        attribute_sweep(study, sae, ["even"], select="fit", score="fit", values=[1.0])
+    with pytest.raises(ValueError, match="no steering values"):
+        attribute_sweep(study, sae, ["even"], select="fit", score="eval", values=[])
