@@ -13,67 +13,25 @@ chromium-driver``). Without them the tests are skipped, unless ``MECHREC_REQUIRE
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import urllib.request
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
+from browser_checks import headless_chromium
 from mechrec_recsys.equalizer import EqualizerSession, serve_in_background
 from mechrec_recsys.experiment import Experiment
 
 from mechrec.saes import NormalizedSAE
 
-CHROMIUM = os.environ.get("MECHREC_CHROMIUM", "/usr/bin/chromium")
-CHROMEDRIVER = os.environ.get("MECHREC_CHROMEDRIVER", "/usr/bin/chromedriver")
-INSTALL_HINT = ("install them with 'pip install selenium' and 'apt-get install chromium "
-                "chromium-driver' (or point MECHREC_CHROMIUM / MECHREC_CHROMEDRIVER at the "
-                "binaries)")
 WAIT_SECONDS = 30
 GENRE = "Comedy"  # a genre whose SAE feature moves lists on the session's small model
 
 
-def _missing_browser() -> str | None:
-    """What is missing to drive a browser, or ``None``."""
-    try:
-        import selenium  # noqa: F401
-    except ImportError:
-        return "the selenium package is not installed"
-    for path in (CHROMIUM, CHROMEDRIVER):
-        if not (Path(path).is_file() or shutil.which(path)):
-            return f"{path} not found"
-    return None
-
-
-def _require_browser() -> None:
-    missing = _missing_browser()
-    if missing is None:
-        return
-    message = f"browser tests need selenium, chromium and chromedriver: {missing}; {INSTALL_HINT}"
-    if os.environ.get("MECHREC_REQUIRE_BROWSER") == "1":
-        pytest.fail(message)
-    pytest.skip(message)
-
-
 @pytest.fixture(scope="module")
 def driver() -> Iterator[Any]:
-    _require_browser()
-    from selenium import webdriver
-    from selenium.webdriver.chrome.options import Options
-    from selenium.webdriver.chrome.service import Service
-
-    options = Options()
-    options.binary_location = CHROMIUM
-    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu",
-                     "--disable-background-networking", "--window-size=1400,1200"):
-        options.add_argument(argument)
-    browser = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    try:
+    with headless_chromium() as browser:
         yield browser
-    finally:
-        browser.quit()
 
 
 @pytest.fixture(scope="module")

@@ -40,6 +40,13 @@ DownloadOption = Annotated[
 ]
 #: ``--device``: where the model runs (default ``"cpu"``).
 DeviceOption = Annotated[str, typer.Option("--device", help="where the model runs: cpu | cuda")]
+#: ``--allow-other-model``: use an SAE whose recorded source is another model or hook.
+AllowOtherModelOption = Annotated[
+    bool,
+    typer.Option("--allow-other-model",
+                 help="use the SAE even though it records another model (or hook) as its "
+                      "source"),
+]
 #: ``--progress/--no-progress``: show progress on stderr (default ``True``); bars are drawn
 #: only on a terminal, logs and pipes get plain lines.
 ProgressOption = Annotated[

@@ -40,6 +40,7 @@ from mechrec.saes.config import (
 )
 from mechrec_recsys.cli._common import (
     NOTHING_KEPT,
+    AllowOtherModelOption,
     DataDirOption,
     DeviceOption,
     DownloadOption,
@@ -269,9 +270,7 @@ def evaluate(
     data_dir: DataDirOption = None,
     download: DownloadOption = True,
     device: DeviceOption = "cpu",
-    allow_other_model: bool = typer.Option(
-        False, "--allow-other-model",
-        help="evaluate the SAE even though it records another model (or hook) as its source"),
+    allow_other_model: AllowOtherModelOption = False,
 ) -> None:
     """One SAE's Table-1 rows: original model, "replace" and "replace + error"."""
     from mechrec._io import atomic_write_json
@@ -414,9 +413,7 @@ def quality(
     data_dir: DataDirOption = None,
     download: DownloadOption = True,
     device: DeviceOption = "cpu",
-    allow_other_model: bool = typer.Option(
-        False, "--allow-other-model",
-        help="evaluate the SAE even though it records another model (or hook) as its source"),
+    allow_other_model: AllowOtherModelOption = False,
 ) -> None:
     """The field's standard SAE metrics: next-item loss and NDCG@k recovered against zero and
     mean ablation of the hook, KL of the next-item distribution, the feature density

@@ -22,7 +22,13 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from mechrec_recsys.cli._common import DataDirOption, DeviceOption, DownloadOption, fail
+from mechrec_recsys.cli._common import (
+    AllowOtherModelOption,
+    DataDirOption,
+    DeviceOption,
+    DownloadOption,
+    fail,
+)
 from mechrec_recsys.cli.params import NAME_LIST, parsed
 
 if TYPE_CHECKING:
@@ -60,9 +66,7 @@ def serve_command(
     browser: bool = typer.Option(True, "--browser/--no-browser",
                                  help="open the page in the default web browser"),
     verbose: bool = typer.Option(False, "--verbose", help="log every HTTP request"),
-    allow_other_model: bool = typer.Option(
-        False, "--allow-other-model",
-        help="use the SAE even though it records another model (or hook) as its source"),
+    allow_other_model: AllowOtherModelOption = False,
     data_dir: DataDirOption = None,
     download: DownloadOption = True,
     device: DeviceOption = "cpu",

@@ -34,6 +34,7 @@ from rich.table import Table
 
 from mechrec_recsys.cli._common import (
     NOTHING_KEPT_UNTIL_DONE,
+    AllowOtherModelOption,
     DataDirOption,
     DeviceOption,
     DownloadOption,
@@ -78,11 +79,6 @@ def _warnings_to_stderr() -> Iterator[None]:
                     shown.add(line)
                     typer.echo(f"warning: {line}", err=True)
 
-
-#: ``--allow-other-model``: use an SAE whose recorded source is another model or hook.
-AllowOtherModelOption = typer.Option(
-    False, "--allow-other-model",
-    help="use the SAE even though it records another model (or hook) as its source")
 
 
 def _open(run_dir: Path, sae_dir: Path, data_dir: Path | None, download: bool, device: str,
@@ -193,7 +189,7 @@ def sweep_command(
     device: DeviceOption = "cpu",
     batch_size: int = typer.Option(256, "--batch-size", help="test users per forward pass"),
     progress: ProgressOption = True,
-    allow_other_model: bool = AllowOtherModelOption,
+    allow_other_model: AllowOtherModelOption = False,
 ) -> None:
     """Sweep each genre's SAE feature (and probe) over values; write tables, print a summary."""
     from mechrec_recsys.steering import run_genre_sweep
@@ -304,7 +300,7 @@ def user_command(
     data_dir: DataDirOption = None,
     download: DownloadOption = True,
     device: DeviceOption = "cpu",
-    allow_other_model: bool = AllowOtherModelOption,
+    allow_other_model: AllowOtherModelOption = False,
 ) -> None:
     """Print one user's top-k before and after setting a genre's SAE feature (Fig. 7)."""
     from mechrec.sweep import feature_target
