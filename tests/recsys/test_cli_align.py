@@ -91,20 +91,25 @@ def test_tables_per_distinct_item(
 
 def test_examples_show_real_titles_with_context(
     paper_run_dir: Path, sae_dir: Path, data_dir: Path, paper_experiment: Experiment,
-    paper_sae: NormalizedSAE
+    paper_sae: NormalizedSAE, tmp_path: Path
 ) -> None:
     feature = 3
     expected = feature_examples(paper_experiment, paper_sae, feature, k=4)
     assert len(expected) == 4
+    page = tmp_path / "feature.json"
     result = run_cli("align", "examples", paper_run_dir, sae_dir, feature, "--k", "4",
-                     "--title-contains", "Star Wars", "--data-dir", data_dir / "ml-100k",
-                     "--no-download")
+                     "--title-contains", "Star Wars", "--export", page,
+                     "--data-dir", data_dir / "ml-100k", "--no-download")
     assert result.exit_code == 0, result.output
     assert f"feature {feature}: top 4 positions" in result.output
     for title in expected["title"]:  # full titles, even long ones
         assert title in result.output
     assert f"{expected['activation'].iloc[0]:.3f}" in result.output
     assert "p_top100" in result.output and "title: Star Wars" in result.output
+    assert "promotes (decoder direction" in result.output and "demotes (mean change" in \
+        result.output
+    exported = json.loads(page.read_text())
+    assert exported["index"] == feature and len(exported["activations"]) == 4
 
 
 @pytest.mark.parametrize(

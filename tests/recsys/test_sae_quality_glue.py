@@ -75,3 +75,31 @@ def test_cli_quality_prints_and_writes(paper_run_dir: Path, paper_sae: Normalize
     saved = json.loads((out / "quality.json").read_text())
     assert set(QUALITY_KEYS) <= set(saved)
     assert (out / "density.csv").is_file() and (out / "absorption.csv").is_file()
+
+
+def test_feature_page_and_output_effects(paper_experiment: Experiment,
+                                         paper_sae: NormalizedSAE) -> None:
+    from mechrec_recsys.feature_pages import feature_dashboard, feature_output_effects
+
+    from mechrec.splice_quality import feature_density
+
+    feature = int(np.argmax(feature_density(
+        paper_sae, paper_experiment.activations("sae_train", paper_sae.hook_name))))
+    effects = feature_output_effects(paper_experiment, paper_sae, feature, k=3)
+    for frame in effects.values():
+        assert frame["side"].tolist() == ["promotes"] * 3 + ["demotes"] * 3
+        assert frame["title"].map(len).gt(0).all()
+        promoted = frame[frame.side == "promotes"]["effect"].to_numpy()
+        assert (np.diff(promoted) <= 0).all()
+    page = feature_dashboard(paper_experiment, paper_sae, feature, k=4, context=3)
+    assert page["index"] == feature and 0 < page["frac_nonzero"] <= 1
+    assert 0 < len(page["activations"]) <= 4
+    first = page["activations"][0]
+    assert len(first["tokens"]) == len(first["values"]) <= 4
+    assert first["values"][first["maxValueTokenIndex"]] == pytest.approx(first["maxValue"])
+    assert len(page["pos_str"]) == len(page["neg_str"]) == 4
+    hist = page["histogram"]
+    assert sum(hist["with_attribute"]) + sum(hist["without_attribute"]) == pytest.approx(
+        page["frac_nonzero"] * len(paper_experiment.activations("sae_train",
+                                                                paper_sae.hook_name)))
+    json.dumps(page, allow_nan=False)  # strict JSON as exported

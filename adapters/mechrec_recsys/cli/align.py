@@ -321,11 +321,16 @@ def examples_command(
     year_ranges: list[YearSpan] = typer.Option([], "--years", **parsed(YEAR_RANGE),
                                                help="p_top-k for: release year in FIRST-LAST "
                                                "(repeatable)"),
+    effects: bool = typer.Option(True, "--effects/--no-effects",
+                                 help="also print the items the feature promotes and demotes"),
+    export: Path | None = typer.Option(None, "--export", help="write the feature's page as "
+                                       "JSON (top sequences, histogram, output effects)"),
     data_dir: DataDirOption = None,
     download: DownloadOption = True,
     device: DeviceOption = "cpu",
 ) -> None:
-    """Print a feature's top activating positions with the items before them, and p_top-k."""
+    """Print a feature's top activating positions with the items before them, p_top-k and the
+    items it promotes and demotes; optionally export its page as JSON."""
     if part not in PARTS:
         fail(f"unknown --part {part!r}; choose one of {', '.join(PARTS)}")
     for name, value in (("--k", k), ("--p-top", p_top)):
@@ -368,6 +373,25 @@ def examples_command(
     parts += [f"{name} {_fmt(float(values[name]))}" for name in custom]
     console.print(f"p_top{p_top} (share of the top-{p_top} activation mass): " + "; ".join(parts),
                   highlight=False)
+    if effects:
+        from mechrec_recsys.feature_pages import feature_output_effects
+
+        for name, frame in feature_output_effects(experiment, sae, feature, k=5).items():
+            how = ("mean change of the test users' next-item scores with the feature set to "
+                   "10" if name == "measured" else "decoder direction through the tied output "
+                   "layer")
+            for side in ("promotes", "demotes"):
+                rows = frame[frame["side"] == side]
+                console.print(f"{side} ({how}): " + "; ".join(
+                    f"{r.title} ({r.effect:+.3f})" for r in rows.itertuples()),
+                    highlight=False)
+    if export is not None:
+        from mechrec._io import atomic_write_json
+        from mechrec_recsys.feature_pages import feature_dashboard
+
+        page = feature_dashboard(experiment, sae, feature, k=k, context=context, part=part)
+        atomic_write_json(export, page, sort_keys=False)
+        console.print(f"feature page written to {export}", highlight=False)
 
 
 def register(app: typer.Typer) -> None:
