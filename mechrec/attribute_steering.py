@@ -83,6 +83,11 @@ SWEEP_FORMAT = "mechrec.attribute_sweep/1"
 """Format of a saved sweep's ``sweep.json``."""
 RECONSTRUCTION = "sae_reconstruction"
 _SHARE_DECIMALS = 9
+PROBE_CURVES: dict[str, tuple[str, str]] = {
+    "logistic": ("probe_direction", "probe"),
+    "mean_difference": ("mean_difference_direction", "mean-diff"),
+}
+"""Probe method -> (curve method, curve name prefix) of its steering curves."""
 #: Stream id of the random control feature's draw (independent of other seeded draws).
 _CONTROL_STREAM = 3
 
@@ -205,8 +210,10 @@ def fit_attribute_probes(
     seed: int = 0,
     max_train_rows: int | None = None,
     notes: list[str] | None = None,
+    method: str = "logistic",
 ) -> ProbeSet:
-    """Logistic probes per attribute on the ``select`` rows' activations at ``hook_name``.
+    """Probes (logistic, or difference of means with ``method="mean_difference"``) per
+    attribute on the ``select`` rows' activations at ``hook_name``.
 
     Class-balanced, evaluated on the ``score`` rows when given; directions are scaled to unit
     variance of the select activations (:func:`mechrec.probes.fit_probes`).
@@ -240,7 +247,7 @@ def fit_attribute_probes(
             train, _labels(study, train.token, columns), columns,
             test_activations=None if test is None else test.activations,
             test_labels=None if test is None else _labels(study, test.token, columns),
-            seed=seed, hook_name=hook_name,
+            seed=seed, hook_name=hook_name, method=method,
             max_train_rows=None if max_train_rows is None else int(max_train_rows))
     if notes is not None:
         for row in probes.metrics.itertuples(index=False):
@@ -256,7 +263,7 @@ def attribute_targets(
     *,
     select: str,
     modes: Sequence[str] = MODES,
-    probes: ProbeSet | None = None,
+    probes: ProbeSet | Mapping[str, ProbeSet] | None = None,
     sae_directions: bool = True,
     random_control: bool = False,
 ) -> tuple[list[SteeringTarget], dict[str, dict[str, Any]]]:
@@ -269,7 +276,8 @@ def attribute_targets(
         select: row set whose activations scale the directions to unit variance.
         modes: SAE feature edit modes (:data:`MODES`).
         probes: probe directions to include (attributes without a probe are skipped with a
-            warning), or ``None``.
+            warning): one :class:`~mechrec.probes.ProbeSet`, ``{method: ProbeSet}`` for
+            several methods (:data:`PROBE_CURVES`), or ``None``.
         sae_directions: include each feature's unit-variance decoder direction.
         random_control: include each attribute's random ``control_feature`` (replace mode).
 
@@ -280,6 +288,12 @@ def attribute_targets(
     bad = [m for m in modes if m not in MODES]
     if bad or not modes:
         raise ValueError(f"unknown modes {bad}; choose from {', '.join(MODES)}")
+    if probes is None:
+        probe_sets: dict[str, ProbeSet] = {}
+    elif isinstance(probes, ProbeSet):
+        probe_sets = {probes.settings.get("method", "logistic"): probes}
+    else:
+        probe_sets = dict(probes)
     targets: list[SteeringTarget] = []
     curves: dict[str, dict[str, Any]] = {}
 
@@ -307,14 +321,15 @@ def attribute_targets(
             add(feature_direction_target(sae, feature, select_rows,
                                          name=f"sae-direction:{label}"),
                 label, column, "sae_direction", "add", feature)
-        if probes is not None:
-            if column not in probes.probes:
-                warnings.warn(f"no probe for {column!r}; its probe curve is skipped",
+        for probe_method, probe_set in probe_sets.items():
+            method, prefix = PROBE_CURVES[probe_method]
+            if column not in probe_set.probes:
+                warnings.warn(f"no {probe_method} probe for {column!r}; its curve is skipped",
                               stacklevel=2)
                 continue
-            add(direction_target(probes.direction(column), name=f"probe:{label}",
-                                 hook_name=sae.hook_name, kind="probe_direction"),
-                label, column, "probe_direction", "add", None)
+            add(direction_target(probe_set.direction(column), name=f"{prefix}:{label}",
+                                 hook_name=sae.hook_name, kind=method),
+                label, column, method, "add", None)
     return targets, curves
 
 
@@ -637,6 +652,7 @@ def attribute_sweep(
     control_seed: int = 0,
     probe_score: bool = True,
     headline: Sequence[str] = (),
+    probe_methods: Sequence[str] = ("logistic",),
 ) -> AttributeSweep:
     """Steer each attribute's best SAE feature (and probe) at the last position over ``values``.
 
@@ -665,6 +681,8 @@ def attribute_sweep(
         probe_score: evaluate the probes on the ``score`` rows (else on a held-out fifth of
             the select rows).
         headline: metrics shown beside the target share in the compact tables.
+        probe_methods: with ``probes``, the probe kinds steered by (:data:`PROBE_CURVES`:
+            ``"logistic"`` gives ``probe:`` curves, ``"mean_difference"`` ``mean-diff:``).
 
     Returns:
         :class:`AttributeSweep`; its ``unsteered`` row is the model as is, its
@@ -683,12 +701,26 @@ def attribute_sweep(
     check_sae_fits(study.model, sae)
     chosen = select_attribute_features(study, sae, attributes, select=select, score=score,
                                        overrides=features, control_seed=control_seed)
-    probe_set = (fit_attribute_probes(study, sae.hook_name, list(chosen["column"]),
-                                      select=select, score=score if probe_score else None)
-                 if probes else None)
+    unknown = [m for m in probe_methods if m not in PROBE_CURVES]
+    if unknown or (probes and not probe_methods):
+        raise ValueError(f"unknown probe methods {unknown}; choose from "
+                         f"{', '.join(PROBE_CURVES)}")
+    probe_sets = {method: fit_attribute_probes(study, sae.hook_name, list(chosen["column"]),
+                                               select=select,
+                                               score=score if probe_score else None,
+                                               method=method)
+                  for method in dict.fromkeys(probe_methods)} if probes else {}
+    if len(probe_sets) > 1:
+        probe_metrics = pd.concat([m.metrics.assign(method=name) for name, m in
+                                   probe_sets.items()], ignore_index=True)
+        probe_settings: Any = {name: m.settings for name, m in probe_sets.items()}
+    else:
+        only = next(iter(probe_sets.values()), None)
+        probe_metrics = None if only is None else only.metrics
+        probe_settings = None if only is None else only.settings
     with_directions = probes if sae_directions is None else sae_directions
     targets, curves = attribute_targets(study, sae, chosen, select=select, modes=modes,
-                                        probes=probe_set, sae_directions=with_directions,
+                                        probes=probe_sets, sae_directions=with_directions,
                                         random_control=random_control)
     if evaluate is None:
         table, groups = study.attribute_table()
@@ -715,7 +747,7 @@ def attribute_sweep(
         "select": select,
         "score": score,
         "selection": f"max correlation on the {select} rows' activations",
-        "probes": probe_set.settings if probe_set is not None else None,
+        "probes": probe_settings,
         "unit_variance_on": f"{select} activations",
         "curve_methods": {t["name"]: t["method"] for t in result.metadata["targets"]},
         "sweep_seconds": seconds,
@@ -731,6 +763,6 @@ def attribute_sweep(
         },
     }
     return AttributeSweep(table=_tidy(result.frame, recon.frame, curves), features=chosen,
-                          probe_metrics=None if probe_set is None else probe_set.metrics,
+                          probe_metrics=probe_metrics,
                           metadata=metadata, headline=tuple(headline))
 

@@ -1,4 +1,4 @@
-"""Linear probes: one logistic regression per attribute on activations at a hook.
+"""Linear probes: one logistic regression (or difference of means) per attribute at a hook.
 
 A probe is trained on the same inputs as an SAE (activations, one row per real position) with a
 binary attribute of the row's item as target (paper section 8.2.3). For every attribute we
@@ -37,6 +37,8 @@ from mechrec._io import save_safetensors_atomically
 from mechrec.steering.directions import Direction, unit_variance_direction
 
 _FORMAT = "mechrec.probes/1"
+#: How a probe's direction is found: a logistic regression, or the difference of class means.
+PROBE_METHODS: tuple[str, ...] = ("logistic", "mean_difference")
 METRIC_COLUMNS = (
     "attribute",
     "status",
@@ -182,8 +184,10 @@ def fit_probes(
     max_train_rows: int | None = None,
     seed: int = 0,
     hook_name: str | None = None,
+    method: str = "logistic",
 ) -> ProbeSet:
-    """Fit one logistic-regression probe per attribute and evaluate it.
+    """Fit one probe per attribute (logistic regression, or a difference of means) and
+    evaluate it.
 
     Args:
         activations: ``(R, d)`` raw activations, or an ``ActivationSet`` (its rows, its
@@ -203,7 +207,14 @@ def fit_probes(
             unit-variance scale still use all training rows).
         seed: seed for the split and the subsample.
         hook_name: recorded on the probes' directions (steering refuses other hooks).
+        method: ``"logistic"`` (a logistic regression) or ``"mean_difference"`` (the
+            steering-vectors convention: the direction from the mean of the rows without the
+            attribute to the mean of the rows with it, thresholded half-way between them;
+            ``balanced``, ``C``, ``max_iter`` and ``max_train_rows`` do not apply).
     """
+    if method not in PROBE_METHODS:
+        raise ValueError(f"unknown probe method {method!r}; choose one of "
+                         f"{', '.join(PROBE_METHODS)}")
     x, groups, hook_name = _unpack_activations(activations, groups, hook_name)
     y, names = _label_matrix(labels, attribute_names, len(x))
     if test_activations is not None or test_labels is not None:
@@ -243,12 +254,19 @@ def fit_probes(
             warnings.warn(f"probe for {name!r} skipped: no {kind} training examples", stacklevel=2)
             rows.append(row)
             continue
-        model = LogisticRegression(
-            C=C, max_iter=max_iter, class_weight="balanced" if balanced else None
-        )
-        model.fit(z_fit, target)
-        weight = model.coef_[0] / scale
-        bias = float(model.intercept_[0] - np.dot(model.coef_[0], mean / scale))
+        if method == "mean_difference":
+            positive = y_train[:, a] > 0
+            high = x_train[positive].mean(axis=0, dtype=np.float64)
+            low = x_train[~positive].mean(axis=0, dtype=np.float64)
+            weight = high - low
+            bias = float(-np.dot(weight, (high + low) / 2.0))
+        else:
+            model = LogisticRegression(
+                C=C, max_iter=max_iter, class_weight="balanced" if balanced else None
+            )
+            model.fit(z_fit, target)
+            weight = model.coef_[0] / scale
+            bias = float(model.intercept_[0] - np.dot(model.coef_[0], mean / scale))
         direction = unit_variance_direction(
             torch.from_numpy(weight).float(),
             train_tensor,
@@ -263,6 +281,7 @@ def fit_probes(
         rows.append(row)
     metrics = pd.DataFrame(rows, columns=list(METRIC_COLUMNS))
     settings = {
+        "method": method,
         "balanced": balanced,
         "C": C,
         "max_iter": max_iter,

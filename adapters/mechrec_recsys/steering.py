@@ -428,6 +428,7 @@ def run_genre_sweep(
     progress: bool = False,
     random_control: bool = True,
     control_seed: int = 0,
+    probe_methods: Sequence[str] = ("logistic",),
 ) -> GenreSweep:
     """Steer each genre's best SAE feature (and probe) at the last position over ``values``.
 
@@ -452,6 +453,8 @@ def run_genre_sweep(
         random_control: add, per genre, a ``random_feature`` curve: the ``replace`` edit of a
             random feature alive on the SAE-training users (the control of Fig. 8).
         control_seed: seeds the control features' draw.
+        probe_methods: with ``probes``, the probe kinds steered by (``"logistic"``: the
+            paper's probe; ``"mean_difference"``: the difference of genre means).
 
     Returns:
         a :class:`GenreSweep`; the ``unsteered`` row is the model as trained, the
@@ -467,7 +470,8 @@ def run_genre_sweep(
         experiment, sae, resolved, select=SELECT_PART, score=EVAL_PART, values=values,
         modes=modes, probes=probes, sae_directions=sae_directions, features=features, k=k,
         collect=top_k_unseen(experiment, k), evaluate=_evaluator(experiment, k), method=method,
-        progress=progress, random_control=random_control, control_seed=control_seed)
+        progress=progress, random_control=random_control, control_seed=control_seed,
+        probe_methods=probe_methods)
     core = sweep.metadata
     metadata = {
         "run": experiment.spec.__dict__,

@@ -14,7 +14,9 @@ table). Feature sources compared on the same rows and labels:
   through a ReLU on the SAE's normalised inputs, each direction firing as often as the SAE
   feature of the same index on the select rows;
 - ``probes`` (opt-in): one logistic probe per attribute fitted on the select rows; its logit is
-  one "feature" per attribute (an upper reference for a single linear direction).
+  one "feature" per attribute (an upper reference for a single linear direction);
+- ``mean_difference`` (opt-in): per attribute, the projection on the difference of the class
+  means of the select rows (the steering-vectors convention).
 
 Honest selection: the best feature per attribute is chosen on the ``select`` rows and scored
 on the ``score`` rows. Choosing the best of thousands of features and scoring it on the same
@@ -79,7 +81,10 @@ __all__ = [
 SOURCES: tuple[str, ...] = ("SAE", "neurons", "random")
 """The default feature sets: SAE features, raw neurons at the hook, random-projection control."""
 
-ALL_SOURCES: tuple[str, ...] = (*SOURCES, "probes")
+PROBE_SOURCES: dict[str, str] = {"probes": "logistic", "mean_difference": "mean_difference"}
+"""Probe-like sources and the :func:`mechrec.probes.fit_probes` method each fits."""
+
+ALL_SOURCES: tuple[str, ...] = (*SOURCES, *PROBE_SOURCES)
 """Every feature set :class:`FeatureAlignment` can compare."""
 
 SELECTIONS: tuple[str, ...] = ("honest", "in-sample")
@@ -722,7 +727,8 @@ class FeatureAlignment:
         metric: metric that chooses the best feature per attribute (one of
             :data:`mechrec.alignment.METRICS`; the paper uses ``correlation``).
         sources: feature sources to compare, from :data:`ALL_SOURCES` (default
-            :data:`SOURCES`; add ``"probes"`` for logistic probes).
+            :data:`SOURCES`; add ``"probes"`` for logistic probes and ``"mean_difference"``
+            for difference-of-means directions).
         seed: seed of the random control and of the probes.
         unit: ``"positions"`` (every real position is a data point, labelled by its input
             token) or ``"tokens"`` (each distinct token of a row set is one data point, its
@@ -779,10 +785,13 @@ class FeatureAlignment:
         if "neurons" in self.sources:
             out["neurons"] = unit_rows(
                 acts.activations.detach().cpu().numpy().astype(np.float32, copy=False))
-        if "probes" in self.sources:
+        for source in PROBE_SOURCES:
+            if source not in self.sources:
+                continue
             raw = acts.activations.detach().cpu().numpy().astype(np.float32, copy=False)
-            out["probes"] = unit_rows(np.stack(
-                [self.probes_.probes[a].decision_function(raw) for a in self.probe_names_],
+            probes = self.probes_[source]
+            out[source] = unit_rows(np.stack(
+                [probes.probes[a].decision_function(raw) for a in self.probe_names_[source]],
                 axis=1).astype(np.float32))
         return out
 
@@ -816,22 +825,27 @@ class FeatureAlignment:
             if note:
                 self.notes.append(note)
         labels = self._labels(acts)
-        if "probes" in self.sources:
+        self.probes_: dict[str, Any] = {}
+        self.probe_names_: dict[str, list[str]] = {}
+        for source, method in PROBE_SOURCES.items():
+            if source not in self.sources:
+                continue
             from mechrec.probes import fit_probes
 
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
-                self.probes_ = fit_probes(acts, token_attributes(acts.token, self.table_),
-                                          test_fraction=0.0, max_train_rows=self.probe_rows,
-                                          seed=self.seed, hook_name=self.hook_name)
-            self.notes.extend(f"probes, {rows} rows: {w.message}" for w in caught)
-            self.probe_names_ = list(self.probes_.probes)
+                self.probes_[source] = fit_probes(
+                    acts, token_attributes(acts.token, self.table_), test_fraction=0.0,
+                    max_train_rows=self.probe_rows, seed=self.seed, hook_name=self.hook_name,
+                    method=method)
+            self.notes.extend(f"{source}, {rows} rows: {w.message}" for w in caught)
+            self.probe_names_[source] = list(self.probes_[source].probes)
         self.stats_ = {s: {} for s in self.sources}
         where = f"select rows ({rows})"
         for source, values in self._features("select", acts).items():
             self.stats_[source]["select"] = _stats(
                 f"{source}, {where}", self.notes, values, labels,
-                self.probe_names_ if source == "probes" else None)
+                self.probe_names_.get(source))
         if "random" in self.sources:
             inputs = _normalised(self.sae, acts.activations)
             rate = (self._active_rate if self.unit == "tokens"
@@ -873,7 +887,7 @@ class FeatureAlignment:
         for source, values in self._features("score", acts).items():
             self.stats_[source]["score"] = _stats(
                 f"{source}, {where}", self.notes, values, labels,
-                self.probe_names_ if source == "probes" else None)
+                self.probe_names_.get(source))
             scored[source] = values
         if "random" in self.sources:
             lazy = self._control(_normalised(self.sae, acts.activations), acts)

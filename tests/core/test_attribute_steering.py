@@ -91,3 +91,29 @@ def test_bad_input_is_named(study: TokenStudy, sweep: AttributeSweep) -> None:
         attribute_sweep(study, sae, ["even"], select="fit", score="fit", values=[1.0])
     with pytest.raises(ValueError, match="no steering values"):
         attribute_sweep(study, sae, ["even"], select="fit", score="eval", values=[])
+
+
+def test_mean_difference_probes_steer_and_align(study: TokenStudy) -> None:
+    from mechrec.alignment import align
+
+    config = SAETrainingConfig(architecture="topk", d_sae=32, k=4, steps=40, batch_size=64)
+    sae = train_sae(study.activations("fit", HOOK), config).sae
+    sweep = attribute_sweep(study, sae, ["even"], select="fit", score="eval", values=[0.0, 4.0],
+                            probe_methods=("logistic", "mean_difference"), k=5)
+    methods = set(sweep.curves["method"])
+    assert {"probe_direction", "mean_difference_direction"} <= methods
+    assert set(sweep.probe_metrics["method"]) == {"logistic", "mean_difference"}
+    run = align(study, sae, select="fit", score="eval",
+                sources=("SAE", "neurons", "probes", "mean_difference"))
+    assert ("mean_difference", "SAE") in run.default_pairs()
+    # the difference of means on the fit rows, by hand, is the probe's direction
+    acts = study.activations("fit", HOOK)
+    even = study.attribute_table()[0]["even"].to_numpy()[acts.token.numpy()] > 0
+    x = acts.activations.double().numpy()
+    from mechrec.probes import fit_probes
+
+    probe = fit_probes(acts, pd.DataFrame({"even": even}), test_fraction=0.0,
+                       method="mean_difference").probes["even"]
+    np.testing.assert_allclose(probe.weight, x[even].mean(0) - x[~even].mean(0), rtol=1e-9)
+    with pytest.raises(ValueError, match="unknown probe method"):
+        fit_probes(acts, pd.DataFrame({"even": even}), method="pca")

@@ -166,6 +166,10 @@ def sweep_command(
     features: Mapping[str, int] | None = typer.Option(
         None, "--features", **parsed(FEATURE_MAP),
         help="GENRE=INDEX,... instead of the best features"),
+    probe_methods: Sequence[str] = typer.Option(
+        "logistic", "--probe-methods", **parsed(NAME_LIST),
+        help="with --probes, the probe kinds to steer by: logistic, mean_difference "
+        "(comma-separated)"),
     random_control: bool = typer.Option(
         True, "--random-control/--no-random-control",
         help="also steer a random alive SAE feature per genre (replace mode): the control"),
@@ -208,7 +212,7 @@ def sweep_command(
         result = run_genre_sweep(
             experiment, sae, genres=genre_list, values=grid, modes=chosen_modes, probes=probes,
             features=overrides, k=k, progress=progress, random_control=random_control,
-            control_seed=control_seed)
+            control_seed=control_seed, probe_methods=tuple(probe_methods))
         user_table = None
         if users > 0:
             user_table = _example_user_lists(experiment, sae, result, users, list(user_values),
