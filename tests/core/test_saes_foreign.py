@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from sae_lens import SAE, StandardSAE, StandardSAEConfig, TopKSAE, TopKSAEConfig
 from sae_lens.saes.sae import SAEMetadata
+from safetensors.torch import save_file
 
 from mechrec.normalization import Normalizer
-from mechrec.saes import NormalizedSAE
+from mechrec.saes import NormalizedSAE, detect_format, load_foreign_sae
 
 HOOK = "blocks.0.hook_resid_post"
 D_IN, D_SAE = 16, 40
@@ -92,3 +95,131 @@ def test_mechrec_folder_without_its_normaliser_is_still_refused(tmp_path):
     (tmp_path / "sae" / "normalizer.safetensors").unlink()
     with pytest.raises((FileNotFoundError, ValueError), match=r"normalizer\.safetensors"):
         NormalizedSAE.load(tmp_path / "sae")
+
+
+# ------------------------------------------------------------ other libraries' checkpoints
+def _linear_state(seed: int) -> dict[str, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    return {"encoder.weight": torch.randn(D_SAE, D_IN, generator=gen) * 0.3,
+            "encoder.bias": torch.randn(D_SAE, generator=gen) * 0.3,
+            "decoder.weight": torch.randn(D_IN, D_SAE, generator=gen) * 0.3,
+            "b": torch.randn(D_IN, generator=gen)}
+
+
+def _topk(pre: torch.Tensor, k: int) -> torch.Tensor:
+    post = pre.relu()
+    top = post.topk(k, dim=-1, sorted=False)
+    return torch.zeros_like(post).scatter_(-1, top.indices, top.values)
+
+
+def _write_dictionary_learning(directory, dict_class: str, *, k: int = 6,
+                               threshold: float = 0.4, config: bool = True):
+    """A checkpoint laid out as dictionary_learning saves one, and its forward in torch."""
+    s = _linear_state(5)
+    enc_w, enc_b, dec_w, b = s["encoder.weight"], s["encoder.bias"], s["decoder.weight"], s["b"]
+    state = {"encoder.weight": enc_w, "encoder.bias": enc_b, "decoder.weight": dec_w}
+    if dict_class == "AutoEncoder":
+        state["bias"] = b
+
+        def encode(x):
+            return torch.relu((x - b) @ enc_w.T + enc_b)
+    else:
+        state.update(b_dec=b, k=torch.tensor(k, dtype=torch.int),
+                     threshold=torch.tensor(threshold))
+
+        def encode(x):
+            post = torch.relu((x - b) @ enc_w.T + enc_b)
+            if dict_class == "BatchTopKSAE":
+                return post * (post > threshold)
+            return _topk(post, k)
+    directory.mkdir(parents=True)
+    torch.save(state, directory / "ae.pt")
+    if config:
+        (directory / "config.json").write_text(json.dumps(
+            {"trainer": {"dict_class": dict_class, "activation_dim": D_IN, "dict_size": D_SAE,
+                         "layer": 0, "submodule_name": "resid_post_layer_0"}}))
+    return encode, lambda f: f @ dec_w.T + b
+
+
+def _write_sparsify(directory, *, k: int = 6, **cfg_overrides):
+    s = _linear_state(7)
+    enc_w, enc_b, b_dec = s["encoder.weight"], s["encoder.bias"], s["b"]
+    w_dec = s["decoder.weight"].T.contiguous()
+    directory.mkdir(parents=True)
+    save_file({"encoder.weight": enc_w, "encoder.bias": enc_b, "W_dec": w_dec, "b_dec": b_dec},
+              str(directory / "sae.safetensors"))
+    cfg = {"activation": "topk", "expansion_factor": 32, "normalize_decoder": True,
+           "num_latents": D_SAE, "k": k, "multi_topk": False, "skip_connection": False,
+           "transcode": False, "d_in": D_IN, **cfg_overrides}
+    (directory / "cfg.json").write_text(json.dumps(cfg))
+
+    def encode(x):  # relu(linear) -> top k -> sum of the chosen decoder rows
+        return _topk(torch.relu((x - b_dec) @ enc_w.T + enc_b), k)
+    return encode, lambda f: f @ w_dec + b_dec
+
+
+def _max_differences(nsae: NormalizedSAE, encode, decode) -> tuple[float, float]:
+    x = _raw(11)
+    with torch.no_grad():
+        feats = nsae.encode(x)
+        ref = encode(x)
+        assert (ref != 0).any() and (ref == 0).any()
+        return (float((feats - ref).abs().max()),
+                float((nsae.reconstruct(x) - decode(ref)).abs().max()))
+
+
+@pytest.mark.parametrize("dict_class", ["AutoEncoder", "AutoEncoderTopK", "BatchTopKSAE"])
+def test_dictionary_learning_checkpoint_equals_its_forward(tmp_path, dict_class):
+    encode, decode = _write_dictionary_learning(tmp_path / "dl", dict_class)
+    for path in (tmp_path / "dl", tmp_path / "dl" / "ae.pt"):
+        assert detect_format(path) == "dictionary_learning"
+        nsae = load_foreign_sae(path, hook_name=HOOK)
+        assert nsae.hook_name == HOOK and (nsae.d_in, nsae.d_sae) == (D_IN, D_SAE)
+        assert nsae.provenance["converted_from"]["class"] == dict_class
+        features, recon = _max_differences(nsae, encode, decode)
+        assert features < 1e-5 and recon < 1e-5, (features, recon)
+    # saved by mechrec, it is a plain sae-lens SAE computing the same function
+    nsae.save(tmp_path / "saved")
+    again = SAE.load_from_disk(tmp_path / "saved")
+    x = _raw(12)
+    with torch.no_grad():
+        torch.testing.assert_close(again.encode(x), encode(x), atol=1e-5, rtol=0)
+
+
+def test_sparsify_checkpoint_equals_its_forward(tmp_path):
+    encode, decode = _write_sparsify(tmp_path / "layers.0")
+    assert detect_format(tmp_path / "layers.0") == "sparsify"
+    nsae = load_foreign_sae(tmp_path / "layers.0", hook_name=HOOK)
+    assert nsae.architecture == "topk"
+    features, recon = _max_differences(nsae, encode, decode)
+    assert features < 1e-5 and recon < 1e-5, (features, recon)
+    # the run folder holding one folder per hook: the error says which to pass
+    with pytest.raises(ValueError, match=r"holds SAE folders \(layers\.0\)"):
+        load_foreign_sae(tmp_path, hook_name=HOOK)
+
+
+def test_foreign_checkpoint_errors(tmp_path):
+    _write_sparsify(tmp_path / "sp")
+    with pytest.raises(ValueError, match="does not name a TransformerLens hook"):
+        load_foreign_sae(tmp_path / "sp")
+    _write_sparsify(tmp_path / "tc", transcode=True)
+    with pytest.raises(ValueError, match=r"'transcode': True.*plain TopK"):
+        load_foreign_sae(tmp_path / "tc", hook_name=HOOK)
+    _write_dictionary_learning(tmp_path / "topk", "AutoEncoderTopK", config=False)
+    with pytest.raises(ValueError, match=r"put the config\.json"):
+        load_foreign_sae(tmp_path / "topk", hook_name=HOOK)
+    (tmp_path / "odd").mkdir()
+    torch.save({"encoder.weight": torch.zeros(4, 3), "W": torch.zeros(3)},
+               tmp_path / "odd" / "ae.pt")
+    with pytest.raises(ValueError, match=r"has tensors \['W', 'encoder.weight'\].*expected"):
+        load_foreign_sae(tmp_path / "odd", hook_name=HOOK)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match=r"found: nothing.*expected one of"):
+        load_foreign_sae(tmp_path / "empty", hook_name=HOOK)
+    with pytest.raises(ValueError, match="unknown SAE checkpoint format"):
+        load_foreign_sae(tmp_path / "sp", format="saelens")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_foreign_sae(tmp_path / "nowhere")
+    # a plain sae-lens folder goes through too
+    _random_sae("topk", "none").save_model(tmp_path / "lens")
+    assert load_foreign_sae(tmp_path / "lens").architecture == "topk"
