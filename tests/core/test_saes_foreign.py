@@ -5,13 +5,21 @@ from __future__ import annotations
 import json
 
 import pytest
+import sae_lens
 import torch
 from sae_lens import SAE, StandardSAE, StandardSAEConfig, TopKSAE, TopKSAEConfig
 from sae_lens.saes.sae import SAEMetadata
 from safetensors.torch import save_file
 
+from mechrec.activations import ActivationSet
 from mechrec.normalization import Normalizer
-from mechrec.saes import NormalizedSAE, detect_format, load_foreign_sae
+from mechrec.saes import (
+    NormalizedSAE,
+    SAETrainingConfig,
+    detect_format,
+    load_foreign_sae,
+    train_sae,
+)
 
 HOOK = "blocks.0.hook_resid_post"
 D_IN, D_SAE = 16, 40
@@ -223,3 +231,53 @@ def test_foreign_checkpoint_errors(tmp_path):
     # a plain sae-lens folder goes through too
     _random_sae("topk", "none").save_model(tmp_path / "lens")
     assert load_foreign_sae(tmp_path / "lens").architecture == "topk"
+
+
+# ------------------------------------------------------------ sae-lens' architecture registry
+def test_registry_architectures_and_their_options():
+    from mechrec.saes.registry import registered_architectures
+
+    assert {"standard", "topk", "batchtopk", "jumprelu", "gated"} <= set(
+        registered_architectures())
+    with pytest.raises(ValueError, match=r"unknown SAE architecture 'relu'.*sae-lens registers"):
+        SAETrainingConfig(architecture="relu")
+    with pytest.raises(ValueError, match=r"unknown architecture_options \['widths'\].*valid "
+                                         r"options: .*aux_loss_coefficient"):
+        SAETrainingConfig(architecture="topk", architecture_options={"widths": [4]})
+    with pytest.raises(ValueError, match=r"\['d_in'\] are set by mechrec"):
+        SAETrainingConfig(architecture="topk", architecture_options={"d_in": 4})
+    # mechrec's own names keep their defaults and their identity (no new key in to_dict)
+    assert "architecture_options" not in SAETrainingConfig().to_dict()
+    topk = SAETrainingConfig(architecture="topk",
+                             architecture_options={"aux_loss_coefficient": 0.5})
+    assert SAETrainingConfig.from_dict(topk.to_dict()) == topk
+
+
+@pytest.mark.skipif(not hasattr(sae_lens, "MatryoshkaBatchTopKTrainingSAE"),
+                    reason="this sae-lens has no Matryoshka BatchTopK SAE")
+def test_matryoshka_batchtopk_trains_saves_and_loads_in_plain_sae_lens(tmp_path):
+    gen = torch.Generator().manual_seed(0)
+    acts = ActivationSet.from_tensor(torch.randn(1000, D_IN, generator=gen) * 2 + 1, HOOK)
+    config = SAETrainingConfig(architecture="matryoshka_batchtopk", d_sae=48, k=6, steps=60,
+                               batch_size=64,
+                               architecture_options={"matryoshka_widths": [12, 24, 48]})
+    assert config.sparsity_parameter == ("k", 6)
+    assert config.to_dict()["architecture_options"] == {"matryoshka_widths": [12, 24, 48]}
+    result = train_sae(acts, config, log_every=20)
+    last = result.history[-1]
+    assert "inner_mse_loss_12" in last and "inner_mse_loss_24" in last  # sae-lens' own step
+    assert last["l0"] == pytest.approx(6.0)
+    nsae = result.sae
+    assert nsae.architecture == "jumprelu" and nsae.normalizer.mode == "per_dim"
+    nsae.save(tmp_path / "m")  # normaliser folded: a plain sae-lens JumpReLU on raw inputs
+    plain = SAE.load_from_disk(tmp_path / "m")
+    x = _raw(21)
+    with torch.no_grad():
+        torch.testing.assert_close(plain.encode(x), nsae.encode(x), atol=1e-5, rtol=0)
+        torch.testing.assert_close(plain.decode(plain.encode(x)), nsae.reconstruct(x),
+                                   atol=1e-5, rtol=0)
+        torch.testing.assert_close(NormalizedSAE.load(tmp_path / "m").encode(x),
+                                   nsae.encode(x), atol=1e-5, rtol=0)
+    # a required option missing: sae-lens' refusal, with the valid options
+    with pytest.raises(ValueError, match=r"refuses these settings.*matryoshka_widths"):
+        train_sae(acts, config.with_overrides(architecture_options={}))
