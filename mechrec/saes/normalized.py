@@ -206,9 +206,9 @@ class NormalizedSAE:
                 f"cannot save this {self.architecture!r} SAE with its {self.normalizer.mode!r} "
                 "normaliser: the normaliser can be folded into the weights (so that plain "
                 "sae-lens users get the same features) only for the architectures mechrec "
-                "trains (standard, topk, jumprelu, gated, without sae-lens input "
+                "saves (standard, topk, jumprelu, gated, without sae-lens input "
                 "normalisation); wrap it with Normalizer.identity(d_in) if it reads raw "
-                "activations"
+                "activations, or train it with normalization='none'"
             )
 
         def write(tmp: Path) -> None:

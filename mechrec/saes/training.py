@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -47,6 +48,7 @@ from mechrec.saes.architectures import FEATURE_AXES, build_training_sae, to_infe
 from mechrec.saes.checkpoint import TrainingCheckpoint
 from mechrec.saes.config import SAETrainingConfig
 from mechrec.saes.fast_step import Workspace, fast_train_step, supports_fast_step
+from mechrec.saes.folding import FOLDABLE_ARCHITECTURES
 from mechrec.saes.normalized import NormalizedSAE
 
 #: How :func:`train_sae` runs each step: ``"fast"`` (:func:`fast_train_step`, the default) or
@@ -246,6 +248,19 @@ def _merge_firing_state(
     trainer.n_training_samples += local_rows * (dist.world_size - 1)
 
 
+def _warn_if_unsaveable(training_sae: TrainingSAE, normalizer: Normalizer) -> None:
+    """Warn before training an SAE that :meth:`NormalizedSAE.save` will refuse: one whose
+    inference architecture (e.g. sae-lens' ``abstopk``) cannot take a folded normaliser."""
+    inference = str(training_sae.cfg.get_inference_sae_cfg_dict()["architecture"])
+    if normalizer.mode != "none" and inference not in FOLDABLE_ARCHITECTURES:
+        warnings.warn(
+            f"this SAE is saved as a sae-lens {inference!r} SAE, into which mechrec cannot "
+            f"fold its {normalizer.mode!r} normaliser: it works in memory but save() will "
+            "refuse it; train with normalization='none' to be able to save it",
+            UserWarning, stacklevel=3,
+        )
+
+
 def train_sae(
     source: ActivationSource,
     config: SAETrainingConfig,
@@ -306,6 +321,7 @@ def train_sae(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
         training_sae = build_training_sae(config, source.d, hook_name)
+    _warn_if_unsaveable(training_sae, normalizer)
     if config.reconstruction_loss == "norm":
         training_sae.mse_loss_fn = norm_reconstruction_loss
     provider = iter_batches(source, config.batch_size, seed=config.seed, normalizer=normalizer)

@@ -281,3 +281,16 @@ def test_matryoshka_batchtopk_trains_saves_and_loads_in_plain_sae_lens(tmp_path)
     # a required option missing: sae-lens' refusal, with the valid options
     with pytest.raises(ValueError, match=r"refuses these settings.*matryoshka_widths"):
         train_sae(acts, config.with_overrides(architecture_options={}))
+
+
+def test_registry_sae_that_cannot_take_a_folded_normaliser_warns_before_training(tmp_path):
+    acts = ActivationSet.from_tensor(torch.randn(300, D_IN), HOOK)
+    config = SAETrainingConfig(architecture="abstopk", d_sae=32, k=4, steps=5, batch_size=32,
+                               lr_warm_up_steps=0)
+    with pytest.warns(UserWarning, match="save\\(\\) will refuse it"):
+        nsae = train_sae(acts, config).sae
+    with pytest.raises(ValueError, match="normalization='none'"):
+        nsae.save(tmp_path / "a")
+    raw = train_sae(acts, config.with_overrides(normalization="none")).sae
+    raw.save(tmp_path / "b")
+    assert NormalizedSAE.load(tmp_path / "b").architecture == "abstopk"
