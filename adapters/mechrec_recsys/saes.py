@@ -237,12 +237,17 @@ def check_sae_source(experiment: Experiment, nsae: NormalizedSAE,
 
 def load_run_sae(
     experiment: Experiment, directory: str | os.PathLike, *, device: str = "cpu",
-    allow_other_model: bool = False,
+    allow_other_model: bool = False, hook_name: str | None = None,
 ) -> NormalizedSAE:
     """Load a saved SAE (with its normaliser; file hashes checked) and check that it fits the
     run's model: hook and width always, the recorded source model and hook unless
-    ``allow_other_model``."""
-    nsae = NormalizedSAE.load(directory, device=device)
+    ``allow_other_model``.
+
+    A plain sae-lens folder (``cfg.json`` and ``sae_weights.safetensors`` only, e.g. one
+    trained elsewhere) is used as it is, reading raw activations
+    (:meth:`NormalizedSAE.from_sae_lens`); its hook comes from ``metadata.hook_name`` in its
+    ``cfg.json``, or from ``hook_name``."""
+    nsae = NormalizedSAE.load(directory, device=device, hook_name=hook_name)
     where = f"the SAE in {directory}"
     check_sae_fits(experiment, nsae, where=where)
     if not allow_other_model:

@@ -10,6 +10,8 @@
   sae-lens directory format with the normaliser folded into the weights, so plain
   ``SAE.load_from_disk`` gives an exact SAE on raw activations (:mod:`.folding`), plus
   ``normalizer.safetensors``.
+- :func:`load_foreign_sae`: other libraries' checkpoints (dictionary_learning, sparsify) as
+  the equivalent sae-lens SAE; :meth:`NormalizedSAE.from_sae_lens` wraps plain sae-lens SAEs.
 - :func:`sweep_saes` / :func:`summarize_sweep`: grids of values x seeds, resumable.
 """
 
@@ -27,6 +29,8 @@ _EXPORTS: dict[str, str] = {
     "Workspace": "fast_step",
     "fast_train_step": "fast_step",
     "NormalizedSAE": "normalized",
+    "detect_format": "foreign",
+    "load_foreign_sae": "foreign",
     "PAPER_DICT_SIZES": "config",
     "PAPER_L1_GRID": "config",
     "grid": "sweeps",

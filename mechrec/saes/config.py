@@ -55,7 +55,7 @@ gated's auxiliary reconstruction) are sae-lens' own and stay squared.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Literal
 
 ARCHITECTURES: tuple[str, ...] = ("standard", "topk", "batchtopk", "jumprelu", "gated")
@@ -78,7 +78,15 @@ class SAETrainingConfig:
 
     Attributes:
         architecture: ``"standard"`` (ReLU + L1), ``"topk"``, ``"batchtopk"``,
-            ``"jumprelu"`` or ``"gated"``.
+            ``"jumprelu"`` or ``"gated"``; or any other architecture registered in
+            sae-lens' training registry (e.g. ``"matryoshka_batchtopk"``; see
+            :mod:`mechrec.saes.registry`), which gets the fields below its sae-lens config
+            shares (``k``, ``l1_coefficient``, ``aux_loss_coefficient``...) and is trained
+            with sae-lens' own step.
+        architecture_options: fields of the architecture's sae-lens training config class,
+            passed to it as they are and overriding what mechrec derives (e.g.
+            ``{"matryoshka_widths": [64, 256, 2048]}``); unknown names are an error listing
+            the valid ones. Recorded in ``to_dict`` only when not empty.
         d_sae: dictionary size (number of features).
         l1_coefficient: L1 weight λ for ``standard`` and ``gated`` (see the module docstring
             for its exact meaning).
@@ -125,6 +133,7 @@ class SAETrainingConfig:
     """
 
     architecture: str = "standard"
+    architecture_options: dict[str, Any] = field(default_factory=dict)
     d_sae: int = 2048
     l1_coefficient: float = 0.1
     k: float = 32
@@ -152,10 +161,11 @@ class SAETrainingConfig:
     device: str = "cpu"
 
     def __post_init__(self) -> None:
-        if self.architecture not in ARCHITECTURES:
-            raise ValueError(
-                f"unknown SAE architecture {self.architecture!r}; choose one of {ARCHITECTURES}"
-            )
+        if self.architecture not in ARCHITECTURES or self.architecture_options:
+            from mechrec.saes.registry import check_options, training_classes
+
+            training_classes(self.architecture)  # unknown: an error naming the known ones
+            check_options(self.architecture, self.architecture_options)
         if self.reconstruction_loss not in ("norm", "squared"):
             raise ValueError(
                 f"reconstruction_loss must be 'norm' or 'squared', got {self.reconstruction_loss!r}"
@@ -216,13 +226,23 @@ class SAETrainingConfig:
             return "l1_coefficient", self.l1_coefficient
         if self.architecture in ("topk", "batchtopk"):
             return "k", self.k
+        if self.architecture not in ARCHITECTURES:
+            from mechrec.saes.registry import has_field
+
+            for name in ("k", "l1_coefficient", "l0_coefficient"):
+                if has_field(self.architecture, name):
+                    return name, self.architecture_options.get(name, getattr(self, name))
         if self.target_l0 is not None:
             return "target_l0", self.target_l0
         return "l0_coefficient", self.l0_coefficient
 
     def to_dict(self) -> dict[str, Any]:
-        """All fields as a JSON-able dict."""
-        return asdict(self)
+        """All fields as a JSON-able dict (``architecture_options`` only when set, so that
+        configs written before it existed keep their identity)."""
+        data = asdict(self)
+        if not data["architecture_options"]:
+            del data["architecture_options"]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SAETrainingConfig:

@@ -441,9 +441,19 @@ def _forward_for(sae: TrainingSAE) -> Callable[..., Step]:
     ):
         raise ValueError(f"fast_train_step does not support this sae-lens configuration: {cfg}")
     for cls, forward in _FORWARDS:
-        if isinstance(sae, cls):
+        if type(sae) is cls:  # exactly: a subclass (e.g. Matryoshka) has other losses
             return forward
     raise ValueError(f"fast_train_step has no step for {type(sae).__name__}")
+
+
+def supports_fast_step(sae: TrainingSAE) -> bool:
+    """Whether :func:`fast_train_step` can run ``sae`` (mechrec's five architectures in the
+    configurations mechrec builds); otherwise use sae-lens' ``SAETrainer.step``."""
+    try:
+        _forward_for(sae)
+    except ValueError:
+        return False
+    return True
 
 
 def fast_train_step(trainer: SAETrainer, batch: torch.Tensor, ws: Workspace) -> TrainStepOutput:

@@ -49,6 +49,8 @@ _PARAMETERS: dict[str, frozenset[str]] = {
     "jumprelu": frozenset({"W_enc", "b_enc", "W_dec", "b_dec", "threshold"}),
     "gated": frozenset({"W_enc", "W_dec", "b_dec", "b_gate", "b_mag", "r_mag"}),
 }
+#: sae-lens inference architectures a normaliser can be folded into.
+FOLDABLE_ARCHITECTURES: frozenset[str] = frozenset(_PARAMETERS)
 
 
 def _check(sae: SAE, normalizer: Normalizer) -> str:

@@ -172,6 +172,13 @@ def read_provenance(directory: str | os.PathLike) -> dict[str, Any] | None:
                          "train it again or restore the folder from a good copy") from None
 
 
+def is_mechrec_directory(directory: str | os.PathLike) -> bool:
+    """Whether mechrec wrote this SAE folder (it has mechrec's manifest or provenance), as
+    opposed to plain sae-lens (``cfg.json`` and weights only)."""
+    root = Path(directory)
+    return (root / MANIFEST_FILENAME).is_file() or (root / PROVENANCE_FILENAME).is_file()
+
+
 def check_sae_directory(directory: str | os.PathLike, *, need_normalizer: bool = True) -> Path:
     """Check a saved-SAE directory has its files; raise a clear error naming what is missing."""
     root = Path(directory)
@@ -188,9 +195,11 @@ def check_sae_directory(directory: str | os.PathLike, *, need_normalizer: bool =
             )
     if need_normalizer and not (root / NORMALIZER_FILENAME).is_file():
         raise FileNotFoundError(
-            f"{root / NORMALIZER_FILENAME} is missing: the SAE in {root} was saved without the "
-            "normalisation statistics it was trained with, so raw activations cannot be fed to "
-            "it. Re-save it with NormalizedSAE.save, or, if it was trained on raw activations, "
-            "load it with NormalizedSAE.load(directory, normalizer=Normalizer.identity(d_in))."
+            f"{root / NORMALIZER_FILENAME} is missing: the SAE in {root} was saved by mechrec "
+            "but without the normalisation statistics it was trained with, so raw activations "
+            "cannot be fed to it. Re-save it with NormalizedSAE.save, or, if it was trained on "
+            "raw activations, load it with NormalizedSAE.load(directory, "
+            "normalizer=Normalizer.identity(d_in)). (A plain sae-lens folder, with only "
+            f"{SAE_CFG_FILENAME} and {SAE_WEIGHTS_FILENAME}, loads without one.)"
         )
     return root

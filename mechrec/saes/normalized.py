@@ -26,12 +26,19 @@ from sae_lens import SAE
 from safetensors import SafetensorError
 
 from mechrec.normalization import NORMALIZER_FILENAME, Normalizer
-from mechrec.saes.folding import can_fold, fold_normalizer, is_folded, unfold_normalizer
+from mechrec.saes.folding import (
+    FOLD_METADATA_KEY,
+    can_fold,
+    fold_normalizer,
+    is_folded,
+    unfold_normalizer,
+)
 from mechrec.saes.io import (
     PROVENANCE_FILENAME,
     SAE_CFG_FILENAME,
     SAE_WEIGHTS_FILENAME,
     check_sae_directory,
+    is_mechrec_directory,
     read_provenance,
     verify_manifest,
     write_directory_atomically,
@@ -42,6 +49,23 @@ from mechrec.saes.io import (
 #: What a damaged ``cfg.json``/weights file can raise inside sae-lens' loader.
 _LOAD_ERRORS = (SafetensorError, ValueError, TypeError, KeyError, RuntimeError, AttributeError,
                 OSError, json.JSONDecodeError)
+
+#: sae-lens input normalisations computed per input row inside ``encode`` and undone by
+#: ``decode`` with the statistics that encode stored on the SAE (their attribute names).
+PER_ROW_NORMALIZATIONS: dict[str, str] = {"constant_norm_rescale": "x_norm_coeff",
+                                          "layer_norm": "ln_std"}
+
+
+def _load_sae_lens(root: Path, device: str) -> SAE:
+    try:
+        return SAE.load_from_disk(root, device=device)
+    except _LOAD_ERRORS as exc:
+        raise ValueError(
+            f"cannot load the SAE in {root}: {SAE_CFG_FILENAME} or {SAE_WEIGHTS_FILENAME} "
+            f"is damaged or they do not fit each other ({type(exc).__name__}: "
+            f"{' '.join(str(exc).split())[:300]}); train it again or restore the folder "
+            "from a good copy"
+        ) from None
 
 
 class NormalizedSAE:
@@ -133,14 +157,30 @@ class NormalizedSAE:
     def decode(self, features: torch.Tensor) -> torch.Tensor:
         """Feature activations ``(..., d_sae)`` -> raw (de-normalised) activations."""
         self._check_width(features, "feature activations", self.d_sae)
+        self._check_per_row_statistics(features)
         return self.normalizer.denormalize(self.sae.decode(features))
+
+    def _check_per_row_statistics(self, features: torch.Tensor) -> None:
+        mode = str(self.sae.cfg.normalize_activations)
+        name = PER_ROW_NORMALIZATIONS.get(mode)
+        if name is None:
+            return
+        stats = getattr(self.sae, name, None)
+        if not isinstance(stats, torch.Tensor) or stats.shape[:-1] != features.shape[:-1]:
+            raise ValueError(
+                f"this sae-lens SAE normalises each input row itself "
+                f"(normalize_activations={mode!r}), so its decode needs the statistics of "
+                "the encode of the same rows, just before (as in sae-lens): call "
+                "reconstruct(x), or decode(encode(x)) once"
+            )
 
     def reconstruct(self, x_raw: torch.Tensor) -> torch.Tensor:
         """``decode(encode(x_raw))``: the SAE's reconstruction in raw space."""
         return self.decode(self.encode(x_raw))
 
     def decoder_directions(self) -> torch.Tensor:
-        """``(d_sae, d_in)``: raw-space change caused by raising each feature by 1."""
+        """``(d_sae, d_in)``: raw-space change caused by raising each feature by 1 (for an
+        SAE that normalises each row itself, the change before its per-row rescaling)."""
         return self.sae.W_dec.detach() * self.normalizer.std.to(self.sae.W_dec.device)
 
     def save(self, directory: str | os.PathLike, *, overwrite: bool = True) -> Path:
@@ -166,9 +206,9 @@ class NormalizedSAE:
                 f"cannot save this {self.architecture!r} SAE with its {self.normalizer.mode!r} "
                 "normaliser: the normaliser can be folded into the weights (so that plain "
                 "sae-lens users get the same features) only for the architectures mechrec "
-                "trains (standard, topk, jumprelu, gated, without sae-lens input "
+                "saves (standard, topk, jumprelu, gated, without sae-lens input "
                 "normalisation); wrap it with Normalizer.identity(d_in) if it reads raw "
-                "activations"
+                "activations, or train it with normalization='none'"
             )
 
         def write(tmp: Path) -> None:
@@ -181,6 +221,52 @@ class NormalizedSAE:
         return write_directory_atomically(directory, write, overwrite=overwrite)
 
     @classmethod
+    def from_sae_lens(
+        cls,
+        sae_or_directory: SAE | str | os.PathLike,
+        *,
+        hook_name: str | None = None,
+        device: str = "cpu",
+    ) -> NormalizedSAE:
+        """Wrap a plain sae-lens SAE (an object, or a folder ``SAE.load_from_disk`` reads).
+
+        Any architecture sae-lens loads. The normaliser is the identity: the SAE reads raw
+        activations, and whatever input normalisation its ``normalize_activations`` asks for
+        is applied by sae-lens itself inside ``encode``/``decode``, so :meth:`encode`,
+        :meth:`decode` and :meth:`reconstruct` equal sae-lens' own on raw activations. (For
+        ``"constant_norm_rescale"`` and ``"layer_norm"``, which rescale each row, ``decode``
+        needs the encode of the same rows just before, as in sae-lens: use
+        :meth:`reconstruct`.) An SAE that plain sae-lens loaded from a folder
+        :meth:`save` wrote reads raw activations too and is wrapped as it is.
+
+        Args:
+            sae_or_directory: an sae-lens ``SAE``, or its folder (``cfg.json`` and
+                ``sae_weights.safetensors``; a folder written by :meth:`save` is loaded by
+                :meth:`load`, with its normaliser, instead).
+            hook_name: the hook the SAE reads, if ``cfg.json`` has no ``metadata.hook_name``
+                (or to override it).
+            device: where to put an SAE loaded from a folder.
+
+        Raises:
+            FileNotFoundError: the folder or one of its two files is missing.
+            ValueError: the files cannot be read, or no hook name is known.
+        """
+        if isinstance(sae_or_directory, SAE):
+            sae, where = sae_or_directory, "the SAE"
+        else:
+            root = check_sae_directory(sae_or_directory, need_normalizer=False)
+            sae, where = _load_sae_lens(root, device), f"the SAE in {root}"
+        # a folded mechrec SAE loaded by plain sae-lens already reads raw activations
+        sae.cfg.metadata.__dict__.pop(FOLD_METADATA_KEY, None)
+        if hook_name is None and not sae.cfg.metadata.hook_name:
+            raise ValueError(
+                f"{where} has no hook name ({SAE_CFG_FILENAME} has no metadata.hook_name): "
+                "pass hook_name='blocks.0.hook_resid_post' (whichever hook it was trained "
+                f"on), or add it to {SAE_CFG_FILENAME} as \"metadata\": {{\"hook_name\": ...}}"
+            )
+        return cls(sae, Normalizer.identity(int(sae.cfg.d_in)), hook_name=hook_name)
+
+    @classmethod
     def load(
         cls,
         directory: str | os.PathLike,
@@ -189,11 +275,14 @@ class NormalizedSAE:
         normalizer: Normalizer | None = None,
         hook_name: str | None = None,
     ) -> NormalizedSAE:
-        """Load an SAE saved by :meth:`save`, ready to encode raw activations.
+        """Load an SAE saved by :meth:`save` (or by plain sae-lens), ready to encode raw
+        activations.
 
         Args:
             directory: folder with ``cfg.json``, ``sae_weights.safetensors`` and
-                ``normalizer.safetensors``.
+                ``normalizer.safetensors``. A plain sae-lens folder (no
+                ``normalizer.safetensors`` and none of mechrec's files) is loaded by
+                :meth:`from_sae_lens`, with the identity normaliser.
             device: where to put the SAE.
             normalizer: use this normaliser instead of the saved one (needed for plain
                 sae-lens SAEs, which have none; ``Normalizer.identity(d_in)`` for raw training).
@@ -204,22 +293,19 @@ class NormalizedSAE:
             hook_name: override the hook name stored in ``cfg.json``.
 
         Raises:
-            FileNotFoundError: the folder or one of its files is missing.
+            FileNotFoundError: the folder or one of its files is missing (a folder mechrec
+                wrote must still have its ``normalizer.safetensors``).
             ValueError: a file does not match the hash recorded in ``mechrec.sae.json``, or
                 cannot be read (truncated, not safetensors, ``cfg.json`` disagreeing with the
                 weights...). Files are never unpickled.
         """
+        root = check_sae_directory(directory, need_normalizer=False)
+        if (normalizer is None and not (root / NORMALIZER_FILENAME).is_file()
+                and not is_mechrec_directory(root)):
+            return cls.from_sae_lens(root, hook_name=hook_name, device=device)
         root = check_sae_directory(directory, need_normalizer=normalizer is None)
         manifest = verify_manifest(root)
-        try:
-            sae = SAE.load_from_disk(root, device=device)
-        except _LOAD_ERRORS as exc:
-            raise ValueError(
-                f"cannot load the SAE in {root}: {SAE_CFG_FILENAME} or {SAE_WEIGHTS_FILENAME} "
-                f"is damaged or they do not fit each other ({type(exc).__name__}: "
-                f"{' '.join(str(exc).split())[:300]}); train it again or restore the folder "
-                "from a good copy"
-            ) from None
+        sae = _load_sae_lens(root, device)
         if normalizer is None:
             normalizer = Normalizer.load(root / NORMALIZER_FILENAME)
         if is_folded(sae):

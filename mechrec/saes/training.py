@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -46,7 +47,8 @@ from mechrec.normalization import Normalizer
 from mechrec.saes.architectures import FEATURE_AXES, build_training_sae, to_inference_sae
 from mechrec.saes.checkpoint import TrainingCheckpoint
 from mechrec.saes.config import SAETrainingConfig
-from mechrec.saes.fast_step import Workspace, fast_train_step
+from mechrec.saes.fast_step import Workspace, fast_train_step, supports_fast_step
+from mechrec.saes.folding import FOLDABLE_ARCHITECTURES
 from mechrec.saes.normalized import NormalizedSAE
 
 #: How :func:`train_sae` runs each step: ``"fast"`` (:func:`fast_train_step`, the default) or
@@ -191,10 +193,10 @@ def _check_parallel(config: SAETrainingConfig, dist: DistContext | None) -> Dist
             f"batch_size {config.batch_size} does not divide by the {dist.world_size} "
             "processes: each rank takes an equal share of every global batch"
         )
-    if config.architecture == "batchtopk":
+    if "batchtopk" in config.architecture:
         raise ValueError(
-            "batchtopk SAEs cannot be trained data-parallel: their threshold is the k-th "
-            "largest activation over the whole batch; train them in one process"
+            f"{config.architecture} SAEs cannot be trained data-parallel: their threshold is "
+            "the k-th largest activation over the whole batch; train them in one process"
         )
     return dist
 
@@ -246,6 +248,19 @@ def _merge_firing_state(
     trainer.n_training_samples += local_rows * (dist.world_size - 1)
 
 
+def _warn_if_unsaveable(training_sae: TrainingSAE, normalizer: Normalizer) -> None:
+    """Warn before training an SAE that :meth:`NormalizedSAE.save` will refuse: one whose
+    inference architecture (e.g. sae-lens' ``abstopk``) cannot take a folded normaliser."""
+    inference = str(training_sae.cfg.get_inference_sae_cfg_dict()["architecture"])
+    if normalizer.mode != "none" and inference not in FOLDABLE_ARCHITECTURES:
+        warnings.warn(
+            f"this SAE is saved as a sae-lens {inference!r} SAE, into which mechrec cannot "
+            f"fold its {normalizer.mode!r} normaliser: it works in memory but save() will "
+            "refuse it; train with normalization='none' to be able to save it",
+            UserWarning, stacklevel=3,
+        )
+
+
 def train_sae(
     source: ActivationSource,
     config: SAETrainingConfig,
@@ -272,7 +287,9 @@ def train_sae(
             from a saved one (exactly: the result equals an uninterrupted run's); the caller
             clears it once the finished SAE is saved.
         engine: ``"fast"`` runs each step with :func:`~mechrec.saes.fast_step.fast_train_step`
-            (sae-lens' math and state, fewer passes over the ``(batch, d_sae)`` tensors);
+            (sae-lens' math and state, fewer passes over the ``(batch, d_sae)`` tensors;
+            architectures it has no step for, e.g. ones from sae-lens' registry, use
+            ``SAETrainer.step``);
             ``"sae-lens"`` with ``SAETrainer.step``, the slower reference. Both give the
             same results up to float rounding.
         dist: the process group under ``torchrun``
@@ -304,6 +321,7 @@ def train_sae(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
         training_sae = build_training_sae(config, source.d, hook_name)
+    _warn_if_unsaveable(training_sae, normalizer)
     if config.reconstruction_loss == "norm":
         training_sae.mse_loss_fn = norm_reconstruction_loss
     provider = iter_batches(source, config.batch_size, seed=config.seed, normalizer=normalizer)
@@ -326,6 +344,8 @@ def train_sae(
     if parallel is not None:
         _average_gradients(training_sae, parallel)
     workspace = Workspace()
+    # architectures only sae-lens knows (its registry) train with its own step
+    fast = engine == "fast" and supports_fast_step(training_sae)
     start = time.perf_counter()
     training_sae.train()
     for step in range(first_step, config.steps + 1):
@@ -333,10 +353,7 @@ def train_sae(
         batch = next(provider)
         local = batch if parallel is None else _rank_rows(batch, parallel)
         before = _firing_state(trainer) if parallel is not None else None
-        if engine == "fast":
-            out = fast_train_step(trainer, local, workspace)
-        else:
-            out = trainer.step(local)
+        out = fast_train_step(trainer, local, workspace) if fast else trainer.step(local)
         trainer.n_training_steps += 1
         loss = out.loss.item()
         if parallel is not None and before is not None:

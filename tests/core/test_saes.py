@@ -185,10 +185,16 @@ def test_normalized_sae_errors(tmp_path):
     nsae = NormalizedSAE(_plain_sae(), Normalizer.identity(16))
     with pytest.raises(ValueError, match="last dimension 12 but this SAE expects 16"):
         nsae.encode(torch.zeros(3, 12))
-    # a plain sae-lens save has no normaliser: a clear error, and the way out
+    # a plain sae-lens save has no normaliser: it reads raw activations as it is
     nsae.sae.save_model(tmp_path / "plain")
+    assert NormalizedSAE.load(tmp_path / "plain").normalizer.mode == "none"
+    # a mechrec folder that lost its normaliser: a clear error, and the way out
+    NormalizedSAE(_plain_sae(), Normalizer.identity(16), provenance={"by": "mechrec"}).save(
+        tmp_path / "lost")
+    (tmp_path / "lost" / "normalizer.safetensors").unlink()
+    (tmp_path / "lost" / "mechrec.sae.json").unlink()  # no hash record: the file check speaks
     with pytest.raises(FileNotFoundError, match=r"normalizer\.safetensors is missing") as err:
-        NormalizedSAE.load(tmp_path / "plain")
+        NormalizedSAE.load(tmp_path / "lost")
     assert "Normalizer.identity(d_in)" in str(err.value)
     loaded = NormalizedSAE.load(
         tmp_path / "plain", normalizer=Normalizer.identity(16), hook_name="blocks.1.hook_resid_post"

@@ -199,3 +199,32 @@ def test_bad_input_gives_one_line_and_exit_code_2(
     progress = [] if filled[0] == "eval" else ["--no-progress"]
     result = run_cli("sae", *filled, *progress, *data_args)
     assert_one_line_error(result, message)
+
+
+def test_eval_runs_on_a_plain_sae_lens_folder(paper_run_dir: Path, paper_sae: NormalizedSAE,
+                                              data_args: list[str], tmp_path: Path):
+    """An SAE trained elsewhere (plain sae-lens folder: cfg.json + weights, no normaliser)
+    is evaluated as it is; here the paper SAE's weights as plain sae-lens loads them, so its
+    ranking metrics equal the mechrec folder's."""
+    paper_sae.save(tmp_path / "mechrec")
+    plain = sae_lens.SAE.load_from_disk(str(tmp_path / "mechrec"))
+    plain.cfg.metadata.__dict__.pop("mechrec_normalizer_fold")
+    plain.save_model(tmp_path / "plain")
+    assert sorted(p.name for p in (tmp_path / "plain").iterdir()) == [
+        "cfg.json", "sae_weights.safetensors"]
+    rows = {}
+    for name in ("plain", "mechrec"):
+        out = tmp_path / f"{name}.json"
+        result = run_cli("sae", "eval", paper_run_dir, tmp_path / name, "--out", out,
+                         *data_args)
+        assert result.exit_code == 0, result.output
+        rows[name] = {row["model"]: row for row in json.loads(out.read_text())["rows"]}
+    for key in ("ndcg", "hit_rate", "coverage"):
+        assert rows["plain"]["replace"][key] == pytest.approx(rows["mechrec"]["replace"][key],
+                                                              abs=1e-4), key
+    # no hook name in cfg.json: one line saying how to give one
+    cfg = json.loads((tmp_path / "plain" / "cfg.json").read_text())
+    cfg["metadata"]["hook_name"] = None
+    (tmp_path / "plain" / "cfg.json").write_text(json.dumps(cfg))
+    result = run_cli("sae", "eval", paper_run_dir, tmp_path / "plain", *data_args)
+    assert_one_line_error(result, "no hook name")

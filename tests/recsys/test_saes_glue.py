@@ -292,3 +292,24 @@ def test_the_front_door_opens_a_run_and_its_saes(paper_run_dir: Path,
     torch.testing.assert_close(by_path.encode(x), by_name.encode(x))
     with pytest.raises(FileNotFoundError, match=r"this run's SAEs: .*front-door"):
         paper_experiment.sae("nope")
+
+
+def test_plain_sae_lens_folder_loads_for_the_run(paper_experiment: Experiment,
+                                                 paper_sae: NormalizedSAE, tmp_path: Path):
+    """A plain sae-lens folder (no normaliser, no hook in cfg.json) is used as it is once
+    given its hook; it then computes what the mechrec folder it came from computes."""
+    import sae_lens
+
+    paper_sae.save(tmp_path / "mechrec")
+    plain = sae_lens.SAE.load_from_disk(str(tmp_path / "mechrec"))
+    plain.cfg.metadata.__dict__.pop("mechrec_normalizer_fold")
+    plain.cfg.metadata.hook_name = None
+    plain.save_model(tmp_path / "plain")
+    with pytest.raises(ValueError, match="no hook name"):
+        load_run_sae(paper_experiment, tmp_path / "plain")
+    nsae = load_run_sae(paper_experiment, tmp_path / "plain", hook_name=PAPER_HOOK)
+    assert nsae.hook_name == PAPER_HOOK and nsae.normalizer.mode == "none"
+    x = paper_experiment.activations("test", PAPER_HOOK).activations[:200]
+    torch.testing.assert_close(nsae.encode(x), paper_sae.encode(x), atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(nsae.reconstruct(x), paper_sae.reconstruct(x), atol=1e-4,
+                               rtol=1e-4)
