@@ -372,6 +372,8 @@ def test_steering_and_sae_numbers_come_from_their_files(report, quick_run):
     sae = json.loads((run_dir / "reproduce" / "sae.json").read_text())
     for key in ("rmse", "explained_variance", "l0", "dead_fraction"):
         assert value(report, f"sae/{key}") == sae["test_metrics"][key]
+    for key in ("loss_recovered_zero", "loss_recovered_mean", "ndcg_recovered_zero", "kl"):
+        assert value(report, f"sae/{key}") == sae["quality"][key]
     stats = pd.read_csv(run_dir / "reproduce" / "dataset_statistics.csv", index_col=0)
     assert value(report, "stats/users/all") == stats.at["users", "all"]
     assert value(report, "stats/users/test") == stats.at["users", "test"]

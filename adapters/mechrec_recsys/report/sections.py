@@ -387,9 +387,25 @@ def sae_section(out: RunOutputs) -> Section:
                     ("dead_fraction_train", "dead fraction (end of training)",
                      s.get("dead_fraction_train")),
                     ("training_seconds", "training seconds", s.get("training_seconds")))]
+        quality = s.get("quality") or {}
+        rows += [[text_cell(label, header=True),
+                  num_cell(quality.get(name), key=f"sae/{name}", digits=4)]
+                 for name, label in (
+                     ("loss_original", "next-item loss, model (test)"),
+                     ("loss_sae", "next-item loss, SAE spliced in"),
+                     ("loss_recovered_zero", "loss recovered vs zero ablation"),
+                     ("loss_recovered_mean", "loss recovered vs mean ablation"),
+                     ("ndcg_recovered_zero", "NDCG@10 recovered vs zero ablation"),
+                     ("ndcg_recovered_mean", "NDCG@10 recovered vs mean ablation"),
+                     ("kl", "KL(model || spliced), nats"))
+                 if name in quality]
+        note = (" Recovered = (ablated − spliced) / (ablated − model): 1 is as good as the "
+                "model, 0 as bad as setting the hook to zero (or to the SAE users' mean); above "
+                "1 the spliced model does better." if quality else "")
         return table(["", "value"], rows,
                      caption=f"{config.get('architecture')} SAE at {s.get('hook')}, trained "
-                             "on the SAE users' activations, measured on the test users'")
+                             "on the SAE users' activations, measured on the test users'."
+                             + note)
 
     return Section("sae", "The SAE used for analysis", _guard(out, "The analysis SAE", build))
 

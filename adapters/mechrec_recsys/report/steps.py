@@ -184,9 +184,11 @@ def sae_config(settings: ReproduceSettings, device: str = "cpu") -> SAETrainingC
 
 
 def run_sae(ctx: StepContext, fresh_upstream: bool) -> dict[str, Any]:
-    """Train the analysis SAE (replacing an unfinished or stale one) and save its metrics."""
+    """Train the analysis SAE (replacing an unfinished or stale one) and save its metrics,
+    with what the model keeps when it is spliced in (loss and NDCG recovered, KL)."""
     del fresh_upstream
     from mechrec._io import json_safe
+    from mechrec_recsys.sae_quality import splice_quality
     from mechrec_recsys.saes import train_run_sae
 
     s = ctx.settings
@@ -194,6 +196,7 @@ def run_sae(ctx: StepContext, fresh_upstream: bool) -> dict[str, Any]:
     trained = train_run_sae(ctx.experiment, config, hook=s.hook, run_dir=ctx.layout.run_dir,
                             name=s.sae_name, overwrite=True)
     ctx._sae = trained.sae
+    quality = splice_quality(ctx.experiment, trained.sae)
     atomic_write_json(ctx.layout.sae_metrics, json_safe({
         "format": "mechrec.reproduce_sae/1",
         "directory": str(trained.directory),
@@ -203,6 +206,7 @@ def run_sae(ctx: StepContext, fresh_upstream: bool) -> dict[str, Any]:
         "dead_fraction_train": trained.training.dead_fraction_train,
         "n_resampled": trained.training.n_resampled,
         "training_seconds": trained.training.seconds,
+        "quality": quality,
     }))
     return {"l0": float(trained.test_metrics.l0)}
 
