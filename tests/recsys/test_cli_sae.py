@@ -228,3 +228,13 @@ def test_eval_runs_on_a_plain_sae_lens_folder(paper_run_dir: Path, paper_sae: No
     (tmp_path / "plain" / "cfg.json").write_text(json.dumps(cfg))
     result = run_cli("sae", "eval", paper_run_dir, tmp_path / "plain", *data_args)
     assert_one_line_error(result, "no hook name")
+
+
+def test_train_without_normalisation(paper_run_dir: Path, data_args: list[str]):
+    result = run_cli("sae", "train", paper_run_dir, "--d-sae", "32", "--name", "cli-raw",
+                     "--normalization", "none", "--overwrite", *FAST, *data_args)
+    assert result.exit_code == 0, result.output
+    saved = json.loads((paper_run_dir / "saes" / "cli-raw" / "mechrec.json").read_text())
+    assert saved["normalization"] == "none"
+    bad = run_cli("sae", "train", paper_run_dir, "--normalization", "zscore", *FAST, *data_args)
+    assert bad.exit_code == 2 and "normalization must be" in bad.output

@@ -89,7 +89,7 @@ def _open(run_dir: Path, data_dir: Path | None, download: bool, device: str) -> 
 def training_config(
     *, architecture: str, d_sae: int, l1: float | None, k: float | None,
     target_l0: float | None, l0_coefficient: float | None, steps: int, batch_size: int,
-    lr: float, warm_up: int | None, seed: int, device: str,
+    lr: float, warm_up: int | None, seed: int, device: str, normalization: str = "per_dim",
 ) -> SAETrainingConfig:
     """The SAE config of ``mechrec sae train``'s options; a sparsity option that does not
     belong to ``architecture`` is an error naming the one that does."""
@@ -116,7 +116,7 @@ def training_config(
     return SAETrainingConfig(
         architecture=architecture, d_sae=d_sae, steps=steps, batch_size=batch_size, lr=lr,
         lr_warm_up_steps="auto" if warm_up is None else warm_up, seed=seed, device=device,
-        **overrides)
+        normalization=normalization, **overrides)
 
 
 def _sparsity_option(architecture: str) -> str:
@@ -148,6 +148,9 @@ def train(
                                        "(default min(100, steps/10))"),
     seed: int = typer.Option(0, "--seed", help="seed of the initialisation and of the "
                              "batch order"),
+    normalization: str = typer.Option("per_dim", "--normalization",
+                                      help="per_dim (the paper: each dimension to mean 0, std "
+                                      "1) | scalar | none"),
     name: str | None = typer.Option(None, "--name", help="folder under RUN_DIR/saes/ "
                                     "(default: hook-architecture-size-sparsity-seed)"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace an SAE of that name"),
@@ -167,7 +170,7 @@ def train(
     try:
         _train(ctx, run_dir, hook, architecture, d_sae, l1, k, target_l0, l0_coefficient, steps,
                batch_size, lr, warm_up, seed, name, overwrite, data_dir, download, device,
-               progress and ctx.is_main)
+               progress and ctx.is_main, normalization)
     finally:
         teardown_distributed(ctx)
 
@@ -177,6 +180,7 @@ def _train(
     k: int | None, target_l0: float | None, l0_coefficient: float | None, steps: int,
     batch_size: int, lr: float, warm_up: int | None, seed: int, name: str | None,
     overwrite: bool, data_dir: Path | None, download: bool, device: str, progress: bool,
+    normalization: str = "per_dim",
 ) -> None:
     """:func:`train` on one rank (the only rank when not under ``torchrun``)."""
     from mechrec_recsys.saes import check_hook, default_sae_name, sae_checkpoint, train_run_sae
@@ -187,7 +191,7 @@ def _train(
         config = training_config(
             architecture=architecture, d_sae=d_sae, l1=l1, k=k, target_l0=target_l0,
             l0_coefficient=l0_coefficient, steps=steps, batch_size=batch_size, lr=lr,
-            warm_up=warm_up, seed=seed, device=device)
+            warm_up=warm_up, seed=seed, device=device, normalization=normalization)
         experiment = _open(run_dir, data_dir, download, device)
         check_hook(experiment, hook)
         parts = (("sae_train", "SAE"), ("test", "test")) if not ctx.enabled else ()
