@@ -369,6 +369,11 @@ def test_steering_and_sae_numbers_come_from_their_files(report, quick_run):
     features = pd.read_csv(run_dir / "steering" / "paper" / "features.csv")
     for row in features.itertuples(index=False):
         assert value(report, f"steer/features/{row.genre}/feature") == row.feature
+        page = json.loads((run_dir / "steering" / "paper" / "features" / f"{row.genre}.json")
+                          .read_text())
+        assert page["index"] == row.feature
+        for i, top in enumerate(page["activations"]):
+            assert value(report, f"page/{row.genre}/top/{i}") == top["maxValue"]
     sae = json.loads((run_dir / "reproduce" / "sae.json").read_text())
     for key in ("rmse", "explained_variance", "l0", "dead_fraction"):
         assert value(report, f"sae/{key}") == sae["test_metrics"][key]

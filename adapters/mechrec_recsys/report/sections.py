@@ -7,6 +7,7 @@ the commands that produce it; it never stops the report.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -855,10 +856,43 @@ def steering_section(out: RunOutputs) -> Section:
                              "activations), whose unit-variance directions are the dashed "
                              "curves")
 
+    def pages() -> str:
+        folder = out.layout.steering_dir / "features"
+        if not folder.is_dir():
+            return ""
+        parts = ["<h3>Feature pages: where each steered feature fires and what it pushes</h3>"]
+        for path in sorted(folder.glob("*.json")):
+            page = json.loads(path.read_text())
+            genre = path.stem
+            shown = [[num_cell(a["maxValue"], key=f"page/{genre}/top/{i}", digits=3),
+                      text_cell(" → ".join(f"{t} ({v:.2f})" for t, v in
+                                           zip(a["tokens"], a["values"], strict=True)))]
+                     for i, a in enumerate(page["activations"])]
+            effects = [[text_cell(side, header=True),
+                        text_cell("; ".join(f"{t} ({v:+.2f})" for t, v in
+                                            zip(page[f"{tag}_str"], page[f"{tag}_values"],
+                                                strict=True)))]
+                       for side, tag in (("promotes", "pos"), ("demotes", "neg"),
+                                         ("promotes (direct)", "direct_pos"),
+                                         ("demotes (direct)", "direct_neg"))]
+            tops = ", ".join(f"{g['genre']} {g['p_top_100']:.2f}" for g in page["top_genres"])
+            body = (table(["activation", "the position and the items before it (activation "
+                           "at each)"], shown,
+                          caption=f"top positions of the SAE users; fires on "
+                                  f"{page['frac_nonzero']:.1%} of positions; p_top100: {tops}")
+                    + table(["", "items (score change)"], effects,
+                            caption=f"measured: mean change of the test users' next-item "
+                                    f"scores with the feature set to "
+                                    f"{page['steering_value']:g}; direct: its decoder direction "
+                                    "through the tied output layer"))
+            parts.append(details(f"{genre}: feature {page['index']}", body))
+        return "".join(parts)
+
     body = (_guard(out, "The steered features", features) + _guard(out, "The steering curves",
                                                                    curves)
             + _guard(out, "The monotonicity table", monotonicity)
-            + _guard(out, "The probe table", probes))
+            + _guard(out, "The probe table", probes)
+            + _guard(out, "The feature pages", pages))
     return Section("steering", "Steering genres: SAE features vs probes (paper §8)", body)
 
 

@@ -238,9 +238,15 @@ def run_align(ctx: StepContext, fresh_upstream: bool) -> dict[str, Any]:
     return {"attributes": len(run.attribute_names), "bootstrap": s.align_bootstrap}
 
 
+#: Sub-folder of the steering folder holding one feature page (JSON) per steered genre.
+FEATURE_PAGES_DIR = "features"
+
+
 def run_steer(ctx: StepContext, fresh_upstream: bool) -> dict[str, Any]:
-    """Steering curves per genre: SAE feature edits, SAE and probe directions."""
+    """Steering curves per genre (SAE feature edits, SAE and probe directions), and each
+    steered feature's page (top sequences, the items it promotes and demotes)."""
     del fresh_upstream
+    from mechrec_recsys.feature_pages import feature_dashboard
     from mechrec_recsys.steering import run_genre_sweep
 
     s = ctx.settings
@@ -252,6 +258,11 @@ def run_steer(ctx: StepContext, fresh_upstream: bool) -> dict[str, Any]:
         "genres": list(s.steer_genres), "values": list(s.steer_values),
         "modes": list(s.steer_modes), "probes": s.steer_probes, "k": s.k,
         "by": "mechrec reproduce"}})
+    pages = ctx.layout.steering_dir / FEATURE_PAGES_DIR
+    for row in result.features.itertuples(index=False):
+        page = feature_dashboard(ctx.experiment, ctx.sae, int(row.feature), k=5, context=4,
+                                 value=max(abs(v) for v in s.steer_values))
+        atomic_write_json(pages / f"{row.genre}.json", page, sort_keys=False)
     return {"curves": int(result.curves["curve"].nunique())}
 
 
