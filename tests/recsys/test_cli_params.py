@@ -73,3 +73,15 @@ def test_bad_values_fail_in_one_line_before_the_command_runs(tmp_path, args, mes
     filled = [str(tmp_path / a) if a in {"RUN", "SAE", "OUT"} else a for a in args]
     assert_one_line_error(run_cli(*filled), message)
     assert not (tmp_path / "OUT").exists()
+
+
+def test_option_settings_read_json_numbers_lists_and_text():
+    from mechrec_recsys.cli.params import OPTION_SETTING, OptionValueError
+
+    assert OPTION_SETTING("matryoshka_widths=256,1024") == ("matryoshka_widths", [256, 1024])
+    assert OPTION_SETTING("rate=0.5") == ("rate", 0.5)
+    assert OPTION_SETTING("flag=true") == ("flag", True)
+    assert OPTION_SETTING("mode=fast") == ("mode", "fast")
+    assert OPTION_SETTING("mixed=1,2.5") == ("mixed", [1, 2.5])
+    with pytest.raises(OptionValueError, match="NAME=VALUE"):
+        OPTION_SETTING("no-equals")

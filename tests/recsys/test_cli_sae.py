@@ -238,3 +238,19 @@ def test_train_without_normalisation(paper_run_dir: Path, data_args: list[str]):
     assert saved["normalization"] == "none"
     bad = run_cli("sae", "train", paper_run_dir, "--normalization", "zscore", *FAST, *data_args)
     assert bad.exit_code == 2 and "normalization must be" in bad.output
+
+
+def test_train_a_sae_lens_registry_architecture_with_options(paper_run_dir: Path,
+                                                             data_args: list[str]):
+    result = run_cli("sae", "train", paper_run_dir, "--architecture", "matryoshka_batchtopk",
+                     "--d-sae", "32", "--k", "4", "--option", "matryoshka_widths=8,32",
+                     "--name", "cli-matryoshka", "--overwrite", *FAST, *data_args)
+    assert result.exit_code == 0, result.output
+    loaded = sae_lens.SAE.load_from_disk(str(paper_run_dir / "saes" / "cli-matryoshka"))
+    assert loaded.cfg.d_sae == 32
+    unknown = run_cli("sae", "train", paper_run_dir, "--architecture", "matryoshka_batchtopk",
+                      "--option", "widths=8", *FAST, *data_args)
+    assert unknown.exit_code == 2 and "widths" in unknown.output
+    bad = run_cli("sae", "train", paper_run_dir, "--architecture", "nonesuch", *FAST,
+                  *data_args)
+    assert bad.exit_code == 2 and "matryoshka_batchtopk" in bad.output

@@ -16,6 +16,7 @@ Example::
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Generic, NamedTuple, TypeVar
@@ -30,6 +31,7 @@ __all__ = [
     "FLOAT_LIST",
     "INT_LIST",
     "NAME_LIST",
+    "OPTION_SETTING",
     "VALUE_GRID",
     "YEAR_RANGE",
     "FeatureMap",
@@ -164,6 +166,42 @@ class FeatureMap:
         return out
 
 
+class OptionPair(NamedTuple):
+    """One ``NAME=VALUE`` architecture option."""
+
+    name: str
+    value: Any
+
+
+class OptionSetting:
+    """One architecture option: ``"matryoshka_widths=256,1024"`` -> ``("matryoshka_widths",
+    [256, 1024])``; the value is a JSON value when it reads as one (``true``, ``0.5``,
+    ``[1, 2]``), a list of numbers when it is comma-separated numbers, text otherwise."""
+
+    metavar = "NAME=VALUE"
+
+    def __call__(self, text: str | tuple[str, Any]) -> OptionPair:
+        """Read ``text``; a default that is already a pair passes through."""
+        if not isinstance(text, str):
+            return OptionPair(*text)
+        name, sep, raw = text.partition("=")
+        if not sep or not name.strip() or not raw.strip():
+            raise OptionValueError(f"cannot read {text!r}: use NAME=VALUE, e.g. "
+                                   "matryoshka_widths=256,1024")
+        raw = raw.strip()
+        try:
+            return OptionPair(name.strip(), json.loads(raw))
+        except ValueError:
+            pass
+        parts = [p.strip() for p in raw.split(",")]
+        try:
+            numbers = [float(p) for p in parts]
+        except ValueError:
+            return OptionPair(name.strip(), raw)
+        return OptionPair(name.strip(), [int(n) if n.is_integer() and "." not in p else n
+                                         for n, p in zip(numbers, parts, strict=True)])
+
+
 class YearSpan(NamedTuple):
     """A range of release years, both ends included."""
 
@@ -197,6 +235,8 @@ NAME_LIST = NameList()
 VALUE_GRID = ValueGrid()
 #: ``--features Sci-Fi=12,Action=40``: a genre -> SAE feature map.
 FEATURE_MAP = FeatureMap()
+#: ``--option matryoshka_widths=256,1024``: one architecture option.
+OPTION_SETTING = OptionSetting()
 #: ``--years 1980-1989``: a year range.
 YEAR_RANGE = YearRange()
 

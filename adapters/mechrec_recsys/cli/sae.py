@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -50,7 +50,13 @@ from mechrec_recsys.cli._common import (
     rerun_command,
     wide_console,
 )
-from mechrec_recsys.cli.params import FLOAT_LIST, INT_LIST, parsed
+from mechrec_recsys.cli.params import (
+    FLOAT_LIST,
+    INT_LIST,
+    OPTION_SETTING,
+    OptionPair,
+    parsed,
+)
 from mechrec_recsys.configs import PAPER_HOOK
 from mechrec_recsys.durations import format_duration
 
@@ -90,16 +96,25 @@ def training_config(
     *, architecture: str, d_sae: int, l1: float | None, k: float | None,
     target_l0: float | None, l0_coefficient: float | None, steps: int, batch_size: int,
     lr: float, warm_up: int | None, seed: int, device: str, normalization: str = "per_dim",
+    options: Mapping[str, Any] | None = None,
 ) -> SAETrainingConfig:
     """The SAE config of ``mechrec sae train``'s options; a sparsity option that does not
-    belong to ``architecture`` is an error naming the one that does."""
+    belong to ``architecture`` is an error naming the one that does. ``architecture`` may
+    also name any architecture of sae-lens' training registry, with ``options`` (its config
+    fields, e.g. ``matryoshka_widths``)."""
     if architecture not in ARCHITECTURES:
-        raise ValueError(f"unknown architecture {architecture!r}; choose one of "
-                         f"{', '.join(ARCHITECTURES)}")
+        from mechrec.saes.registry import registered_architectures
+
+        if architecture not in registered_architectures():
+            raise ValueError(f"unknown architecture {architecture!r}; choose one of "
+                             f"{', '.join(ARCHITECTURES)} or one of sae-lens' registry: "
+                             f"{', '.join(registered_architectures())}")
     owners = {"--l1": (l1, ("standard", "gated")), "--k": (k, ("topk", "batchtopk")),
               "--target-l0": (target_l0, ("jumprelu",)),
               "--l0-coefficient": (l0_coefficient, ("jumprelu",))}
     for option, (value, archs) in owners.items():
+        if value is not None and architecture not in ARCHITECTURES:
+            continue  # a registry architecture: checked against its own fields below
         if value is not None and architecture not in archs:
             raise ValueError(f"{option} applies to {'/'.join(archs)}, not {architecture}; "
                              f"{architecture} takes {_sparsity_option(architecture)}")
@@ -116,7 +131,7 @@ def training_config(
     return SAETrainingConfig(
         architecture=architecture, d_sae=d_sae, steps=steps, batch_size=batch_size, lr=lr,
         lr_warm_up_steps="auto" if warm_up is None else warm_up, seed=seed, device=device,
-        normalization=normalization, **overrides)
+        normalization=normalization, architecture_options=dict(options or {}), **overrides)
 
 
 def _sparsity_option(architecture: str) -> str:
@@ -151,6 +166,11 @@ def train(
     normalization: str = typer.Option("per_dim", "--normalization",
                                       help="per_dim (the paper: each dimension to mean 0, std "
                                       "1) | scalar | none"),
+    option: list[OptionPair] = typer.Option(
+        [], "--option", **parsed(OPTION_SETTING),
+        help="an option of the architecture's sae-lens training config, e.g. "
+        "matryoshka_widths=256,1024 (repeatable); --architecture also takes any name of "
+        "sae-lens' training registry, e.g. matryoshka_batchtopk"),
     name: str | None = typer.Option(None, "--name", help="folder under RUN_DIR/saes/ "
                                     "(default: hook-architecture-size-sparsity-seed)"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace an SAE of that name"),
@@ -170,7 +190,7 @@ def train(
     try:
         _train(ctx, run_dir, hook, architecture, d_sae, l1, k, target_l0, l0_coefficient, steps,
                batch_size, lr, warm_up, seed, name, overwrite, data_dir, download, device,
-               progress and ctx.is_main, normalization)
+               progress and ctx.is_main, normalization, dict(option))
     finally:
         teardown_distributed(ctx)
 
@@ -180,7 +200,7 @@ def _train(
     k: int | None, target_l0: float | None, l0_coefficient: float | None, steps: int,
     batch_size: int, lr: float, warm_up: int | None, seed: int, name: str | None,
     overwrite: bool, data_dir: Path | None, download: bool, device: str, progress: bool,
-    normalization: str = "per_dim",
+    normalization: str = "per_dim", options: Mapping[str, Any] | None = None,
 ) -> None:
     """:func:`train` on one rank (the only rank when not under ``torchrun``)."""
     from mechrec_recsys.saes import check_hook, default_sae_name, sae_checkpoint, train_run_sae
@@ -191,7 +211,8 @@ def _train(
         config = training_config(
             architecture=architecture, d_sae=d_sae, l1=l1, k=k, target_l0=target_l0,
             l0_coefficient=l0_coefficient, steps=steps, batch_size=batch_size, lr=lr,
-            warm_up=warm_up, seed=seed, device=device, normalization=normalization)
+            warm_up=warm_up, seed=seed, device=device, normalization=normalization,
+            options=options)
         experiment = _open(run_dir, data_dir, download, device)
         check_hook(experiment, hook)
         parts = (("sae_train", "SAE"), ("test", "test")) if not ctx.enabled else ()
