@@ -10,8 +10,10 @@ defaults before it loads torch, TransformerLens or sae-lens; the modules that us
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from typing import Any, Literal
+
+from mechrec._config import config_from_dict, config_to_dict
 
 __all__ = [
     "DEFAULT_GENRES",
@@ -83,18 +85,12 @@ class GPTRecConfig:
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-serialisable dict of every field."""
-        return asdict(self)
+        return config_to_dict(self)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> GPTRecConfig:
         """Rebuild a config from :meth:`to_json` output; unknown keys are an error."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(
-                f"unknown GPTRec config keys {unknown}; expected a subset of {sorted(known)}"
-            )
-        return cls(**data)
+        return config_from_dict(cls, data, what="GPTRec config")
 
 
 
@@ -167,13 +163,12 @@ class TrainConfig:
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-serialisable dict of every field."""
-        return asdict(self)
+        return config_to_dict(self)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> TrainConfig:
-        """Rebuild from :meth:`to_json` output."""
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        """Rebuild from :meth:`to_json` output (keys of older formats are ignored)."""
+        return config_from_dict(cls, data, what="training config", ignore_unknown=True)
 
 
 _YEARS_RE = re.compile(r"^\s*(\d{3,4})\s*(?:-|\.\.|:)\s*(\d{3,4})\s*$")

@@ -55,8 +55,10 @@ gated's auxiliary reconstruction) are sae-lens' own and stay squared.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, Literal
+
+from mechrec._config import config_from_dict, config_to_dict
 
 ARCHITECTURES: tuple[str, ...] = ("standard", "topk", "batchtopk", "jumprelu", "gated")
 #: The paper's L1 weights (Table 1, dictionary size 2048).
@@ -239,7 +241,7 @@ class SAETrainingConfig:
     def to_dict(self) -> dict[str, Any]:
         """All fields as a JSON-able dict (``architecture_options`` only when set, so that
         configs written before it existed keep their identity)."""
-        data = asdict(self)
+        data = config_to_dict(self)
         if not data["architecture_options"]:
             del data["architecture_options"]
         return data
@@ -247,11 +249,7 @@ class SAETrainingConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SAETrainingConfig:
         """Build a config from a dict; unknown keys are an error naming the valid ones."""
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ValueError(f"unknown SAE config keys {unknown}; valid keys: {sorted(names)}")
-        return cls(**data)
+        return config_from_dict(cls, data, what="SAE config")
 
     def with_overrides(self, **overrides: Any) -> SAETrainingConfig:
         """A copy with some fields changed (validated like a new config)."""

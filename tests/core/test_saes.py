@@ -363,3 +363,16 @@ def test_automatic_warm_up_fits_short_and_long_runs():
         SAETrainingConfig(lr_warm_up_steps="soon")
     with pytest.raises(ValueError, match=r"exceed steps \(50\)"):
         SAETrainingConfig(steps=50, lr_warm_up_steps=60)
+
+
+def test_config_dicts_round_trip_through_the_one_converter():
+    from mechrec._config import config_from_dict, config_to_dict
+
+    config = SAETrainingConfig(architecture="topk", k=8, d_sae=64, steps=50)
+    assert SAETrainingConfig.from_dict(config.to_dict()) == config
+    assert config_to_dict(config)["architecture_options"] == {}
+    with pytest.raises(ValueError, match="must be a mapping"):
+        config_from_dict(SAETrainingConfig, [1, 2], what="SAE config")
+    kept = config_from_dict(SAETrainingConfig, {"d_sae": 8, "gone": 1}, what="SAE config",
+                            ignore_unknown=True)
+    assert kept.d_sae == 8

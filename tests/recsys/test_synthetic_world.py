@@ -255,7 +255,7 @@ def test_bad_input_is_a_clear_error(catalog, world, tmp_path):
         generate_world(SynthConfig.preset("ml-1m", **SMALL), catalog, world)
     with pytest.raises(FileNotFoundError, match="not a finished synthetic world"):
         read_truth(tmp_path)
-    with pytest.raises(ValueError, match="unknown keys"):
+    with pytest.raises(ValueError, match="unknown synthetic config keys"):
         SynthConfig.from_dict({"users": 3, "colour": "red"})
 
 

@@ -12,13 +12,14 @@ length (with both truncations) equals the release's mean length
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy import optimize, special, stats
+
+from mechrec._config import config_from_dict, config_to_dict
 
 #: Log-scale sigma of the truncated log-normal fitted to ml-1m's sequence lengths.
 ML1M_LENGTH_SIGMA = 1.27
@@ -172,20 +173,12 @@ class SynthConfig:
 
     def to_dict(self) -> dict:
         """A JSON-ready dict of every field (tuples as lists)."""
-        return json.loads(json.dumps(asdict(self)))
+        return config_to_dict(self)
 
     @classmethod
     def from_dict(cls, values: dict) -> SynthConfig:
         """The config written by :meth:`to_dict` (unknown keys are an error)."""
-        known = {f.name for f in fields(cls)}
-        unknown = set(values) - known
-        if unknown:
-            raise ValueError(f"synthetic config has unknown keys {sorted(unknown)}")
-        values = dict(values)
-        for key in ("exclude_genres", "era_edges"):
-            if key in values:
-                values[key] = tuple(values[key])
-        return cls(**values)
+        return config_from_dict(cls, values, what="synthetic config")
 
 
 def _log_bounds(min_len: int, max_len: int) -> tuple[float, float]:
