@@ -169,9 +169,10 @@ def test_converts_losslessly_to_hooked_sae_transformer(model: HookedTransformer)
     assert sae_model.W_U.data_ptr() == sae_model.W_E.data_ptr()
     sae = StandardSAE(StandardSAEConfig(d_in=SMALL.d_model, d_sae=32))
     sae.cfg.metadata.hook_name = "blocks.0.hook_resid_post"
+    gen = torch.Generator().manual_seed(11)  # not the global stream: the suite's order moves it
     with torch.no_grad():
         for p in sae.parameters():
-            p.normal_(0, 0.3)
+            p.copy_(torch.randn(p.shape, generator=gen) * 0.3)
     with_error = sae_model.run_with_saes(tokens, attention_mask=mask, saes=[sae],
                                          use_error_term=True)
     assert torch.allclose(with_error, reference, atol=1e-4)
@@ -184,14 +185,16 @@ def test_converts_losslessly_to_hooked_sae_transformer(model: HookedTransformer)
     z_sae.cfg.metadata.hook_name = "blocks.0.attn.hook_z"
     with torch.no_grad():
         for p in z_sae.parameters():
-            p.normal_(0, 0.3)
+            p.copy_(torch.randn(p.shape, generator=gen) * 0.3)
     spliced = []
     for fast in (True, False):
         set_fast_path(sae_model, fast)
         spliced.append(sae_model.run_with_saes(tokens, attention_mask=mask, saes=[z_sae]))
     set_fast_path(sae_model, True)
     assert not torch.allclose(spliced[0], reference, atol=1e-3)
-    assert torch.allclose(spliced[0], spliced[1], atol=1e-6)
+    # The fused and the hooked attention round differently in float32: over 30 random models
+    # the largest logit difference was 1.9e-6, on logits near 0 as well as near 4.
+    torch.testing.assert_close(spliced[0], spliced[1], rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize(
