@@ -11,7 +11,8 @@
   ``SAE.load_from_disk`` gives an exact SAE on raw activations (:mod:`.folding`), plus
   ``normalizer.safetensors``.
 - :func:`load_foreign_sae`: other libraries' checkpoints (dictionary_learning, sparsify) as
-  the equivalent sae-lens SAE; :meth:`NormalizedSAE.from_sae_lens` wraps plain sae-lens SAEs.
+  the equivalent sae-lens SAE; :meth:`NormalizedSAE.from_sae_lens` wraps plain sae-lens SAEs;
+  :meth:`NormalizedSAE.load` opens any of them.
 - :func:`sweep_saes` / :func:`summarize_sweep`: grids of values x seeds, resumable.
 """
 
@@ -28,6 +29,7 @@ _EXPORTS: dict[str, str] = {
     "SAETrainingConfig": "config",
     "Workspace": "fast_step",
     "fast_train_step": "fast_step",
+    "MissingHookNameError": "normalized",
     "NormalizedSAE": "normalized",
     "detect_format": "foreign",
     "load_foreign_sae": "foreign",

@@ -16,7 +16,10 @@ format                       files                                           sae
                              ``ae.pt`` + ``config.json`` naming               ``topk``
                              ``AutoEncoderTopK`` (``b_dec``, ``k``)
                              ``ae.pt`` + ``config.json`` naming               ``jumprelu``
-                             ``BatchTopKSAE`` (its inference ``threshold``)
+                             ``BatchTopKSAE`` or ``MatryoshkaBatchTopKSAE``
+                             (their inference ``threshold``)
+                             ``ae.pt`` (``JumpReluAutoEncoder``: ``W_enc``,   ``jumprelu``
+                             ``b_enc``, ``W_dec``, ``b_dec``, ``threshold``)
 ``"sparsify"``               ``cfg.json`` (``k``, ``d_in``) +                 ``topk``
                              ``sae.safetensors`` (``encoder.weight``,
                              ``encoder.bias``, ``W_dec``, ``b_dec``)
@@ -33,7 +36,14 @@ The maps (``W_enc`` is ``(d_in, d_sae)`` in sae-lens, ``nn.Linear`` weights are
 - ``AutoEncoderTopK``: the ``k`` largest of ``relu(encoder(x - b_dec))``, decoded with
   ``decoder`` and ``b_dec``; ``BatchTopKSAE`` at inference keeps
   ``relu(pre) * (relu(pre) > threshold)`` (one scalar threshold): a JumpReLU SAE with that
-  threshold for every feature.
+  threshold for every feature. ``MatryoshkaBatchTopKSAE`` (``W_enc``/``W_dec`` as
+  parameters, a ``group_sizes`` buffer) encodes the same way at inference (all its groups
+  are active), so it converts to the same JumpReLU SAE; the groups are kept in
+  ``provenance``.
+- ``JumpReluAutoEncoder``: ``relu(pre * (pre > threshold))`` with
+  ``pre = x @ W_enc + b_enc`` (no ``b_dec`` subtracted from the input), decoded as
+  ``f @ W_dec + b_dec``: sae-lens' JumpReLU with ``apply_b_dec_to_input=False`` and the
+  same tensors.
 - sparsify ``SparseCoder`` (``activation="topk"``, not a transcoder, no skip connection):
   the ``k`` largest of ``relu(encoder(x - b_dec))``, decoded as ``acts @ W_dec + b_dec``.
 
@@ -64,7 +74,7 @@ from safetensors.torch import load_file
 
 from mechrec.normalization import Normalizer
 from mechrec.saes.io import SAE_CFG_FILENAME, SAE_WEIGHTS_FILENAME
-from mechrec.saes.normalized import NormalizedSAE
+from mechrec.saes.normalized import MissingHookNameError, NormalizedSAE
 
 #: Formats :func:`load_foreign_sae` reads (``"auto"`` detects one from the files).
 FORMATS: tuple[str, ...] = ("auto", "sae_lens", "dictionary_learning", "sparsify")
@@ -78,7 +88,13 @@ _DL_KEYS = {
     "AutoEncoderTopK": {"encoder.weight", "encoder.bias", "decoder.weight", "b_dec", "k"},
     "BatchTopKSAE": {"encoder.weight", "encoder.bias", "decoder.weight", "b_dec", "k",
                      "threshold"},
+    "MatryoshkaBatchTopKSAE": {"W_enc", "b_enc", "W_dec", "b_dec", "k", "threshold",
+                               "group_sizes"},
+    "JumpReluAutoEncoder": {"W_enc", "b_enc", "W_dec", "b_dec", "threshold"},
 }
+#: dictionary_learning classes that store ``W_enc (d_in, d_sae)``/``W_dec (d_sae, d_in)``
+#: parameters instead of ``nn.Linear`` encoder/decoder weights.
+_DL_PARAMETER_CLASSES = ("MatryoshkaBatchTopKSAE", "JumpReluAutoEncoder")
 _SPARSIFY_KEYS = {"encoder.weight", "encoder.bias", "W_dec", "b_dec"}
 _EXPECTED = (
     f"expected one of: a sae-lens folder ({SAE_CFG_FILENAME} + {SAE_WEIGHTS_FILENAME}); a "
@@ -153,18 +169,20 @@ def load_foreign_sae(
         raise ValueError(f"unknown SAE checkpoint format {format!r}; choose one of {FORMATS}")
     p = Path(path)
     fmt = detect_format(p) if format == "auto" else format
-    if fmt == "sae_lens":
-        return NormalizedSAE.from_sae_lens(p, hook_name=hook_name, device=device)
+    if fmt == "sae_lens":  # a plain sae-lens folder, or one mechrec saved (its normaliser)
+        return NormalizedSAE.load(p, hook_name=hook_name, device=device)
+    extra: dict[str, Any] = {}
     if fmt == "dictionary_learning":
-        sae, cls_name = _from_dictionary_learning(p, hook_name)
+        sae, cls_name, extra = _from_dictionary_learning(p, hook_name)
     else:
         sae, cls_name = _from_sparsify(p, hook_name)
     if not sae.cfg.metadata.hook_name:
-        raise ValueError(
+        raise MissingHookNameError(
             f"the {fmt} SAE in {p} does not name a TransformerLens hook: pass "
             "hook_name='blocks.0.hook_resid_post' (whichever hook it was trained on)"
         )
-    provenance = {"converted_from": {"format": fmt, "class": cls_name, "path": str(p)}}
+    provenance = {"converted_from": {"format": fmt, "class": cls_name, "path": str(p),
+                                     **extra}}
     sae.to(device)
     return NormalizedSAE(sae, _identity(sae), provenance=provenance)
 
@@ -222,7 +240,8 @@ def _build(cls: type[SAE], cfg: Any, params: dict[str, torch.Tensor]) -> SAE:
     return sae.eval()
 
 
-def _from_dictionary_learning(path: Path, hook_name: str | None) -> tuple[SAE, str]:
+def _from_dictionary_learning(path: Path, hook_name: str | None
+                              ) -> tuple[SAE, str, dict[str, Any]]:
     file = path / DICTIONARY_LEARNING_FILE if path.is_dir() else path
     if not file.is_file():
         raise FileNotFoundError(f"{file} is missing; {_EXPECTED}")
@@ -244,40 +263,73 @@ def _from_dictionary_learning(path: Path, hook_name: str | None) -> tuple[SAE, s
         if isinstance(trainer, dict) and isinstance(trainer.get("dict_class"), str):
             dict_class = trainer["dict_class"]
     if dict_class is None:
-        if "bias" in state:
-            dict_class = "AutoEncoder"
-        elif "k" in state:
-            raise ValueError(
-                f"{file} holds top-k weights (b_dec, k), which dictionary_learning's "
-                "AutoEncoderTopK and BatchTopKSAE share but use differently: put the "
-                f"{DICTIONARY_LEARNING_CONFIG} dictionary_learning wrote beside it (its "
-                "trainer.dict_class says which)"
-            )
-        else:
-            dict_class = "AutoEncoder"  # the key check below names what is wrong
+        dict_class = _guess_dictionary_learning_class(state, file)
     if dict_class not in _DL_KEYS:
         raise ValueError(f"{config_file} names dict_class {dict_class!r}; mechrec converts "
                          f"{sorted(_DL_KEYS)}")
     optional = {"threshold"} if dict_class == "AutoEncoderTopK" else set()
     _check_keys(state, _DL_KEYS[dict_class], file, f"dictionary_learning {dict_class}",
                 optional)
-    enc_w, enc_b, dec_w = state["encoder.weight"], state["encoder.bias"], state["decoder.weight"]
-    b_dec = state["bias"] if dict_class == "AutoEncoder" else state["b_dec"]
-    d_in, d_sae = _shapes(file, dict_class, enc_w, dec_w, True,
-                          {"encoder.bias": enc_b, "b_dec": b_dec})
-    params = {"W_enc": enc_w.T, "b_enc": enc_b, "W_dec": dec_w.T, "b_dec": b_dec}
+    if dict_class in _DL_PARAMETER_CLASSES:
+        w_enc, enc_b, w_dec, b_dec = (state[k] for k in ("W_enc", "b_enc", "W_dec", "b_dec"))
+        # check as nn.Linear-shaped encoder weight (d_sae, d_in) and (d_sae, d_in) decoder
+        d_in, d_sae = _shapes(file, dict_class, w_enc.T, w_dec, False,
+                              {"encoder.bias": enc_b, "b_dec": b_dec})
+        params = {"W_enc": w_enc, "b_enc": enc_b, "W_dec": w_dec, "b_dec": b_dec}
+    else:
+        enc_w, enc_b, dec_w = (state[k] for k in ("encoder.weight", "encoder.bias",
+                                                  "decoder.weight"))
+        b_dec = state["bias"] if dict_class == "AutoEncoder" else state["b_dec"]
+        d_in, d_sae = _shapes(file, dict_class, enc_w, dec_w, True,
+                              {"encoder.bias": enc_b, "b_dec": b_dec})
+        params = {"W_enc": enc_w.T, "b_enc": enc_b, "W_dec": dec_w.T, "b_dec": b_dec}
     common: dict[str, Any] = {"d_in": d_in, "d_sae": d_sae,
                               "metadata": SAEMetadata(hook_name=hook_name)}
     if dict_class == "AutoEncoder":
-        return _build(StandardSAE, StandardSAEConfig(**common), params), dict_class
+        return _build(StandardSAE, StandardSAEConfig(**common), params), dict_class, {}
+    if dict_class == "JumpReluAutoEncoder":
+        threshold = state["threshold"].reshape(-1)
+        if threshold.shape != (d_sae,):
+            raise ValueError(f"{file}: the JumpReluAutoEncoder's threshold has shape "
+                             f"{tuple(state['threshold'].shape)}, expected ({d_sae},)")
+        # relu(pre * (pre > t)) == relu(pre) * (pre > t) for a 0/1 mask, any t
+        params["threshold"] = threshold
+        cfg = JumpReLUSAEConfig(apply_b_dec_to_input=False, **common)
+        return _build(JumpReLUSAE, cfg, params), dict_class, {}
     k = int(state["k"].reshape(-1)[0])
     if dict_class == "AutoEncoderTopK":
         cfg = TopKSAEConfig(k=k, rescale_acts_by_decoder_norm=False, **common)
-        return _build(TopKSAE, cfg, params), dict_class
+        return _build(TopKSAE, cfg, params), dict_class, {}
     threshold = float(state["threshold"].reshape(-1)[0])
     # relu(pre) * (relu(pre) > t) == relu(pre) * (pre > max(t, 0))
     params["threshold"] = torch.full((d_sae,), max(threshold, 0.0))
-    return _build(JumpReLUSAE, JumpReLUSAEConfig(**common), params), dict_class
+    extra: dict[str, Any] = {"k": k, "threshold": threshold}
+    if dict_class == "MatryoshkaBatchTopKSAE":
+        groups = [int(g) for g in state["group_sizes"].reshape(-1)]
+        if sum(groups) != d_sae:
+            raise ValueError(f"{file}: the MatryoshkaBatchTopKSAE's group_sizes {groups} do not "
+                             f"add up to its {d_sae} latents")
+        extra["group_sizes"] = groups
+    return _build(JumpReLUSAE, JumpReLUSAEConfig(**common), params), dict_class, extra
+
+
+def _guess_dictionary_learning_class(state: dict[str, torch.Tensor], file: Path) -> str:
+    """The dictionary_learning class of a state dict without its config.json, when its keys
+    say it unambiguously."""
+    if "bias" in state:
+        return "AutoEncoder"
+    if "group_sizes" in state:
+        return "MatryoshkaBatchTopKSAE"
+    if "W_enc" in state and "k" not in state:
+        return "JumpReluAutoEncoder"
+    if "k" in state:
+        raise ValueError(
+            f"{file} holds top-k weights (b_dec, k), which dictionary_learning's "
+            "AutoEncoderTopK and BatchTopKSAE share but use differently: put the "
+            f"{DICTIONARY_LEARNING_CONFIG} dictionary_learning wrote beside it (its "
+            "trainer.dict_class says which)"
+        )
+    return "AutoEncoder"  # the key check names what is wrong
 
 
 def _from_sparsify(path: Path, hook_name: str | None) -> tuple[SAE, str]:

@@ -17,6 +17,7 @@ normalised activation by ``a`` along its direction.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,13 @@ from mechrec.saes.io import (
     write_manifest,
 )
 
+_LOG = logging.getLogger(__name__)
+
+
+class MissingHookNameError(ValueError):
+    """The SAE does not record the TransformerLens hook it reads, and none was given."""
+
+
 #: What a damaged ``cfg.json``/weights file can raise inside sae-lens' loader.
 _LOAD_ERRORS = (SafetensorError, ValueError, TypeError, KeyError, RuntimeError, AttributeError,
                 OSError, json.JSONDecodeError)
@@ -54,6 +62,28 @@ _LOAD_ERRORS = (SafetensorError, ValueError, TypeError, KeyError, RuntimeError, 
 #: ``decode`` with the statistics that encode stored on the SAE (their attribute names).
 PER_ROW_NORMALIZATIONS: dict[str, str] = {"constant_norm_rescale": "x_norm_coeff",
                                           "layer_norm": "ln_std"}
+
+
+#: What :meth:`NormalizedSAE.from_sae_lens` records (and logs) about a plain sae-lens folder.
+PLAIN_SAE_LENS_NOTE = (
+    "plain sae-lens SAE (no normalizer.safetensors): read as it is, with the identity "
+    "normaliser; sae-lens applies its own normalize_activations inside encode/decode"
+)
+
+
+def _foreign_format(directory: str | os.PathLike) -> str | None:
+    """``"sparsify"`` or ``"dictionary_learning"`` when ``directory`` is such a checkpoint
+    (a sparsify folder, an ``ae.pt`` or its folder) rather than a sae-lens folder."""
+    path = Path(directory)
+    if path.is_file() and path.suffix == ".pt":
+        return "dictionary_learning"
+    if not path.is_dir() or (path / SAE_WEIGHTS_FILENAME).is_file():
+        return None
+    if (path / "sae.safetensors").is_file() and (path / SAE_CFG_FILENAME).is_file():
+        return "sparsify"
+    if (path / "ae.pt").is_file():
+        return "dictionary_learning"
+    return None
 
 
 def _load_sae_lens(root: Path, device: str) -> SAE:
@@ -95,7 +125,7 @@ class NormalizedSAE:
         if hook_name is not None:
             sae.cfg.metadata.hook_name = hook_name
         if not sae.cfg.metadata.hook_name:
-            raise ValueError(
+            raise MissingHookNameError(
                 "the SAE has no hook name (cfg.metadata.hook_name is unset): pass "
                 "hook_name='blocks.0.hook_resid_post' (or whichever hook it was trained on)"
             )
@@ -251,20 +281,27 @@ class NormalizedSAE:
             FileNotFoundError: the folder or one of its two files is missing.
             ValueError: the files cannot be read, or no hook name is known.
         """
+        provenance = None
         if isinstance(sae_or_directory, SAE):
             sae, where = sae_or_directory, "the SAE"
         else:
             root = check_sae_directory(sae_or_directory, need_normalizer=False)
+            if is_mechrec_directory(root):  # mechrec's own folder: with its normaliser
+                return cls.load(root, hook_name=hook_name, device=device)
             sae, where = _load_sae_lens(root, device), f"the SAE in {root}"
+            provenance = {"converted_from": {"format": "sae_lens", "path": str(root),
+                                             "note": PLAIN_SAE_LENS_NOTE}}
+            _LOG.info("%s: %s", root, PLAIN_SAE_LENS_NOTE)
         # a folded mechrec SAE loaded by plain sae-lens already reads raw activations
         sae.cfg.metadata.__dict__.pop(FOLD_METADATA_KEY, None)
         if hook_name is None and not sae.cfg.metadata.hook_name:
-            raise ValueError(
+            raise MissingHookNameError(
                 f"{where} has no hook name ({SAE_CFG_FILENAME} has no metadata.hook_name): "
                 "pass hook_name='blocks.0.hook_resid_post' (whichever hook it was trained "
                 f"on), or add it to {SAE_CFG_FILENAME} as \"metadata\": {{\"hook_name\": ...}}"
             )
-        return cls(sae, Normalizer.identity(int(sae.cfg.d_in)), hook_name=hook_name)
+        return cls(sae, Normalizer.identity(int(sae.cfg.d_in)), hook_name=hook_name,
+                   provenance=provenance)
 
     @classmethod
     def load(
@@ -282,7 +319,10 @@ class NormalizedSAE:
             directory: folder with ``cfg.json``, ``sae_weights.safetensors`` and
                 ``normalizer.safetensors``. A plain sae-lens folder (no
                 ``normalizer.safetensors`` and none of mechrec's files) is loaded by
-                :meth:`from_sae_lens`, with the identity normaliser.
+                :meth:`from_sae_lens`, with the identity normaliser (its ``provenance``
+                says so). A checkpoint of another library (a sparsify folder, a
+                dictionary_learning ``ae.pt`` or its folder) is converted by
+                :func:`mechrec.saes.foreign.load_foreign_sae`.
             device: where to put the SAE.
             normalizer: use this normaliser instead of the saved one (needed for plain
                 sae-lens SAEs, which have none; ``Normalizer.identity(d_in)`` for raw training).
@@ -295,10 +335,20 @@ class NormalizedSAE:
         Raises:
             FileNotFoundError: the folder or one of its files is missing (a folder mechrec
                 wrote must still have its ``normalizer.safetensors``).
+            MissingHookNameError: the SAE records no hook and ``hook_name`` is not given.
             ValueError: a file does not match the hash recorded in ``mechrec.sae.json``, or
                 cannot be read (truncated, not safetensors, ``cfg.json`` disagreeing with the
                 weights...). Files are never unpickled.
         """
+        foreign = _foreign_format(directory)
+        if foreign is not None:
+            from mechrec.saes.foreign import load_foreign_sae  # imports this module
+
+            if normalizer is not None:
+                raise ValueError(f"{directory} is a {foreign} checkpoint, which reads raw "
+                                 "activations: load it without a normalizer")
+            return load_foreign_sae(directory, hook_name=hook_name, format=foreign,
+                                    device=device)
         root = check_sae_directory(directory, need_normalizer=False)
         if (normalizer is None and not (root / NORMALIZER_FILENAME).is_file()
                 and not is_mechrec_directory(root)):

@@ -9,11 +9,13 @@ import sae_lens
 import torch
 from sae_lens import SAE, StandardSAE, StandardSAEConfig, TopKSAE, TopKSAEConfig
 from sae_lens.saes.sae import SAEMetadata
+from safetensors.torch import load_file as sae_lens_load
 from safetensors.torch import save_file
 
 from mechrec.activations import ActivationSet
 from mechrec.normalization import Normalizer
 from mechrec.saes import (
+    MissingHookNameError,
     NormalizedSAE,
     SAETrainingConfig,
     detect_format,
@@ -96,6 +98,20 @@ def test_plain_sae_lens_errors(tmp_path):
         NormalizedSAE.load(tmp_path / "bad")
 
 
+def test_plain_sae_lens_folder_says_how_it_was_read(tmp_path):
+    _random_sae("standard", "none").save_model(tmp_path / "plain")
+    nsae = NormalizedSAE.load(tmp_path / "plain")
+    note = nsae.provenance["converted_from"]
+    assert note["format"] == "sae_lens" and "identity normaliser" in note["note"]
+    # a mechrec folder given to from_sae_lens keeps its normaliser (and its hash check)
+    gen = torch.Generator().manual_seed(3)
+    norm = Normalizer.fit(torch.randn(200, D_IN, generator=gen) * 2 + 1)
+    NormalizedSAE(_random_sae("standard", "none"), norm).save(tmp_path / "ours")
+    ours = NormalizedSAE.from_sae_lens(tmp_path / "ours")
+    assert ours.normalizer.mode == norm.mode != "none"
+    torch.testing.assert_close(ours.normalizer.std, norm.std)
+
+
 def test_mechrec_folder_without_its_normaliser_is_still_refused(tmp_path):
     gen = torch.Generator().manual_seed(3)
     norm = Normalizer.fit(torch.randn(200, D_IN, generator=gen) * 2 + 1)
@@ -125,20 +141,35 @@ def _write_dictionary_learning(directory, dict_class: str, *, k: int = 6,
     """A checkpoint laid out as dictionary_learning saves one, and its forward in torch."""
     s = _linear_state(5)
     enc_w, enc_b, dec_w, b = s["encoder.weight"], s["encoder.bias"], s["decoder.weight"], s["b"]
-    state = {"encoder.weight": enc_w, "encoder.bias": enc_b, "decoder.weight": dec_w}
+    if dict_class in ("JumpReluAutoEncoder", "MatryoshkaBatchTopKSAE"):
+        # nn.Parameter W_enc (d_in, d_sae) / W_dec (d_sae, d_in), no nn.Linear
+        state = {"W_enc": enc_w.T.contiguous(), "b_enc": enc_b,
+                 "W_dec": dec_w.T.contiguous(), "b_dec": b}
+    else:
+        state = {"encoder.weight": enc_w, "encoder.bias": enc_b, "decoder.weight": dec_w}
     if dict_class == "AutoEncoder":
         state["bias"] = b
 
         def encode(x):
             return torch.relu((x - b) @ enc_w.T + enc_b)
+    elif dict_class == "JumpReluAutoEncoder":
+        gen = torch.Generator().manual_seed(9)
+        thresholds = torch.rand(D_SAE, generator=gen) * 0.6 - 0.1  # some below 0
+        state["threshold"] = thresholds
+
+        def encode(x):  # no b_dec subtracted from the input
+            pre = x @ enc_w.T + enc_b
+            return torch.relu(pre * (pre > thresholds))
     else:
         state.update(b_dec=b, k=torch.tensor(k, dtype=torch.int),
                      threshold=torch.tensor(threshold))
+        if dict_class == "MatryoshkaBatchTopKSAE":
+            state["group_sizes"] = torch.tensor([8, 12, D_SAE - 20])
 
         def encode(x):
             post = torch.relu((x - b) @ enc_w.T + enc_b)
-            if dict_class == "BatchTopKSAE":
-                return post * (post > threshold)
+            if dict_class in ("BatchTopKSAE", "MatryoshkaBatchTopKSAE"):
+                return post * (post > threshold)  # inference: the learnt threshold
             return _topk(post, k)
     directory.mkdir(parents=True)
     torch.save(state, directory / "ae.pt")
@@ -176,16 +207,34 @@ def _max_differences(nsae: NormalizedSAE, encode, decode) -> tuple[float, float]
                 float((nsae.reconstruct(x) - decode(ref)).abs().max()))
 
 
-@pytest.mark.parametrize("dict_class", ["AutoEncoder", "AutoEncoderTopK", "BatchTopKSAE"])
-def test_dictionary_learning_checkpoint_equals_its_forward(tmp_path, dict_class):
-    encode, decode = _write_dictionary_learning(tmp_path / "dl", dict_class)
+@pytest.mark.parametrize(("dict_class", "threshold", "architecture"), [
+    ("AutoEncoder", 0.4, "standard"), ("AutoEncoderTopK", 0.4, "topk"),
+    ("BatchTopKSAE", 0.4, "jumprelu"), ("MatryoshkaBatchTopKSAE", 0.4, "jumprelu"),
+    ("MatryoshkaBatchTopKSAE", -1.0, "jumprelu"),  # the untrained threshold buffer
+    ("JumpReluAutoEncoder", 0.0, "jumprelu")])
+def test_dictionary_learning_checkpoint_equals_its_forward(tmp_path, dict_class, threshold,
+                                                           architecture):
+    encode, decode = _write_dictionary_learning(tmp_path / "dl", dict_class,
+                                                threshold=threshold)
     for path in (tmp_path / "dl", tmp_path / "dl" / "ae.pt"):
         assert detect_format(path) == "dictionary_learning"
         nsae = load_foreign_sae(path, hook_name=HOOK)
+        assert nsae.architecture == architecture
         assert nsae.hook_name == HOOK and (nsae.d_in, nsae.d_sae) == (D_IN, D_SAE)
         assert nsae.provenance["converted_from"]["class"] == dict_class
         features, recon = _max_differences(nsae, encode, decode)
         assert features < 1e-5 and recon < 1e-5, (features, recon)
+    # NormalizedSAE.load opens it too (folder or ae.pt), and guesses the class from the keys
+    # where they say it unambiguously
+    (tmp_path / "dl" / "config.json").rename(tmp_path / "config.json.away")
+    if dict_class in ("AutoEncoderTopK", "BatchTopKSAE"):
+        with pytest.raises(ValueError, match=r"put the config\.json"):
+            NormalizedSAE.load(tmp_path / "dl", hook_name=HOOK)
+    else:
+        for path in (tmp_path / "dl", tmp_path / "dl" / "ae.pt"):
+            loaded = NormalizedSAE.load(path, hook_name=HOOK)
+            assert loaded.provenance["converted_from"]["class"] == dict_class
+            assert max(_max_differences(loaded, encode, decode)) < 1e-5
     # saved by mechrec, it is a plain sae-lens SAE computing the same function
     nsae.save(tmp_path / "saved")
     again = SAE.load_from_disk(tmp_path / "saved")
@@ -197,10 +246,21 @@ def test_dictionary_learning_checkpoint_equals_its_forward(tmp_path, dict_class)
 def test_sparsify_checkpoint_equals_its_forward(tmp_path):
     encode, decode = _write_sparsify(tmp_path / "layers.0")
     assert detect_format(tmp_path / "layers.0") == "sparsify"
-    nsae = load_foreign_sae(tmp_path / "layers.0", hook_name=HOOK)
-    assert nsae.architecture == "topk"
-    features, recon = _max_differences(nsae, encode, decode)
-    assert features < 1e-5 and recon < 1e-5, (features, recon)
+    for nsae in (load_foreign_sae(tmp_path / "layers.0", hook_name=HOOK),
+                 NormalizedSAE.load(tmp_path / "layers.0", hook_name=HOOK)):
+        assert nsae.architecture == "topk" and nsae.normalizer.mode == "none"
+        features, recon = _max_differences(nsae, encode, decode)
+        assert features < 1e-5 and recon < 1e-5, (features, recon)
+    with pytest.raises(ValueError, match="without a normalizer"):
+        NormalizedSAE.load(tmp_path / "layers.0", hook_name=HOOK,
+                           normalizer=Normalizer.identity(D_IN))
+    # sparsify writes bfloat16 weights too: read as float32
+    bf16 = tmp_path / "elsewhere" / "bf16"
+    bf16.mkdir(parents=True)
+    (bf16 / "cfg.json").write_text((tmp_path / "layers.0" / "cfg.json").read_text())
+    weights = sae_lens_load(tmp_path / "layers.0" / "sae.safetensors")
+    save_file({k: v.to(torch.bfloat16) for k, v in weights.items()}, str(bf16 / "sae.safetensors"))
+    assert load_foreign_sae(bf16, hook_name=HOOK).sae.W_enc.dtype == torch.float32
     # the run folder holding one folder per hook: the error says which to pass
     with pytest.raises(ValueError, match=r"holds SAE folders \(layers\.0\)"):
         load_foreign_sae(tmp_path, hook_name=HOOK)
@@ -208,8 +268,10 @@ def test_sparsify_checkpoint_equals_its_forward(tmp_path):
 
 def test_foreign_checkpoint_errors(tmp_path):
     _write_sparsify(tmp_path / "sp")
-    with pytest.raises(ValueError, match="does not name a TransformerLens hook"):
+    with pytest.raises(MissingHookNameError, match="does not name a TransformerLens hook"):
         load_foreign_sae(tmp_path / "sp")
+    with pytest.raises(MissingHookNameError):
+        NormalizedSAE.load(tmp_path / "sp")
     _write_sparsify(tmp_path / "tc", transcode=True)
     with pytest.raises(ValueError, match=r"'transcode': True.*plain TopK"):
         load_foreign_sae(tmp_path / "tc", hook_name=HOOK)
