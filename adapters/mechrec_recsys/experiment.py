@@ -198,10 +198,15 @@ class Experiment:
         return cls(spec=spec, dataset=dataset, split=split, model=checkpoint.model,
                    batch_size=batch_size, run_dir=run_dir)
 
-    def sae(self, sae: str | Path, *, allow_other_model: bool = False) -> Any:
+    def sae(self, sae: str | Path, *, allow_other_model: bool = False,
+            hook_name: str | None = None) -> Any:
         """An SAE of this run: a folder, or a name under ``RUN_DIR/saes/``; loaded on the
         model's device with its file hashes checked, and checked to fit the model (hook and
         width always, the recorded source model unless ``allow_other_model``).
+
+        Plain sae-lens folders and other libraries' checkpoints (sparsify folders,
+        dictionary_learning ``ae.pt``) are opened too (:meth:`NormalizedSAE.load`);
+        ``hook_name`` names the hook of one that does not record it.
 
         Raises:
             FileNotFoundError: no such SAE (the message lists the run's SAEs).
@@ -209,7 +214,7 @@ class Experiment:
         """
         from mechrec_recsys.saes import load_run_sae, resolve_sae_directory
 
-        if self.run_dir is None and not Path(sae).is_dir():
+        if self.run_dir is None and not Path(sae).exists():
             raise FileNotFoundError(
                 f"SAE {str(sae)!r} not found: this experiment was not opened from a run folder, "
                 "so give the SAE's folder")
@@ -217,7 +222,7 @@ class Experiment:
                      else resolve_sae_directory(self.run_dir, sae))
         device = str(next(self.model.parameters()).device)
         return load_run_sae(self, directory, device=device,
-                            allow_other_model=allow_other_model)
+                            allow_other_model=allow_other_model, hook_name=hook_name)
 
     # ---------------------------------------------------------------------------- data
     @property

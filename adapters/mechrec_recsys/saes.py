@@ -68,6 +68,7 @@ from mechrec.reconstruction import (
 from mechrec.saes import (
     PAPER_DICT_SIZES,
     PAPER_L1_GRID,
+    MissingHookNameError,
     NormalizedSAE,
     SAETrainingConfig,
     TrainingCheckpoint,
@@ -153,14 +154,15 @@ def sae_directory(run_dir: str | os.PathLike, name: str) -> Path:
 
 
 def resolve_sae_directory(run_dir: str | os.PathLike, sae: str | os.PathLike) -> Path:
-    """An SAE folder given as a path, or as a name under ``RUN_DIR/saes/``.
+    """An SAE folder given as a path, or as a name under ``RUN_DIR/saes/``; also a
+    dictionary_learning ``ae.pt`` file given as a path.
 
     Raises:
         FileNotFoundError: neither exists; the message names both places looked at, the SAEs
             the run has, and the command that trains one.
     """
     path = Path(sae)
-    if path.is_dir():
+    if path.is_dir() or (path.is_file() and path.suffix == ".pt"):
         return path
     candidate = Path(run_dir) / SAES_DIR / str(sae)
     if candidate.is_dir():
@@ -246,8 +248,20 @@ def load_run_sae(
     A plain sae-lens folder (``cfg.json`` and ``sae_weights.safetensors`` only, e.g. one
     trained elsewhere) is used as it is, reading raw activations
     (:meth:`NormalizedSAE.from_sae_lens`); its hook comes from ``metadata.hook_name`` in its
-    ``cfg.json``, or from ``hook_name``."""
-    nsae = NormalizedSAE.load(directory, device=device, hook_name=hook_name)
+    ``cfg.json``, or from ``hook_name``. Other libraries' checkpoints (a sparsify folder, a
+    dictionary_learning ``ae.pt`` or its folder) are converted to the equivalent sae-lens
+    SAE (:func:`mechrec.saes.load_foreign_sae`); they name no TransformerLens hook, so
+    ``hook_name`` (the CLI's ``--hook``) is needed.
+
+    Raises:
+        MissingHookNameError: the SAE records no hook and ``hook_name`` is not given; the
+            message names the CLI option too."""
+    try:
+        nsae = NormalizedSAE.load(directory, device=device, hook_name=hook_name)
+    except MissingHookNameError as exc:
+        raise MissingHookNameError(
+            f"{' '.join(str(exc).split())}. On the command line: --hook HOOK, e.g. --hook "
+            f"{PAPER_HOOK}") from None
     where = f"the SAE in {directory}"
     check_sae_fits(experiment, nsae, where=where)
     if not allow_other_model:

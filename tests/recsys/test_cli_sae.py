@@ -254,3 +254,68 @@ def test_train_a_sae_lens_registry_architecture_with_options(paper_run_dir: Path
     bad = run_cli("sae", "train", paper_run_dir, "--architecture", "nonesuch", *FAST,
                   *data_args)
     assert bad.exit_code == 2 and "matryoshka_batchtopk" in bad.output
+
+
+def _raw_weights(paper_sae: NormalizedSAE, tmp_path: Path) -> dict[str, torch.Tensor]:
+    """The paper SAE's weights as plain sae-lens loads them (normaliser folded in: they read
+    raw activations), with ``b_dec`` subtracted from the input as the other libraries do."""
+    plain = sae_lens.SAE.load_from_disk(str(paper_sae.save(tmp_path / "mechrec")))
+    w_enc, b_enc, w_dec, b_dec = (getattr(plain, n).detach().double()
+                                  for n in ("W_enc", "b_enc", "W_dec", "b_dec"))
+    if not plain.cfg.apply_b_dec_to_input:  # relu(x W + b) == relu((x - b_dec) W + b')
+        b_enc = b_enc + b_dec @ w_enc
+    return {n: t.float().contiguous() for n, t in
+            (("W_enc", w_enc), ("b_enc", b_enc), ("W_dec", w_dec), ("b_dec", b_dec))}
+
+
+def test_eval_and_align_take_sparsify_and_dictionary_learning_checkpoints(
+    paper_run_dir: Path, paper_experiment: Experiment, paper_sae: NormalizedSAE,
+    data_args: list[str], tmp_path: Path,
+):
+    """Other libraries' checkpoints of the paper SAE (a sparsify TopK folder with k = every
+    latent, a dictionary_learning AutoEncoder ae.pt) compute the same features, so the CLI
+    gives the mechrec SAE's rows; they name no hook, so --hook is needed and said so."""
+    from safetensors.torch import save_file
+
+    w = _raw_weights(paper_sae, tmp_path)
+    d_sae, d_in = w["W_dec"].shape
+    sparsify = tmp_path / "sparsify" / "layers.0"
+    sparsify.mkdir(parents=True)
+    save_file({"encoder.weight": w["W_enc"].T.contiguous(), "encoder.bias": w["b_enc"],
+               "W_dec": w["W_dec"], "b_dec": w["b_dec"]}, str(sparsify / "sae.safetensors"))
+    (sparsify / "cfg.json").write_text(json.dumps({
+        "activation": "topk", "expansion_factor": 8, "normalize_decoder": True,
+        "num_latents": d_sae, "k": d_sae, "multi_topk": False, "skip_connection": False,
+        "transcode": False, "d_in": d_in}))
+    ae_pt = tmp_path / "dictionary_learning" / "ae.pt"
+    ae_pt.parent.mkdir()
+    torch.save({"encoder.weight": w["W_enc"].T.contiguous(), "encoder.bias": w["b_enc"],
+                "decoder.weight": w["W_dec"].T.contiguous(), "bias": w["b_dec"]}, ae_pt)
+
+    rows = {}
+    for name, path, hook in (("mechrec", tmp_path / "mechrec", []),
+                             ("sparsify", sparsify, ["--hook", PAPER_HOOK])):
+        out = tmp_path / f"{name}.json"
+        result = run_cli("sae", "eval", paper_run_dir, path, "--out", out, *hook, *data_args)
+        assert result.exit_code == 0, result.output
+        rows[name] = {row["model"]: row for row in json.loads(out.read_text())["rows"]}
+    for model in ("replace", "replace + error"):
+        # (rmse and explained variance are in each SAE's normalised space: raw for these)
+        for key in ("ndcg", "hit_rate", "coverage", "l0"):
+            if rows["mechrec"][model].get(key) is not None:
+                assert rows["sparsify"][model][key] == pytest.approx(
+                    rows["mechrec"][model][key], rel=1e-4, abs=1e-5), (model, key)
+    assert_one_line_error(run_cli("sae", "eval", paper_run_dir, sparsify, *data_args),
+                          "--hook HOOK")
+
+    # align tables on the ae.pt file itself: tables beside it, features as the mechrec SAE's
+    result = run_cli("align", "tables", paper_run_dir, ae_pt, "--hook", PAPER_HOOK,
+                     "--bootstrap", "0", "--no-decades", *data_args)
+    assert result.exit_code == 0, result.output
+    per_genre = json.loads((ae_pt.parent / "alignment" / "alignment.json").read_text())
+    assert per_genre["hook_name"] == PAPER_HOOK
+    x = paper_experiment.activations("test", PAPER_HOOK).activations[:200]
+    theirs = paper_experiment.sae(ae_pt, hook_name=PAPER_HOOK)
+    assert theirs.provenance["converted_from"]["format"] == "dictionary_learning"
+    with torch.no_grad():
+        assert float((theirs.encode(x) - paper_sae.encode(x)).abs().max()) < 1e-4

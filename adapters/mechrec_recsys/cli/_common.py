@@ -47,6 +47,15 @@ AllowOtherModelOption = Annotated[
                  help="use the SAE even though it records another model (or hook) as its "
                       "source"),
 ]
+#: ``--hook``: the hook an SAE reads, for SAEs that do not record one (plain sae-lens,
+#: sparsify, dictionary_learning checkpoints).
+SAEHookOption = Annotated[
+    str | None,
+    typer.Option("--hook",
+                 help="TransformerLens hook the SAE reads, for SAEs that do not record one "
+                      "(plain sae-lens, sparsify or dictionary_learning checkpoints), e.g. "
+                      "blocks.0.hook_resid_post"),
+]
 #: ``--progress/--no-progress``: show progress on stderr (default ``True``); bars are drawn
 #: only on a terminal, logs and pipes get plain lines.
 ProgressOption = Annotated[

@@ -48,6 +48,7 @@ from mechrec_recsys.cli._common import (
     DataDirOption,
     DeviceOption,
     DownloadOption,
+    SAEHookOption,
     fail,
     on_interrupt,
     rerun_command,
@@ -103,13 +104,13 @@ def build_predicates(title_texts: Sequence[str], year_ranges: Sequence[YearSpan]
 
 
 def open_run(run_dir: Path, sae_dir: Path, data_dir: Path | None, download: bool,
-             device: str) -> tuple[Experiment, NormalizedSAE]:
+             device: str, hook: str | None = None) -> tuple[Experiment, NormalizedSAE]:
     """Open the run (its folder and trained model are checked first), then its SAE (a folder,
-    or a name under ``RUN_DIR/saes``)."""
+    or a name under ``RUN_DIR/saes``; ``hook`` for SAEs that do not record theirs)."""
     from mechrec_recsys.experiment import Experiment
 
     experiment = Experiment.open(run_dir, data_dir=data_dir, download=download, device=device)
-    return experiment, experiment.sae(sae_dir, allow_other_model=True)
+    return experiment, experiment.sae(sae_dir, allow_other_model=True, hook_name=hook)
 
 
 def per_genre_rich(run: AlignmentRun) -> Table:
@@ -251,6 +252,7 @@ def tables_command(
     data_dir: DataDirOption = None,
     download: DownloadOption = True,
     device: DeviceOption = "cpu",
+    hook: SAEHookOption = None,
 ) -> None:
     """Write SAE / neuron / random-control alignment tables and print Table 2 and the summary.
 
@@ -276,9 +278,10 @@ def tables_command(
 
     with on_interrupt(NOTHING_KEPT_UNTIL_DONE, rerun_command()):
         predicates = build_predicates(title_texts, year_ranges)
-        experiment, sae = open_run(run_dir, sae_dir, data_dir, download, device)
+        experiment, sae = open_run(run_dir, sae_dir, data_dir, download, device, hook)
         sae_path = resolve_sae_directory(run_dir, sae_dir)
-        out_dir = out if out is not None else sae_path / "alignment"
+        sae_folder = sae_path.parent if sae_path.is_file() else sae_path  # an ae.pt
+        out_dir = out if out is not None else sae_folder / "alignment"
         run = align(experiment, sae, metric=metric, decades=decades, predicates=predicates,
                     seed=seed, unit=unit)
         boot = run.bootstrap(bootstrap, seed=seed) if bootstrap else None
@@ -328,6 +331,7 @@ def examples_command(
     data_dir: DataDirOption = None,
     download: DownloadOption = True,
     device: DeviceOption = "cpu",
+    hook: SAEHookOption = None,
 ) -> None:
     """Print a feature's top activating positions with the items before them, p_top-k and the
     items it promotes and demotes; optionally export its page as JSON."""
@@ -342,7 +346,7 @@ def examples_command(
     from mechrec_recsys.alignment import feature_examples, feature_p_top_k
 
     predicates = build_predicates(title_texts, year_ranges)
-    experiment, sae = open_run(run_dir, sae_dir, data_dir, download, device)
+    experiment, sae = open_run(run_dir, sae_dir, data_dir, download, device, hook)
     examples = feature_examples(experiment, sae, feature, k=k, part=part, context=context)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DegenerateInputWarning)

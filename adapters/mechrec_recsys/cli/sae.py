@@ -45,6 +45,7 @@ from mechrec_recsys.cli._common import (
     DeviceOption,
     DownloadOption,
     ProgressOption,
+    SAEHookOption,
     StepProgress,
     on_interrupt,
     rerun_command,
@@ -296,6 +297,7 @@ def evaluate(
     download: DownloadOption = True,
     device: DeviceOption = "cpu",
     allow_other_model: AllowOtherModelOption = False,
+    hook: SAEHookOption = None,
 ) -> None:
     """One SAE's Table-1 rows: original model, "replace" and "replace + error"."""
     from mechrec._io import atomic_write_json
@@ -304,7 +306,7 @@ def evaluate(
     experiment = _open(run_dir, data_dir, download, device)
     directory = resolve_sae_directory(run_dir, sae_dir)
     nsae = load_run_sae(experiment, directory, device=device,
-                        allow_other_model=allow_other_model)
+                        allow_other_model=allow_other_model, hook_name=hook)
     rows = evaluate_sae(experiment, nsae, k=k)
     if out is not None:
         atomic_write_json(out, {"sae": str(directory), "rows": rows}, sort_keys=False)
@@ -313,7 +315,9 @@ def evaluate(
              f"{len(experiment.part('test'))} test users ({recon['n_rows']:,} activations)")
     console = wide_console(160)
     console.print(eval_table(rows, title))
-    console.print("reconstruction metrics in normalised space on the test users' activations; "
+    space = ("normalised space" if nsae.normalizer.mode != "none"
+             else "raw space (the SAE has no normaliser)")
+    console.print(f"reconstruction metrics in {space} on the test users' activations; "
                   "ranking metrics: mean ± standard error over test users (coverage: "
                   "bootstrap); ΔNDCG: paired difference with the original", highlight=False)
 
@@ -439,6 +443,7 @@ def quality(
     download: DownloadOption = True,
     device: DeviceOption = "cpu",
     allow_other_model: AllowOtherModelOption = False,
+    hook: SAEHookOption = None,
 ) -> None:
     """The field's standard SAE metrics: next-item loss and NDCG@k recovered against zero and
     mean ablation of the hook, KL of the next-item distribution, the feature density
@@ -454,7 +459,7 @@ def quality(
     experiment = _open(run_dir, data_dir, download, device)
     directory = resolve_sae_directory(run_dir, sae_dir)
     nsae = load_run_sae(experiment, directory, device=device,
-                        allow_other_model=allow_other_model)
+                        allow_other_model=allow_other_model, hook_name=hook)
     scores = splice_quality(experiment, nsae, k=k)
     density = feature_density_table(experiment, nsae)
     absorbed = absorption_table(experiment, nsae)

@@ -27,6 +27,7 @@ from mechrec_recsys.cli._common import (
     DataDirOption,
     DeviceOption,
     DownloadOption,
+    SAEHookOption,
     fail,
 )
 from mechrec_recsys.cli.params import NAME_LIST, parsed
@@ -67,6 +68,7 @@ def serve_command(
                                  help="open the page in the default web browser"),
     verbose: bool = typer.Option(False, "--verbose", help="log every HTTP request"),
     allow_other_model: AllowOtherModelOption = False,
+    hook: SAEHookOption = None,
     data_dir: DataDirOption = None,
     download: DownloadOption = True,
     device: DeviceOption = "cpu",
@@ -99,7 +101,8 @@ def serve_command(
         _load_and_serve(server, run_dir, sae, data_dir=data_dir, download=download,
                         device=device, genres=genre_list, probes=probes,
                         probe_rows=probe_rows or None, max_value=max_value, k=k, host=host,
-                        browser=browser, allow_other_model=allow_other_model)
+                        browser=browser, allow_other_model=allow_other_model,
+                        sae_hook=hook)
     except KeyboardInterrupt:
         server.server_close()
         typer.echo("stopped", err=True)
@@ -121,7 +124,7 @@ def _load_and_serve(server: EqualizerServer, run_dir: Path, sae: Path, *,
                     data_dir: Path | None, download: bool, device: str,
                     genres: list[str] | None, probes: bool, probe_rows: int | None,
                     max_value: float, k: int, host: str, browser: bool,
-                    allow_other_model: bool = False) -> None:
+                    allow_other_model: bool = False, sae_hook: str | None = None) -> None:
     """Open the run and the SAE into ``server.session``, print the URL, serve until Ctrl-C."""
     from mechrec_recsys.equalizer import EqualizerSession
 
@@ -129,7 +132,7 @@ def _load_and_serve(server: EqualizerServer, run_dir: Path, sae: Path, *,
     session = EqualizerSession.open(
         run_dir, sae, data_dir=data_dir, download=download, device=device,
         genres=genres, probes=probes, probe_rows=probe_rows, max_value=max_value, k=k,
-        allow_other_model=allow_other_model)
+        allow_other_model=allow_other_model, sae_hook=sae_hook)
     server.session = session
     for note in session.notes:
         typer.echo(f"note: {note}", err=True)

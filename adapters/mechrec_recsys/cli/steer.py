@@ -39,6 +39,7 @@ from mechrec_recsys.cli._common import (
     DeviceOption,
     DownloadOption,
     ProgressOption,
+    SAEHookOption,
     fail,
     on_interrupt,
     rerun_command,
@@ -82,7 +83,8 @@ def _warnings_to_stderr() -> Iterator[None]:
 
 
 def _open(run_dir: Path, sae_dir: Path, data_dir: Path | None, download: bool, device: str,
-          batch_size: int, allow_other_model: bool = False) -> tuple[Any, Any]:
+          batch_size: int, allow_other_model: bool = False,
+          hook: str | None = None) -> tuple[Any, Any]:
     """Open the run and its SAE (a folder, or a name under ``RUN_DIR/saes``); check they fit."""
     from mechrec_recsys.experiment import Experiment
 
@@ -90,7 +92,8 @@ def _open(run_dir: Path, sae_dir: Path, data_dir: Path | None, download: bool, d
         raise ValueError(f"--batch-size must be >= 1, got {batch_size}")
     experiment = Experiment.open(run_dir, data_dir=data_dir, download=download, device=device,
                                  batch_size=batch_size)
-    return experiment, experiment.sae(sae_dir, allow_other_model=allow_other_model)
+    return experiment, experiment.sae(sae_dir, allow_other_model=allow_other_model,
+                                      hook_name=hook)
 
 
 def _modes(mode: str) -> list[str]:
@@ -194,6 +197,7 @@ def sweep_command(
     batch_size: int = typer.Option(256, "--batch-size", help="test users per forward pass"),
     progress: ProgressOption = True,
     allow_other_model: AllowOtherModelOption = False,
+    hook: SAEHookOption = None,
 ) -> None:
     """Sweep each genre's SAE feature (and probe) over values; write tables, print a summary."""
     from mechrec_recsys.steering import run_genre_sweep
@@ -207,7 +211,7 @@ def sweep_command(
         if users < 0 or naive < 0:
             fail("--example-users and --compare-naive must be >= 0")
         experiment, sae = _open(run_dir, sae_dir, data_dir, download, device, batch_size,
-                                allow_other_model)
+                                allow_other_model, hook)
         genre_list = list(genres)
         result = run_genre_sweep(
             experiment, sae, genres=genre_list, values=grid, modes=chosen_modes, probes=probes,
@@ -305,6 +309,7 @@ def user_command(
     download: DownloadOption = True,
     device: DeviceOption = "cpu",
     allow_other_model: AllowOtherModelOption = False,
+    hook: SAEHookOption = None,
 ) -> None:
     """Print one user's top-k before and after setting a genre's SAE feature (Fig. 7)."""
     from mechrec.sweep import feature_target
@@ -321,7 +326,7 @@ def user_command(
         if k < 1:
             fail(f"--k must be >= 1, got {k}")
         experiment, sae = _open(run_dir, sae_dir, data_dir, download, device, 256,
-                                allow_other_model)
+                                allow_other_model, hook)
         resolved = resolve_genres([genre], experiment.genre_names)
         overrides = {genre: feature} if feature is not None else None
         chosen = select_genre_features(experiment, sae, resolved, overrides=overrides)

@@ -124,11 +124,13 @@ class EqualizerSession:
         download: bool = True,
         device: str = "cpu",
         allow_other_model: bool = False,
+        sae_hook: str | None = None,
         **options: Any,
     ) -> EqualizerSession:
         """Open a ``mechrec train`` run folder and an SAE (a folder, or a name under
         ``RUN_DIR/saes``); ``options`` go to the constructor. An SAE recording another model
-        as its source is refused unless ``allow_other_model``.
+        as its source is refused unless ``allow_other_model``; ``sae_hook`` names the hook of
+        an SAE that records none (plain sae-lens, sparsify, dictionary_learning).
 
         Raises:
             FileNotFoundError: no such run folder, model or SAE folder.
@@ -136,8 +138,8 @@ class EqualizerSession:
         """
         experiment = Experiment.open(run_dir, data_dir=data_dir, download=download,
                                      device=device)
-        return cls(experiment, experiment.sae(sae, allow_other_model=allow_other_model),
-                   **options)
+        nsae = experiment.sae(sae, allow_other_model=allow_other_model, hook_name=sae_hook)
+        return cls(experiment, nsae, **options)
 
     # ------------------------------------------------------------------------------ metadata
     def meta(self) -> dict[str, Any]:
