@@ -180,11 +180,37 @@ def load_foreign_sae(
         raise MissingHookNameError(
             f"the {fmt} SAE in {p} does not name a TransformerLens hook: pass "
             "hook_name='blocks.0.hook_resid_post' (whichever hook it was trained on)"
+            + _hook_hint(fmt, p)
         )
     provenance = {"converted_from": {"format": fmt, "class": cls_name, "path": str(p),
                                      **extra}}
     sae.to(device)
     return NormalizedSAE(sae, _identity(sae), provenance=provenance)
+
+
+def _hook_hint(fmt: str, path: Path) -> str:
+    """Where the checkpoint says it was trained, in its library's words, with the
+    TransformerLens hook that usually is (never used as the hook without the caller)."""
+    import re
+
+    if fmt == "sparsify":
+        match = re.fullmatch(r"(?:.*\.)?layers\.(\d+)", path.name)
+        if match:
+            return (f"; sparsify names the place {path.name!r}, the output of block "
+                    f"{match.group(1)}: hook_name='blocks.{match.group(1)}.hook_resid_post' "
+                    "in TransformerLens")
+        return ""
+    config = (path if path.is_dir() else path.parent) / DICTIONARY_LEARNING_CONFIG
+    try:
+        trainer = _read_json(config).get("trainer") if config.is_file() else None
+    except ValueError:
+        return ""
+    if isinstance(trainer, dict) and isinstance(trainer.get("layer"), int):
+        what = trainer.get("submodule_name") or "a submodule"
+        return (f"; its {DICTIONARY_LEARNING_CONFIG} says layer {trainer['layer']}, "
+                f"{what} (the residual stream after block {trainer['layer']} is "
+                f"'blocks.{trainer['layer']}.hook_resid_post')")
+    return ""
 
 
 def _identity(sae: SAE) -> Normalizer:

@@ -182,6 +182,11 @@ def is_mechrec_directory(directory: str | os.PathLike) -> bool:
 def check_sae_directory(directory: str | os.PathLike, *, need_normalizer: bool = True) -> Path:
     """Check a saved-SAE directory has its files; raise a clear error naming what is missing."""
     root = Path(directory)
+    if root.is_file():
+        raise FileNotFoundError(
+            f"{root} is a file, not an SAE folder: pass the folder holding "
+            f"{SAE_CFG_FILENAME} and {SAE_WEIGHTS_FILENAME} (or a dictionary_learning ae.pt)"
+        )
     if not root.is_dir():
         raise FileNotFoundError(
             f"SAE directory {root} does not exist: pass the folder that NormalizedSAE.save "
@@ -189,9 +194,12 @@ def check_sae_directory(directory: str | os.PathLike, *, need_normalizer: bool =
         )
     for name in (SAE_CFG_FILENAME, SAE_WEIGHTS_FILENAME):
         if not (root / name).is_file():
+            found = ", ".join(sorted(p.name for p in root.iterdir())[:12]) or "nothing"
             raise FileNotFoundError(
                 f"{root / name} is missing: {root} is not a saved sae-lens SAE (expected "
-                f"{SAE_CFG_FILENAME} and {SAE_WEIGHTS_FILENAME})"
+                f"{SAE_CFG_FILENAME} and {SAE_WEIGHTS_FILENAME}; found: {found}). mechrec also "
+                "reads sparsify folders (cfg.json + sae.safetensors) and dictionary_learning "
+                "ae.pt checkpoints"
             )
     if need_normalizer and not (root / NORMALIZER_FILENAME).is_file():
         raise FileNotFoundError(

@@ -272,6 +272,20 @@ def test_foreign_checkpoint_errors(tmp_path):
         load_foreign_sae(tmp_path / "sp")
     with pytest.raises(MissingHookNameError):
         NormalizedSAE.load(tmp_path / "sp")
+    _write_sparsify(tmp_path / "run" / "layers.3")
+    with pytest.raises(MissingHookNameError, match=r"hook_name='blocks\.3\.hook_resid_post'"):
+        NormalizedSAE.load(tmp_path / "run" / "layers.3")
+    _write_dictionary_learning(tmp_path / "dl", "AutoEncoder")
+    with pytest.raises(MissingHookNameError, match=r"says layer 0, resid_post_layer_0"):
+        NormalizedSAE.load(tmp_path / "dl" / "ae.pt")
+    # broken folders: what is missing, what was found, what else mechrec reads
+    (tmp_path / "half").mkdir()
+    (tmp_path / "half" / "cfg.json").write_text("{}")
+    with pytest.raises(FileNotFoundError, match=r"sae_weights\.safetensors is missing.*found: "
+                       r"cfg\.json.*sparsify"):
+        NormalizedSAE.load(tmp_path / "half")
+    with pytest.raises(FileNotFoundError, match="is a file, not an SAE folder"):
+        NormalizedSAE.load(tmp_path / "half" / "cfg.json")
     _write_sparsify(tmp_path / "tc", transcode=True)
     with pytest.raises(ValueError, match=r"'transcode': True.*plain TopK"):
         load_foreign_sae(tmp_path / "tc", hook_name=HOOK)
@@ -356,3 +370,34 @@ def test_registry_sae_that_cannot_take_a_folded_normaliser_warns_before_training
     raw = train_sae(acts, config.with_overrides(normalization="none")).sae
     raw.save(tmp_path / "b")
     assert NormalizedSAE.load(tmp_path / "b").architecture == "abstopk"
+
+
+#: Options some registry architectures require; the rest train with mechrec's shared fields.
+_REQUIRED_OPTIONS = {"matryoshka_batchtopk": {"matryoshka_widths": [8, 32]}}
+#: Inference architectures a non-identity normaliser cannot be folded into.
+_RAW_ONLY = {"abstopk", "matching_pursuit"}
+
+
+def _registry() -> list[str]:
+    from mechrec.saes.registry import registered_architectures
+
+    return list(registered_architectures())
+
+
+@pytest.mark.parametrize("architecture", _registry())
+def test_every_registry_architecture_trains_saves_and_loads_in_plain_sae_lens(
+        tmp_path, architecture):
+    gen = torch.Generator().manual_seed(4)
+    acts = ActivationSet.from_tensor(torch.randn(600, D_IN, generator=gen) * 2 + 0.5, HOOK)
+    config = SAETrainingConfig(
+        architecture=architecture, d_sae=32, steps=20, batch_size=64, lr_warm_up_steps=0,
+        normalization="none" if architecture in _RAW_ONLY else "per_dim",
+        architecture_options=_REQUIRED_OPTIONS.get(architecture, {}))
+    nsae = train_sae(acts, config).sae
+    nsae.save(tmp_path / "s")
+    plain = SAE.load_from_disk(tmp_path / "s")
+    x = _raw(22)
+    with torch.no_grad():
+        torch.testing.assert_close(plain.encode(x), nsae.encode(x), atol=1e-5, rtol=0)
+        torch.testing.assert_close(NormalizedSAE.load(tmp_path / "s").reconstruct(x),
+                                   nsae.reconstruct(x), atol=1e-5, rtol=0)
