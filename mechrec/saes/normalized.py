@@ -86,6 +86,60 @@ def _foreign_format(directory: str | os.PathLike) -> str | None:
     return None
 
 
+#: sae-lens' file of the activation scaling its training estimated (saved in training
+#: checkpoints, folded into the weights of a finished SAE).
+ACTIVATION_SCALER_FILENAME = "activation_scaler.json"
+#: sae-lens input normalisations estimated during training and kept outside the SAE.
+TRAINING_NORMALIZATIONS = ("expected_average_only_in", "covariance_whitening")
+
+
+def _fold_activation_scaler(sae: SAE, root: Path) -> dict[str, Any]:
+    """Fold the activation scaling of a sae-lens training checkpoint into ``sae``, as sae-lens
+    does at the end of training, so that it reads raw activations; what was done, for the
+    provenance.
+
+    ``"expected_average_only_in"`` and ``"covariance_whitening"`` are estimated by sae-lens'
+    trainer and applied outside the SAE: a finished SAE has them folded in (its cfg says
+    ``"none"``), a training checkpoint keeps them in ``activation_scaler.json`` (and
+    ``activation_whitening.safetensors``). Without that file sae-lens' ``encode`` reads its
+    input as it is, and so does mechrec (with a warning).
+    """
+    import warnings
+
+    mode = str(sae.cfg.normalize_activations)
+    if mode not in TRAINING_NORMALIZATIONS:
+        return {}
+    path = root / ACTIVATION_SCALER_FILENAME
+    if not path.is_file():
+        warnings.warn(
+            f"the SAE in {root} says normalize_activations={mode!r} but has no "
+            f"{ACTIVATION_SCALER_FILENAME}: sae-lens applies that scaling outside the SAE, "
+            "so its encode (and mechrec's) reads activations as given; scale them as it was "
+            "trained, or fold the statistics in (SAE.fold_activation_norm_scaling_factor)",
+            UserWarning, stacklevel=3)
+        return {"activation_scaler": "missing"}
+    from sae_lens.training.activation_scaler import ActivationScaler
+
+    scaler = ActivationScaler()
+    try:
+        scaler.load(path)
+    except (OSError, ValueError, KeyError, TypeError, SafetensorError) as exc:
+        raise ValueError(f"cannot read {path} ({type(exc).__name__}: {exc}); restore it from "
+                         "the training checkpoint") from None
+    folded: dict[str, Any] = {}
+    with torch.no_grad():
+        if scaler.scaling_factor is not None:
+            sae.fold_activation_norm_scaling_factor(float(scaler.scaling_factor))
+            folded["scaling_factor"] = float(scaler.scaling_factor)
+        if scaler.whitening is not None:
+            w = scaler.whitening
+            sae.fold_activation_whitening(mean=w.mean, whitening_matrix=w.matrix,
+                                          unwhitening_matrix=w.inverse_matrix)
+            folded["whitening"] = True
+    sae.cfg.normalize_activations = "none"
+    return {"activation_scaler": f"folded from {ACTIVATION_SCALER_FILENAME}", **folded}
+
+
 def _load_sae_lens(root: Path, device: str) -> SAE:
     try:
         return SAE.load_from_disk(root, device=device)
@@ -263,7 +317,12 @@ class NormalizedSAE:
         Any architecture sae-lens loads. The normaliser is the identity: the SAE reads raw
         activations, and whatever input normalisation its ``normalize_activations`` asks for
         is applied by sae-lens itself inside ``encode``/``decode``, so :meth:`encode`,
-        :meth:`decode` and :meth:`reconstruct` equal sae-lens' own on raw activations. (For
+        :meth:`decode` and :meth:`reconstruct` equal sae-lens' own on raw activations.
+        ``"expected_average_only_in"`` and ``"covariance_whitening"`` are applied by
+        sae-lens' trainer, outside the SAE: a folder holding the trainer's
+        ``activation_scaler.json`` (a training checkpoint) has it folded into the weights, as
+        sae-lens does at the end of training, so that the SAE reads raw activations; without
+        one a warning says the input is read as given, as sae-lens' ``encode`` does. (For
         ``"constant_norm_rescale"`` and ``"layer_norm"``, which rescale each row, ``decode``
         needs the encode of the same rows just before, as in sae-lens: use
         :meth:`reconstruct`.) An SAE that plain sae-lens loaded from a folder
@@ -289,8 +348,9 @@ class NormalizedSAE:
             if is_mechrec_directory(root):  # mechrec's own folder: with its normaliser
                 return cls.load(root, hook_name=hook_name, device=device)
             sae, where = _load_sae_lens(root, device), f"the SAE in {root}"
-            provenance = {"converted_from": {"format": "sae_lens", "path": str(root),
-                                             "note": PLAIN_SAE_LENS_NOTE}}
+            note = {"format": "sae_lens", "path": str(root), "note": PLAIN_SAE_LENS_NOTE,
+                    **_fold_activation_scaler(sae, root)}
+            provenance = {"converted_from": note}
             _LOG.info("%s: %s", root, PLAIN_SAE_LENS_NOTE)
         # a folded mechrec SAE loaded by plain sae-lens already reads raw activations
         sae.cfg.metadata.__dict__.pop(FOLD_METADATA_KEY, None)

@@ -48,6 +48,7 @@ def _raw(seed: int = 1) -> torch.Tensor:
     return torch.randn(50, D_IN, generator=gen) * 3 + 1
 
 
+@pytest.mark.filterwarnings("ignore:the SAE in .* has no activation_scaler.json")
 @pytest.mark.parametrize("normalize", ["none", "constant_norm_rescale", "layer_norm",
                                        "expected_average_only_in"])
 @pytest.mark.parametrize("architecture", ["standard", "topk"])
@@ -401,3 +402,43 @@ def test_every_registry_architecture_trains_saves_and_loads_in_plain_sae_lens(
         torch.testing.assert_close(plain.encode(x), nsae.encode(x), atol=1e-5, rtol=0)
         torch.testing.assert_close(NormalizedSAE.load(tmp_path / "s").reconstruct(x),
                                    nsae.reconstruct(x), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("normalize", ["expected_average_only_in", "covariance_whitening"])
+def test_sae_lens_training_checkpoint_scaling_is_folded_in(tmp_path, normalize):
+    """sae-lens' trainer scales (or whitens) the activations outside the SAE and keeps the
+    statistics in activation_scaler.json until it folds them in at the end; a checkpoint
+    folder read by mechrec gets them folded in, so it reads raw activations."""
+    from sae_lens.training.activation_scaler import ActivationScaler, ActivationWhitening
+
+    sae = _random_sae("standard", normalize)
+    x = _raw(30)
+    gen = torch.Generator().manual_seed(8)
+    if normalize == "expected_average_only_in":
+        scaler = ActivationScaler(scaling_factor=0.37)
+    else:
+        q, _ = torch.linalg.qr(torch.randn(D_IN, D_IN, generator=gen))
+        scales = torch.rand(D_IN, generator=gen) + 0.5
+        matrix = q * scales
+        scaler = ActivationScaler(whitening=ActivationWhitening(
+            mean=torch.randn(D_IN, generator=gen), matrix=matrix,
+            inverse_matrix=torch.linalg.inv(matrix)))
+    with torch.no_grad():
+        feats = sae.encode(scaler.scale(x))
+        recon = scaler.unscale(sae.decode(feats))
+    sae.save_model(tmp_path / "ckpt")
+    with pytest.warns(UserWarning, match="has no activation_scaler.json"):
+        as_given = NormalizedSAE.load(tmp_path / "ckpt")
+    with torch.no_grad():
+        torch.testing.assert_close(as_given.encode(x), sae.encode(x), atol=1e-5, rtol=0)
+    scaler.save(str(tmp_path / "ckpt" / "activation_scaler.json"))
+    nsae = NormalizedSAE.load(tmp_path / "ckpt")
+    assert nsae.provenance["converted_from"]["activation_scaler"].startswith("folded")
+    with torch.no_grad():
+        torch.testing.assert_close(nsae.encode(x), feats, atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(nsae.reconstruct(x), recon, atol=1e-4, rtol=1e-4)
+    # saved by mechrec: a plain sae-lens SAE on raw activations
+    nsae.save(tmp_path / "resaved")
+    with torch.no_grad():
+        torch.testing.assert_close(SAE.load_from_disk(tmp_path / "resaved").encode(x), feats,
+                                   atol=1e-4, rtol=1e-4)
