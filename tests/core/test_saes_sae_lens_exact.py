@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from sae_asserts import assert_same_features
 from sae_lens import SAE, HookedSAETransformer
 from tiny_model import make_token_batches
 
@@ -79,8 +80,7 @@ def test_plain_sae_lens_load_is_exact_on_raw_activations(acts, trained, tmp_path
           f"max |reconstruction diff| {_max_abs(got_recon, recon):.2e}, "
           f"reconstruction scale {float(recon.abs().max()):.2f}")
     # same active features, same values, same raw-space reconstruction
-    assert torch.equal(got_feats > 0, feats > 0)
-    torch.testing.assert_close(got_feats, feats, **TOL)
+    assert_same_features(got_feats, feats)
     torch.testing.assert_close(got_recon, recon, **TOL)
     torch.testing.assert_close(plain(x), recon, **TOL)
     # the earlier format fed raw activations to normalised-space weights: clearly different
@@ -94,8 +94,7 @@ def test_plain_sae_lens_load_is_exact_on_raw_activations(acts, trained, tmp_path
     for name, value in nsae.sae.state_dict().items():
         torch.testing.assert_close(again.sae.state_dict()[name], value, rtol=1e-6, atol=1e-6,
                                    msg=name)
-    assert torch.equal(again.encode(x) > 0, feats > 0)
-    torch.testing.assert_close(again.encode(x), feats, **TOL)
+    assert_same_features(again.encode(x), feats)
     torch.testing.assert_close(again.reconstruct(x), recon, **TOL)
     # saving again writes the same bytes (the fold is deterministic)
     resaved = again.save(tmp_path / f"{architecture}-again")

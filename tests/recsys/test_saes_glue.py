@@ -26,6 +26,7 @@ from mechrec_recsys.saes import (
     table1_points,
     train_run_sae,
 )
+from sae_asserts import assert_same_features
 
 from mechrec.activations import ActivationSet
 from mechrec.hooks import HookNameError
@@ -99,8 +100,7 @@ def test_train_run_sae_saves_under_the_run_and_reloads(paper_experiment: Experim
     loaded = load_run_sae(paper_experiment, resolve_sae_directory(tmp_path, name))
     x = test_acts.activations[:500]
     # the saved weights have the normaliser folded in; unfolding them is exact up to rounding
-    assert torch.equal(loaded.encode(x) > 0, trained.sae.encode(x) > 0)
-    torch.testing.assert_close(loaded.encode(x), trained.sae.encode(x), rtol=1e-5, atol=1e-5)
+    assert_same_features(loaded.encode(x), trained.sae.encode(x))
     assert loaded.hook_name == PAPER_HOOK
 
     with pytest.raises(FileExistsError, match="--overwrite"):
