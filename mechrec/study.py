@@ -24,6 +24,7 @@ in one line::
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -35,7 +36,7 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
 
     from mechrec.activations import ActivationSet
 
-__all__ = ["Study", "TokenStudy", "check_attribute_table", "check_study"]
+__all__ = ["RowAttributes", "Study", "TokenStudy", "check_attribute_table", "check_study"]
 
 Batch = tuple["torch.Tensor", "torch.Tensor | None"]
 """``(tokens, attention_mask)``: ``(B, T)`` integer tensors; the mask is 1 on real positions."""
@@ -124,6 +125,69 @@ def check_attribute_table(table: Any, groups: Any, d_vocab: int) -> tuple[pd.Dat
     series.index.name = "attribute"
     series.name = "group"
     return out, series
+
+
+@dataclass(frozen=True)
+class RowAttributes:
+    """Attributes of activation *rows* instead of tokens: labels a token table cannot give.
+
+    A token attribute table labels every occurrence of a token alike. Some truths belong to
+    the event, not the token: the latent topic a writer chose for this very word, the taste a
+    user followed for this very item (a synthetic world's planted genre). ``RowAttributes``
+    carries a function that labels the activation rows of a row set; pass it as
+    ``attributes=`` to :meth:`mechrec.alignment.FeatureAlignment.fit` (or
+    :func:`mechrec.alignment.align`) and every source is chosen and scored against these
+    labels, rows chosen on one set and scored on another as always.
+
+    Args:
+        label: ``label(rows, acts) -> DataFrame``: one row per activation row of ``acts``
+            (row set ``rows``), one 0/1 (or boolean) column per attribute, the same columns
+            for every row set.
+        groups: attribute -> group name (``None``: every attribute in group ``"attribute"``).
+        name: what the labels are, for messages (e.g. ``"planted genre"``).
+    """
+
+    label: Callable[[str, ActivationSet], pd.DataFrame]
+    groups: Mapping[str, str] | pd.Series | None = None
+    name: str = "row attributes"
+    _columns: list[str] = field(default_factory=list, repr=False, compare=False)
+
+    def table(self, rows: str, acts: ActivationSet) -> pd.DataFrame:
+        """The checked ``(R, A)`` float32 0/1 labels of the activation rows ``acts``.
+
+        Raises:
+            ValueError: not a DataFrame, a row count other than ``acts``', values other than
+                0/1, repeated names, or columns that differ from an earlier row set's.
+        """
+        table = self.label(rows, acts)
+        n = int(acts.activations.shape[0])
+        if not isinstance(table, pd.DataFrame):
+            raise ValueError(f"{self.name}: label({rows!r}, acts) must return a pandas "
+                             f"DataFrame, got {type(table).__name__}")
+        if table.shape[0] != n:
+            raise ValueError(f"{self.name}: label({rows!r}, acts) gave {table.shape[0]} rows "
+                             f"for {n} activation rows: give one row per activation row, in "
+                             "the order of acts")
+        names = [str(c) for c in table.columns]
+        if not names or len(set(names)) != len(names):
+            raise ValueError(f"{self.name}: the labels need at least one column and unique "
+                             f"names, got {names}")
+        if self._columns and names != self._columns:
+            raise ValueError(f"{self.name}: row set {rows!r} is labelled with columns {names} "
+                             f"but an earlier row set with {self._columns}: label every row "
+                             "set with the same attributes in the same order")
+        if not self._columns:
+            self._columns.extend(names)
+        values = table.to_numpy(dtype=np.float32, na_value=np.nan)
+        if np.isnan(values).any() or not np.isin(values, (0.0, 1.0)).all():
+            raise ValueError(f"{self.name}: labels must be 0/1 or booleans")
+        return pd.DataFrame(values, columns=names)
+
+    def attribute_groups(self, names: list[str]) -> pd.Series:
+        """attribute -> group for ``names`` (the label columns), checked like a token
+        table's groups."""
+        dummy = pd.DataFrame(np.zeros((1, len(names)), dtype=np.float32), columns=names)
+        return check_attribute_table(dummy, self.groups, 1)[1]
 
 
 class TokenStudy:

@@ -62,7 +62,7 @@ from mechrec.alignment.ranking import (
 from mechrec.alignment.sources import LazyActivations
 from mechrec.alignment.stats import AlignmentStats, alignment_stats
 from mechrec.hooks import check_sae_fits
-from mechrec.study import Study, check_attribute_table, check_study
+from mechrec.study import RowAttributes, Study, check_attribute_table, check_study
 
 __all__ = [
     "ALL_SOURCES",
@@ -316,7 +316,7 @@ class AlignmentRun:
         frame["feature_in_sample"] = _feature_labels(in_sample["feature"].tolist())
         for m in self.reported:
             frame[f"{m}_in_sample"] = in_sample[m].to_numpy(dtype=float)
-        frame.index.name = "attribute"
+        frame = frame.rename_axis("attribute")  # a new index: the stats' own stays unnamed
         order = {g: i for i, g in enumerate(self.group_order)}
         frame["_g"] = frame["group"].map(order).fillna(len(order))
         frame["_m"] = -frame[self.metric].fillna(-np.inf)
@@ -337,8 +337,7 @@ class AlignmentRun:
             frame[f"{source}_feature"] = _feature_labels(table["feature"].tolist())
             for m in self.reported:
                 frame[f"{source}_{m}"] = table[m].to_numpy(dtype=float)
-        frame.index.name = "attribute"
-        return frame
+        return frame.rename_axis("attribute")  # not in place: the index is the stats' own
 
     def summary(self) -> pd.DataFrame:
         """Every feature source, honest and in-sample, per attribute group.
@@ -760,7 +759,12 @@ class FeatureAlignment:
 
     # ------------------------------------------------------------------------------ helpers
     def _attributes(self, study: Study, attributes: Any
-                    ) -> tuple[pd.DataFrame, pd.Series]:
+                    ) -> tuple[pd.DataFrame | None, pd.Series | None]:
+        if isinstance(attributes, RowAttributes):
+            if self.unit == "tokens":
+                raise ValueError(f"{attributes.name} label activation rows, not tokens: align "
+                                 "them with unit='positions'")
+            return None, None  # the groups follow from the first row set's labels
         if attributes is None:
             table, groups = study.attribute_table()
         elif isinstance(attributes, tuple):
@@ -795,9 +799,17 @@ class FeatureAlignment:
                 axis=1).astype(np.float32))
         return out
 
-    def _labels(self, acts: ActivationSet) -> pd.DataFrame:
-        keys = np.unique(acts.token.cpu().numpy()) if self.unit == "tokens" else acts.token
-        return token_attributes(keys, self.table_)
+    def _row_labels(self, rows: str, acts: ActivationSet) -> pd.DataFrame:
+        """One label row per activation row (row attributes, or each row's token's)."""
+        if self.row_attributes_ is not None:
+            return self.row_attributes_.table(rows, acts)
+        return token_attributes(acts.token, self.table_)
+
+    def _labels(self, rows: str, acts: ActivationSet) -> pd.DataFrame:
+        """The labels of the data points of the chosen unit (positions or tokens)."""
+        if self.unit == "tokens":
+            return token_attributes(np.unique(acts.token.cpu().numpy()), self.table_)
+        return self._row_labels(rows, acts)
 
     # ------------------------------------------------------------------------------ fit
     def fit(self, study: Study, rows: str, *, attributes: Any = None) -> FeatureAlignment:
@@ -806,7 +818,9 @@ class FeatureAlignment:
         Args:
             study: the model and its row sets (:class:`~mechrec.study.Study`).
             rows: the row set that chooses the best feature per attribute.
-            attributes: ``(table, groups)`` or a table overriding ``study.attribute_table()``.
+            attributes: ``(table, groups)`` or a table overriding ``study.attribute_table()``,
+                or :class:`~mechrec.study.RowAttributes` labelling activation rows directly
+                (e.g. a planted truth per event; ``unit="positions"`` only).
 
         Returns:
             ``self``, fitted.
@@ -814,6 +828,7 @@ class FeatureAlignment:
         study = check_study(study)
         if self.sae is not None:
             check_sae_fits(study.model, self.sae)
+        self.row_attributes_ = attributes if isinstance(attributes, RowAttributes) else None
         self.table_, self.groups_ = self._attributes(study, attributes)
         acts = study.activations(rows, self.hook_name)
         if self.sae is not None:
@@ -824,7 +839,9 @@ class FeatureAlignment:
             note = normaliser_note(self.sae, acts.activations)
             if note:
                 self.notes.append(note)
-        labels = self._labels(acts)
+        labels = self._labels(rows, acts)
+        if self.row_attributes_ is not None:
+            self.groups_ = self.row_attributes_.attribute_groups(list(labels.columns))
         self.probes_: dict[str, Any] = {}
         self.probe_names_: dict[str, list[str]] = {}
         for source, method in PROBE_SOURCES.items():
@@ -835,7 +852,8 @@ class FeatureAlignment:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
                 self.probes_[source] = fit_probes(
-                    acts, token_attributes(acts.token, self.table_), test_fraction=0.0,
+                    acts, self._row_labels(rows, acts) if self.unit == "tokens" else labels,
+                    test_fraction=0.0,
                     max_train_rows=self.probe_rows, seed=self.seed, hook_name=self.hook_name,
                     method=method)
             self.notes.extend(f"{source}, {rows} rows: {w.message}" for w in caught)
@@ -881,7 +899,7 @@ class FeatureAlignment:
                              "features on other rows than those that score them")
         study = check_study(study)
         acts = study.activations(rows, self.hook_name)
-        labels = self._labels(acts)
+        labels = self._labels(rows, acts)
         where = f"score rows ({rows})"
         scored: dict[str, Any] = {}
         for source, values in self._features("score", acts).items():

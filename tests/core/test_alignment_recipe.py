@@ -186,3 +186,65 @@ def test_save_and_load_round_trip(run: AlignmentRun, tmp_path) -> None:
         AlignmentRun.load(bare).bootstrap(5)
     with pytest.raises(FileNotFoundError, match=r"AlignmentRun\.save"):
         AlignmentRun.load(tmp_path / "nothing")
+
+
+def test_row_attributes_that_copy_the_token_table_give_the_same_run(study: TokenStudy, sae,
+                                                                    run: AlignmentRun) -> None:
+    """Labels given per activation row go through the same choice, scoring and bootstrap:
+    row labels equal to the token table's reproduce the token-table run exactly."""
+    from mechrec.study import RowAttributes
+
+    table, groups = _attributes()
+    calls: list[str] = []
+
+    def label(rows: str, acts) -> pd.DataFrame:
+        calls.append(rows)
+        return token_attributes(acts.token, table)
+
+    rows = RowAttributes(label, groups, name="copied labels")
+    again = align(study, sae, select="fit", score="eval", attributes=rows,
+                  sources=("SAE", "neurons", "random", "probes"))
+    assert set(calls) == {"fit", "eval"}
+    pd.testing.assert_frame_equal(again.summary(), run.summary())
+    pd.testing.assert_frame_equal(again.best_table("SAE"), run.best_table("SAE"))
+    assert again.groups.to_dict() == run.groups.to_dict()
+
+
+def test_row_attributes_label_events_a_token_table_cannot(study: TokenStudy, sae) -> None:
+    """A label that depends on the position, not the token (here: the first half of each
+    sequence), is aligned per row; the same token gets different labels."""
+    from mechrec.study import RowAttributes
+
+    def label(rows: str, acts) -> pd.DataFrame:
+        return pd.DataFrame({"early": acts.position.numpy() < 6})
+
+    run = align(study, sae, select="fit", score="eval", attributes=RowAttributes(label),
+                sources=("SAE", "neurons", "random"))
+    assert list(run.attribute_names) == ["early"]
+    assert run.groups.to_dict() == {"early": "attribute"}
+    acts = study.activations("eval", HOOK)
+    by_hand = alignment_stats(acts.activations.numpy(), label("eval", acts))
+    chosen = best_features(run.stats["neurons"]["select"], "correlation")["early"]
+    honest = run.best_table("neurons").loc["early"]
+    assert int(honest["feature"]) == int(chosen)
+    assert float(honest["correlation"]) == pytest.approx(
+        float(by_hand.table("correlation").loc[chosen, "early"]), abs=1e-5)
+
+
+def test_row_attributes_are_checked(study: TokenStudy, sae) -> None:
+    from mechrec.study import RowAttributes
+
+    short = RowAttributes(lambda rows, acts: pd.DataFrame({"a": np.zeros(3)}), name="short")
+    with pytest.raises(ValueError, match=r"short: label.*gave 3 rows for .* activation rows"):
+        align(study, sae, select="fit", score="eval", attributes=short)
+    graded = RowAttributes(lambda rows, acts: pd.DataFrame(
+        {"a": np.full(len(acts.token), 0.5)}))
+    with pytest.raises(ValueError, match="0/1 or booleans"):
+        align(study, sae, select="fit", score="eval", attributes=graded)
+    shifting = RowAttributes(lambda rows, acts: pd.DataFrame(
+        {rows: acts.position.numpy() < 6}), name="shifting")
+    with pytest.raises(ValueError, match="row set 'eval' is labelled with columns"):
+        align(study, sae, select="fit", score="eval", attributes=shifting)
+    rows = RowAttributes(lambda rows, acts: pd.DataFrame({"a": acts.position.numpy() < 6}))
+    with pytest.raises(ValueError, match="unit='positions'"):
+        align(study, sae, select="fit", score="eval", attributes=rows, unit="tokens")
