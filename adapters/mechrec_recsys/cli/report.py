@@ -79,7 +79,8 @@ def _fit_budget(settings: Any, minutes: float, data_dir: Path | None, download: 
 
 def reproduce_command(
     out: Path = typer.Option(..., "--out", help="run folder (created; reused to resume)"),
-    dataset: str = typer.Option("ml-100k", "--dataset", help="MovieLens dataset name"),
+    dataset: str = typer.Option("ml-100k", "--dataset",
+                                help="MovieLens dataset name or a synthetic world's folder"),
     split: str = typer.Option("paper", "--split", help="paper | random (splits with SAE "
                               "users)"),
     seed: int = typer.Option(0, "--seed", help="seed of the split, models and control"),
@@ -125,12 +126,15 @@ def reproduce_command(
                                   help="print one line per step to stderr"),
 ) -> None:
     """Run every step of the paper into a run folder and write its HTML report."""
+    from mechrec_recsys.data.movielens import dataset_key, is_world
     from mechrec_recsys.data.registry import DATASET_NAMES
     from mechrec_recsys.report import ReproduceSettings, run_pipeline, write_report
     from mechrec_recsys.report.settings import SPLITS_WITH_SAE_USERS
 
-    if dataset not in DATASET_NAMES:
-        fail(f"unknown dataset {dataset!r}; choose one of {', '.join(DATASET_NAMES)}")
+    if dataset not in DATASET_NAMES and not is_world(dataset):
+        fail(f"unknown dataset {dataset!r}; choose one of {', '.join(DATASET_NAMES)}, or the "
+             "folder of a synthetic world (`mechrec data synth`)")
+    dataset = dataset_key(dataset)
     if split not in SPLITS_WITH_SAE_USERS:
         fail(f"split {split!r} cannot reproduce the paper (it needs SAE users); choose one of "
              f"{', '.join(SPLITS_WITH_SAE_USERS)}")

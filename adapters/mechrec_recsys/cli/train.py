@@ -56,7 +56,8 @@ def comparison_table(comparison: Comparison, title: str) -> Table:
 
 
 def train_command(
-    name: str = typer.Argument(..., help="dataset name, e.g. ml-100k, ml-latest-small, ml-1m"),
+    name: str = typer.Argument(..., help="dataset name (e.g. ml-100k, ml-1m, ml-1m-ordered) "
+                               "or a synthetic world's folder"),
     split: str = typer.Option(..., "--split", help="paper (time + user split) | loo"),
     out: Path = typer.Option(..., "--out", help="output folder (resumable run state, model)"),
     data_dir: DataDirOption = None,
@@ -102,6 +103,7 @@ def train_command(
         fail(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
     with on_interrupt(lambda: _kept_state(out, epochs), rerun_command(drop=("--no-resume",))):
         from mechrec_recsys.data import load_dataset
+        from mechrec_recsys.data.movielens import dataset_key
         from mechrec_recsys.data.splits import make_split
         from mechrec_recsys.experiment import FULL_HISTORY, RUN_SPEC_FILE, RunSpec
         from mechrec_recsys.training import train_and_evaluate
@@ -116,7 +118,7 @@ def train_command(
             typer.echo(f"loading {name} and making the {split} split ...", err=True)
         dataset = load_dataset(name, data_dir, download=download)
         parts = make_split(dataset, split, seed=seed, max_len=FULL_HISTORY)
-        spec = RunSpec(dataset=name, split=split, seed=seed)
+        spec = RunSpec(dataset=dataset_key(name), split=split, seed=seed)
         if resume and (out / RUN_SPEC_FILE).is_file() and RunSpec.load(out) != spec:
             raise ValueError(
                 f"{out} holds a run of {RunSpec.load(out)}, not {spec}: use a new --out or "

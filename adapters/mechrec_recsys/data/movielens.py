@@ -334,6 +334,41 @@ def load_movielens(
     return Dataset(name=name, interactions=interactions, catalog=catalog, report=report)
 
 
+def _world_folder(name: str) -> Path | None:
+    """The synthetic world ``name`` names (a folder holding ``world.json``), else ``None``.
+
+    Raises:
+        DatasetNotFoundError: ``name`` is a folder that is neither a world nor a release name.
+    """
+    if name in RELEASES or name in LOCAL_DATASETS:
+        return None
+    folder = Path(name).expanduser()
+    if (folder / "world.json").is_file():
+        return folder
+    if folder.is_dir():
+        raise DatasetNotFoundError(
+            f"{name} is a folder but not a finished synthetic world: it has no world.json "
+            "(the generator writes it last, so the world may be unfinished). Generate it with "
+            "`mechrec data synth --out FOLDER`, or name a release such as ml-1m")
+    return None
+
+
+def dataset_key(name: str) -> str:
+    """The name a run records for dataset ``name``: a synthetic world's absolute folder (so
+    the run reopens from any working directory), any other name unchanged."""
+    world = _world_folder(name)
+    return str(world.resolve()) if world is not None else name
+
+
+def is_world(name: str) -> bool:
+    """Whether ``name`` is the folder of a finished synthetic world (``False`` for any other
+    name or folder)."""
+    try:
+        return _world_folder(name) is not None
+    except DatasetNotFoundError:
+        return False
+
+
 def load_dataset(
     name: str,
     data_dir: str | Path | None = None,
@@ -349,9 +384,10 @@ def load_dataset(
 
     Args:
         name: an official release, ``"ml-100k"``, ``"ml-1m"``, ``"ml-10m"``, ``"ml-20m"``,
-            ``"ml-25m"``, ``"ml-latest"``, ``"ml-latest-small"``, or a local-only copy such as
+            ``"ml-25m"``, ``"ml-latest"``, ``"ml-latest-small"``, a local-only copy such as
             ``"ml-1m-ordered"`` (read from ``data_dir`` or ``$MECHREC_DATA`` only, never
-            downloaded; see :mod:`mechrec_recsys.data.local`).
+            downloaded; see :mod:`mechrec_recsys.data.local`), or the folder of a synthetic
+            world made by ``mechrec data synth`` (the folder holding ``world.json``).
         data_dir: explicit folder (holding ``<name>/`` or the files themselves); takes
             precedence over ``$MECHREC_DATA``, then the cache, then a download.
         download: whether to download the official zip into the cache when no local copy
@@ -363,6 +399,11 @@ def load_dataset(
         DatasetNotFoundError: no local copy and no download possible; names URL and folder.
         DataFormatError: a file does not match its layout; names file, line and fix.
     """
+    world = _world_folder(name)
+    if world is not None:
+        from mechrec_recsys.synthetic.files import load_world  # it builds on this package
+
+        return load_world(world, name=world.name)
     if name in LOCAL_DATASETS:
         from mechrec_recsys.data.local import load_local_dataset  # it builds on this module
 
@@ -374,4 +415,5 @@ def load_dataset(
                           duplicates=duplicates, unknown_genres=unknown_genres)
 
 
-__all__ = ["RELEASES", "load_dataset", "load_movielens", "read_movielens_catalog"]
+__all__ = ["RELEASES", "dataset_key", "is_world", "load_dataset", "load_movielens",
+           "read_movielens_catalog"]
