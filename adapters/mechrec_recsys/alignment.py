@@ -36,6 +36,7 @@ from mechrec.alignment.recipe import (
     align as align_study,
 )
 from mechrec.saes import NormalizedSAE
+from mechrec.study import RowAttributes
 from mechrec_recsys.configs import UNITS, parse_year_range
 from mechrec_recsys.experiment import Experiment
 from mechrec_recsys.items import (
@@ -88,6 +89,7 @@ def align(
     select_part: str = "sae_train",
     score_part: str = "test",
     unit: str = "positions",
+    attributes: RowAttributes | None = None,
 ) -> AlignmentRun:
     """Alignment of an SAE's features, the raw neurons and a random control with item labels.
 
@@ -106,6 +108,9 @@ def align(
             labelled by its item) or ``"items"`` (each distinct item of a part is one data
             point, its activations averaged over the positions where it occurs; the bootstrap
             then resamples items). The random control is fitted on positions either way.
+        attributes: labels of the activation rows to use instead of the items' (e.g. a
+            synthetic world's truth, :func:`mechrec_recsys.synthetic.planted.planted_attributes`);
+            ``names``, ``decades`` and ``predicates`` then go unused. Positions only.
 
     Returns:
         :class:`~mechrec.alignment.AlignmentRun` with statistics of ``SAE``, ``neurons`` and
@@ -120,7 +125,13 @@ def align(
         raise ValueError(f"select_part and score_part are both {select_part!r}: choose the "
                          "best features on other rows than those that score them")
     check_sae_fits(experiment, sae)
-    attributes = experiment.attribute_table(names, decades=decades, predicates=predicates)
+    if attributes is not None and unit != "positions":
+        raise ValueError(f"{attributes.name} label positions, not items: use unit='positions'")
+    if attributes is not None and (names is not None or predicates):
+        raise ValueError(f"names and predicates label items; they cannot be combined with "
+                         f"{attributes.name}")
+    if attributes is None:
+        attributes = experiment.attribute_table(names, decades=decades, predicates=predicates)
     run = align_study(experiment, sae, select=select_part, score=score_part, metric=metric,
                       attributes=attributes, seed=seed,
                       unit="tokens" if unit == "items" else "positions")

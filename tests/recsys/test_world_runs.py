@@ -110,3 +110,21 @@ def test_a_run_on_another_world_is_refused(data_dir, experiment, tmp_path):
         PlantedTruth(experiment, other).event_rows("test", acts)
     with pytest.raises(ValueError, match="not a synthetic world folder"):
         PlantedTruth(experiment, tmp_path)
+
+
+def test_align_tables_planted_on_the_command_line(run_dir, tmp_path):
+    trained = run_cli("sae", "train", str(run_dir), "--hook", HOOK, "--d-sae", "64", "--l1",
+                      "0.05", "--steps", "40", "--batch-size", "256", "--name", "s",
+                      "--no-progress")
+    assert trained.exit_code == 0, trained.output
+    out = tmp_path / "planted"
+    result = run_cli("align", "tables", str(run_dir), "s", "--planted", "genre,era",
+                     "--bootstrap", "20", "--out", str(out))
+    assert result.exit_code == 0, result.output
+    table = pd.read_csv(out / "per_genre.csv")
+    assert set(table["group"]) == {"planted genre", "planted era"}
+    assert (out / "bootstrap_differences.csv").is_file()
+    assert_one_line_error(run_cli("align", "tables", str(run_dir), "s", "--planted", "mood"),
+                          "choose from genre, era")
+    assert_one_line_error(run_cli("align", "tables", str(run_dir), "s", "--planted", "genre",
+                                  "--unit", "items"), "cannot be used with --unit items")

@@ -249,6 +249,10 @@ def tables_command(
     year_ranges: list[YearSpan] = typer.Option([], "--years", **parsed(YEAR_RANGE),
                                                help="custom attribute: release year in "
                                                "FIRST-LAST, e.g. 1980-1989 (repeatable)"),
+    planted: str | None = typer.Option(
+        None, "--planted", metavar="genre|era|genre,era",
+        help="score against the planted truth of the synthetic world the run was trained on "
+        "(the genre each event's taste chose, its era) instead of the items' catalog labels"),
     data_dir: DataDirOption = None,
     download: DownloadOption = True,
     device: DeviceOption = "cpu",
@@ -273,6 +277,7 @@ def tables_command(
         fail(f"--confidence must be in (0, 1), e.g. 0.95, got {confidence}")
     if unit not in UNITS:
         fail(f"unknown --unit {unit!r}; choose one of {', '.join(UNITS)}")
+    factors = _planted_factors(planted, unit, bool(title_texts or year_ranges))
     from mechrec_recsys.alignment import align
     from mechrec_recsys.saes import resolve_sae_directory
 
@@ -282,8 +287,13 @@ def tables_command(
         sae_path = resolve_sae_directory(run_dir, sae_dir)
         sae_folder = sae_path.parent if sae_path.is_file() else sae_path  # an ae.pt
         out_dir = out if out is not None else sae_folder / "alignment"
+        attributes = None
+        if factors:
+            from mechrec_recsys.synthetic.planted import planted_attributes
+
+            attributes = planted_attributes(experiment, factors=factors)
         run = align(experiment, sae, metric=metric, decades=decades, predicates=predicates,
-                    seed=seed, unit=unit)
+                    seed=seed, unit=unit, attributes=attributes)
         boot = run.bootstrap(bootstrap, seed=seed) if bootstrap else None
         written = run.save(out_dir, top_k=top_k, provenance={
             "run_dir": str(run_dir), "sae_dir": str(sae_path),
@@ -305,6 +315,23 @@ def tables_command(
     for note in run.notes:
         console.print(f"note: {note}", style="dim", highlight=False)
     console.print(f"tables written to {written['summary'].parent}", highlight=False)
+
+
+def _planted_factors(planted: str | None, unit: str, item_labels: bool) -> tuple[str, ...]:
+    """The factors ``--planted`` names (checked), or ``()`` without it."""
+    if planted is None:
+        return ()
+    from mechrec_recsys.synthetic.planted import PLANTED
+
+    factors = tuple(f.strip() for f in planted.split(",") if f.strip())
+    unknown = [f for f in factors if f not in PLANTED]
+    if unknown or not factors:
+        fail(f"--planted {planted!r}: choose from {', '.join(PLANTED)} (comma-separated)")
+    if unit != "positions":
+        fail("--planted labels each event (position); it cannot be used with --unit items")
+    if item_labels:
+        fail("--planted replaces the item labels: drop --title-contains and --years")
+    return factors
 
 
 @align_app.command("examples")
