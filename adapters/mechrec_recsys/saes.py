@@ -298,6 +298,7 @@ def train_run_sae(
     overwrite: bool = False,
     progress: Callable[[dict[str, float]], None] | None = None,
     dist: DistContext | None = None,
+    memory_budget_mb: float | None = None,
 ) -> RunSAE:
     """Train an SAE on the SAE users' activations at ``hook`` and (optionally) save it.
 
@@ -315,6 +316,12 @@ def train_run_sae(
             (``RUN_DIR/saes/.<name>.activations/``, removed once the SAE is saved), the SAE
             is trained data-parallel on it (:func:`mechrec.saes.train_sae`) and only rank 0
             claims the name, writes checkpoints and saves the SAE.
+        memory_budget_mb: hold at most this many MB of activations in memory (one process;
+            needs ``run_dir``): the SAE users' and the test users' activations are written
+            to sharded stores beside the SAE (``RUN_DIR/saes/.<name>.activations/``,
+            ``.<name>.test-activations/``, removed once the SAE is saved) and read back
+            shard by shard, so memory is bounded by the budget, not by the number of users.
+            ``None``: both in memory.
 
     The name is claimed for the whole run (an OS lock on ``RUN_DIR/saes/.<name>.lock``, gone
     when the process ends), so two overlapping runs of the same name cannot both write it: the
@@ -331,27 +338,32 @@ def train_run_sae(
     """
     check_hook(experiment, hook)
     parallel = dist if dist is not None and dist.enabled else None
+    if memory_budget_mb is not None and (run_dir is None or memory_budget_mb <= 0):
+        raise ValueError(f"a memory budget ({memory_budget_mb} MB) needs a positive number of "
+                         "MB and a run folder to spill the activations into (run_dir=...)")
     if run_dir is None:
         if parallel is not None:
             raise ValueError(
                 "training an SAE under torchrun needs a run folder: the ranks share the "
                 "activations through a store in it"
             )
-        return _train_run_sae(experiment, config, hook, None, None, overwrite, progress, None)
+        return _train_run_sae(experiment, config, hook, None, None, overwrite, progress, None,
+                              None)
     directory = sae_directory(run_dir, name or default_sae_name(config, hook))
     if parallel is not None and not parallel.is_main:
         return _train_run_sae(experiment, config, hook, Path(run_dir), directory, overwrite,
-                              progress, parallel)
+                              progress, parallel, memory_budget_mb)
     with exclusive_claim(directory.with_name(f".{directory.name}.lock"),
                          f"the SAE {directory}"):
         return _train_run_sae(experiment, config, hook, Path(run_dir), directory, overwrite,
-                              progress, parallel)
+                              progress, parallel, memory_budget_mb)
 
 
 def _train_run_sae(
     experiment: Experiment, config: SAETrainingConfig, hook: str, run_dir: Path | None,
     directory: Path | None, overwrite: bool,
     progress: Callable[[dict[str, float]], None] | None, dist: DistContext | None,
+    memory_budget_mb: float | None,
 ) -> RunSAE:
     """:func:`train_run_sae` once the name is claimed (by rank 0 under ``torchrun``)."""
     main = dist is None or dist.is_main
@@ -365,14 +377,15 @@ def _train_run_sae(
         checkpoint = sae_checkpoint(run_dir, directory.name)
         if overwrite and main:
             checkpoint.clear()
-    store_dir = None
+    store_dir = test_dir = None
     source: ActivationSource
-    if dist is not None and directory is not None:
-        barrier(dist)  # rank 0 has cleared what --overwrite replaces
+    if (dist is not None or memory_budget_mb is not None) and directory is not None:
+        if dist is not None:
+            barrier(dist)  # rank 0 has cleared what --overwrite replaces
         store_dir = directory.with_name(f".{directory.name}.activations")
         source = collect_activations(experiment.model, experiment.batches("sae_train"), hook,
-                                     memory_budget_mb=SHARD_MB, store_dir=store_dir,
-                                     overwrite=True, dist=dist)
+                                     memory_budget_mb=memory_budget_mb or SHARD_MB,
+                                     store_dir=store_dir, overwrite=True, dist=dist)
     else:
         source = experiment.activations("sae_train", hook)
     if checkpoint is not None:
@@ -380,7 +393,15 @@ def _train_run_sae(
                                "model_sha256": state_dict_sha256(experiment.model)}
     result = train_sae(source, config, hook_name=hook, progress=progress, checkpoint=checkpoint,
                        dist=dist)
-    metrics = reconstruction_metrics(result.sae, experiment.activations("test", hook))
+    if memory_budget_mb is not None and directory is not None:
+        rank = "" if dist is None else f"-r{dist.rank:03d}"  # each rank reads its own copy
+        test_dir = directory.with_name(f".{directory.name}.test-activations{rank}")
+        test: ActivationSource = collect_activations(
+            experiment.model, experiment.batches("test"), hook,
+            memory_budget_mb=memory_budget_mb, store_dir=test_dir, overwrite=True)
+    else:
+        test = experiment.activations("test", hook)
+    metrics = reconstruction_metrics(result.sae, test)
     result.sae.source = sae_source(experiment, hook)
     if directory is not None and run_dir is not None:
         result.sae.provenance = {
@@ -398,8 +419,10 @@ def _train_run_sae(
                 checkpoint.clear()
     if dist is not None:
         barrier(dist)  # every rank is done reading the shared store
-        if main and store_dir is not None:
-            shutil.rmtree(store_dir, ignore_errors=True)
+    if test_dir is not None:
+        shutil.rmtree(test_dir, ignore_errors=True)
+    if main and store_dir is not None:
+        shutil.rmtree(store_dir, ignore_errors=True)
     return RunSAE(sae=result.sae, training=result, test_metrics=metrics, directory=directory)
 
 

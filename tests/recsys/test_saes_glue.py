@@ -313,3 +313,21 @@ def test_plain_sae_lens_folder_loads_for_the_run(paper_experiment: Experiment,
     torch.testing.assert_close(nsae.encode(x), paper_sae.encode(x), atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(nsae.reconstruct(x), paper_sae.reconstruct(x), atol=1e-4,
                                rtol=1e-4)
+
+
+def test_a_memory_budget_spills_activations_and_trains_the_same_sae(paper_experiment: Experiment,
+                                                                    tmp_path: Path):
+    """Under a memory budget the SAE and test users' activations go through sharded stores
+    (removed afterwards); the SAE sees the same rows and ends at the same metrics."""
+    in_memory = train_run_sae(paper_experiment, TINY, run_dir=tmp_path / "a")
+    spilled = train_run_sae(paper_experiment, TINY, run_dir=tmp_path / "b",
+                            memory_budget_mb=0.5)
+    saes = tmp_path / "b" / "saes"
+    assert not [p.name for p in saes.iterdir() if "activations" in p.name]  # stores gone
+    assert spilled.directory.is_dir()
+    assert spilled.test_metrics.n_rows == in_memory.test_metrics.n_rows
+    for key, value in in_memory.test_metrics.as_dict().items():
+        if isinstance(value, float):
+            assert spilled.test_metrics.as_dict()[key] == pytest.approx(value, rel=0.05, abs=0.02)
+    with pytest.raises(ValueError, match="needs a positive number of MB and a run folder"):
+        train_run_sae(paper_experiment, TINY, memory_budget_mb=0.5)

@@ -47,6 +47,7 @@ from mechrec_recsys.cli._common import (
     ProgressOption,
     SAEHookOption,
     StepProgress,
+    fail,
     on_interrupt,
     rerun_command,
     wide_console,
@@ -175,6 +176,10 @@ def train(
     name: str | None = typer.Option(None, "--name", help="folder under RUN_DIR/saes/ "
                                     "(default: hook-architecture-size-sparsity-seed)"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace an SAE of that name"),
+    memory_budget: float | None = typer.Option(
+        None, "--memory-budget", metavar="MB", help="hold at most MB of activations in memory: "
+        "the SAE and test users' activations spill to sharded stores under RUN_DIR/saes/ "
+        "(removed afterwards); for data larger than memory"),
     data_dir: DataDirOption = None,
     download: DownloadOption = True,
     device: DeviceOption = "cpu",
@@ -187,11 +192,13 @@ def train(
     train data-parallel (docs/distributed.md); rank 0 saves and prints."""
     from mechrec.distributed import setup_distributed, teardown_distributed
 
+    if memory_budget is not None and memory_budget <= 0:
+        fail(f"--memory-budget must be a positive number of MB, got {memory_budget:g}")
     ctx = setup_distributed(device)
     try:
         _train(ctx, run_dir, hook, architecture, d_sae, l1, k, target_l0, l0_coefficient, steps,
                batch_size, lr, warm_up, seed, name, overwrite, data_dir, download, device,
-               progress and ctx.is_main, normalization, dict(option))
+               progress and ctx.is_main, normalization, dict(option), memory_budget)
     finally:
         teardown_distributed(ctx)
 
@@ -202,6 +209,7 @@ def _train(
     batch_size: int, lr: float, warm_up: int | None, seed: int, name: str | None,
     overwrite: bool, data_dir: Path | None, download: bool, device: str, progress: bool,
     normalization: str = "per_dim", options: Mapping[str, Any] | None = None,
+    memory_budget: float | None = None,
 ) -> None:
     """:func:`train` on one rank (the only rank when not under ``torchrun``)."""
     from mechrec_recsys.saes import check_hook, default_sae_name, sae_checkpoint, train_run_sae
@@ -216,8 +224,10 @@ def _train(
             options=options)
         experiment = _open(run_dir, data_dir, download, device)
         check_hook(experiment, hook)
-        parts = (("sae_train", "SAE"), ("test", "test")) if not ctx.enabled else ()
-        for part, users in parts:  # under torchrun the ranks collect sae_train in slices
+        # under torchrun the ranks collect sae_train in slices; under a budget, into stores
+        in_memory = not ctx.enabled and memory_budget is None
+        parts = (("sae_train", "SAE"), ("test", "test")) if in_memory else ()
+        for part, users in parts:
             with StepProgress(f"collecting activations at {hook} ({users} users)",
                               experiment.n_batches(part), enabled=progress,
                               unit="batches") as bar:
@@ -234,7 +244,8 @@ def _train(
                            f"{record['l0']:.1f}, dead {int(record['dead_features'])}")
 
             trained = train_run_sae(experiment, config, hook=hook, run_dir=run_dir, name=name,
-                                    overwrite=overwrite, progress=report, dist=ctx)
+                                    overwrite=overwrite, progress=report, dist=ctx,
+                                    memory_budget_mb=memory_budget)
     if not ctx.is_main:
         return
     metrics = trained.test_metrics
