@@ -24,6 +24,7 @@ import scipy.sparse as sp
 from mechrec.alignment import DegenerateInputWarning, token_attributes
 from mechrec.output_effects import direct_effects, mean_logit_change, top_effects
 from mechrec.saes import NormalizedSAE
+from mechrec.steering.validation import check_feature_index
 from mechrec_recsys.alignment import check_encoded, feature_p_top_k, item_table
 from mechrec_recsys.experiment import Experiment
 
@@ -31,13 +32,6 @@ __all__ = ["DASHBOARD_FORMAT", "feature_dashboard", "feature_output_effects"]
 
 DASHBOARD_FORMAT = "mechrec.feature_dashboard/1"
 """Format tag of :func:`feature_dashboard`'s JSON."""
-
-
-def _check_feature(sae: NormalizedSAE, feature: int) -> int:
-    if isinstance(feature, bool) or not isinstance(feature, (int, np.integer)) \
-            or not 0 <= int(feature) < sae.d_sae:
-        raise ValueError(f"feature must be an integer in 0..{sae.d_sae - 1}, got {feature!r}")
-    return int(feature)
 
 
 def feature_output_effects(experiment: Experiment, sae: NormalizedSAE, feature: int, *,
@@ -51,7 +45,7 @@ def feature_output_effects(experiment: Experiment, sae: NormalizedSAE, feature: 
         ``measured`` is the mean score change over ``part``'s users with the feature set to
         ``value`` (against the unedited reconstruction).
     """
-    feature = _check_feature(sae, feature)
+    feature = check_feature_index(sae, feature)
     items = item_table(experiment)[["item_id", "title", "genres"]]
     measured = mean_logit_change(experiment.model, experiment.batches(part), sae, feature,
                                  value)
@@ -91,7 +85,7 @@ def feature_dashboard(experiment: Experiment, sae: NormalizedSAE, feature: int, 
     (:func:`~mechrec.alignment.encode_sparse`, best as CSC), when the caller already has them:
     the pages of several features of one SAE then encode ``part`` once (default: encoded here).
     """
-    feature = _check_feature(sae, feature)
+    feature = check_feature_index(sae, feature)
     acts = experiment.activations(part, sae.hook_name)
     encoded = check_encoded(sae, acts, part, encoded).tocsc()
     column = encoded[:, feature].toarray().ravel()

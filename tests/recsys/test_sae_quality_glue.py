@@ -129,3 +129,18 @@ def test_feature_pages_reuse_features_encoded_once(paper_experiment: Experiment,
         assert pd_shared.equals(pd_alone)
     with pytest.raises(ValueError, match="encode this part's activations with this SAE"):
         feature_dashboard(paper_experiment, paper_sae, features[0], encoded=encoded[:10])
+
+
+def test_feature_pages_refuse_a_bad_feature_index(paper_experiment: Experiment,
+                                                  paper_sae: NormalizedSAE) -> None:
+    from mechrec_recsys.feature_pages import feature_dashboard, feature_output_effects
+
+    last = paper_sae.d_sae - 1
+    for page in (feature_dashboard, feature_output_effects):
+        for bad in (paper_sae.d_sae, -1):
+            with pytest.raises(ValueError, match=f"feature index {bad} is out of range .*"
+                                                 f"use 0..{last}"):
+                page(paper_experiment, paper_sae, bad)
+        for bad in (1.0, True, "3"):
+            with pytest.raises(ValueError, match="feature index must be an integer"):
+                page(paper_experiment, paper_sae, bad)
