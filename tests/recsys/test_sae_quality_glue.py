@@ -144,3 +144,15 @@ def test_feature_pages_refuse_a_bad_feature_index(paper_experiment: Experiment,
         for bad in (1.0, True, "3"):
             with pytest.raises(ValueError, match="feature index must be an integer"):
                 page(paper_experiment, paper_sae, bad)
+
+
+def test_absorption_pairs_match_genre_names_loosely(paper_experiment: Experiment,
+                                                    paper_sae: NormalizedSAE) -> None:
+    """Pair names match the dataset's genres as steering does (``Children`` finds
+    ``Children's``); pairs with a genre the dataset lacks are left out."""
+    table = absorption_table(paper_experiment, paper_sae,
+                             pairs=[("children", "Animation"), ("Drama", "IMAX"),
+                                    ("Thriller", "no such genre")])
+    assert table[["parent", "child"]].values.tolist() == [["Children's", "Animation"]]
+    empty = absorption_table(paper_experiment, paper_sae, pairs=[("IMAX", "War")])
+    assert empty.empty
