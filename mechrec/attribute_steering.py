@@ -109,10 +109,27 @@ def _columns_of(study: Study, attributes: Sequence[str] | Mapping[str, str]
     return pairs
 
 
-def _labels(study: Study, tokens: torch.Tensor, columns: Sequence[str]) -> pd.DataFrame:
-    table, groups = study.attribute_table()
-    table, _ = check_attribute_table(table, groups, int(study.model.cfg.d_vocab))
-    return token_attributes(tokens, table[list(columns)])
+class _Labels:
+    """Token labels from a study's attribute table, which is validated
+    (:func:`~mechrec.study.check_attribute_table`) on first use and reused after: one sweep
+    labels the rows of several row sets and scores with the same table."""
+
+    def __init__(self, study: Study) -> None:
+        self.study = study
+        self._table: pd.DataFrame | None = None
+
+    @property
+    def table(self) -> pd.DataFrame:
+        """The validated ``(d_vocab, A)`` float32 table."""
+        if self._table is None:
+            table, groups = self.study.attribute_table()
+            self._table, _ = check_attribute_table(table, groups,
+                                                   int(self.study.model.cfg.d_vocab))
+        return self._table
+
+    def __call__(self, tokens: torch.Tensor, columns: Sequence[str]) -> pd.DataFrame:
+        """The ``columns`` attributes of each row's token."""
+        return token_attributes(tokens, self.table[list(columns)])
 
 
 def select_attribute_features(
@@ -147,6 +164,26 @@ def select_attribute_features(
     Raises:
         ValueError: a bad override, an unknown attribute, or no attribute left.
     """
+    return _select_features(_Labels(study), sae, attributes, select=select, score=score,
+                            overrides=overrides, notes=notes, control_seed=control_seed,
+                            stacklevel=3)
+
+
+def _select_features(
+    labels: _Labels,
+    sae: Any,
+    attributes: Sequence[str] | Mapping[str, str],
+    *,
+    select: str,
+    score: str,
+    overrides: Mapping[str, int] | None,
+    notes: list[str] | None,
+    control_seed: int,
+    stacklevel: int,
+) -> pd.DataFrame:
+    """:func:`select_attribute_features` on ``labels``' study; skipped attributes are warned
+    about at ``stacklevel``."""
+    study = labels.study
     pairs = _columns_of(study, attributes)
     overrides = dict(overrides or {})
     unknown = [g for g in overrides if g not in pairs]
@@ -162,7 +199,7 @@ def select_attribute_features(
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # dead features: reported by the SAE's own metrics
             stats[part] = alignment_stats(
-                encode_sparse(sae, acts.activations), _labels(study, acts.token, columns),
+                encode_sparse(sae, acts.activations), labels(acts.token, columns),
                 metrics=("correlation",))
     best = best_features(stats[select], "correlation")
     alive = np.flatnonzero(stats[select].feature_active_rate > 0)
@@ -177,7 +214,7 @@ def select_attribute_features(
             if notes is not None:
                 notes.append(message)
             else:
-                warnings.warn(message, stacklevel=2)
+                warnings.warn(message, stacklevel=stacklevel)
             continue
         feature = int(feature)
         candidates = alive[alive != feature]
@@ -231,6 +268,24 @@ def fit_attribute_probes(
     Raises:
         ValueError: ``max_train_rows`` is not a positive whole number.
     """
+    return _fit_probes(_Labels(study), hook_name, columns, select=select, score=score,
+                       seed=seed, max_train_rows=max_train_rows, notes=notes, method=method)
+
+
+def _fit_probes(
+    labels: _Labels,
+    hook_name: str,
+    columns: Sequence[str],
+    *,
+    select: str,
+    score: str | None,
+    seed: int,
+    max_train_rows: int | None,
+    notes: list[str] | None,
+    method: str,
+) -> ProbeSet:
+    """:func:`fit_attribute_probes` on ``labels``' study."""
+    study = labels.study
     if max_train_rows is not None and (isinstance(max_train_rows, bool)
                                        or not isinstance(max_train_rows, int | np.integer)
                                        or max_train_rows < 1):
@@ -244,9 +299,9 @@ def fit_attribute_probes(
         if notes is not None:  # reported below from the probes' own status column
             warnings.filterwarnings("ignore", message=r"probe for .* skipped")
         probes = fit_probes(
-            train, _labels(study, train.token, columns), columns,
+            train, labels(train.token, columns), columns,
             test_activations=None if test is None else test.activations,
-            test_labels=None if test is None else _labels(study, test.token, columns),
+            test_labels=None if test is None else labels(test.token, columns),
             seed=seed, hook_name=hook_name, method=method,
             max_train_rows=None if max_train_rows is None else int(max_train_rows))
     if notes is not None:
@@ -699,16 +754,17 @@ def attribute_sweep(
         raise ValueError(f"select and score are both {select!r}: choose features on other "
                          "rows than those that are steered and scored")
     check_sae_fits(study.model, sae)
-    chosen = select_attribute_features(study, sae, attributes, select=select, score=score,
-                                       overrides=features, control_seed=control_seed)
+    labels = _Labels(study)  # the attribute table, validated once for every use below
+    chosen = _select_features(labels, sae, attributes, select=select, score=score,
+                              overrides=features, notes=None, control_seed=control_seed,
+                              stacklevel=2)
     unknown = [m for m in probe_methods if m not in PROBE_CURVES]
     if unknown or (probes and not probe_methods):
         raise ValueError(f"unknown probe methods {unknown}; choose from "
                          f"{', '.join(PROBE_CURVES)}")
-    probe_sets = {method: fit_attribute_probes(study, sae.hook_name, list(chosen["column"]),
-                                               select=select,
-                                               score=score if probe_score else None,
-                                               method=method)
+    probe_sets = {method: _fit_probes(labels, sae.hook_name, list(chosen["column"]),
+                                      select=select, score=score if probe_score else None,
+                                      seed=0, max_train_rows=None, notes=None, method=method)
                   for method in dict.fromkeys(probe_methods)} if probes else {}
     if len(probe_sets) > 1:
         probe_metrics = pd.concat([m.metrics.assign(method=name) for name, m in
@@ -723,9 +779,7 @@ def attribute_sweep(
                                         probes=probe_sets, sae_directions=with_directions,
                                         random_control=random_control)
     if evaluate is None:
-        table, groups = study.attribute_table()
-        table, _ = check_attribute_table(table, groups, int(study.model.cfg.d_vocab))
-        evaluate = attribute_share_evaluator(table, int(k))
+        evaluate = attribute_share_evaluator(labels.table, int(k))
     collect = collect or top_k_collector(int(k))
     batches = _RowBatches(study, score)
     started = time.perf_counter()

@@ -21,7 +21,9 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 
+from mechrec.activations import ActivationSet
 from mechrec.alignment import p_top_k_table, token_attributes, top_examples
 from mechrec.alignment.recipe import (
     BOOTSTRAP_PAIRS,
@@ -222,16 +224,41 @@ def feature_p_top_k(
     decades: bool = True,
     k: int = 100,
     part: str = "sae_train",
+    encoded: sp.spmatrix | None = None,
 ) -> pd.DataFrame:
     """p_top-k (paper section 7.2.2) of SAE features for every genre, decade and predicate.
 
     The share of a feature's top-``k`` activation mass (on ``part``'s rows) that falls on items
     with the attribute. Returns a DataFrame indexed by feature with one column per attribute.
+
+    ``encoded``: the SAE's features of ``part``'s activations (:func:`encode_sparse`), when the
+    caller already has them (several pages of one SAE encode ``part`` once); default: encoded
+    here.
     """
     feats = [features] if isinstance(features, (int, np.integer)) else list(features)
     feats = [_check_feature(sae, f) for f in feats]
     check_sae_fits(experiment, sae)
     acts = experiment.activations(part, sae.hook_name)
+    encoded = check_encoded(sae, acts, part, encoded)
     table, _ = token_attribute_table(experiment, decades=decades, predicates=predicates)
     labels = token_attributes(acts.token, table).astype(bool)
-    return p_top_k_table(encode_sparse(sae, acts.activations), feats, labels, k)
+    return p_top_k_table(encoded, feats, labels, k)
+
+
+def check_encoded(sae: NormalizedSAE, acts: ActivationSet, part: str,
+                  encoded: sp.spmatrix | None) -> sp.spmatrix:
+    """``encoded`` if it has one row per activation of ``acts`` and one column per SAE
+    feature; the SAE's features of ``acts`` (:func:`encode_sparse`) when it is ``None``.
+
+    Raises:
+        ValueError: ``encoded`` has another shape (features of another part or SAE).
+    """
+    if encoded is None:
+        return encode_sparse(sae, acts.activations)
+    expected = (len(acts), int(sae.d_sae))
+    if tuple(encoded.shape) != expected:
+        raise ValueError(f"the encoded features have shape {tuple(encoded.shape)}, but the "
+                         f"{part!r} part has {expected[0]} activations and the SAE "
+                         f"{expected[1]} features: encode this part's activations with this "
+                         "SAE (encode_sparse)")
+    return encoded

@@ -19,24 +19,19 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 
-from mechrec.alignment import DegenerateInputWarning, encode_sparse, token_attributes
+from mechrec.alignment import DegenerateInputWarning, token_attributes
 from mechrec.output_effects import direct_effects, mean_logit_change, top_effects
 from mechrec.saes import NormalizedSAE
-from mechrec_recsys.alignment import feature_p_top_k, item_table
+from mechrec.steering.validation import check_feature_index
+from mechrec_recsys.alignment import check_encoded, feature_p_top_k, item_table
 from mechrec_recsys.experiment import Experiment
 
 __all__ = ["DASHBOARD_FORMAT", "feature_dashboard", "feature_output_effects"]
 
 DASHBOARD_FORMAT = "mechrec.feature_dashboard/1"
 """Format tag of :func:`feature_dashboard`'s JSON."""
-
-
-def _check_feature(sae: NormalizedSAE, feature: int) -> int:
-    if isinstance(feature, bool) or not isinstance(feature, (int, np.integer)) \
-            or not 0 <= int(feature) < sae.d_sae:
-        raise ValueError(f"feature must be an integer in 0..{sae.d_sae - 1}, got {feature!r}")
-    return int(feature)
 
 
 def feature_output_effects(experiment: Experiment, sae: NormalizedSAE, feature: int, *,
@@ -50,7 +45,7 @@ def feature_output_effects(experiment: Experiment, sae: NormalizedSAE, feature: 
         ``measured`` is the mean score change over ``part``'s users with the feature set to
         ``value`` (against the unedited reconstruction).
     """
-    feature = _check_feature(sae, feature)
+    feature = check_feature_index(sae, feature)
     items = item_table(experiment)[["item_id", "title", "genres"]]
     measured = mean_logit_change(experiment.model, experiment.batches(part), sae, feature,
                                  value)
@@ -73,7 +68,8 @@ def _histogram(values: np.ndarray, mask: np.ndarray, bins: int) -> dict[str, Any
 
 def feature_dashboard(experiment: Experiment, sae: NormalizedSAE, feature: int, *,
                       k: int = 10, context: int = 5, bins: int = 20, part: str = "sae_train",
-                      value: float = 10.0) -> dict[str, Any]:
+                      value: float = 10.0, encoded: sp.spmatrix | None = None
+                      ) -> dict[str, Any]:
     """A JSON-ready feature page (see the module docstring).
 
     Keys: ``format``, ``hook_name``, ``index``, ``d_sae``, ``frac_nonzero`` (share of
@@ -84,10 +80,15 @@ def feature_dashboard(experiment: Experiment, sae: NormalizedSAE, feature: int, 
     ``direct_pos_str`` / ``direct_neg_str`` (through the tied output layer), ``top_genres``
     (p_top-100 shares, best first), ``histogram`` (activation histogram of the positions with
     and without the top genre, Fig. 5).
+
+    ``encoded``: the SAE's features of ``part``'s activations
+    (:func:`~mechrec.alignment.encode_sparse`, best as CSC), when the caller already has them:
+    the pages of several features of one SAE then encode ``part`` once (default: encoded here).
     """
-    feature = _check_feature(sae, feature)
+    feature = check_feature_index(sae, feature)
     acts = experiment.activations(part, sae.hook_name)
-    column = encode_sparse(sae, acts.activations).tocsc()[:, feature].toarray().ravel()
+    encoded = check_encoded(sae, acts, part, encoded).tocsc()
+    column = encoded[:, feature].toarray().ravel()
     items = item_table(experiment)
     titles = items["title"].to_numpy()
     seq = acts.sequence_index.cpu().numpy()
@@ -109,7 +110,8 @@ def feature_dashboard(experiment: Experiment, sae: NormalizedSAE, feature: int, 
                          else users[seq[row]]})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DegenerateInputWarning)
-        shares = feature_p_top_k(experiment, sae, feature, decades=False, part=part).iloc[0]
+        shares = feature_p_top_k(experiment, sae, feature, decades=False, part=part,
+                                 encoded=encoded).iloc[0]
     ranked = shares.dropna().sort_values(ascending=False)
     top_genre = ranked.index[0] if len(ranked) else None
     effects = feature_output_effects(experiment, sae, feature, k=k, value=value)

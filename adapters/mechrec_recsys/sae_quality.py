@@ -141,12 +141,15 @@ def feature_density_table(experiment: Experiment, nsae: NormalizedSAE, *,
 
 
 def _resolve(experiment: Experiment, name: str) -> str | None:
-    from mechrec_recsys.steering import genre_key
+    """The dataset's genre column for ``name``, matched as everywhere else
+    (:func:`mechrec_recsys.steering.resolve_genres`), or ``None`` when the dataset has none."""
+    from mechrec_recsys.steering import resolve_genres
 
-    for column in experiment.genre_names:
-        if genre_key(column) == genre_key(name):
-            return column
-    return None
+    try:
+        resolved = resolve_genres([name], experiment.genre_names, notes=[])
+    except ValueError:  # not a genre of this dataset (or a name several columns match)
+        return None
+    return next(iter(resolved.values()))
 
 
 def absorption_table(experiment: Experiment, nsae: NormalizedSAE, *,

@@ -117,3 +117,54 @@ def test_mean_difference_probes_steer_and_align(study: TokenStudy) -> None:
     np.testing.assert_allclose(probe.weight, x[even].mean(0) - x[~even].mean(0), rtol=1e-9)
     with pytest.raises(ValueError, match="unknown probe method"):
         fit_probes(acts, pd.DataFrame({"even": even}), method="pca")
+
+
+def test_the_attribute_table_is_validated_once_per_call(study: TokenStudy, monkeypatch) -> None:
+    import mechrec.attribute_steering as steering
+    from mechrec.attribute_steering import fit_attribute_probes, select_attribute_features
+
+    config = SAETrainingConfig(architecture="topk", d_sae=16, k=2, steps=20, batch_size=64,
+                               seed=0)
+    sae = train_sae(study.activations("fit", HOOK), config).sae
+    checks = []
+    real = steering.check_attribute_table
+
+    def counted(*args):
+        checks.append(args)
+        return real(*args)
+
+    monkeypatch.setattr(steering, "check_attribute_table", counted)
+    attribute_sweep(study, sae, ["even"], select="fit", score="eval", values=[0.0, 4.0], k=5,
+                    probe_methods=("logistic", "mean_difference"))
+    assert len(checks) == 1
+    checks.clear()
+    select_attribute_features(study, sae, ["even"], select="fit", score="eval")
+    assert len(checks) == 1
+    checks.clear()
+    fit_attribute_probes(study, HOOK, ["even"], select="fit", score="eval")
+    assert len(checks) == 1
+
+
+def test_a_skipped_attribute_is_warned_about_where_it_was_asked_for(study: TokenStudy) -> None:
+    from mechrec.attribute_steering import select_attribute_features
+
+    table, _ = study.attribute_table()
+    with_empty = TokenStudy(study.model, {"fit": _tokens(0), "eval": _tokens(1)},
+                            table.assign(never=0.0))
+    config = SAETrainingConfig(architecture="topk", d_sae=16, k=2, steps=20, batch_size=64,
+                               seed=0)
+    sae = train_sae(with_empty.activations("fit", HOOK), config).sae
+    with pytest.warns(UserWarning, match="'never' has no SAE feature") as caught:
+        select_attribute_features(with_empty, sae, ["even", "never"], select="fit",
+                                  score="eval")
+    assert [w.filename for w in caught if "'never'" in str(w.message)] == [__file__]
+    with pytest.warns(UserWarning, match="'never' has no SAE feature") as caught:
+        attribute_sweep(with_empty, sae, ["even", "never"], select="fit", score="eval",
+                        values=[0.0], k=5, probes=False)
+    assert {w.filename for w in caught if "'never'" in str(w.message)} == {steering_file()}
+
+
+def steering_file() -> str:
+    import mechrec.attribute_steering as steering
+
+    return steering.__file__

@@ -149,3 +149,51 @@ def test_reproduce_cli_fits_the_budget_and_refuses_a_tiny_one(tmp_path, monkeypa
     result = CliRunner().invoke(app, [*args, "--budget", "0.5"])
     assert result.exit_code == 2
     assert "too small" in result.output and "Traceback" not in result.output
+
+
+def test_a_budgeted_reproduce_loads_the_dataset_once(tmp_path, monkeypatch,
+                                                     data_dir: Path) -> None:
+    """The plan's dataset and split go on to the pipeline, whose steps then load nothing."""
+    import mechrec_recsys.data as data_pkg
+    import mechrec_recsys.report as report_pkg
+    import mechrec_recsys.report.pipeline as pipeline
+    import mechrec_recsys.report.steps as steps
+    from mechrec_recsys.cli.main import app
+    from mechrec_recsys.report.budget import load_split
+    from typer.testing import CliRunner
+
+    settings = ReproduceSettings.paper("ml-100k")
+    root = data_dir / "ml-100k"
+    split = load_split(settings, root, download=False)[1]
+    assert plan_budget(settings, 60, split=split) == plan_budget(settings, 60, data_dir=root,
+                                                                  download=False)
+    loads = []
+
+    def counted(*args, **kwargs):
+        loads.append(args)
+        return load_dataset(*args, **kwargs)
+
+    monkeypatch.setattr(data_pkg, "load_dataset", counted)
+    monkeypatch.setattr(steps, "load_dataset", counted)
+    seen = {}
+
+    def fake_pipeline(settings, out, **kwargs):
+        seen.update(kwargs)
+        raise ValueError("stop here")
+
+    monkeypatch.setattr(report_pkg, "run_pipeline", fake_pipeline)
+    result = CliRunner().invoke(app, ["reproduce", "--out", str(tmp_path / "run"), "--dataset",
+                                      "ml-100k", "--data-dir", str(root), "--no-download",
+                                      "--budget", "60"])
+    assert result.exit_code == 2 and "stop here" in result.output
+    assert len(loads) == 1
+    assert seen["split"].info == split.info and seen["dataset"].name == "ml-100k"
+    # the pipeline's steps use what they are given (the data step reads both)
+    monkeypatch.setattr(pipeline, "STEPS", tuple(s for s in steps.STEPS if s.name == "data"))
+    loads.clear()
+    pipeline.run_pipeline(settings, tmp_path / "run", dataset=seen["dataset"],
+                          split=seen["split"])
+    assert loads == []
+    other = load_split(replace(settings, seed=1), root, download=False)[1]
+    with pytest.raises(ValueError, match="split given is not the one the settings name"):
+        pipeline.run_pipeline(settings, tmp_path / "other", split=other)

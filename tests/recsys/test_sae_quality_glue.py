@@ -103,3 +103,56 @@ def test_feature_page_and_output_effects(paper_experiment: Experiment,
         page["frac_nonzero"] * len(paper_experiment.activations("sae_train",
                                                                 paper_sae.hook_name)))
     json.dumps(page, allow_nan=False)  # strict JSON as exported
+
+
+def test_feature_pages_reuse_features_encoded_once(paper_experiment: Experiment,
+                                                   paper_sae: NormalizedSAE) -> None:
+    """Pages built from features encoded once by the caller (as the report's steer step does
+    for every steered genre) equal the pages that encode the part themselves."""
+    from mechrec_recsys.alignment import encode_sparse, feature_p_top_k
+    from mechrec_recsys.feature_pages import feature_dashboard
+
+    from mechrec.splice_quality import feature_density
+
+    acts = paper_experiment.activations("sae_train", paper_sae.hook_name)
+    encoded = encode_sparse(paper_sae, acts.activations)
+    density = feature_density(paper_sae, acts)
+    features = [int(f) for f in np.argsort(-density, kind="stable")[:2]]
+    for matrix in (encoded, encoded.tocsc()):
+        for feature in features:
+            shared = feature_dashboard(paper_experiment, paper_sae, feature, k=3, context=2,
+                                       encoded=matrix)
+            alone = feature_dashboard(paper_experiment, paper_sae, feature, k=3, context=2)
+            assert json.dumps(shared, allow_nan=False) == json.dumps(alone, allow_nan=False)
+        pd_shared = feature_p_top_k(paper_experiment, paper_sae, features, encoded=matrix)
+        pd_alone = feature_p_top_k(paper_experiment, paper_sae, features)
+        assert pd_shared.equals(pd_alone)
+    with pytest.raises(ValueError, match="encode this part's activations with this SAE"):
+        feature_dashboard(paper_experiment, paper_sae, features[0], encoded=encoded[:10])
+
+
+def test_feature_pages_refuse_a_bad_feature_index(paper_experiment: Experiment,
+                                                  paper_sae: NormalizedSAE) -> None:
+    from mechrec_recsys.feature_pages import feature_dashboard, feature_output_effects
+
+    last = paper_sae.d_sae - 1
+    for page in (feature_dashboard, feature_output_effects):
+        for bad in (paper_sae.d_sae, -1):
+            with pytest.raises(ValueError, match=f"feature index {bad} is out of range .*"
+                                                 f"use 0..{last}"):
+                page(paper_experiment, paper_sae, bad)
+        for bad in (1.0, True, "3"):
+            with pytest.raises(ValueError, match="feature index must be an integer"):
+                page(paper_experiment, paper_sae, bad)
+
+
+def test_absorption_pairs_match_genre_names_loosely(paper_experiment: Experiment,
+                                                    paper_sae: NormalizedSAE) -> None:
+    """Pair names match the dataset's genres as steering does (``Children`` finds
+    ``Children's``); pairs with a genre the dataset lacks are left out."""
+    table = absorption_table(paper_experiment, paper_sae,
+                             pairs=[("children", "Animation"), ("Drama", "IMAX"),
+                                    ("Thriller", "no such genre")])
+    assert table[["parent", "child"]].values.tolist() == [["Children's", "Animation"]]
+    empty = absorption_table(paper_experiment, paper_sae, pairs=[("IMAX", "War")])
+    assert empty.empty

@@ -7,8 +7,9 @@ every command opening a run or a dataset takes.
 
 This module imports nothing heavy: ``mechrec --help`` and argument errors never load torch.
 
-The options are ``Annotated`` types; a command declares e.g.
-``data_dir: DataDirOption = None, download: DownloadOption = True, device: DeviceOption = "cpu"``.
+The options (and the arguments naming a run or an SAE) are ``Annotated`` types; a command
+declares e.g. ``run_dir: RunDirArgument, data_dir: DataDirOption = None, download:
+DownloadOption = True, device: DeviceOption = "cpu"``.
 """
 
 from __future__ import annotations
@@ -28,6 +29,18 @@ from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 
 from mechrec_recsys.durations import format_duration
 
+#: ``RUN_DIR``: a run folder written by ``mechrec train`` (a required argument).
+RunDirArgument = Annotated[
+    Path, typer.Argument(help="run folder written by 'mechrec train'")
+]
+#: ``SAE_DIR``: an SAE folder, or its name under ``RUN_DIR/saes/`` (a required argument).
+SAEDirArgument = Annotated[
+    Path, typer.Argument(help="SAE folder (or its name under RUN_DIR/saes/)")
+]
+#: ``--k``: length of the recommendation lists (default ``10``).
+ListLengthOption = Annotated[
+    int, typer.Option("--k", help="length of the recommendation lists")
+]
 #: ``--data-dir``: where the dataset is (default: ``None``, the loaders' lookup order).
 DataDirOption = Annotated[
     Path | None, typer.Option("--data-dir", help="folder holding the dataset")

@@ -59,14 +59,16 @@ def _tuple_or_none(values: Sequence[object] | None) -> tuple | None:
 
 
 def _fit_budget(settings: Any, minutes: float, data_dir: Path | None, download: bool,
-                given: dict[str, object], progress: bool) -> Any:
-    """The settings cut to fit ``minutes`` (options in ``given`` that are set stay as given);
-    prints the plan to stderr."""
+                given: dict[str, object], progress: bool) -> tuple[Any, dict[str, Any]]:
+    """The settings cut to fit ``minutes`` (options in ``given`` that are set stay as given),
+    and the dataset and split the plan read (``run_pipeline``'s ``dataset`` and ``split``:
+    cuts never change them, so the run loads them once); prints the plan to stderr."""
     from mechrec_recsys.durations import format_duration
-    from mechrec_recsys.report.budget import plan_budget
+    from mechrec_recsys.report.budget import load_split, plan_budget
 
     fixed = [name for name, value in given.items() if value is not None]
-    plan = plan_budget(settings, minutes, data_dir=data_dir, download=download, fixed=fixed)
+    dataset, split = load_split(settings, data_dir, download=download)
+    plan = plan_budget(settings, minutes, fixed=fixed, split=split)
     if progress:
         cuts = "; ".join(plan.cuts) or "nothing cut"
         steps = ", ".join(f"{name} {format_duration(seconds)}"
@@ -74,7 +76,7 @@ def _fit_budget(settings: Any, minutes: float, data_dir: Path | None, download: 
         total = format_duration(plan.total_seconds)
         typer.echo(f"budget {minutes:g} min: {cuts}. Estimated {total} ({steps}; GPTRec at "
                    "its epoch cap)", err=True)
-    return plan.settings
+    return plan.settings, {"dataset": dataset, "split": split}
 
 
 def reproduce_command(
@@ -146,8 +148,9 @@ def reproduce_command(
         table1_steps=table1_steps, sae_d_sae=d_sae, sae_l1=l1, sae_steps=sae_steps,
         steer_genres=_tuple_or_none(genres), steer_values=_tuple_or_none(values),
         align_bootstrap=align_bootstrap)
+    loaded: dict[str, Any] = {}  # the dataset and split, when the budget already read them
     if budget is not None:
-        settings = _fit_budget(settings, budget, data_dir, download, {
+        settings, loaded = _fit_budget(settings, budget, data_dir, download, {
             "epochs": epochs, "table1_l1": table1_l1, "table1_d_sae": table1_d_sae,
             "table1_seeds": table1_seeds, "table1_steps": table1_steps,
             "steer_values": values, "align_bootstrap": align_bootstrap}, progress)
@@ -164,7 +167,7 @@ def reproduce_command(
                       "GPTRec's finished epochs or the Table-1 SAEs already saved)",
                       rerun_command()):
         run_pipeline(settings, out, data_dir=data_dir, download=download, device=device,
-                     log=log)
+                     log=log, **loaded)
         path = write_report(out, report)
     typer.echo(str(path))
 

@@ -44,7 +44,10 @@ from mechrec_recsys.cli._common import (
     DataDirOption,
     DeviceOption,
     DownloadOption,
+    ListLengthOption,
     ProgressOption,
+    RunDirArgument,
+    SAEDirArgument,
     SAEHookOption,
     StepProgress,
     fail,
@@ -300,9 +303,9 @@ def eval_table(rows: list[dict[str, Any]], title: str) -> Table:
 
 @sae_app.command("eval")
 def evaluate(
-    run_dir: Path = typer.Argument(..., help="run folder written by 'mechrec train'"),
-    sae_dir: Path = typer.Argument(..., help="SAE folder (or its name under RUN_DIR/saes/)"),
-    k: int = typer.Option(10, "--k", help="length of the recommendation lists"),
+    run_dir: RunDirArgument,
+    sae_dir: SAEDirArgument,
+    k: ListLengthOption = 10,
     out: Path | None = typer.Option(None, "--out", help="also write the rows as JSON"),
     data_dir: DataDirOption = None,
     download: DownloadOption = True,
@@ -445,9 +448,9 @@ def table1(
 # -------------------------------------------------------------------------------- quality
 @sae_app.command("quality")
 def quality(
-    run_dir: Path = typer.Argument(..., help="run folder written by 'mechrec train'"),
-    sae_dir: Path = typer.Argument(..., help="SAE folder (or its name under RUN_DIR/saes/)"),
-    k: int = typer.Option(10, "--k", help="length of the recommendation lists"),
+    run_dir: RunDirArgument,
+    sae_dir: SAEDirArgument,
+    k: ListLengthOption = 10,
     out: Path | None = typer.Option(None, "--out", help="write quality.json, density.csv and "
                                                           "absorption.csv into this folder"),
     data_dir: DataDirOption = None,

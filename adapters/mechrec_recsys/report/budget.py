@@ -21,11 +21,12 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from mechrec_recsys.data import Dataset
 from mechrec_recsys.data.splits import Split
 from mechrec_recsys.report.settings import ReproduceSettings
 
 __all__ = ["CUTS", "BudgetPlan", "CostModel", "WorkSize", "estimate_seconds", "fit_budget",
-           "plan_budget", "work_size"]
+           "load_split", "plan_budget", "work_size"]
 
 
 @dataclass(frozen=True)
@@ -289,10 +290,29 @@ def fit_budget(settings: ReproduceSettings, minutes: float, size: WorkSize, *,
     return BudgetPlan(settings=planned, estimate=estimate, cuts=tuple(cuts))
 
 
+def load_split(settings: ReproduceSettings, data_dir: str | os.PathLike | None = None, *,
+               download: bool = True) -> tuple[Dataset, Split]:
+    """The dataset and split ``settings`` names, made as the pipeline makes them (full
+    histories; :class:`~mechrec_recsys.report.steps.StepContext`).
+
+    Budget cuts never change the dataset, split or seed: the pair serves both
+    :func:`plan_budget` and :func:`~mechrec_recsys.report.run_pipeline`, so a budgeted run
+    loads the data once.
+    """
+    from mechrec_recsys.data import load_dataset
+    from mechrec_recsys.data.splits import make_split
+    from mechrec_recsys.experiment import FULL_HISTORY
+
+    dataset = load_dataset(settings.dataset, data_dir, download=download)
+    split = make_split(dataset, settings.split, seed=settings.seed, max_len=FULL_HISTORY)
+    return dataset, split
+
+
 def plan_budget(settings: ReproduceSettings, minutes: float, *,
                 data_dir: str | os.PathLike | None = None, download: bool = True,
-                fixed: Collection[str] = (), cost: CostModel | None = None) -> BudgetPlan:
-    """:func:`fit_budget` on the sizes of the split ``settings`` names (loads the dataset).
+                fixed: Collection[str] = (), cost: CostModel | None = None,
+                split: Split | None = None) -> BudgetPlan:
+    """:func:`fit_budget` on the sizes of the split ``settings`` names.
 
     Args:
         settings: the settings asked for.
@@ -301,12 +321,10 @@ def plan_budget(settings: ReproduceSettings, minutes: float, *,
         download: allow downloading the dataset when no local copy exists.
         fixed: settings the user set explicitly.
         cost: seconds per unit of work.
+        split: that split, when the caller has loaded it (:func:`load_split`); by default
+            the dataset is loaded and split here.
     """
-    from mechrec_recsys.data import load_dataset
-    from mechrec_recsys.data.splits import make_split
-    from mechrec_recsys.experiment import FULL_HISTORY
-
-    dataset = load_dataset(settings.dataset, data_dir, download=download)
-    split = make_split(dataset, settings.split, seed=settings.seed, max_len=FULL_HISTORY)
+    if split is None:
+        _, split = load_split(settings, data_dir, download=download)
     return fit_budget(settings, minutes, work_size(split, settings.max_len), fixed=fixed,
                       cost=cost)

@@ -32,6 +32,8 @@ from typing import Any
 import torch
 
 from mechrec_recsys.checkpoint import atomic_write_json
+from mechrec_recsys.data import Dataset, Split
+from mechrec_recsys.experiment import FULL_HISTORY
 from mechrec_recsys.report.layout import RunLayout
 from mechrec_recsys.report.settings import ReproduceSettings, step_digest, step_settings
 from mechrec_recsys.report.steps import STEPS, StepContext, preflight
@@ -151,6 +153,23 @@ def settings_conflicts(settings: ReproduceSettings, records: dict[str, dict[str,
     return lines
 
 
+def _check_loaded(settings: ReproduceSettings, dataset: Dataset | None,
+                  split: Split | None) -> None:
+    """Refuse a preloaded dataset or split other than the one ``settings`` names."""
+    if dataset is not None and dataset.name != settings.dataset:
+        raise ValueError(f"the dataset given is {dataset.name!r} but the settings name "
+                         f"{settings.dataset!r}")
+    if split is None:
+        return
+    info = dict(split.info)
+    expected = {"dataset": settings.dataset, "kind": settings.split, "seed": settings.seed,
+                "max_len": FULL_HISTORY}
+    differs = {key: info.get(key) for key, value in expected.items() if info.get(key) != value}
+    if differs:
+        raise ValueError(f"the split given is not the one the settings name ({expected}): it "
+                         f"has {differs}; make it with mechrec_recsys.report.budget.load_split")
+
+
 def run_pipeline(
     settings: ReproduceSettings,
     run_dir: str | Path,
@@ -159,6 +178,8 @@ def run_pipeline(
     download: bool = True,
     device: str = "cpu",
     log: Callable[[str], None] | None = None,
+    dataset: Dataset | None = None,
+    split: Split | None = None,
 ) -> PipelineResult:
     """Run every step of the paper into ``run_dir``, skipping the ones already done.
 
@@ -169,12 +190,18 @@ def run_pipeline(
         download: allow downloading the dataset when no local copy exists.
         device: torch device.
         log: receives progress lines (default: none).
+        dataset: the dataset ``settings`` names, when the caller has loaded it (e.g.
+            :func:`~mechrec_recsys.report.budget.load_split` for a budget); default: loaded
+            when a step needs it.
+        split: likewise, its split as :func:`~mechrec_recsys.report.budget.load_split` makes
+            it (checked against the settings).
 
     Returns:
         What ran and what was skipped.
 
     Raises:
-        ValueError: the folder holds steps made with other settings, or bad settings/data.
+        ValueError: the folder holds steps made with other settings, bad settings/data, or
+            a ``dataset`` / ``split`` other than the one ``settings`` names.
         FileNotFoundError: the dataset cannot be found.
     """
     log = log or (lambda message: None)
@@ -187,8 +214,9 @@ def run_pipeline(
             f"{'; '.join(conflicts)}. Use a new --out folder (or delete "
             f"{layout.steps} to redo every step)"
         )
+    _check_loaded(settings, dataset, split)
     ctx = StepContext(settings=settings, layout=layout, data_dir=data_dir, download=download,
-                      device=device, log=log)
+                      device=device, log=log, _dataset=dataset, _split=split)
     if "steer" not in records:
         preflight(ctx)
     layout.reproduce_dir.mkdir(parents=True, exist_ok=True)

@@ -240,12 +240,15 @@ def run_align(ctx: StepContext, fresh_upstream: bool) -> dict[str, Any]:
 
 #: Sub-folder of the steering folder holding one feature page (JSON) per steered genre.
 FEATURE_PAGES_DIR = "features"
+#: The users whose positions the feature pages show (feature_dashboard's default).
+PAGES_PART = "sae_train"
 
 
 def run_steer(ctx: StepContext, fresh_upstream: bool) -> dict[str, Any]:
     """Steering curves per genre (SAE feature edits, SAE and probe directions), and each
     steered feature's page (top sequences, the items it promotes and demotes)."""
     del fresh_upstream
+    from mechrec_recsys.alignment import encode_sparse
     from mechrec_recsys.feature_pages import feature_dashboard
     from mechrec_recsys.steering import run_genre_sweep
 
@@ -259,9 +262,14 @@ def run_steer(ctx: StepContext, fresh_upstream: bool) -> dict[str, Any]:
         "modes": list(s.steer_modes), "probes": s.steer_probes, "k": s.k,
         "by": "mechrec reproduce"}})
     pages = ctx.layout.steering_dir / FEATURE_PAGES_DIR
+    encoded = None  # every page reads the same SAE features of the same users: encode once
     for row in result.features.itertuples(index=False):
+        if encoded is None:
+            encoded = encode_sparse(ctx.sae, ctx.experiment.activations(
+                PAGES_PART, ctx.sae.hook_name).activations).tocsc()
         page = feature_dashboard(ctx.experiment, ctx.sae, int(row.feature), k=5, context=4,
-                                 value=max(abs(v) for v in s.steer_values))
+                                 value=max(abs(v) for v in s.steer_values), part=PAGES_PART,
+                                 encoded=encoded)
         atomic_write_json(pages / f"{row.genre}.json", page, sort_keys=False)
     return {"curves": int(result.curves["curve"].nunique())}
 
