@@ -746,7 +746,7 @@ def attribute_sweep(
             check_width_count(probe_k, DEFAULT_K, width, "probe_k", "k-sparse probe neurons")
         if "pca" in probe_methods and pca_components is not None:
             check_width_count(pca_components, DEFAULT_N_COMPONENTS, width, "pca_components",
-                         "principal components")
+                              "principal components")
     chosen = select_attribute_features(study, sae, attributes, select=select, score=score,
                                        overrides=features, control_seed=control_seed)
     probe_sets = {method: fit_attribute_probes(study, sae.hook_name, list(chosen["column"]),

@@ -234,7 +234,7 @@ def fit_probes(
             largest difference of class means in pooled standard deviations of the fitting
             rows, then a logistic regression on those ``k`` only; ``balanced``, ``C``,
             ``max_iter`` apply; the direction is its weights scattered back into ``d``
-            dimensions, exactly ``k`` of them nonzero) or ``"pca"`` (the principal components
+            dimensions, every other one exactly zero) or ``"pca"`` (the principal components
             of the fitting rows; per attribute the component, sign included, whose projection
             correlates most with the attribute on those rows, thresholded half-way between the
             class means of the projection; ``balanced``, ``C``, ``max_iter`` do not apply).
@@ -264,8 +264,8 @@ def fit_probes(
     if method == "k_sparse":
         k = check_width_count(k, DEFAULT_K, width, "k", "k-sparse probe dimensions")
     if method == "pca":
-        n_components = check_width_count(n_components, DEFAULT_N_COMPONENTS, width, "n_components",
-                                    "principal components")
+        n_components = check_width_count(n_components, DEFAULT_N_COMPONENTS, width,
+                                         "n_components", "principal components")
     y, names = _label_matrix(labels, attribute_names, len(x))
     if test_activations is not None or test_labels is not None:
         if test_activations is None or test_labels is None:
