@@ -6,8 +6,8 @@ For each attribute (a column of the study's token attribute table), :func:`attri
    rows (never on the rows that are scored), reports its correlation on the ``score`` rows
    beside it, and draws a random alive feature as the control
    (:func:`select_attribute_features`);
-2. optionally fits a logistic probe per attribute on the select rows
-   (:func:`fit_attribute_probes`);
+2. optionally fits a probe per attribute on the select rows (:func:`fit_attribute_probes`:
+   logistic, difference of means, k-sparse or best principal component, :data:`PROBE_CURVES`);
 3. steers the last position of every ``score`` sequence over a grid of values, one curve per
    attribute and method (:func:`attribute_targets`):
 
@@ -17,7 +17,9 @@ For each attribute (a column of the study's token attribute table), :func:`attri
    - ``sae_feature`` / ``keep-error``: the same edit with the SAE's error term kept;
    - ``sae_direction`` / ``add``: add ``value x`` the feature's decoder direction, scaled to
      unit variance of the select rows' activations;
-   - ``probe_direction`` / ``add``: add ``value x`` the probe's direction, scaled the same way;
+   - ``probe_direction`` / ``add``: add ``value x`` the probe's direction, scaled the same way
+     (``mean_difference_direction``, ``k_sparse_direction`` and ``pca_direction`` for the other
+     probe methods);
    - ``random_feature`` / ``replace``: the control, a random alive feature's replace edit;
 
 4. scores each (curve, value) with ``evaluate`` on what ``collect`` kept of every batch: by
@@ -48,7 +50,13 @@ import torch
 from mechrec._io import atomic_write_bytes, atomic_write_json, json_safe
 from mechrec.alignment import alignment_stats, best_features, encode_sparse, token_attributes
 from mechrec.hooks import check_sae_fits
-from mechrec.probes import ProbeSet, fit_probes
+from mechrec.probes import (
+    DEFAULT_K,
+    DEFAULT_N_COMPONENTS,
+    ProbeSet,
+    check_width_count,
+    fit_probes,
+)
 from mechrec.steering import FeatureEdit, SAELike
 from mechrec.steering.validation import check_feature_index, check_finite_values
 from mechrec.study import Study, check_attribute_table, check_study
@@ -86,6 +94,8 @@ _SHARE_DECIMALS = 9
 PROBE_CURVES: dict[str, tuple[str, str]] = {
     "logistic": ("probe_direction", "probe"),
     "mean_difference": ("mean_difference_direction", "mean-diff"),
+    "k_sparse": ("k_sparse_direction", "k-sparse"),
+    "pca": ("pca_direction", "pca"),
 }
 """Probe method -> (curve method, curve name prefix) of its steering curves."""
 #: Stream id of the random control feature's draw (independent of other seeded draws).
@@ -248,9 +258,13 @@ def fit_attribute_probes(
     max_train_rows: int | None = None,
     notes: list[str] | None = None,
     method: str = "logistic",
+    probe_k: int | None = None,
+    pca_components: int | None = None,
 ) -> ProbeSet:
-    """Probes (logistic, or difference of means with ``method="mean_difference"``) per
-    attribute on the ``select`` rows' activations at ``hook_name``.
+    """Probes per attribute on the ``select`` rows' activations at ``hook_name``: logistic, or
+    ``method="mean_difference"`` (difference of means), ``"k_sparse"`` (a logistic probe on the
+    ``probe_k`` best-separating neurons) or ``"pca"`` (the best of the top ``pca_components``
+    principal components); see :func:`mechrec.probes.fit_probes`.
 
     Class-balanced, evaluated on the ``score`` rows when given; directions are scaled to unit
     variance of the select activations (:func:`mechrec.probes.fit_probes`).
@@ -264,12 +278,18 @@ def fit_attribute_probes(
         seed: seed of the fit (and of the row sample).
         max_train_rows: fit each probe on at most this many select rows drawn at random.
         notes: if given, one line per skipped probe is appended here instead of warned.
+        method: one of :data:`mechrec.probes.PROBE_METHODS`.
+        probe_k: with ``method="k_sparse"``, neurons per probe (default ``min(8, d)``).
+        pca_components: with ``method="pca"``, components to choose from (default
+            ``min(64, d)``).
 
     Raises:
-        ValueError: ``max_train_rows`` is not a positive whole number.
+        ValueError: ``max_train_rows`` is not a positive whole number; ``probe_k`` or
+            ``pca_components`` out of ``[1, d]``.
     """
     return _fit_probes(_Labels(study), hook_name, columns, select=select, score=score,
-                       seed=seed, max_train_rows=max_train_rows, notes=notes, method=method)
+                       seed=seed, max_train_rows=max_train_rows, notes=notes, method=method,
+                       probe_k=probe_k, pca_components=pca_components)
 
 
 def _fit_probes(
@@ -283,6 +303,8 @@ def _fit_probes(
     max_train_rows: int | None,
     notes: list[str] | None,
     method: str,
+    probe_k: int | None = None,
+    pca_components: int | None = None,
 ) -> ProbeSet:
     """:func:`fit_attribute_probes` on ``labels``' study."""
     study = labels.study
@@ -303,12 +325,23 @@ def _fit_probes(
             test_activations=None if test is None else test.activations,
             test_labels=None if test is None else labels(test.token, columns),
             seed=seed, hook_name=hook_name, method=method,
-            max_train_rows=None if max_train_rows is None else int(max_train_rows))
+            max_train_rows=None if max_train_rows is None else int(max_train_rows),
+            **_probe_options(method, probe_k, pca_components))
     if notes is not None:
         for row in probes.metrics.itertuples(index=False):
             if row.attribute not in probes.probes:
                 notes.append(f"probe for {row.attribute!r} {row.status}")
     return probes
+
+
+def _probe_options(method: str, probe_k: int | None, pca_components: int | None
+                   ) -> dict[str, int]:
+    """The :func:`~mechrec.probes.fit_probes` keywords of ``method`` (``k``, ``n_components``)."""
+    if method == "k_sparse" and probe_k is not None:
+        return {"k": probe_k}
+    if method == "pca" and pca_components is not None:
+        return {"n_components": pca_components}
+    return {}
 
 
 def attribute_targets(
@@ -708,6 +741,8 @@ def attribute_sweep(
     probe_score: bool = True,
     headline: Sequence[str] = (),
     probe_methods: Sequence[str] = ("logistic",),
+    probe_k: int | None = None,
+    pca_components: int | None = None,
 ) -> AttributeSweep:
     """Steer each attribute's best SAE feature (and probe) at the last position over ``values``.
 
@@ -737,7 +772,12 @@ def attribute_sweep(
             the select rows).
         headline: metrics shown beside the target share in the compact tables.
         probe_methods: with ``probes``, the probe kinds steered by (:data:`PROBE_CURVES`:
-            ``"logistic"`` gives ``probe:`` curves, ``"mean_difference"`` ``mean-diff:``).
+            ``"logistic"`` gives ``probe:`` curves, ``"mean_difference"`` ``mean-diff:``,
+            ``"k_sparse"`` ``k-sparse:`` and ``"pca"`` ``pca:``).
+        probe_k: neurons per ``k_sparse`` probe (default ``min(8, d)``); unlike ``k``, which
+            is the length of the top-``k`` lists.
+        pca_components: principal components a ``pca`` probe chooses from (default
+            ``min(64, d)``).
 
     Returns:
         :class:`AttributeSweep`; its ``unsteered`` row is the model as is, its
@@ -754,17 +794,25 @@ def attribute_sweep(
         raise ValueError(f"select and score are both {select!r}: choose features on other "
                          "rows than those that are steered and scored")
     check_sae_fits(study.model, sae)
-    labels = _Labels(study)  # the attribute table, validated once for every use below
-    chosen = _select_features(labels, sae, attributes, select=select, score=score,
-                              overrides=features, notes=None, control_seed=control_seed,
-                              stacklevel=2)
     unknown = [m for m in probe_methods if m not in PROBE_CURVES]
     if unknown or (probes and not probe_methods):
         raise ValueError(f"unknown probe methods {unknown}; choose from "
                          f"{', '.join(PROBE_CURVES)}")
+    if probes:  # before the (slower) feature choice: a k or a component count the width lacks
+        width = int(sae.d_in)
+        if "k_sparse" in probe_methods and probe_k is not None:
+            check_width_count(probe_k, DEFAULT_K, width, "probe_k", "k-sparse probe neurons")
+        if "pca" in probe_methods and pca_components is not None:
+            check_width_count(pca_components, DEFAULT_N_COMPONENTS, width, "pca_components",
+                              "principal components")
+    labels = _Labels(study)  # the attribute table, validated once for every use below
+    chosen = _select_features(labels, sae, attributes, select=select, score=score,
+                              overrides=features, notes=None, control_seed=control_seed,
+                              stacklevel=2)
     probe_sets = {method: _fit_probes(labels, sae.hook_name, list(chosen["column"]),
                                       select=select, score=score if probe_score else None,
-                                      seed=0, max_train_rows=None, notes=None, method=method)
+                                      seed=0, max_train_rows=None, notes=None, method=method,
+                                      probe_k=probe_k, pca_components=pca_components)
                   for method in dict.fromkeys(probe_methods)} if probes else {}
     if len(probe_sets) > 1:
         probe_metrics = pd.concat([m.metrics.assign(method=name) for name, m in

@@ -51,7 +51,10 @@ __all__ = [
 
 #: Display names of the feature sources of an alignment comparison.
 SOURCE_LABELS: dict[str, str] = {"SAE": "SAE feature", "neurons": "neuron",
-                                 "random": "random control", "probes": "probe"}
+                                 "random": "random control", "probes": "probe",
+                                 "mean_difference": "difference of means",
+                                 "k_sparse_probes": "k-sparse probe",
+                                 "pca": "principal component"}
 
 #: Display names of steering curves by ``(method, mode)``.
 CURVE_LABELS: dict[tuple[str, str], str] = {
@@ -60,6 +63,9 @@ CURVE_LABELS: dict[tuple[str, str], str] = {
     ("sae_direction", "add"): "SAE direction (add)",
     ("probe_direction", "add"): "probe direction (add)",
     ("random_feature", "replace"): "random alive feature (replace, control)",
+    ("mean_difference_direction", "add"): "difference of means (add)",
+    ("k_sparse_direction", "add"): "k-sparse probe direction (add)",
+    ("pca_direction", "add"): "principal component (add)",
 }
 
 #: Colour-blind-safe palette (Okabe-Ito), used in trace order.

@@ -1,4 +1,5 @@
-"""Linear probes: one logistic regression (or difference of means) per attribute at a hook.
+"""Linear probes: one direction per attribute at a hook (a logistic regression, a difference of
+means, a k-sparse logistic regression or the best principal component).
 
 A probe is trained on the same inputs as an SAE (activations, one row per real position) with a
 binary attribute of the row's item as target (paper section 8.2.3). For every attribute we
@@ -11,6 +12,16 @@ give a steering :class:`~mechrec.steering.Direction`:
   fastest), scaled to unit variance of the training activations along it
   (:func:`~mechrec.steering.unit_variance_direction`): adding ``k * direction`` moves an
   activation ``k`` standard deviations towards the attribute.
+
+Four methods find the direction (:data:`PROBE_METHODS`), all from the training rows only:
+
+- ``logistic``: a class-balanced logistic regression on every dimension;
+- ``mean_difference``: the difference of the class means (the steering-vectors convention);
+- ``k_sparse``: a k-sparse probe (Gurnee et al. 2023, "Finding Neurons in a Haystack"): the
+  ``k`` raw dimensions whose class means differ most, in pooled standard deviations, then a
+  logistic regression on those ``k`` dimensions only (every other weight is exactly zero);
+- ``pca``: the top ``n_components`` principal components of the training activations; each
+  attribute takes the component, with the sign, whose projection correlates best with it.
 
 Attributes without both classes among the training rows (e.g. a genre no item has) are skipped
 with a warning and reported with ``status`` explaining why.
@@ -37,8 +48,14 @@ from mechrec._io import save_safetensors_atomically
 from mechrec.steering.directions import Direction, unit_variance_direction
 
 _FORMAT = "mechrec.probes/1"
-#: How a probe's direction is found: a logistic regression, or the difference of class means.
-PROBE_METHODS: tuple[str, ...] = ("logistic", "mean_difference")
+#: How a probe's direction is found: a logistic regression, the difference of class means, a
+#: logistic regression on the k best-separating dimensions, or the best principal component.
+PROBE_METHODS: tuple[str, ...] = ("logistic", "mean_difference", "k_sparse", "pca")
+#: Dimensions a ``k_sparse`` probe keeps when ``k`` is not given (fewer if the width is smaller).
+DEFAULT_K = 8
+#: Principal components a ``pca`` probe chooses from when not given (fewer if the width is
+#: smaller).
+DEFAULT_N_COMPONENTS = 64
 METRIC_COLUMNS = (
     "attribute",
     "status",
@@ -185,9 +202,11 @@ def fit_probes(
     seed: int = 0,
     hook_name: str | None = None,
     method: str = "logistic",
+    k: int | None = None,
+    n_components: int | None = None,
 ) -> ProbeSet:
-    """Fit one probe per attribute (logistic regression, or a difference of means) and
-    evaluate it.
+    """Fit one probe per attribute (logistic regression, difference of means, k-sparse
+    logistic regression or best principal component) and evaluate it.
 
     Args:
         activations: ``(R, d)`` raw activations, or an ``ActivationSet`` (its rows, its
@@ -210,12 +229,43 @@ def fit_probes(
         method: ``"logistic"`` (a logistic regression) or ``"mean_difference"`` (the
             steering-vectors convention: the direction from the mean of the rows without the
             attribute to the mean of the rows with it, thresholded half-way between them;
-            ``balanced``, ``C``, ``max_iter`` and ``max_train_rows`` do not apply).
+            ``balanced``, ``C``, ``max_iter`` and ``max_train_rows`` do not apply),
+            ``"k_sparse"`` (a k-sparse probe, Gurnee et al. 2023: the ``k`` dimensions with the
+            largest difference of class means in pooled standard deviations of the fitting
+            rows, then a logistic regression on those ``k`` only; ``balanced``, ``C``,
+            ``max_iter`` apply; the direction is its weights scattered back into ``d``
+            dimensions, every other one exactly zero) or ``"pca"`` (the principal components
+            of the fitting rows; per attribute the component, sign included, whose projection
+            correlates most with the attribute on those rows, thresholded half-way between the
+            class means of the projection; ``balanced``, ``C``, ``max_iter`` do not apply).
+            ``max_train_rows`` limits the fitting rows of ``logistic``, ``k_sparse`` and
+            ``pca``. The chosen dimensions and components are listed in ``settings``
+            (``"neurons"``, ``"components"``).
+        k: with ``method="k_sparse"``, the number of dimensions each probe keeps
+            (default ``min(DEFAULT_K, d)``); at most the activation width ``d``.
+        n_components: with ``method="pca"``, the number of top principal components to choose
+            from (default ``min(DEFAULT_N_COMPONENTS, d)``); at most ``d``.
+
+    Raises:
+        ValueError: an unknown method, ``k`` or ``n_components`` below 1 or above ``d`` (or
+            given for another method), malformed activations or labels, a bad split.
     """
     if method not in PROBE_METHODS:
         raise ValueError(f"unknown probe method {method!r}; choose one of "
                          f"{', '.join(PROBE_METHODS)}")
+    if k is not None and method != "k_sparse":
+        raise ValueError(f"k={k!r} only applies to method='k_sparse' (got method={method!r}); "
+                         "drop k or choose method='k_sparse'")
+    if n_components is not None and method != "pca":
+        raise ValueError(f"n_components={n_components!r} only applies to method='pca' (got "
+                         f"method={method!r}); drop n_components or choose method='pca'")
     x, groups, hook_name = _unpack_activations(activations, groups, hook_name)
+    width = x.shape[1]
+    if method == "k_sparse":
+        k = check_width_count(k, DEFAULT_K, width, "k", "k-sparse probe dimensions")
+    if method == "pca":
+        n_components = check_width_count(n_components, DEFAULT_N_COMPONENTS, width,
+                                         "n_components", "principal components")
     y, names = _label_matrix(labels, attribute_names, len(x))
     if test_activations is not None or test_labels is not None:
         if test_activations is None or test_labels is None:
@@ -238,8 +288,13 @@ def fit_probes(
     fit_rows = np.arange(len(x_train))
     if max_train_rows is not None and len(fit_rows) > max_train_rows:
         fit_rows = np.sort(rng.choice(fit_rows, size=max_train_rows, replace=False))
-    z_fit = (x_train[fit_rows] - mean) / scale
+    x_fit = x_train[fit_rows]
+    z_fit = (x_fit - mean) / scale
     train_tensor = torch.from_numpy(x_train)
+    if method == "pca":
+        pca_mean, components, explained = _principal_components(x_fit, n_components)
+        projections = (x_fit - pca_mean) @ components.T  # (fit rows, n_components)
+    chosen: dict[str, object] = {}
 
     probes: dict[str, Probe] = {}
     rows = []
@@ -260,6 +315,25 @@ def fit_probes(
             low = x_train[~positive].mean(axis=0, dtype=np.float64)
             weight = high - low
             bias = float(-np.dot(weight, (high + low) / 2.0))
+        elif method == "k_sparse":
+            keep = _separating_dimensions(x_fit, target, k)
+            model = LogisticRegression(
+                C=C, max_iter=max_iter, class_weight="balanced" if balanced else None
+            )
+            model.fit(z_fit[:, keep], target)
+            weight = np.zeros(width, dtype=np.float64)
+            weight[keep] = model.coef_[0] / scale[keep]
+            bias = float(model.intercept_[0] - np.dot(model.coef_[0], mean[keep] / scale[keep]))
+            chosen[name] = [int(i) for i in keep]
+        elif method == "pca":
+            index, sign, r = _best_component(projections, target)
+            weight = sign * components[index]
+            positive = target > 0
+            midpoint = (x_fit[positive].mean(axis=0, dtype=np.float64)
+                        + x_fit[~positive].mean(axis=0, dtype=np.float64)) / 2.0
+            bias = float(-np.dot(weight, midpoint))
+            chosen[name] = {"component": index, "sign": sign, "correlation": r,
+                            "explained_variance_ratio": float(explained[index])}
         else:
             model = LogisticRegression(
                 C=C, max_iter=max_iter, class_weight="balanced" if balanced else None
@@ -290,7 +364,91 @@ def fit_probes(
         "test_fraction": None if test_labels is not None else test_fraction,
         "grouped_split": groups is not None and test_labels is None,
     }
+    if method == "k_sparse":
+        settings["k"] = k
+        settings["neurons"] = chosen
+    if method == "pca":
+        settings["n_components"] = n_components
+        settings["components"] = chosen
     return ProbeSet(hook_name, probes, metrics, settings)
+
+
+def check_width_count(value: int | None, default: int, width: int, name: str, what: str) -> int:
+    """``value`` (or ``min(default, width)``) checked to be a whole number in ``[1, width]``:
+    the ``k`` of a k-sparse probe or the component count of a PCA probe on ``width``-wide
+    activations; ``name`` and ``what`` word the error.
+
+    Raises:
+        ValueError: not a whole number, below 1, or above ``width`` (naming both and the fix).
+    """
+    if value is None:
+        return min(default, width)
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        raise ValueError(f"{name} must be a whole number of {what}, got {value!r}")
+    if value < 1:
+        raise ValueError(f"{name}={value} {what}: need at least 1")
+    if value > width:
+        raise ValueError(
+            f"{name}={value} is larger than the activation width d={width}: pass "
+            f"{name} <= {width} (or leave it out for min({default}, d))"
+        )
+    return int(value)
+
+
+def _separating_dimensions(x: np.ndarray, target: np.ndarray, k: int) -> np.ndarray:
+    """The ``k`` columns of ``x`` whose class means differ most in pooled standard deviations
+    (Cohen's d), sorted by index; ties go to the lower index.
+
+    A column constant within each class but different between them separates perfectly and
+    ranks first; a constant column ranks last.
+    """
+    positive = target > 0
+    a, b = x[positive].astype(np.float64), x[~positive].astype(np.float64)
+    n_a, n_b = len(a), len(b)
+    difference = np.abs(a.mean(axis=0) - b.mean(axis=0))
+    pooled_var = ((n_a - 1) * a.var(axis=0, ddof=1 if n_a > 1 else 0)
+                  + (n_b - 1) * b.var(axis=0, ddof=1 if n_b > 1 else 0))
+    pooled = np.sqrt(pooled_var / max(n_a + n_b - 2, 1))
+    tiny = 1e-12
+    score = np.where(pooled > tiny, difference / np.maximum(pooled, tiny),
+                     np.where(difference > tiny, np.inf, 0.0))
+    order = np.argsort(-score, kind="stable")
+    return np.sort(order[:k])
+
+
+def _principal_components(x: np.ndarray, n_components: int
+                          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean, top ``n_components`` principal axes ``(n, d)`` and their explained variance ratios
+    of the rows ``x``, from the eigendecomposition of their covariance (deterministic).
+
+    Each axis' sign is fixed so that its largest-magnitude entry is positive (sklearn's
+    ``svd_flip`` convention); the probe chooses its own sign per attribute anyway.
+    """
+    x64 = x.astype(np.float64)
+    mean = x64.mean(axis=0)
+    centred = x64 - mean
+    covariance = centred.T @ centred / max(len(x64) - 1, 1)
+    values, vectors = np.linalg.eigh(covariance)
+    order = np.argsort(-values, kind="stable")[:n_components]
+    axes = vectors[:, order].T.copy()
+    biggest = np.argmax(np.abs(axes), axis=1)
+    axes *= np.sign(axes[np.arange(len(axes)), biggest])[:, None]
+    total = float(values.clip(min=0).sum())
+    ratio = values[order].clip(min=0) / total if total > 0 else np.zeros(len(order))
+    return mean, axes, ratio
+
+
+def _best_component(projections: np.ndarray, target: np.ndarray) -> tuple[int, int, float]:
+    """``(index, sign, correlation)`` of the projection column most correlated (in absolute
+    value) with the 0/1 ``target``; constant columns never win unless all are constant."""
+    y = target.astype(np.float64) - target.mean()
+    p = projections - projections.mean(axis=0)
+    norms = np.sqrt((p**2).sum(axis=0) * (y**2).sum())
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = np.where(norms > 1e-12, (p.T @ y) / norms, 0.0)
+    index = int(np.argmax(np.abs(r)))
+    sign = 1 if r[index] >= 0 else -1
+    return index, sign, float(abs(r[index]))
 
 
 def _scores(prefix: str, logits: np.ndarray, target: np.ndarray) -> dict[str, float]:

@@ -429,6 +429,8 @@ def run_genre_sweep(
     random_control: bool = True,
     control_seed: int = 0,
     probe_methods: Sequence[str] = ("logistic",),
+    probe_k: int | None = None,
+    pca_components: int | None = None,
 ) -> GenreSweep:
     """Steer each genre's best SAE feature (and probe) at the last position over ``values``.
 
@@ -454,7 +456,12 @@ def run_genre_sweep(
             random feature alive on the SAE-training users (the control of Fig. 8).
         control_seed: seeds the control features' draw.
         probe_methods: with ``probes``, the probe kinds steered by (``"logistic"``: the
-            paper's probe; ``"mean_difference"``: the difference of genre means).
+            paper's probe; ``"mean_difference"``: the difference of genre means;
+            ``"k_sparse"``: a logistic probe on the ``probe_k`` neurons that best separate the
+            genre; ``"pca"``: the principal component that correlates best with the genre).
+        probe_k: neurons per ``k_sparse`` probe (default ``min(8, d)``).
+        pca_components: principal components a ``pca`` probe chooses from (default
+            ``min(64, d)``).
 
     Returns:
         a :class:`GenreSweep`; the ``unsteered`` row is the model as trained, the
@@ -471,7 +478,7 @@ def run_genre_sweep(
         modes=modes, probes=probes, sae_directions=sae_directions, features=features, k=k,
         collect=top_k_unseen(experiment, k), evaluate=_evaluator(experiment, k), method=method,
         progress=progress, random_control=random_control, control_seed=control_seed,
-        probe_methods=probe_methods)
+        probe_methods=probe_methods, probe_k=probe_k, pca_components=pca_components)
     core = sweep.metadata
     metadata = {
         "run": experiment.spec.__dict__,

@@ -16,7 +16,13 @@ table). Feature sources compared on the same rows and labels:
 - ``probes`` (opt-in): one logistic probe per attribute fitted on the select rows; its logit is
   one "feature" per attribute (an upper reference for a single linear direction);
 - ``mean_difference`` (opt-in): per attribute, the projection on the difference of the class
-  means of the select rows (the steering-vectors convention).
+  means of the select rows (the steering-vectors convention);
+- ``k_sparse_probes`` (opt-in): per attribute, a k-sparse probe (Gurnee et al. 2023): the ``k``
+  neurons that best separate the attribute on the select rows, then a logistic probe on them;
+- ``pca`` (opt-in): per attribute, the projection on the principal component of the select
+  rows (sign included) that correlates best with it there.
+
+Every probe-like source is fitted on the select rows only, like the choice of SAE features.
 
 Honest selection: the best feature per attribute is chosen on the ``select`` rows and scored
 on the ``score`` rows. Choosing the best of thousands of features and scoring it on the same
@@ -81,7 +87,8 @@ __all__ = [
 SOURCES: tuple[str, ...] = ("SAE", "neurons", "random")
 """The default feature sets: SAE features, raw neurons at the hook, random-projection control."""
 
-PROBE_SOURCES: dict[str, str] = {"probes": "logistic", "mean_difference": "mean_difference"}
+PROBE_SOURCES: dict[str, str] = {"probes": "logistic", "mean_difference": "mean_difference",
+                                 "k_sparse_probes": "k_sparse", "pca": "pca"}
 """Probe-like sources and the :func:`mechrec.probes.fit_probes` method each fits."""
 
 ALL_SOURCES: tuple[str, ...] = (*SOURCES, *PROBE_SOURCES)
@@ -726,8 +733,10 @@ class FeatureAlignment:
         metric: metric that chooses the best feature per attribute (one of
             :data:`mechrec.alignment.METRICS`; the paper uses ``correlation``).
         sources: feature sources to compare, from :data:`ALL_SOURCES` (default
-            :data:`SOURCES`; add ``"probes"`` for logistic probes and ``"mean_difference"``
-            for difference-of-means directions).
+            :data:`SOURCES`; add ``"probes"`` for logistic probes, ``"mean_difference"``
+            for difference-of-means directions, ``"k_sparse_probes"`` for k-sparse probes and
+            ``"pca"`` for the best principal component per attribute; see
+            :data:`PROBE_SOURCES`).
         seed: seed of the random control and of the probes.
         unit: ``"positions"`` (every real position is a data point, labelled by its input
             token) or ``"tokens"`` (each distinct token of a row set is one data point, its
@@ -735,11 +744,16 @@ class FeatureAlignment:
             The random control is fitted on positions either way.
         hook_name: the hook to read when ``sae`` is ``None``.
         probe_rows: fit probes on at most this many select rows (``None``: all).
+        probe_k: neurons per k-sparse probe (``k_sparse_probes``; default
+            ``min(mechrec.probes.DEFAULT_K, d)``).
+        pca_components: principal components the ``pca`` source chooses from (default
+            ``min(mechrec.probes.DEFAULT_N_COMPONENTS, d)``).
     """
 
     def __init__(self, sae: Any = None, *, metric: str = "correlation",
                  sources: Sequence[str] = SOURCES, seed: int = 0, unit: str = "positions",
-                 hook_name: str | None = None, probe_rows: int | None = 50_000) -> None:
+                 hook_name: str | None = None, probe_rows: int | None = 50_000,
+                 probe_k: int | None = None, pca_components: int | None = None) -> None:
         if metric not in METRICS:
             raise ValueError(f"unknown metric {metric!r}; choose one of {', '.join(METRICS)}")
         if unit not in UNITS:
@@ -753,6 +767,10 @@ class FeatureAlignment:
         self.unit = unit
         self.hook_name = str(sae.hook_name if sae is not None else hook_name)
         self.probe_rows = probe_rows
+        self.probe_options: dict[str, dict[str, Any]] = {
+            "k_sparse": {} if probe_k is None else {"k": probe_k},
+            "pca": {} if pca_components is None else {"n_components": pca_components},
+        }
         self.notes: list[str] = []
         self.stats_: dict[str, dict[str, AlignmentStats]] | None = None
         self.select_rows_: str | None = None
@@ -855,7 +873,7 @@ class FeatureAlignment:
                     acts, self._row_labels(rows, acts) if self.unit == "tokens" else labels,
                     test_fraction=0.0,
                     max_train_rows=self.probe_rows, seed=self.seed, hook_name=self.hook_name,
-                    method=method)
+                    method=method, **self.probe_options.get(method, {}))
             self.notes.extend(f"{source}, {rows} rows: {w.message}" for w in caught)
             self.probe_names_[source] = list(self.probes_[source].probes)
         self.stats_ = {s: {} for s in self.sources}
@@ -926,7 +944,8 @@ class FeatureAlignment:
 def align(study: Study, sae: Any = None, *, select: str, score: str,
           metric: str = "correlation", attributes: Any = None,
           sources: Sequence[str] = SOURCES, seed: int = 0, unit: str = "positions",
-          hook_name: str | None = None) -> AlignmentRun:
+          hook_name: str | None = None, probe_k: int | None = None,
+          pca_components: int | None = None) -> AlignmentRun:
     """Honest alignment in one call: choose on ``select`` rows, score on ``score`` rows.
 
     ``FeatureAlignment(sae, ...).fit(study, select).score(study, score)``; see
@@ -944,5 +963,6 @@ def align(study: Study, sae: Any = None, *, select: str, score: str,
         raise ValueError(f"select and score are both {select!r}: choose the best features on "
                          "other rows than those that score them")
     estimator = FeatureAlignment(sae, metric=metric, sources=sources, seed=seed, unit=unit,
-                                 hook_name=hook_name)
+                                 hook_name=hook_name, probe_k=probe_k,
+                                 pca_components=pca_components)
     return estimator.fit(study, select, attributes=attributes).score(study, score)

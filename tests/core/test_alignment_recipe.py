@@ -112,6 +112,50 @@ def test_sources_groups_and_probes(run: AlignmentRun) -> None:
     assert ("probes", "SAE") in run.default_pairs()
 
 
+def test_k_sparse_and_pca_sources_choose_on_select_rows(study: TokenStudy, tmp_path) -> None:
+    from mechrec.probes import fit_probes
+
+    run = align(study, None, hook_name=HOOK, select="fit", score="eval",
+                sources=("neurons", "k_sparse_probes", "pca"), probe_k=2, pca_components=6)
+    assert run.sources == ["neurons", "k_sparse_probes", "pca"]
+    assert {("k_sparse_probes", "SAE"), ("pca", "SAE")}.isdisjoint(run.default_pairs())
+    table, _ = study.attribute_table()
+    select, score = study.activations("fit", HOOK), study.activations("eval", HOOK)
+    score_labels = token_attributes(score.token, table)
+    for source, method, options in (("k_sparse_probes", "k_sparse", {"k": 2}),
+                                    ("pca", "pca", {"n_components": 6})):
+        best = run.best_table(source, "honest")
+        # the probes are fitted on the select rows; the score rows only evaluate them
+        probes = fit_probes(select, token_attributes(select.token, table), test_fraction=0.0,
+                            max_train_rows=50_000, seed=0, method=method, **options)
+        assert set(best["feature"].dropna()) <= set(probes.probes)  # named by attribute
+
+        def logits(acts, probes=probes):
+            raw = acts.activations.numpy().astype(np.float32)
+            return pd.DataFrame({a: p.decision_function(raw) for a, p in probes.probes.items()})
+
+        on_select = alignment_stats(logits(select).to_numpy(),
+                                    token_attributes(select.token, table),
+                                    feature_names=list(probes.probes))
+        correlation = on_select.table("correlation")
+        for attribute in ("even", "low", "high"):
+            feature = best.loc[attribute, "feature"]
+            # chosen on the select rows (two attributes may share a PCA component: a tie)
+            assert correlation.loc[feature, attribute] == pytest.approx(
+                correlation[attribute].max(), abs=1e-6)
+            expected = np.corrcoef(logits(score)[feature], score_labels[attribute])[0, 1]
+            assert best.loc[attribute, "correlation"] == pytest.approx(expected, abs=1e-4)
+        if method == "k_sparse":
+            assert all(np.count_nonzero(p.weight) == 2 for p in probes.probes.values())
+    written = run.write(tmp_path)
+    assert {"k_sparse_probes", "pca"} <= set(written)
+    with pytest.raises(ValueError, match=r"k=17 is larger than the activation width d=16"):
+        align(study, None, hook_name=HOOK, select="fit", score="eval",
+              sources=("k_sparse_probes",), probe_k=17)
+    with pytest.raises(ValueError, match=r"unknown feature sources.*k_sparse_probes, pca"):
+        FeatureAlignment(None, hook_name=HOOK, sources=("sparse",))
+
+
 def test_bootstrap_resamples_whole_sequences(run: AlignmentRun) -> None:
     assert run.scored is not None and run.scored.n_groups == 48
     boot = run.bootstrap(30, seed=0)
@@ -153,7 +197,7 @@ def test_bad_input_is_named(study: TokenStudy, sae) -> None:
     with pytest.raises(ValueError, match="need an SAE"):
         align(study, select="fit", score="eval", hook_name=HOOK)
     with pytest.raises(ValueError, match="unknown feature sources"):
-        align(study, sae, select="fit", score="eval", sources=("SAE", "pca"))
+        align(study, sae, select="fit", score="eval", sources=("SAE", "ica"))
     with pytest.raises(TypeError, match="is not a Study"):
         align(object(), sae, select="fit", score="eval")
     other = make_tiny_model(d_model=8, d_head=4)

@@ -116,7 +116,47 @@ def test_mean_difference_probes_steer_and_align(study: TokenStudy) -> None:
                        method="mean_difference").probes["even"]
     np.testing.assert_allclose(probe.weight, x[even].mean(0) - x[~even].mean(0), rtol=1e-9)
     with pytest.raises(ValueError, match="unknown probe method"):
-        fit_probes(acts, pd.DataFrame({"even": even}), method="pca")
+        fit_probes(acts, pd.DataFrame({"even": even}), method="nope")
+
+
+def test_k_sparse_and_pca_probes_steer(study: TokenStudy) -> None:
+    from mechrec.probes import fit_probes
+
+    config = SAETrainingConfig(architecture="topk", d_sae=32, k=4, steps=40, batch_size=64)
+    sae = train_sae(study.activations("fit", HOOK), config).sae
+    with pytest.raises(ValueError, match=r"probe_k=17 is larger than the activation width "
+                                         r"d=16: pass probe_k <= 16"):
+        attribute_sweep(study, sae, ["even"], select="fit", score="eval", values=[1.0],
+                        probe_methods=("k_sparse",), probe_k=17)
+    sweep = attribute_sweep(study, sae, {"Even": "even", "low": "low"}, select="fit",
+                            score="eval", values=[0.0, 4.0], k=5, random_control=False,
+                            probe_methods=("k_sparse", "pca"), probe_k=3, pca_components=6)
+    curves = sweep.curves
+    assert {"k_sparse_direction", "pca_direction"} <= set(curves["method"])
+    assert {"k-sparse:Even", "k-sparse:low", "pca:Even", "pca:low"} <= set(curves["curve"])
+    assert set(curves.loc[curves["method"] == "pca_direction", "mode"]) == {"add"}
+    assert set(sweep.probe_metrics["method"]) == {"k_sparse", "pca"}
+    settings = sweep.metadata["probes"]
+    assert settings["k_sparse"]["k"] == 3 and settings["pca"]["n_components"] == 6
+    assert all(len(v) == 3 for v in settings["k_sparse"]["neurons"].values())
+    # the directions are the probes fitted on the select rows only, with k nonzero entries
+    table = study.attribute_table()[0]
+
+    def rows(part: str):
+        acts = study.activations(part, HOOK)
+        return acts, pd.DataFrame({"even": table["even"].to_numpy()[acts.token.numpy()] > 0})
+
+    (fit_acts, fit_labels), (eval_acts, eval_labels) = rows("fit"), rows("eval")
+    by_hand = fit_probes(fit_acts, fit_labels, test_activations=eval_acts.activations,
+                         test_labels=eval_labels, method="k_sparse", k=3)
+    assert np.count_nonzero(by_hand.probes["even"].weight) == 3
+    assert settings["k_sparse"]["neurons"]["even"] == by_hand.settings["neurons"]["even"]
+    # value 0 adds nothing: every direction's curve starts at the unsteered share
+    base = sweep.reference()["share:even"]
+    at_zero = curves[(curves["value"] == 0.0) & (curves["column"] == "even")
+                     & curves["method"].isin(["k_sparse_direction", "pca_direction"])]
+    assert len(at_zero) == 2
+    np.testing.assert_allclose(at_zero["target_share"], base)
 
 
 def test_the_attribute_table_is_validated_once_per_call(study: TokenStudy, monkeypatch) -> None:

@@ -80,6 +80,29 @@ def test_sweep_writes_tables_and_prints_the_summary(sweep_run, paper_experiment:
     assert "fast path:" in text and "tables written to" in text
 
 
+def test_sweep_steers_by_k_sparse_and_pca_probes(paper_run_dir: Path, saes: Path,
+                                                 data_args: list[str], tmp_path: Path):
+    result = run_cli("steer", "sweep", paper_run_dir, saes / "paper", "--genres", "Horror",
+                     "--values", "0,3", "--mode", "replace", "--no-random-control",
+                     "--example-users", "0", "--probe-methods", "k_sparse,pca,logistic",
+                     "--probe-k", "4", "--pca-components", "8", "--out", tmp_path,
+                     "--no-progress", *data_args)
+    assert result.exit_code == 0, result.output
+    sweep = pd.read_csv(tmp_path / "sweep.csv")
+    curves = sweep[sweep["value"].notna()]
+    assert set(curves["method"]) == {"sae_feature", "sae_direction", "probe_direction",
+                                     "k_sparse_direction", "pca_direction"}
+    assert {"k-sparse:Horror", "pca:Horror", "probe:Horror"} <= set(curves["curve"])
+    probes = pd.read_csv(tmp_path / "probes.csv")
+    assert set(probes["method"]) == {"k_sparse", "pca", "logistic"}
+    assert (probes["status"] == "ok").all()
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    settings = summary["metadata"]["probes"]
+    assert settings["k_sparse"]["k"] == 4 and settings["pca"]["n_components"] == 8
+    assert len(settings["k_sparse"]["neurons"]["Horror"]) == 4
+    assert summary["command"]["probe_methods"] == ["k_sparse", "pca", "logistic"]
+
+
 def test_user_lists_before_and_after(paper_run_dir: Path, saes: Path, data_args: list[str],
                                      paper_experiment: Experiment, tmp_path: Path):
     user = paper_experiment.part("test").users[0]
@@ -108,6 +131,13 @@ def test_user_lists_before_and_after(paper_run_dir: Path, saes: Path, data_args:
         ("sweep", ["--sae", "other-hook"], "reads hook 'blocks.5.hook_resid_post'"),
         ("sweep", ["--sae", "narrow"], "width 16"),
         ("sweep", ["--sae", "absent"], "absent"),
+        ("sweep", ["--probe-methods", "logistic,ica"],
+         "unknown --probe-methods ['ica']; choose from logistic, mean_difference, k_sparse, pca"),
+        ("sweep", ["--probe-k", "0"], "--probe-k must be >= 1, got 0"),
+        ("sweep", ["--genres", "Horror", "--probe-methods", "k_sparse", "--probe-k", "33"],
+         "probe_k=33 is larger than the activation width d=32: pass probe_k <= 32"),
+        ("sweep", ["--genres", "Horror", "--probe-methods", "pca", "--pca-components", "40"],
+         "pca_components=40 is larger than the activation width d=32"),
         ("user", ["--user", "1000000", "--genre", "Horror"], "unknown user '1000000'"),
         ("user", ["--user", "{user}", "--genre", "Sci-Fi", "--values", "1,inf"],
          "steering values must be finite"),

@@ -3,7 +3,8 @@
 Commands:
 
 * ``mechrec steer sweep RUN_DIR SAE_DIR [--genres Action,Sci-Fi] [--values -10:10:1]
-  [--mode replace|keep-error|both] [--probes/--no-probes] [--out DIR]``: for each genre's best
+  [--mode replace|keep-error|both] [--probes/--no-probes]
+  [--probe-methods logistic,mean_difference,k_sparse,pca] [--out DIR]``: for each genre's best
   SAE feature (chosen on the SAE-training users), set it at the last position to every value
   and score the test users' top-10 (genre shares, NDCG/HR with standard errors, coverage,
   diversity); with probes, also add unit-variance probe and SAE decoder directions (Fig. 9).
@@ -171,8 +172,15 @@ def sweep_command(
         help="GENRE=INDEX,... instead of the best features"),
     probe_methods: Sequence[str] = typer.Option(
         "logistic", "--probe-methods", **parsed(NAME_LIST),
-        help="with --probes, the probe kinds to steer by: logistic, mean_difference "
-        "(comma-separated)"),
+        help="with --probes, the probe kinds to steer by: logistic, mean_difference, "
+        "k_sparse (a logistic probe on the --probe-k best-separating neurons), pca (the "
+        "principal component that correlates best with the genre) (comma-separated)"),
+    probe_k: int | None = typer.Option(
+        None, "--probe-k", help="neurons per k_sparse probe (default: 8, or the width if "
+        "smaller)"),
+    pca_components: int | None = typer.Option(
+        None, "--pca-components", help="principal components a pca probe chooses from "
+        "(default: 64, or the width if smaller)"),
     random_control: bool = typer.Option(
         True, "--random-control/--no-random-control",
         help="also steer a random alive SAE feature per genre (replace mode): the control"),
@@ -210,13 +218,22 @@ def sweep_command(
             fail(f"--k must be >= 1, got {k}")
         if users < 0 or naive < 0:
             fail("--example-users and --compare-naive must be >= 0")
+        from mechrec.attribute_steering import PROBE_CURVES
+
+        unknown = [m for m in probe_methods if m not in PROBE_CURVES]
+        if probes and (unknown or not probe_methods):
+            fail(f"unknown --probe-methods {unknown}; choose from {', '.join(PROBE_CURVES)}")
+        for option, count in (("--probe-k", probe_k), ("--pca-components", pca_components)):
+            if count is not None and count < 1:
+                fail(f"{option} must be >= 1, got {count}")
         experiment, sae = _open(run_dir, sae_dir, data_dir, download, device, batch_size,
                                 allow_other_model, hook)
         genre_list = list(genres)
         result = run_genre_sweep(
             experiment, sae, genres=genre_list, values=grid, modes=chosen_modes, probes=probes,
             features=overrides, k=k, progress=progress, random_control=random_control,
-            control_seed=control_seed, probe_methods=tuple(probe_methods))
+            control_seed=control_seed, probe_methods=tuple(probe_methods), probe_k=probe_k,
+            pca_components=pca_components)
         user_table = None
         if users > 0:
             user_table = _example_user_lists(experiment, sae, result, users, list(user_values),
@@ -224,6 +241,8 @@ def sweep_command(
         extra: dict[str, Any] = {"command": {
             "run_dir": str(run_dir), "sae_dir": str(sae_dir), "genres": genre_list,
             "values": grid, "mode": mode, "probes": probes,
+            "probe_methods": list(probe_methods), "probe_k": probe_k,
+            "pca_components": pca_components,
             "features": overrides, "k": k, "random_control": random_control,
             "control_seed": control_seed}}
         if naive > 0:
