@@ -17,7 +17,10 @@ round-trip ``repr``); intervals are error bars.
   the steering value, one panel per attribute
   (:attr:`mechrec.attribute_steering.AttributeSweep.table`);
 - :func:`metric_lines`: any metric vs a swept setting (Table 1 / Fig. 3: SAE quality and
-  interpretability vs L1 weight or dictionary size; training curves).
+  interpretability vs L1 weight or dictionary size; training curves);
+- :func:`table1_figure`: Table 1's grid, every chosen metric vs the L1 weight and vs the
+  dictionary size, mean ± std over seeds with each seed's value
+  (``mechrec_recsys.saes.Table1.plot``).
 
 plotly is imported inside the functions, so importing this module is free.
 """
@@ -47,6 +50,7 @@ __all__ = [
     "profile_heatmap",
     "steering_curves",
     "sweep_figure",
+    "table1_figure",
 ]
 
 #: Display names of the feature sources of an alignment comparison.
@@ -475,6 +479,129 @@ def metric_lines(frame: pd.DataFrame | Sequence[Mapping[str, Any]], x: str,
     fig.update_xaxes(title_text=x_title or x, type="log" if log_x else None)
     fig.update_yaxes(title_text=y_title)
     fig.update_layout(**_LAYOUT, height=340, title=title)
+    return fig
+
+
+#: Display names of Table 1's metrics (``{k}``: the list length of the ranking metrics).
+TABLE1_METRIC_LABELS: dict[str, str] = {
+    "rmse": "RMSE", "explained_variance": "explained variance", "l0": "L0",
+    "dead_fraction": "dead fraction", "ndcg": "NDCG@{k}", "hit_rate": "HitRate@{k}",
+    "coverage": "Coverage@{k}", "ndcg_delta": "ΔNDCG@{k} (paired)",
+    "genre_corr_honest": "mean best-genre correlation (honest)",
+    "genre_corr_in_sample": "mean best-genre correlation (in-sample)",
+}
+#: The two sweeps of Table 1: ``sweep`` value -> (x column, x-axis title, fixed column).
+_TABLE1_SWEEPS: dict[str, tuple[str, str, str]] = {
+    "l1": ("l1_coefficient", "L1 weight", "d_sae"),
+    "d_sae": ("d_sae", "dictionary size", "l1_coefficient"),
+}
+
+
+def table1_figure(rows: pd.DataFrame | Sequence[Mapping[str, Any]], *,
+                  runs: pd.DataFrame | Sequence[Mapping[str, Any]] | None = None,
+                  metrics: Sequence[str] = ("explained_variance", "l0", "ndcg"), k: int = 10,
+                  title: str | None = None) -> Figure:
+    """Table 1's grid: one row of panels per metric, the L1 sweep (metric vs L1 weight at one
+    dictionary size) on the left and the dictionary-size sweep (metric vs dictionary size at
+    one L1 weight) on the right, both on log axes.
+
+    Each panel has the mean over seeds (``<metric>_mean``) as a line with ± the standard
+    deviation over seeds (``<metric>_std``) as error bars; with several seeds per point and
+    ``runs`` given, each seed's own value as a faint marker; for the ranking metrics, the
+    original model's value (the ``original`` row) as a dotted line. Every trace's ``meta``
+    says what it holds: ``{"metric", "sweep", "kind"}`` with kind ``"mean"`` or ``"seeds"``.
+
+    Args:
+        rows: the table's lines (``Table1.rows()`` or ``table1.csv``): columns ``sweep``
+            (``"l1"``, ``"d_sae"`` or ``"original"``), ``l1_coefficient``, ``d_sae`` and
+            ``<metric>_mean`` / ``<metric>_std``.
+        runs: one row per trained SAE (``Table1.runs``): ``l1_coefficient``, ``d_sae``,
+            ``seed`` and ``<metric>``.
+        metrics: what to draw, one row of panels each (keys of
+            :data:`TABLE1_METRIC_LABELS`, or any metric the rows have).
+        k: list length of the ranking metrics (for the labels).
+        title: figure title.
+
+    Raises:
+        ValueError: a metric the rows do not have, or rows without any sweep line.
+    """
+    go = _go()
+    from plotly.subplots import make_subplots
+
+    data = pd.DataFrame(list(rows)) if not isinstance(rows, pd.DataFrame) else rows
+    if "sweep" not in data.columns:
+        raise ValueError("Table 1's rows need a 'sweep' column (Table1.rows() or table1.csv)")
+    missing = [m for m in metrics if f"{m}_mean" not in data.columns]
+    if missing or not metrics:
+        raise ValueError(f"unknown metric(s) {missing}; choose among "
+                         f"{[c[:-5] for c in data.columns if str(c).endswith('_mean')]}")
+    sweeps = [s for s in _TABLE1_SWEEPS if (data["sweep"] == s).any()]
+    if not sweeps:
+        raise ValueError("Table 1's rows hold no sweep line (sweep 'l1' or 'd_sae')")
+    original = data[data["sweep"] == "original"]
+    per_seed = (pd.DataFrame(list(runs)) if runs is not None and not isinstance(runs, pd.DataFrame)
+                else runs)
+    several = (per_seed is not None and len(per_seed) > 0 and "seed" in per_seed
+               and per_seed["seed"].nunique() > 1)
+    labels = {m: TABLE1_METRIC_LABELS.get(m, m).format(k=k) for m in metrics}
+    titles = []
+    for m in metrics:
+        for s in sweeps:
+            x, x_title, fixed = _TABLE1_SWEEPS[s]
+            line = data[data["sweep"] == s]
+            at = (f"dictionary {exact(line[fixed].iloc[0])}" if s == "l1"
+                  else f"L1 {exact(line[fixed].iloc[0])}")
+            titles.append(f"{labels[m]} vs {x_title} ({at})")
+    fig = make_subplots(rows=len(metrics), cols=len(sweeps), subplot_titles=titles,
+                        horizontal_spacing=0.1, vertical_spacing=min(0.12, 0.4 / len(metrics)))
+    for r, m in enumerate(metrics, start=1):
+        color = PALETTE[(r - 1) % len(PALETTE)]
+        for c, s in enumerate(sweeps, start=1):
+            x, x_title, _ = _TABLE1_SWEEPS[s]
+            line = data[data["sweep"] == s].sort_values(x, kind="stable")
+            xs, ys = _floats(line[x]), _floats(line[f"{m}_mean"])
+            std_col = f"{m}_std"
+            es = _floats(line[std_col]) if std_col in line else np.full(len(ys), np.nan)
+            n = _floats(line["n_seeds"]) if "n_seeds" in line else np.ones(len(ys))
+            custom = [[exact(a), exact(b), exact(e), exact(s_)] for a, b, e, s_ in
+                      zip(xs, ys, es, n, strict=True)]
+            fig.add_trace(go.Scatter(
+                x=xs, y=ys, mode="lines+markers", name=labels[m], legendgroup=m,
+                showlegend=c == 1, line={"color": color},
+                error_y=({"type": "data", "array": np.nan_to_num(es), "thickness": 1,
+                          "width": 3} if np.isfinite(es).any() else None),
+                customdata=custom, meta={"metric": m, "sweep": s, "kind": "mean"},
+                hovertemplate=(f"{labels[m]}<br>{x_title} = %{{customdata[0]}}<br>"
+                               "%{customdata[1]} ± %{customdata[2]} (std over "
+                               "%{customdata[3]} seeds)<extra></extra>")), row=r, col=c)
+            if several and m in per_seed:
+                points = set(zip(_floats(line["d_sae"]), _floats(line["l1_coefficient"]),
+                                 strict=True))
+                keep = [(d, lv) in points for d, lv in
+                        zip(_floats(per_seed["d_sae"]), _floats(per_seed["l1_coefficient"]),
+                            strict=True)]
+                seeds = per_seed[keep]
+                sx, sy = _floats(seeds[x]), _floats(seeds[m])
+                fig.add_trace(go.Scatter(
+                    x=sx, y=sy, mode="markers", name=f"{labels[m]}, each seed",
+                    legendgroup=m, showlegend=False, opacity=0.45,
+                    marker={"color": color, "size": 6, "symbol": "circle-open"},
+                    customdata=[[exact(a), exact(b), exact(sd)] for a, b, sd in
+                                zip(sx, sy, seeds["seed"], strict=True)],
+                    meta={"metric": m, "sweep": s, "kind": "seeds"},
+                    hovertemplate=(f"{labels[m]}, seed %{{customdata[2]}}<br>{x_title} = "
+                                   "%{customdata[0]}<br>%{customdata[1]}<extra></extra>")),
+                    row=r, col=c)
+            if len(original) and f"{m}_mean" in original:
+                ref = _floats(original[f"{m}_mean"])[0]
+                if math.isfinite(ref):
+                    fig.add_hline(y=float(ref), line_dash="dot", line_color="#777", row=r,
+                                  col=c, annotation_text=f"original {ref:.4g}",
+                                  annotation_font_size=10, annotation_position="top left")
+            fig.update_xaxes(title_text=x_title, type="log", row=r, col=c)
+            fig.update_yaxes(title_text=labels[m], row=r, col=c)
+    fig.update_layout(**_LAYOUT, height=max(340, 290 * len(metrics)),
+                      title=title or "Table 1: SAE quality vs L1 weight and dictionary size")
     return fig
 
 

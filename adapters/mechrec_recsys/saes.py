@@ -20,8 +20,11 @@ and the trained GPTRec):
   at L1 0.1, several seeds) through :func:`mechrec.saes.sweep_saes`, which saves every SAE
   with its row and skips it on a rerun, so an interrupted sweep continues where it stopped
   (the sweep's folder is tied to the hash of the model's weights, so SAEs cached for a model
-  since retrained in the same run folder are never reused);
-  :func:`write_table1` writes its CSV and JSON.
+  since retrained in the same run folder are never reused); it returns a :class:`Table1`,
+  a typed result that :meth:`Table1.save` writes as ``table1.json`` (everything: the rows,
+  every run, the settings and grid it was run with, the seeds) and ``table1.csv`` (the table
+  as users read it), :meth:`Table1.load` reads back equal, and :meth:`Table1.plot` draws
+  (:func:`mechrec.plots.table1_figure`). :func:`write_table1` is :meth:`Table1.save`.
 
 Standard errors: NDCG and HitRate are means over test users (``std / sqrt(n)``); Coverage is
 a set-level metric, so its standard error is a bootstrap over test users
@@ -46,8 +49,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
-from mechrec._io import atomic_write_text, exclusive_claim, json_safe
+from mechrec._io import atomic_write_json, atomic_write_text, exclusive_claim, json_safe
 from mechrec.activations import ActivationSource, collect_activations
 from mechrec.alignment import (
     DegenerateInputWarning,
@@ -79,7 +83,6 @@ from mechrec.saes import (
     train_sae,
 )
 from mechrec_recsys.checkpoint import (
-    atomic_write_json,
     checkpoint_sha256,
     read_json,
     state_dict_sha256,
@@ -98,7 +101,13 @@ SHARD_MB = 256.0
 TABLE1_DIR = "table1"
 SWEEP_SPEC_FILE = "sweep.json"
 SWEEP_SPEC_FORMAT = "mechrec.table1_sweep/1"
-TABLE1_FORMAT = "mechrec.table1/1"
+#: Format of ``table1.json``; version 2 adds the grid and the original model's full row.
+TABLE1_FORMAT = "mechrec.table1/2"
+#: Earlier formats :meth:`Table1.load` still reads (their grid comes from the rows).
+TABLE1_OLD_FORMATS: tuple[str, ...] = ("mechrec.table1/1",)
+#: File names of a saved Table 1 in a folder (a run folder: ``RUN_DIR/table1.csv``).
+TABLE1_CSV = "table1.csv"
+TABLE1_JSON = "table1.json"
 #: Labels of the evaluation modes, in table order.
 MODE_LABELS: dict[str, str] = {"replace": "replace", "keep-error": "replace + error"}
 #: Downstream metrics of a row, each with ``<name>_se`` beside it.
@@ -535,7 +544,13 @@ def table1_points(
 
 @dataclass
 class Table1:
-    """The result of :func:`run_table1`.
+    """The result of :func:`run_table1`: Table 1's lines, every SAE run behind them and the
+    settings they were run with.
+
+    Save it with :meth:`save` (``table1.json`` and ``table1.csv``), read it back with
+    :meth:`load` (equal to the saved object; non-finite numbers are stored as JSON ``null``
+    and read back as ``None``), look at it with :meth:`frame` / :meth:`runs_frame` and draw
+    it with :meth:`plot`.
 
     Attributes:
         hook: the hook the SAEs read.
@@ -548,6 +563,11 @@ class Table1:
             ``"l1"`` (the L1 weights at one dictionary size) or ``"d_sae"`` (the dictionary
             sizes at one L1 weight); means and standard deviations over seeds.
         directory: where the sweep's SAEs are saved.
+        info: the run (dataset, split, seed), the model's weight hash and the row counts.
+        l1_values: L1 weights swept at dictionary size ``l1_d_sae``.
+        d_sae_values: dictionary sizes swept at L1 weight ``d_sae_l1``.
+        l1_d_sae: dictionary size of the L1 sweep (``None``: unknown, no L1 sweep).
+        d_sae_l1: L1 weight of the dictionary-size sweep (``None``: unknown, no size sweep).
     """
 
     hook: str
@@ -559,15 +579,155 @@ class Table1:
     summary: list[dict[str, Any]]
     directory: Path
     info: dict[str, Any] = field(default_factory=dict)
+    l1_values: list[float] = field(default_factory=list)
+    d_sae_values: list[int] = field(default_factory=list)
+    l1_d_sae: int | None = None
+    d_sae_l1: float | None = None
+
+    @property
+    def grid(self) -> dict[str, Any]:
+        """The swept grid: ``l1_values``, ``d_sae_values``, ``l1_d_sae``, ``d_sae_l1``."""
+        return {"l1_values": list(self.l1_values), "d_sae_values": list(self.d_sae_values),
+                "l1_d_sae": self.l1_d_sae, "d_sae_l1": self.d_sae_l1}
 
     def rows(self) -> list[dict[str, Any]]:
         """The table's lines, the original model first, with the columns of the CSV."""
         original = {column: None for column in TABLE1_COLUMNS}
         original["sweep"] = "original"
         for key in RANKING_KEYS:
-            original[f"{key}_mean"] = self.original[key]
-            original[f"{key}_se"] = self.original[f"{key}_se"]
+            original[f"{key}_mean"] = self.original.get(key)
+            original[f"{key}_se"] = self.original.get(f"{key}_se")
         return [original, *self.summary]
+
+    def frame(self) -> pd.DataFrame:
+        """The table as a data frame (:meth:`rows`; columns :data:`TABLE1_COLUMNS`)."""
+        return pd.DataFrame(self.rows(), columns=list(TABLE1_COLUMNS))
+
+    def runs_frame(self) -> pd.DataFrame:
+        """Every SAE run (one row per point and seed) as a data frame."""
+        return pd.DataFrame(self.runs)
+
+    def plot(self, metrics: Sequence[str] = ("explained_variance", "l0", "ndcg"),
+             **kwargs: Any) -> Any:
+        """A plotly figure of the grid: each metric vs the L1 weight and vs the dictionary
+        size, mean ± std over seeds and, with several seeds, each seed's value; ranking
+        metrics with the original model as a dotted line. See
+        :func:`mechrec.plots.table1_figure` (``kwargs`` go to it)."""
+        from mechrec.plots import table1_figure
+
+        return table1_figure(self.rows(), runs=self.runs, metrics=metrics, k=self.k, **kwargs)
+
+    def to_json(self) -> dict[str, Any]:
+        """What :meth:`save` writes to ``table1.json`` (format :data:`TABLE1_FORMAT`)."""
+        return json_safe({
+            "format": TABLE1_FORMAT, "hook": self.hook, "k": self.k, "seeds": self.seeds,
+            "base_config": self.base_config, "grid": self.grid,
+            "sweep_directory": str(self.directory), "info": self.info,
+            "original": self.original, "rows": self.rows(), "runs": self.runs,
+        })
+
+    def to_csv(self) -> str:
+        """The table as CSV text (columns :data:`TABLE1_COLUMNS`, missing values empty)."""
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=list(TABLE1_COLUMNS), lineterminator="\n")
+        writer.writeheader()
+        for row in self.rows():
+            writer.writerow({key: "" if _missing(value) else value for key, value in row.items()})
+        return buffer.getvalue()
+
+    def save(self, path: str | os.PathLike) -> tuple[Path, Path]:
+        """Write the table atomically as JSON (everything :meth:`load` needs) and CSV.
+
+        Args:
+            path: a folder (files ``table1.json`` and ``table1.csv`` in it, e.g. the run
+                folder) or the CSV's or the JSON's path (the other is written beside it,
+                same name).
+
+        Returns:
+            ``(csv_path, json_path)``.
+        """
+        csv_path, json_path = table1_paths(path)
+        atomic_write_text(csv_path, self.to_csv())
+        atomic_write_json(json_path, self.to_json(), sort_keys=False)  # rows in column order
+        return csv_path, json_path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> Table1:
+        """The table :meth:`save` wrote (or :func:`write_table1` of an earlier version).
+
+        Args:
+            path: as for :meth:`save`: a folder holding ``table1.json``, or the JSON's or the
+                CSV's path (the JSON beside it is read).
+
+        Raises:
+            FileNotFoundError: no ``table1.json`` (the message says whether a CSV alone was
+                found, which holds too little to rebuild the result, and how to write both).
+            ValueError: a damaged file or an unknown format; the message says how to
+                rewrite it.
+        """
+        csv_path, json_path = table1_paths(path)
+        rerun = ("re-run 'mechrec sae table1 RUN_DIR' (or the reproduce step table1): the "
+                 "sweep's SAEs are cached, so it only re-evaluates them")
+        if not json_path.is_file():
+            if csv_path.is_file():
+                raise FileNotFoundError(
+                    f"{json_path} is missing: {csv_path} alone holds only the table's numbers, "
+                    f"not the settings, seeds and runs a Table1 is made of; {rerun}")
+            raise FileNotFoundError(f"{json_path} is missing: write Table 1 with "
+                                    "'mechrec sae table1 RUN_DIR' (or mechrec reproduce)")
+        try:
+            payload = json.loads(json_path.read_text())
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            raise ValueError(f"{json_path} is not a readable Table 1 "
+                             f"({' '.join(str(exc).split())}); {rerun}") from None
+        fmt = payload.get("format") if isinstance(payload, dict) else None
+        if fmt != TABLE1_FORMAT and fmt not in TABLE1_OLD_FORMATS:
+            raise ValueError(f"{json_path} has format {fmt!r}, not {TABLE1_FORMAT!r}; {rerun}")
+        try:
+            return cls._from_json(payload)
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
+            raise ValueError(f"{json_path} is not a complete Table 1 ({type(exc).__name__}: "
+                             f"{exc}); {rerun}") from None
+
+    @classmethod
+    def _from_json(cls, payload: dict[str, Any]) -> Table1:
+        rows = [dict(row) for row in payload["rows"]]
+        if not rows or rows[0]["sweep"] != "original":
+            raise ValueError("its first row is not the original model's")
+        summary = rows[1:]
+        if "original" in payload:
+            original = dict(payload["original"])
+        else:  # format 1: the original model's metrics only in its row
+            original = {}
+            for key in RANKING_KEYS:
+                original[key] = rows[0][f"{key}_mean"]
+                original[f"{key}_se"] = rows[0][f"{key}_se"]
+        if "grid" in payload:
+            grid = dict(payload["grid"])
+        else:  # format 1: the grid is what the rows show
+            l1_rows = [r for r in summary if r["sweep"] == "l1"]
+            size_rows = [r for r in summary if r["sweep"] == "d_sae"]
+            grid = {"l1_values": [r["l1_coefficient"] for r in l1_rows],
+                    "d_sae_values": [r["d_sae"] for r in size_rows],
+                    "l1_d_sae": l1_rows[0]["d_sae"] if l1_rows else None,
+                    "d_sae_l1": size_rows[0]["l1_coefficient"] if size_rows else None}
+        return cls(
+            hook=str(payload["hook"]), k=int(payload["k"]),
+            seeds=[int(seed) for seed in payload["seeds"]],
+            base_config=dict(payload["base_config"]), original=original,
+            runs=[dict(run) for run in payload["runs"]], summary=summary,
+            directory=Path(payload["sweep_directory"]), info=dict(payload.get("info", {})),
+            l1_values=list(grid["l1_values"]), d_sae_values=list(grid["d_sae_values"]),
+            l1_d_sae=grid["l1_d_sae"], d_sae_l1=grid["d_sae_l1"])
+
+
+def table1_paths(path: str | os.PathLike) -> tuple[Path, Path]:
+    """``(csv_path, json_path)`` of a saved Table 1: ``path`` is a folder (``table1.csv``
+    and ``table1.json`` in it) or the CSV's or the JSON's path (the other one beside it)."""
+    path = Path(path)
+    if path.suffix.lower() in (".csv", ".json"):
+        return path.with_suffix(".csv"), path.with_suffix(".json")
+    return path / TABLE1_CSV, path / TABLE1_JSON
 
 
 def sweep_directory(run_dir: str | os.PathLike, hook: str, base: SAETrainingConfig,
@@ -725,7 +885,10 @@ def run_table1(
                   info={"run": _spec_dict(experiment.spec), "model_sha256": weights,
                         "test_users": len(experiment.part("test")),
                         "test_rows": len(experiment.activations("test", hook)),
-                        "sae_train_rows": len(experiment.activations("sae_train", hook))})
+                        "sae_train_rows": len(experiment.activations("sae_train", hook))},
+                  l1_values=[float(v) for v in l1_values],
+                  d_sae_values=[int(d) for d in d_sae_values],
+                  l1_d_sae=int(l1_d_sae), d_sae_l1=float(d_sae_l1))
 
 
 def _summarize(runs: list[dict[str, Any]], l1_values: Sequence[float],
@@ -783,25 +946,9 @@ def genre_interpretability(experiment: Experiment, nsae: NormalizedSAE) -> dict[
 
 
 def write_table1(table: Table1, path: str | os.PathLike) -> tuple[Path, Path]:
-    """Write the table as CSV at ``path`` and, beside it, JSON (``.json``) with every run.
-
-    Both are written atomically. Returns ``(csv_path, json_path)``.
-    """
-    csv_path = Path(path)
-    json_path = csv_path.with_suffix(".json")
-    csv_path.parent.mkdir(parents=True, exist_ok=True)
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(TABLE1_COLUMNS), lineterminator="\n")
-    writer.writeheader()
-    for row in table.rows():
-        writer.writerow({key: "" if _missing(value) else value for key, value in row.items()})
-    atomic_write_text(csv_path, buffer.getvalue())
-    atomic_write_json(json_path, json_safe({
-        "format": TABLE1_FORMAT, "hook": table.hook, "k": table.k, "seeds": table.seeds,
-        "base_config": table.base_config, "sweep_directory": str(table.directory),
-        "info": table.info, "rows": table.rows(), "runs": table.runs,
-    }))
-    return csv_path, json_path
+    """Write the table as CSV at ``path`` and, beside it, JSON (``.json``) with every run:
+    :meth:`Table1.save` (``path`` may also be a folder). Returns ``(csv_path, json_path)``."""
+    return table.save(path)
 
 
 # -------------------------------------------------------------------------------- helpers

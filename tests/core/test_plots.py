@@ -183,3 +183,38 @@ def test_metric_lines_and_errors(run: AlignmentRun) -> None:
     assert fig.layout.xaxis.type == "log" and len(fig.layout.shapes) == 1
     with pytest.raises(ValueError, match="unknown figure"):
         run.plot("nope")
+
+
+def test_table1_figure_panels_per_metric_and_sweep() -> None:
+    rows = pd.DataFrame([
+        {"sweep": "original", "l1_coefficient": None, "d_sae": None, "n_seeds": None,
+         "ndcg_mean": 0.12, "ndcg_std": None, "l0_mean": None, "l0_std": None},
+        {"sweep": "l1", "l1_coefficient": 0.5, "d_sae": 64, "n_seeds": 2, "ndcg_mean": 0.08,
+         "ndcg_std": 0.01, "l0_mean": 5.0, "l0_std": 1.0},
+        {"sweep": "l1", "l1_coefficient": 0.1, "d_sae": 64, "n_seeds": 2, "ndcg_mean": 0.1,
+         "ndcg_std": 0.02, "l0_mean": 20.0, "l0_std": 2.0},
+        {"sweep": "d_sae", "l1_coefficient": 0.1, "d_sae": 32, "n_seeds": 2, "ndcg_mean": 0.09,
+         "ndcg_std": 0.0, "l0_mean": 12.0, "l0_std": 0.5},
+    ])
+    runs = [{"l1_coefficient": l1, "d_sae": d, "seed": s, "ndcg": 0.1 + s, "l0": 10.0 + s}
+            for l1, d in ((0.5, 64), (0.1, 64), (0.1, 32)) for s in (0, 1)]
+    fig = plots.table1_figure(rows, runs=runs, metrics=["l0", "ndcg"], k=5)
+    assert [(t.meta["metric"], t.meta["sweep"], t.meta["kind"]) for t in fig.data] == [
+        (m, s, kind) for m in ("l0", "ndcg") for s in ("l1", "d_sae") for kind in ("mean", "seeds")]
+    mean = fig.data[0]
+    np.testing.assert_array_equal(mean.x, [0.1, 0.5])  # sorted by the L1 weight
+    np.testing.assert_array_equal(mean.y, [20.0, 5.0])
+    np.testing.assert_array_equal(mean.error_y.array, [2.0, 1.0])
+    assert sorted(fig.data[1].y) == [10.0, 10.0, 11.0, 11.0]  # both seeds of both points
+    assert list(fig.data[3].y) == [10.0, 11.0]  # the size sweep's one point
+    assert fig.data[4].name == "NDCG@5"
+    assert [s.y0 for s in fig.layout.shapes] == [0.12, 0.12]  # the original, NDCG panels only
+    assert "L0 vs L1 weight (dictionary 64)" in [a.text for a in fig.layout.annotations]
+    # one seed: no per-seed markers; only one sweep: one column of panels
+    single = plots.table1_figure(rows[rows["sweep"] != "d_sae"], runs=runs[::2],
+                                 metrics=["l0"])
+    assert [t.meta["kind"] for t in single.data] == ["mean"]
+    with pytest.raises(ValueError, match="unknown metric"):
+        plots.table1_figure(rows, metrics=["rmse"])
+    with pytest.raises(ValueError, match="no sweep line"):
+        plots.table1_figure(rows[rows["sweep"] == "original"], metrics=["ndcg"])

@@ -12,6 +12,7 @@ import sae_lens
 import torch
 from cli_checks import assert_one_line_error, run_cli
 from mechrec_recsys.experiment import Experiment, RunSpec
+from mechrec_recsys.saes import Table1
 from sae_asserts import assert_same_features
 
 from mechrec.activations import ActivationSet
@@ -126,6 +127,11 @@ def test_table1_sweep_writes_csv_json_and_resumes(paper_run_dir: Path, data_args
     assert float(rows[1]["l0_mean"]) == pytest.approx(sum(l0s) / 2)
     assert float(rows[1]["l0_std"]) == pytest.approx(abs(l0s[0] - l0s[1]) / 2 ** 0.5)
     assert all(r["replace_error_ndcg"] == float(rows[0]["ndcg_mean"]) for r in runs)
+    # the JSON is the Table1 result: it loads with the grid the command ran
+    table = Table1.load(out)
+    assert table.grid == {"l1_values": [0.05, 0.3], "d_sae_values": [32, 64], "l1_d_sae": 64,
+                          "d_sae_l1": 0.1}
+    assert table.to_csv() == out.read_text() and table.runs == runs
 
     # resume: an interrupted sweep (one SAE never saved) retrains only what is missing
     sweep_dir = Path(data["sweep_directory"])

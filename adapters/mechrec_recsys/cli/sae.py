@@ -12,9 +12,10 @@ Commands:
   reconstruction + error ("replace + error", identical to the original by construction).
 * ``mechrec sae table1 RUN_DIR [--l1 ...] [--d-sae ...] [--seeds 0,1,2,3,4] [--steps N]
   [--out FILE.csv]``: the paper's sweep (L1 weights at dictionary 2048, dictionary sizes at L1
-  0.1, on the first block's output), mean ± std over seeds; writes CSV + JSON and prints the
-  table. Every SAE is saved as it finishes: rerun the same command after an interruption and
-  it continues.
+  0.1, on the first block's output), mean ± std over seeds; writes CSV + JSON (the JSON is
+  ``mechrec_recsys.saes.Table1``'s: ``Table1.load(FILE.json)`` reads the result back, with
+  ``.frame()`` and ``.plot()``) and prints the table. Every SAE is saved as it finishes:
+  rerun the same command after an interruption and it continues.
 
 Bad input (a folder that is not a run, an unknown hook, an SAE of another model, a missing
 normaliser, malformed lists, ...) prints one line ``error: ...`` to stderr and exits with
@@ -385,8 +386,8 @@ def table1(
     warm_up: int | None = typer.Option(None, "--warm-up", help="learning-rate warm-up steps "
                                        "(default min(100, steps/10))"),
     k: int = typer.Option(10, "--k", help="length of the recommendation lists"),
-    out: Path | None = typer.Option(None, "--out", help="CSV to write (JSON beside it); "
-                                    "default RUN_DIR/table1.csv"),
+    out: Path | None = typer.Option(None, "--out", help="CSV to write (JSON beside it, "
+                                    "read by Table1.load); default RUN_DIR/table1.csv"),
     data_dir: DataDirOption = None,
     download: DownloadOption = True,
     device: DeviceOption = "cpu",
@@ -395,7 +396,7 @@ def table1(
 ) -> None:
     """The paper's Table 1: L1 weights at one dictionary size, dictionary sizes at one L1
     weight, averaged over seeds; resumable."""
-    from mechrec_recsys.saes import SAES_DIR, TABLE1_DIR, run_table1, write_table1
+    from mechrec_recsys.saes import SAES_DIR, TABLE1_DIR, run_table1
 
     with on_interrupt(f"kept every SAE of the sweep finished so far, under "
                       f"{run_dir / SAES_DIR / TABLE1_DIR}", rerun_command()):
@@ -425,8 +426,7 @@ def table1(
         result = run_table1(experiment, run_dir, hook=hook, l1_values=list(l1),
                             d_sae_values=list(d_sae), seeds=list(seeds), l1_d_sae=l1_d_sae,
                             d_sae_l1=d_sae_l1, base=base, k=k, progress=report)
-        csv_path, json_path = write_table1(result, out if out is not None
-                                           else run_dir / "table1.csv")
+        csv_path, json_path = result.save(out if out is not None else run_dir / "table1.csv")
     n = len(result.seeds)
     title = (f"Table 1 on {result.info['run']['dataset']} ({result.info['test_users']} test "
              f"users), {result.hook}: standard SAEs, {steps} steps of {batch_size}, "

@@ -89,12 +89,13 @@ class RunLayout:
 
     @property
     def table1_csv(self) -> Path:
-        """Table 1 as CSV."""
+        """Table 1 as CSV (the table's lines, for people and spreadsheets)."""
         return self.run_dir / "table1.csv"
 
     @property
     def table1_json(self) -> Path:
-        """Table 1 as JSON (rows and every run)."""
+        """Table 1 as its result object's JSON (rows, every run, settings, grid, seeds):
+        what ``mechrec_recsys.saes.Table1.load`` reads and the report shows."""
         return self.run_dir / "table1.json"
 
     @property

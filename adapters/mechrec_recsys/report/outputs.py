@@ -10,11 +10,14 @@ from __future__ import annotations
 import json
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from mechrec_recsys.report.layout import DEFAULT_SAE_NAME, RunLayout
+
+if TYPE_CHECKING:  # pragma: no cover - the SAE glue (torch) loads when Table 1 is read
+    from mechrec_recsys.saes import Table1
 
 
 class MissingOutput(Exception):
@@ -116,9 +119,22 @@ class RunOutputs:
         return _json(self.layout.metrics, "train")
 
     @cached_property
-    def table1(self) -> dict[str, Any]:
-        """``table1.json``."""
-        return _json(self.layout.table1_json, "table1")
+    def table1(self) -> Table1:
+        """Table 1 as its result object (:meth:`mechrec_recsys.saes.Table1.load` of
+        ``table1.json``; a file from an earlier version is read too). A folder holding only
+        ``table1.csv``, or a damaged JSON, is a missing output whose reason says to re-run
+        the step."""
+        from mechrec_recsys.saes import Table1
+
+        path = self.layout.table1_json
+        try:
+            return Table1.load(path)
+        except FileNotFoundError as exc:
+            if not self.layout.table1_csv.is_file():
+                raise MissingOutput(path, "table1") from None
+            raise MissingOutput(path, "table1", " ".join(str(exc).split())) from None
+        except (OSError, ValueError) as exc:
+            raise MissingOutput(path, "table1", " ".join(str(exc).split())) from None
 
     def alignment_table(self, stem: str) -> pd.DataFrame:
         """An alignment CSV (``per_genre``, ``summary``, ``comparison``,

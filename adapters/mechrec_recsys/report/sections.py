@@ -291,8 +291,8 @@ def table1_section(out: RunOutputs) -> Section:
 
     def build() -> str:
         t = out.table1
-        k = t["k"]
-        rows_data = t["rows"]
+        k = t.k
+        rows_data = t.rows()
         rows = []
         for i, row in enumerate(rows_data):
             key = f"table1/{i}"
@@ -316,10 +316,10 @@ def table1_section(out: RunOutputs) -> Section:
             delta = num_cell(row["ndcg_delta_mean"], spread=row["ndcg_delta_se"],
                              key=f"{key}/ndcg_delta")
             rows.append([*head, *recon, *ranking, delta])
-        config = t.get("base_config", {})
-        info = t.get("info", {})
-        seeds = t.get("seeds", [])
-        caption = (f"standard (L1) SAEs at {t.get('hook')}: {config.get('steps')} steps of "
+        config = t.base_config
+        info = t.info
+        seeds = t.seeds
+        caption = (f"standard (L1) SAEs at {t.hook}: {config.get('steps')} steps of "
                    f"{config.get('batch_size')} rows, {len(seeds)} seed(s) {seeds}; metrics on "
                    f"{info.get('test_users', '–')} test users ({info.get('test_rows', '–')} "
                    "activations). SAE rows: mean (± std over seeds when there are several); "

@@ -5,7 +5,7 @@ step       library call (and what it writes)
 =========  ==========================================================================
 data       :func:`mechrec_recsys.data.dataset_statistics` -> ``reproduce/`` CSV + split JSON
 train      :func:`mechrec_recsys.training.train_and_evaluate` + ``RunSpec.save``
-table1     :func:`mechrec_recsys.saes.run_table1` + :func:`~mechrec_recsys.saes.write_table1`
+table1     :func:`mechrec_recsys.saes.run_table1` + ``Table1.save`` (``table1.json`` + CSV)
 sae        :func:`mechrec_recsys.saes.train_run_sae` (+ its metrics in ``reproduce/sae.json``)
 align      :func:`mechrec_recsys.alignment.align` + ``AlignmentRun.write`` (with bootstrap)
 steer      :func:`mechrec_recsys.steering.run_genre_sweep` + ``GenreSweep.save``
@@ -158,7 +158,7 @@ def run_table1_step(ctx: StepContext, fresh_upstream: bool) -> dict[str, Any]:
     trains fresh SAEs instead of reusing stale ones.
     """
     del fresh_upstream
-    from mechrec_recsys.saes import run_table1, write_table1
+    from mechrec_recsys.saes import run_table1
 
     s = ctx.settings
     base = table1_base(s, ctx.device)
@@ -171,7 +171,7 @@ def run_table1_step(ctx: StepContext, fresh_upstream: bool) -> dict[str, Any]:
                        l1_values=list(s.table1_l1), d_sae_values=list(s.table1_d_sae),
                        seeds=list(s.table1_seeds), l1_d_sae=s.table1_l1_d_sae,
                        d_sae_l1=s.table1_d_sae_l1, base=base, k=s.k, progress=progress)
-    write_table1(table, ctx.layout.table1_csv)
+    table.save(ctx.layout.table1_csv)  # table1.csv and table1.json, read by Table1.load
     return {"saes": len(table.runs)}
 
 
