@@ -63,17 +63,20 @@ def _size_args(size: str) -> tuple[str, list[str]]:
     return preset, (["--users", users] if users else [])
 
 
-def stages(size: str, root: Path, epochs: int, sae_steps: int) -> list[tuple[str, list[str]]]:
-    """The commands of one size, in order."""
+def stages(size: str, root: Path, epochs: int, sae_steps: int, loss: str = "full",
+           memory_budget: float | None = None) -> list[tuple[str, list[str]]]:
+    """The commands of one size, in order (``loss``: of the main training run;
+    ``memory_budget``: MB of activations ``sae train`` may hold, the rest spills to disk)."""
     world, run = root / f"world-{size}", root / f"run-{size}"
     preset, extra = _size_args(size)
     sae = run / "saes" / SAE_NAME
+    budget = [] if memory_budget is None else ["--memory-budget", str(memory_budget)]
     return [
         ("synth", _mechrec("data", "synth", "--size", preset, *extra, "--seed", "0",
                            "--out", str(world), "--overwrite")),
         ("load_split", _mechrec("data", "stats", str(world), "--split", "paper")),
-        ("train_full", _mechrec("train", str(world), "--split", "paper", "--out", str(run),
-                                "--epochs", str(epochs), "--no-progress")),
+        (f"train_{loss}", _mechrec("train", str(world), "--split", "paper", "--out", str(run),
+                                   "--epochs", str(epochs), "--loss", loss, "--no-progress")),
         ("train_sampled_1_epoch", _mechrec("train", str(world), "--split", "paper", "--out",
                                            str(root / f"run-{size}-sampled"), "--epochs", "1",
                                            "--loss", "sampled", "--no-resume",
@@ -81,7 +84,7 @@ def stages(size: str, root: Path, epochs: int, sae_steps: int) -> list[tuple[str
         ("sae_train", _mechrec("sae", "train", str(run), "--architecture", "standard",
                                "--d-sae", "2048", "--l1", "0.1", "--steps", str(sae_steps),
                                "--batch-size", "1024", "--name", SAE_NAME, "--overwrite",
-                               "--no-progress")),
+                               *budget, "--no-progress")),
         ("align_catalog", _mechrec("align", "tables", str(run), SAE_NAME, "--bootstrap", "200",
                                    "--out", str(sae / "alignment"))),
         ("align_planted", _mechrec("align", "tables", str(run), SAE_NAME, "--planted", "genre",
@@ -98,13 +101,14 @@ def _done(results: Path) -> set[tuple[str, str]]:
     return {(r["size"], r["stage"]) for r in map(json.loads, results.read_text().splitlines())}
 
 
-def run_sizes(sizes: list[str], root: Path, epochs: int, sae_steps: int) -> None:
-    """Run every stage of every size not yet in ``root/results.jsonl``."""
+def run_sizes(sizes: list[str], root: Path, epochs: int, sae_steps: int, *, loss: str = "full",
+              memory_budget: float | None = None, skip: tuple[str, ...] = ()) -> None:
+    """Run every stage of every size not yet in ``root/results.jsonl`` (but ``skip``)."""
     root.mkdir(parents=True, exist_ok=True)
     results = root / "results.jsonl"
     for size in sizes:
-        for stage, command in stages(size, root, epochs, sae_steps):
-            if (size, stage) in _done(results):
+        for stage, command in stages(size, root, epochs, sae_steps, loss, memory_budget):
+            if (size, stage) in _done(results) or stage in skip:
                 continue
             record = run_stage(stage, size, command, root / f"{size}.{stage}.log")
             record.update(_extra(stage, root / f"run-{size}", root / f"run-{size}-sampled"))
@@ -116,8 +120,8 @@ def run_sizes(sizes: list[str], root: Path, epochs: int, sae_steps: int) -> None
 
 def _extra(stage: str, run: Path, sampled: Path) -> dict:
     """Per-stage details read from what the stage wrote (epoch times, rows, events)."""
-    if stage in ("train_full", "train_sampled_1_epoch"):
-        metrics = json.loads(((run if stage == "train_full" else sampled)
+    if stage in ("train_full", "train_sampled", "train_sampled_1_epoch"):
+        metrics = json.loads(((run if stage != "train_sampled_1_epoch" else sampled)
                               / "metrics.json").read_text())
         seconds = [h["seconds"] for h in metrics["history"]]
         gptrec = metrics["comparison"]["reports"]["GPTRec"]["metrics"]
@@ -150,6 +154,18 @@ def _alignment(root: Path, size: str, folder: str) -> dict:
     return out
 
 
+def _exponent(values: pd.Series, events: dict[str, int]) -> float:
+    """Slope of log(value) on log(events) over the sizes that have a value (NaN if < 2)."""
+    have = values.dropna()
+    if len(have) < 2:
+        return float("nan")
+    x = [math.log(events[size]) for size in have.index]
+    y = [math.log(v) for v in have.to_numpy()]
+    mx, my = sum(x) / len(x), sum(y) / len(y)
+    return sum((a - mx) * (b - my) for a, b in zip(x, y, strict=True)) / sum(
+        (a - mx) ** 2 for a in x)
+
+
 def summary(root: Path) -> None:
     """Print the cost table (with growth exponents) and the alignment table."""
     records = pd.DataFrame(map(json.loads, (root / "results.jsonl").read_text().splitlines()))
@@ -161,19 +177,17 @@ def summary(root: Path) -> None:
     cost = records.pivot_table(index="stage", columns="size", values="wall_s", sort=False)
     memory = records.pivot_table(index="stage", columns="size", values="peak_mib", sort=False)
     sizes = sorted(events, key=events.get)
-    if len(sizes) > 1:
-        lo, hi = sizes[0], sizes[-1]
-        ratio = math.log(events[hi] / events[lo])
-        cost["exponent"] = [math.log(cost.loc[s, hi] / cost.loc[s, lo]) / ratio
-                            for s in cost.index]
+    cost = cost.reindex(columns=sizes)
+    memory = memory.reindex(columns=sizes)
+    cost["exponent"] = [_exponent(cost.loc[stage, sizes], events) for stage in cost.index]
+    memory["exponent"] = [_exponent(memory.loc[stage, sizes], events) for stage in memory.index]
     print("events:", {s: f"{events[s]:,}" for s in sizes})
-    print("wall seconds per stage\n", cost.round(2).to_string())
-    print("peak RSS (MiB) per stage\n", memory.round(0).to_string())
-    train = records[records["stage"] == "train_full"].set_index("size")
-    print("full-CE epoch s (median):", train["epoch_s_median"].round(1).to_dict(),
-          "test NDCG@10:", train["test_ndcg"].round(4).to_dict())
-    sampled = records[records["stage"] == "train_sampled_1_epoch"].set_index("size")
-    print("sampled-CE epoch s:", sampled["epoch_s_median"].round(1).to_dict())
+    print("wall seconds per stage (exponent: least-squares slope of log time on log events)\n",
+          cost.round(2).to_string())
+    print("peak RSS (MiB) per stage\n", memory.round(2).to_string())
+    train = records[records["stage"].str.startswith("train_")]
+    print(train[["size", "stage", "epochs", "epoch_s_median", "best_epoch", "test_ndcg"]]
+          .round(4).to_string(index=False))
     rows = [_alignment(root, s, f) for s in sizes for f in ("alignment", "alignment-planted")
             if (root / f"run-{s}" / "saes" / SAE_NAME / f / "summary.csv").is_file()]
     print(pd.DataFrame(rows).to_string(index=False))
@@ -186,12 +200,19 @@ def main() -> None:
                         help="ml-100k, ml-1m, ml-20m, or PRESET:USERS (repeatable)")
     parser.add_argument("--epochs", type=int, default=15, help="GPTRec epochs (full CE)")
     parser.add_argument("--sae-steps", type=int, default=3000, help="SAE steps of 1024 rows")
+    parser.add_argument("--loss", default="full", help="loss of the main training run: full "
+                        "| sampled")
+    parser.add_argument("--memory-budget", type=float, default=None,
+                        help="MB of activations sae train may hold (the rest spills to disk)")
+    parser.add_argument("--skip", default="", help="comma-separated stages to leave out")
     parser.add_argument("--summary", action="store_true", help="print the tables and stop")
     args = parser.parse_args()
     if args.summary:
         summary(args.out)
         return
-    run_sizes(args.size or ["ml-100k"], args.out, args.epochs, args.sae_steps)
+    run_sizes(args.size or ["ml-100k"], args.out, args.epochs, args.sae_steps, loss=args.loss,
+              memory_budget=args.memory_budget,
+              skip=tuple(s for s in args.skip.split(",") if s))
 
 
 if __name__ == "__main__":
