@@ -154,6 +154,25 @@ def _alignment(root: Path, size: str, folder: str) -> dict:
     return out
 
 
+def catalog_ceiling(run: Path) -> float:
+    """Mean over planted genres of the correlation between an event's planted genre and its
+    item's catalog label of that genre, on the test users' positions: what a feature that
+    knew the input item's genres exactly, and nothing more, would score against the truth."""
+    import numpy as np
+    from mechrec_recsys.experiment import Experiment
+    from mechrec_recsys.synthetic.planted import PlantedTruth
+
+    from mechrec.alignment import token_attributes
+
+    experiment = Experiment.open(run)
+    acts = experiment.activations("test", "blocks.0.hook_resid_post")
+    planted = PlantedTruth(experiment).labels("test", acts, ("genre",))
+    catalog = token_attributes(acts.token, experiment.attribute_table()[0])
+    values = [np.corrcoef(planted[g].to_numpy(), catalog[g].to_numpy())[0, 1]
+              for g in planted.columns if g in catalog.columns and planted[g].any()]
+    return float(np.mean(values))
+
+
 def _exponent(values: pd.Series, events: dict[str, int]) -> float:
     """Slope of log(value) on log(events) over the sizes that have a value (NaN if < 2)."""
     have = values.dropna()
@@ -191,6 +210,10 @@ def summary(root: Path) -> None:
     rows = [_alignment(root, s, f) for s in sizes for f in ("alignment", "alignment-planted")
             if (root / f"run-{s}" / "saes" / SAE_NAME / f / "summary.csv").is_file()]
     print(pd.DataFrame(rows).to_string(index=False))
+    for size in sizes:
+        if (root / f"run-{size}" / "saes" / SAE_NAME / "alignment-planted").is_dir():
+            print(f"{size}: catalog-label ceiling against the planted genre "
+                  f"{catalog_ceiling(root / f'run-{size}'):.3f}")
 
 
 def main() -> None:
