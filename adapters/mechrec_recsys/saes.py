@@ -40,7 +40,7 @@ import os
 import re
 import shutil
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -298,6 +298,7 @@ def train_run_sae(
     overwrite: bool = False,
     progress: Callable[[dict[str, float]], None] | None = None,
     dist: DistContext | None = None,
+    provenance: Mapping[str, Any] | None = None,
 ) -> RunSAE:
     """Train an SAE on the SAE users' activations at ``hook`` and (optionally) save it.
 
@@ -315,6 +316,8 @@ def train_run_sae(
             (``RUN_DIR/saes/.<name>.activations/``, removed once the SAE is saved), the SAE
             is trained data-parallel on it (:func:`mechrec.saes.train_sae`) and only rank 0
             claims the name, writes checkpoints and saves the SAE.
+        provenance: more to record in the saved SAE's ``mechrec.json`` (e.g. the command's
+            settings), next to the training config and the test metrics.
 
     The name is claimed for the whole run (an OS lock on ``RUN_DIR/saes/.<name>.lock``, gone
     when the process ends), so two overlapping runs of the same name cannot both write it: the
@@ -337,21 +340,23 @@ def train_run_sae(
                 "training an SAE under torchrun needs a run folder: the ranks share the "
                 "activations through a store in it"
             )
-        return _train_run_sae(experiment, config, hook, None, None, overwrite, progress, None)
+        return _train_run_sae(experiment, config, hook, None, None, overwrite, progress, None,
+                              provenance)
     directory = sae_directory(run_dir, name or default_sae_name(config, hook))
     if parallel is not None and not parallel.is_main:
         return _train_run_sae(experiment, config, hook, Path(run_dir), directory, overwrite,
-                              progress, parallel)
+                              progress, parallel, provenance)
     with exclusive_claim(directory.with_name(f".{directory.name}.lock"),
                          f"the SAE {directory}"):
         return _train_run_sae(experiment, config, hook, Path(run_dir), directory, overwrite,
-                              progress, parallel)
+                              progress, parallel, provenance)
 
 
 def _train_run_sae(
     experiment: Experiment, config: SAETrainingConfig, hook: str, run_dir: Path | None,
     directory: Path | None, overwrite: bool,
     progress: Callable[[dict[str, float]], None] | None, dist: DistContext | None,
+    provenance: Mapping[str, Any] | None = None,
 ) -> RunSAE:
     """:func:`train_run_sae` once the name is claimed (by rank 0 under ``torchrun``)."""
     main = dist is None or dist.is_main
@@ -391,6 +396,7 @@ def _train_run_sae(
             "dead_fraction_train": result.dead_fraction_train,
             "n_resampled": result.n_resampled,
             "seconds": result.seconds,
+            **(provenance or {}),
         }
         if main:
             result.sae.save(directory, overwrite=overwrite)

@@ -51,6 +51,12 @@ from mechrec_recsys.cli._common import (
     rerun_command,
     wide_console,
 )
+from mechrec_recsys.cli._config_file import (
+    ConfigOption,
+    WriteConfigOption,
+    effective_settings,
+    with_config_file,
+)
 from mechrec_recsys.cli.params import (
     FLOAT_LIST,
     INT_LIST,
@@ -142,7 +148,9 @@ def _sparsity_option(architecture: str) -> str:
 
 # -------------------------------------------------------------------------------- train
 @sae_app.command("train")
+@with_config_file
 def train(
+    cli: typer.Context,
     run_dir: Path = typer.Argument(..., help="run folder written by 'mechrec train'"),
     hook: str = typer.Option(PAPER_HOOK, "--hook", help="TransformerLens hook to read"),
     architecture: str = typer.Option("standard", "--architecture",
@@ -179,8 +187,14 @@ def train(
     download: DownloadOption = True,
     device: DeviceOption = "cpu",
     progress: ProgressOption = True,
+    config: ConfigOption = None,
+    write_config: WriteConfigOption = None,
 ) -> None:
     """Train an SAE on the SAE users' activations at a hook, save it, print its metrics.
+
+    ``--config sae.toml`` takes the options from a TOML file (``d_sae = 2048``, ``l1 =
+    0.1``, ...); flags on the command line override it. The settings it ran with are
+    recorded in the SAE's ``mechrec.json``.
 
     The training state is saved every 100 steps: after Ctrl-C the same command resumes it.
     Under ``torchrun --nproc_per_node N`` the ranks collect the activations in slices and
@@ -191,7 +205,8 @@ def train(
     try:
         _train(ctx, run_dir, hook, architecture, d_sae, l1, k, target_l0, l0_coefficient, steps,
                batch_size, lr, warm_up, seed, name, overwrite, data_dir, download, device,
-               progress and ctx.is_main, normalization, dict(option))
+               progress and ctx.is_main, normalization, dict(option),
+               effective_settings(cli))
     finally:
         teardown_distributed(ctx)
 
@@ -202,6 +217,7 @@ def _train(
     batch_size: int, lr: float, warm_up: int | None, seed: int, name: str | None,
     overwrite: bool, data_dir: Path | None, download: bool, device: str, progress: bool,
     normalization: str = "per_dim", options: Mapping[str, Any] | None = None,
+    settings: Mapping[str, Any] | None = None,
 ) -> None:
     """:func:`train` on one rank (the only rank when not under ``torchrun``)."""
     from mechrec_recsys.saes import check_hook, default_sae_name, sae_checkpoint, train_run_sae
@@ -234,7 +250,9 @@ def _train(
                            f"{record['l0']:.1f}, dead {int(record['dead_features'])}")
 
             trained = train_run_sae(experiment, config, hook=hook, run_dir=run_dir, name=name,
-                                    overwrite=overwrite, progress=report, dist=ctx)
+                                    overwrite=overwrite, progress=report, dist=ctx,
+                                    provenance={"command": dict(settings)} if settings
+                                    else None)
     if not ctx.is_main:
         return
     metrics = trained.test_metrics
