@@ -2,7 +2,9 @@
 
 The trainer gets our own data provider (shuffled, normalised batches from an
 ``ActivationSet`` or ``ActivationStore``): no language model, no sae-lens activation store,
-no wandb, no hub. The loop is driven through ``SAETrainer``'s public per-step methods
+no hub; wandb only when ``SAETrainingConfig.log_to="wandb"`` asks for it (:class:`_WandbRun`:
+sae-lens' own ``LoggingConfig`` and logging methods, called where ``fit()`` calls them).
+The loop is driven through ``SAETrainer``'s public per-step methods
 (``maybe_reset_sparsity`` / ``step`` / ``set_final_sae_metadata``, the seams sae-lens
 exposes for external coordinators) instead of ``fit()``, so that we can
 
@@ -28,7 +30,8 @@ from __future__ import annotations
 import math
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -139,7 +142,7 @@ def resample_dead_features(
     return int(idx.numel())
 
 
-def _trainer_config(cfg: SAETrainingConfig) -> SAETrainerConfig:
+def _trainer_config(cfg: SAETrainingConfig, *, log: bool = False) -> SAETrainerConfig:
     return SAETrainerConfig(
         total_training_samples=cfg.steps * cfg.batch_size,
         train_batch_size_samples=cfg.batch_size,
@@ -155,8 +158,54 @@ def _trainer_config(cfg: SAETrainingConfig) -> SAETrainerConfig:
         feature_sampling_window=cfg.dead_feature_window,
         n_checkpoints=0,
         save_final_checkpoint=False,
-        logger=LoggingConfig(log_to_wandb=False),
+        logger=LoggingConfig(log_to_wandb=log, wandb_project=cfg.wandb_project,
+                             run_name=cfg.run_name,
+                             wandb_log_frequency=cfg.wandb_log_frequency),
     )
+
+
+class _WandbRun:
+    """The wandb side of a training run with ``log_to="wandb"``: what sae-lens'
+    ``SAETrainer.fit`` logs, by the trainer's own methods at the same points of each step
+    (the loop here drives the steps itself)."""
+
+    def __init__(self, trainer: SAETrainer) -> None:
+        import wandb
+
+        self.trainer, self.wandb = trainer, wandb
+
+    def sparsity(self, log: dict[str, Any]) -> None:
+        """A sparsity window's log (``maybe_reset_sparsity`` / ``full_sparsity_window_log``)."""
+        if log:
+            self.wandb.log(log, step=self.trainer.n_training_steps)
+
+    def step(self, out: Any) -> None:
+        """After a step, before ``n_training_steps`` moves on: the train-step dict every
+        ``wandb_log_frequency`` steps, the evaluations (weight histograms) less often."""
+        self.trainer._log_train_step(out)
+        self.trainer._run_and_log_evals()
+
+
+@contextmanager
+def _tracking(config: SAETrainingConfig, hook_name: str, normalization: str,
+              main: bool) -> Iterator[bool]:
+    """Start the run ``config.log_to`` asks for on the main process (a wandb run already
+    active is used and left open) and finish it afterwards; yields whether to log."""
+    if config.log_to is None or not main:
+        yield False
+        return
+    import wandb
+
+    started = wandb.run is None
+    if started:
+        wandb.init(project=config.wandb_project, name=config.run_name,
+                   config={**config.to_dict(), "hook_name": hook_name,
+                           "normalization": normalization})
+    try:
+        yield True
+    finally:
+        if started:
+            wandb.finish()
 
 
 def _step_record(step: int, out: Any, trainer: SAETrainer) -> dict[str, float]:
@@ -325,14 +374,30 @@ def train_sae(
     if config.reconstruction_loss == "norm":
         training_sae.mse_loss_fn = norm_reconstruction_loss
     provider = iter_batches(source, config.batch_size, seed=config.seed, normalizer=normalizer)
-    trainer = SAETrainer(cfg=_trainer_config(config), sae=training_sae, data_provider=provider)
+    main = parallel is None or parallel.is_main
+    with _tracking(config, hook_name, normalizer.mode, main) as log:
+        trainer = SAETrainer(cfg=_trainer_config(config, log=log), sae=training_sae,
+                             data_provider=provider)
+        return _train_loop(trainer, provider, config, normalizer, hook_name,
+                           log_every, progress, checkpoint, engine, parallel,
+                           _WandbRun(trainer) if log else None)
+
+
+def _train_loop(
+    trainer: SAETrainer, provider: Iterator[torch.Tensor],
+    config: SAETrainingConfig, normalizer: Normalizer, hook_name: str, log_every: int,
+    progress: Callable[[dict[str, float]], None] | None, checkpoint: TrainingCheckpoint | None,
+    engine: str, parallel: DistContext | None, tracker: _WandbRun | None,
+) -> TrainingResult:
+    """:func:`train_sae`'s loop once the trainer is built."""
+    training_sae = trainer.sae
     generator = torch.Generator().manual_seed(config.seed + 1)
     resample_every = config.resample_interval
     resample_stop = int(config.resample_until * config.steps)
     history: list[dict[str, float]] = []
     n_resampled, first_step, seconds_before = 0, 1, 0.0
     if checkpoint is not None:
-        checkpoint.identity = {**checkpoint.identity, "config": config.to_dict(),
+        checkpoint.identity = {**checkpoint.identity, "config": config.to_dict(tracking=False),
                                "hook_name": hook_name, "normalization": normalizer.mode}
         resumed = checkpoint.restore(trainer, generator)
         if resumed is not None:
@@ -349,11 +414,15 @@ def train_sae(
     start = time.perf_counter()
     training_sae.train()
     for step in range(first_step, config.steps + 1):
-        trainer.maybe_reset_sparsity()
+        sparsity_log = trainer.maybe_reset_sparsity()
+        if tracker is not None:
+            tracker.sparsity(sparsity_log)
         batch = next(provider)
         local = batch if parallel is None else _rank_rows(batch, parallel)
         before = _firing_state(trainer) if parallel is not None else None
         out = fast_train_step(trainer, local, workspace) if fast else trainer.step(local)
+        if tracker is not None:
+            tracker.step(out)
         trainer.n_training_steps += 1
         loss = out.loss.item()
         if parallel is not None and before is not None:
@@ -389,6 +458,8 @@ def train_sae(
             checkpoint.save(step, trainer, generator, history, n_resampled,
                             seconds_before + time.perf_counter() - start)
     seconds = seconds_before + time.perf_counter() - start
+    if tracker is not None:  # the last window is not reset, so not logged yet (as fit())
+        tracker.sparsity(trainer.full_sparsity_window_log())
     trainer.set_final_sae_metadata()
     dead_fraction = float(trainer.dead_neurons.float().mean())
     inference = to_inference_sae(training_sae, config.architecture)

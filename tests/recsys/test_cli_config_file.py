@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import tomllib
 from cli_checks import assert_one_line_error, run_cli
+from wandb_offline import run_dirs, wandb_history
 
 
 def write(path: Path, text: str) -> Path:
@@ -114,3 +115,27 @@ def test_sae_train_records_the_config_file_and_the_settings(paper_run_dir: Path,
     assert command["config_file"] == str(config.resolve())
     assert command["options"]["steps"] == 40 and command["options"]["d_sae"] == 64
     assert command["options"]["name"] == "from-config"
+
+
+def test_sae_train_logs_to_wandb_from_the_command_line_or_the_file(
+        paper_run_dir: Path, data_dir: Path, tmp_path: Path, offline_wandb: Path):
+    config = write(tmp_path / "sae.toml",
+                   'd_sae = 32\nsteps = 30\nbatch_size = 256\nprogress = false\n'
+                   'log_to = "wandb"\nwandb_project = "from-file"\nwandb_log_frequency = 10\n'
+                   f'data_dir = "{data_dir / "ml-100k"}"\ndownload = false\n')
+    result = run_cli("sae", "train", paper_run_dir, "--config", config, "--name", "tracked",
+                     "--overwrite", "--wandb-project", "mechrec-cli")
+    assert result.exit_code == 0, result.output
+    (run,) = run_dirs(offline_wandb)
+    steps = [row["_step"] for row in wandb_history(run) if "losses/overall_loss" in row]
+    assert steps == [9, 19, 29]
+    provenance = json.loads((paper_run_dir / "saes" / "tracked" / "mechrec.json").read_text())
+    training = provenance["training_config"]
+    assert training["log_to"] == "wandb" and training["wandb_project"] == "mechrec-cli"
+    assert training["run_name"] == "tracked"  # the SAE's folder name by default
+    assert provenance["command"]["options"]["log_to"] == "wandb"
+
+
+def test_an_unknown_tracker_is_a_one_line_error(paper_run_dir: Path, tmp_path: Path):
+    result = run_cli("sae", "train", paper_run_dir, "--log-to", "tensorboard", "--steps", "5")
+    assert_one_line_error(result, "log_to must be None or one of wandb, got 'tensorboard'")

@@ -103,12 +103,13 @@ def training_config(
     *, architecture: str, d_sae: int, l1: float | None, k: float | None,
     target_l0: float | None, l0_coefficient: float | None, steps: int, batch_size: int,
     lr: float, warm_up: int | None, seed: int, device: str, normalization: str = "per_dim",
-    options: Mapping[str, Any] | None = None,
+    options: Mapping[str, Any] | None = None, tracking: Mapping[str, Any] | None = None,
 ) -> SAETrainingConfig:
     """The SAE config of ``mechrec sae train``'s options; a sparsity option that does not
     belong to ``architecture`` is an error naming the one that does. ``architecture`` may
     also name any architecture of sae-lens' training registry, with ``options`` (its config
-    fields, e.g. ``matryoshka_widths``)."""
+    fields, e.g. ``matryoshka_widths``). ``tracking``: the config's tracking fields
+    (``log_to``, ``wandb_project``, ``run_name``, ``wandb_log_frequency``)."""
     if architecture not in ARCHITECTURES:
         from mechrec.saes.registry import registered_architectures
 
@@ -138,7 +139,8 @@ def training_config(
     return SAETrainingConfig(
         architecture=architecture, d_sae=d_sae, steps=steps, batch_size=batch_size, lr=lr,
         lr_warm_up_steps="auto" if warm_up is None else warm_up, seed=seed, device=device,
-        normalization=normalization, architecture_options=dict(options or {}), **overrides)
+        normalization=normalization, architecture_options=dict(options or {}),
+        **dict(tracking or {}), **overrides)
 
 
 def _sparsity_option(architecture: str) -> str:
@@ -183,6 +185,16 @@ def train(
     name: str | None = typer.Option(None, "--name", help="folder under RUN_DIR/saes/ "
                                     "(default: hook-architecture-size-sparsity-seed)"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace an SAE of that name"),
+    log_to: str | None = typer.Option(
+        None, "--log-to", help="log the training metrics (sae-lens' own) to: wandb "
+        "(WANDB_MODE=offline logs without an account)"),
+    wandb_project: str = typer.Option("mechrec", "--wandb-project",
+                                      help="wandb project of the run (--log-to wandb)"),
+    run_name: str | None = typer.Option(None, "--run-name", help="name of the tracked run "
+                                        "(default: the SAE's folder name)"),
+    wandb_log_frequency: int = typer.Option(
+        10, "--wandb-log-frequency", help="log the train-step metrics every N steps "
+        "(--log-to wandb)"),
     data_dir: DataDirOption = None,
     download: DownloadOption = True,
     device: DeviceOption = "cpu",
@@ -206,7 +218,9 @@ def train(
         _train(ctx, run_dir, hook, architecture, d_sae, l1, k, target_l0, l0_coefficient, steps,
                batch_size, lr, warm_up, seed, name, overwrite, data_dir, download, device,
                progress and ctx.is_main, normalization, dict(option),
-               effective_settings(cli))
+               effective_settings(cli),
+               {"log_to": log_to, "wandb_project": wandb_project, "run_name": run_name,
+                "wandb_log_frequency": wandb_log_frequency})
     finally:
         teardown_distributed(ctx)
 
@@ -217,7 +231,7 @@ def _train(
     batch_size: int, lr: float, warm_up: int | None, seed: int, name: str | None,
     overwrite: bool, data_dir: Path | None, download: bool, device: str, progress: bool,
     normalization: str = "per_dim", options: Mapping[str, Any] | None = None,
-    settings: Mapping[str, Any] | None = None,
+    settings: Mapping[str, Any] | None = None, tracking: Mapping[str, Any] | None = None,
 ) -> None:
     """:func:`train` on one rank (the only rank when not under ``torchrun``)."""
     from mechrec_recsys.saes import check_hook, default_sae_name, sae_checkpoint, train_run_sae
@@ -229,7 +243,9 @@ def _train(
             architecture=architecture, d_sae=d_sae, l1=l1, k=k, target_l0=target_l0,
             l0_coefficient=l0_coefficient, steps=steps, batch_size=batch_size, lr=lr,
             warm_up=warm_up, seed=seed, device=device, normalization=normalization,
-            options=options)
+            options=options, tracking=tracking)
+        if config.log_to is not None and config.run_name is None:
+            config = config.with_overrides(run_name=name or default_sae_name(config, hook))
         experiment = _open(run_dir, data_dir, download, device)
         check_hook(experiment, hook)
         parts = (("sae_train", "SAE"), ("test", "test")) if not ctx.enabled else ()

@@ -1,0 +1,108 @@
+"""SAE training logged to wandb (offline) through sae-lens' own trainer logging: the run
+receives sae-lens' train-step metrics, and the trained SAE is identical without tracking;
+the tracking settings round-trip through the config dict and old configs still load."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from tiny_model import make_token_batches
+from wandb_offline import run_dirs, wandb_history
+
+from mechrec.activations import collect_activations
+from mechrec.saes import SAETrainingConfig, TrainingCheckpoint, train_sae
+
+HOOK = "blocks.0.hook_resid_post"
+#: What sae-lens' ``build_train_step_log_dict`` logs on every logging step.
+TRAIN_STEP_KEYS = ("losses/overall_loss", "losses/mse_loss", "metrics/l0",
+                   "metrics/explained_variance", "sparsity/dead_features",
+                   "details/current_learning_rate", "details/n_training_samples")
+
+
+@pytest.fixture(scope="module")
+def acts(tiny_model):
+    return collect_activations(tiny_model, make_token_batches(n_batches=6, seed=2), HOOK)
+
+
+@pytest.mark.parametrize("architecture", ["standard", "topk"])
+def test_wandb_gets_sae_lens_metrics_and_training_is_unchanged(acts, offline_wandb: Path,
+                                                               architecture: str):
+    config = SAETrainingConfig(architecture=architecture, d_sae=32, k=4, steps=40,
+                               batch_size=32, dead_feature_window=10, seed=3)
+    plain = train_sae(acts, config, log_every=10)
+    tracked_config = config.with_overrides(log_to="wandb", wandb_project="mechrec-tests",
+                                           run_name=f"tiny-{architecture}",
+                                           wandb_log_frequency=5)
+    tracked = train_sae(acts, tracked_config, log_every=10)
+
+    for name, tensor in plain.sae.sae.state_dict().items():
+        assert torch.equal(tensor, tracked.sae.sae.state_dict()[name]), name
+    assert tracked.history == plain.history
+    assert tracked.dead_fraction_train == plain.dead_fraction_train
+
+    (run_dir,) = run_dirs(offline_wandb)
+    rows = wandb_history(run_dir)
+    train_rows = [row for row in rows if "losses/overall_loss" in row]
+    for key in TRAIN_STEP_KEYS:
+        assert all(key in row for row in train_rows), key
+    # every 5th step in sae-lens' numbering (step n is logged as n - 1, as fit() does)
+    assert [row["_step"] for row in train_rows] == [4, 9, 14, 19, 24, 29, 34, 39]
+    assert train_rows[-1]["details/n_training_samples"] == 40 * 32
+    assert train_rows[-1]["losses/overall_loss"] == pytest.approx(plain.history[-1]["loss"],
+                                                                  rel=1e-5)
+    assert train_rows[-1]["metrics/l0"] == pytest.approx(plain.history[-1]["l0"], rel=1e-5)
+    # the feature-density log of every sparsity window (10 steps), the last one at the end
+    sparsity = [row["_step"] for row in rows if "metrics/mean_log10_feature_sparsity" in row]
+    assert sparsity == [10, 20, 30, 40]
+
+
+def test_an_active_wandb_run_is_used_and_left_open(acts, offline_wandb: Path):
+    import wandb
+
+    config = SAETrainingConfig(d_sae=16, steps=20, batch_size=32, log_to="wandb",
+                               wandb_log_frequency=10)
+    run = wandb.init(project="mine")
+    try:
+        train_sae(acts, config)
+        assert wandb.run is run
+    finally:
+        wandb.finish()
+    (run_dir,) = run_dirs(offline_wandb)
+    assert any("losses/overall_loss" in row for row in wandb_history(run_dir))
+
+
+def test_tracking_fields_round_trip_and_old_configs_load():
+    old = SAETrainingConfig(d_sae=64).to_dict()
+    assert not {"log_to", "wandb_project", "run_name", "wandb_log_frequency"} & set(old)
+    assert SAETrainingConfig.from_dict(old) == SAETrainingConfig(d_sae=64)
+    tracked = SAETrainingConfig(d_sae=64, log_to="wandb", run_name="a")
+    data = tracked.to_dict()
+    assert data["log_to"] == "wandb" and data["run_name"] == "a"
+    assert "wandb_project" not in data  # at its default
+    assert SAETrainingConfig.from_dict(json.loads(json.dumps(data))) == tracked
+    assert tracked.to_dict(tracking=False) == old
+    with pytest.raises(ValueError, match="log_to must be None or one of wandb"):
+        SAETrainingConfig(log_to="tensorboard")
+    with pytest.raises(ValueError, match="wandb_log_frequency must be"):
+        SAETrainingConfig(wandb_log_frequency=0)
+
+
+def test_a_checkpoint_resumes_with_tracking_turned_on(acts, tmp_path: Path,
+                                                      offline_wandb: Path):
+    config = SAETrainingConfig(d_sae=16, steps=40, batch_size=32, lr_warm_up_steps=4)
+    straight = train_sae(acts, config, log_every=10)
+    checkpoint = TrainingCheckpoint(tmp_path / "ckpt", every=10)
+
+    def stop(record: dict[str, float]) -> None:
+        if record["step"] == 20:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_sae(acts, config, log_every=10, progress=stop, checkpoint=checkpoint)
+    resumed = train_sae(acts, config.with_overrides(log_to="wandb"), log_every=10,
+                        checkpoint=checkpoint)
+    for name, tensor in straight.sae.sae.state_dict().items():
+        assert torch.equal(tensor, resumed.sae.sae.state_dict()[name]), name
