@@ -220,7 +220,7 @@ def _plain(value: Any) -> Any:
 
 def effective_settings(ctx: typer.Context) -> dict[str, Any]:
     """What the running command runs with: ``{"config_file": absolute path or None,
-    "options": {name: value}}`` (options left unset, i.e. ``None``, are omitted), as
+    "options": {name: value}}`` (options left unset, ``None`` or empty, are omitted), as
     :func:`with_config_file` recorded it in the command's context ``ctx``; empty outside
     such a command."""
     return dict(ctx.meta.get(_META_KEY, {}))
@@ -288,7 +288,7 @@ def with_config_file(command: F) -> F:
                 if source is None or source.name not in _EXPLICIT:
                     kwargs[name] = value
         options = {name: _plain(kwargs[name]) for name in _options(ctx)
-                   if name in kwargs and kwargs[name] is not None}
+                   if name in kwargs and kwargs[name] not in (None, [], ())}
         ctx.meta[_META_KEY] = {
             "config_file": str(config.resolve()) if config is not None else None,
             "options": options,
