@@ -73,10 +73,11 @@ AUTO_RESAMPLE_EVERY = 500
 #: (``SAETrainingConfig.log_to``): ``"wandb"`` through sae-lens' own trainer logging.
 TRACKERS: tuple[str, ...] = ("wandb",)
 #: The tracking fields of :class:`SAETrainingConfig` with their defaults: they choose where
-#: metrics go, never what is trained, so ``to_dict`` records them only when set and training
-#: checkpoints ignore them.
+#: metrics and sae-lens checkpoints go, never what is trained, so ``to_dict`` records them
+#: only when set and mechrec's resumable training checkpoints ignore them.
 TRACKING_DEFAULTS: dict[str, Any] = {
     "log_to": None, "wandb_project": "mechrec", "run_name": None, "wandb_log_frequency": 10,
+    "n_checkpoints": 0, "checkpoint_path": None,
 }
 #: The longest automatic learning-rate warm-up (``lr_warm_up_steps="auto"``: a tenth of the
 #: steps, at most this many).
@@ -153,6 +154,13 @@ class SAETrainingConfig:
         run_name: the run's name (default: wandb's).
         wandb_log_frequency: log the train-step metrics every this many steps (sae-lens'
             ``LoggingConfig.wandb_log_frequency``).
+        n_checkpoints: save this many evenly spaced checkpoints during training through
+            sae-lens' own ``SAETrainer.save_checkpoint`` (its training SAE, which reads
+            normalised activations, its feature sparsity and the trainer state, in a folder
+            named after the samples seen), under ``checkpoint_path`` and, with
+            ``log_to="wandb"``, as wandb artifacts. They are snapshots for inspection;
+            resuming an interrupted run is mechrec's own ``TrainingCheckpoint``.
+        checkpoint_path: folder of those checkpoints (``None``: wandb artifacts only).
     """
 
     architecture: str = "standard"
@@ -186,6 +194,8 @@ class SAETrainingConfig:
     wandb_project: str = "mechrec"
     run_name: str | None = None
     wandb_log_frequency: int = 10
+    n_checkpoints: int = 0
+    checkpoint_path: str | None = None
 
     def __post_init__(self) -> None:
         if self.architecture not in ARCHITECTURES or self.architecture_options:
@@ -235,6 +245,13 @@ class SAETrainingConfig:
                 isinstance(self.wandb_log_frequency, int) and self.wandb_log_frequency >= 1):
             raise ValueError(f"wandb_log_frequency must be a whole number >= 1, got "
                              f"{self.wandb_log_frequency!r}")
+        if isinstance(self.n_checkpoints, bool) or not (
+                isinstance(self.n_checkpoints, int) and self.n_checkpoints >= 0):
+            raise ValueError(f"n_checkpoints must be a whole number >= 0, got "
+                             f"{self.n_checkpoints!r}")
+        if self.n_checkpoints and self.checkpoint_path is None and self.log_to != "wandb":
+            raise ValueError("n_checkpoints needs a checkpoint_path to save them in (or "
+                             "log_to='wandb', which keeps them as artifacts)")
         every = self.resample_dead_every
         if every is not None and every != "auto" and (isinstance(every, str) or every < 1):
             raise ValueError(f"resample_dead_every must be >= 1, None or 'auto', got {every!r}")

@@ -142,7 +142,10 @@ def resample_dead_features(
     return int(idx.numel())
 
 
-def _trainer_config(cfg: SAETrainingConfig, *, log: bool = False) -> SAETrainerConfig:
+def _trainer_config(cfg: SAETrainingConfig, *, log: bool = False,
+                    main: bool = True) -> SAETrainerConfig:
+    """sae-lens' trainer config of ``cfg``; ``log``: wandb logging on; ``main``: this process
+    saves sae-lens checkpoints (rank 0 only under ``torchrun``)."""
     return SAETrainerConfig(
         total_training_samples=cfg.steps * cfg.batch_size,
         train_batch_size_samples=cfg.batch_size,
@@ -156,7 +159,8 @@ def _trainer_config(cfg: SAETrainingConfig, *, log: bool = False) -> SAETrainerC
         device=cfg.device,
         dead_feature_window=cfg.dead_feature_window,
         feature_sampling_window=cfg.dead_feature_window,
-        n_checkpoints=0,
+        n_checkpoints=cfg.n_checkpoints if main else 0,
+        checkpoint_path=cfg.checkpoint_path,
         save_final_checkpoint=False,
         logger=LoggingConfig(log_to_wandb=log, wandb_project=cfg.wandb_project,
                              run_name=cfg.run_name,
@@ -376,8 +380,8 @@ def train_sae(
     provider = iter_batches(source, config.batch_size, seed=config.seed, normalizer=normalizer)
     main = parallel is None or parallel.is_main
     with _tracking(config, hook_name, normalizer.mode, main) as log:
-        trainer = SAETrainer(cfg=_trainer_config(config, log=log), sae=training_sae,
-                             data_provider=provider)
+        trainer = SAETrainer(cfg=_trainer_config(config, log=log, main=main),
+                             sae=training_sae, data_provider=provider)
         return _train_loop(trainer, provider, config, normalizer, hook_name,
                            log_every, progress, checkpoint, engine, parallel,
                            _WandbRun(trainer) if log else None)
@@ -404,6 +408,9 @@ def _train_loop(
             history, n_resampled, seconds_before = (resumed.history, resumed.n_resampled,
                                                     resumed.seconds)
             first_step = resumed.step + 1
+            while (trainer.checkpoint_thresholds  # sae-lens checkpoints already passed
+                   and trainer.n_training_samples > trainer.checkpoint_thresholds[0]):
+                trainer.checkpoint_thresholds.pop(0)
             for _ in range(resumed.step):  # the seeded provider replays the batches used
                 next(provider)
     if parallel is not None:
@@ -423,6 +430,7 @@ def _train_loop(
         out = fast_train_step(trainer, local, workspace) if fast else trainer.step(local)
         if tracker is not None:
             tracker.step(out)
+        trainer._checkpoint_if_needed()  # sae-lens' own (n_checkpoints), as fit() does
         trainer.n_training_steps += 1
         loss = out.loss.item()
         if parallel is not None and before is not None:

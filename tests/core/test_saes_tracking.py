@@ -5,12 +5,13 @@ the tracking settings round-trip through the config dict and old configs still l
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
 from tiny_model import make_token_batches
-from wandb_offline import run_dirs, wandb_history
+from wandb_offline import run_dirs, wandb_history, wandb_records
 
 from mechrec.activations import collect_activations
 from mechrec.saes import SAETrainingConfig, TrainingCheckpoint, train_sae
@@ -90,10 +91,12 @@ def test_tracking_fields_round_trip_and_old_configs_load():
         SAETrainingConfig(wandb_log_frequency=0)
 
 
-def test_a_checkpoint_resumes_with_tracking_turned_on(acts, tmp_path: Path,
+def test_a_checkpoint_resumes_with_tracking_turned_on_and_sae_lens_snapshots(acts, tmp_path: Path,
                                                       offline_wandb: Path):
-    config = SAETrainingConfig(d_sae=16, steps=40, batch_size=32, lr_warm_up_steps=4)
+    config = SAETrainingConfig(d_sae=16, steps=30, batch_size=32, lr_warm_up_steps=4,
+                               n_checkpoints=2, checkpoint_path=str(tmp_path / "snapshots"))
     straight = train_sae(acts, config, log_every=10)
+    shutil.rmtree(tmp_path / "snapshots")
     checkpoint = TrainingCheckpoint(tmp_path / "ckpt", every=10)
 
     def stop(record: dict[str, float]) -> None:
@@ -106,3 +109,46 @@ def test_a_checkpoint_resumes_with_tracking_turned_on(acts, tmp_path: Path,
                         checkpoint=checkpoint)
     for name, tensor in straight.sae.sae.state_dict().items():
         assert torch.equal(tensor, resumed.sae.sae.state_dict()[name]), name
+    # sae-lens' snapshots: the one before the interrupt kept, none repeated after resuming
+    assert sorted(p.name for p in (tmp_path / "snapshots").iterdir()) == ["352", "672"]
+
+
+def test_sae_lens_checkpoints_are_saved_by_its_trainer_and_change_nothing(acts, tmp_path: Path):
+    from sae_lens import TrainingSAE
+
+    config = SAETrainingConfig(d_sae=16, steps=30, batch_size=32, seed=1)
+    plain = train_sae(acts, config)
+    folder = tmp_path / "sae-lens-checkpoints"
+    saved = train_sae(acts, config.with_overrides(n_checkpoints=2,
+                                                  checkpoint_path=str(folder)))
+    for name, tensor in plain.sae.sae.state_dict().items():
+        assert torch.equal(tensor, saved.sae.sae.state_dict()[name]), name
+    # sae-lens spaces them evenly over the samples: after 10 and 20 of the 30 steps
+    names = sorted((p.name for p in folder.iterdir()), key=int)
+    assert names == [str(11 * 32), str(21 * 32)]
+    for name in names:
+        files = {p.name for p in (folder / name).iterdir()}
+        assert {"cfg.json", "sae_weights.safetensors", "sparsity.safetensors",
+                "trainer_state.pt"} <= files, files
+    snapshot = TrainingSAE.load_from_disk(str(folder / names[-1]))
+    assert snapshot.cfg.d_sae == 16
+
+
+def test_checkpoints_need_a_folder_or_wandb():
+    with pytest.raises(ValueError, match="n_checkpoints needs a checkpoint_path"):
+        SAETrainingConfig(n_checkpoints=2)
+    assert SAETrainingConfig(n_checkpoints=2, log_to="wandb").n_checkpoints == 2
+    data = SAETrainingConfig(n_checkpoints=2, checkpoint_path="c").to_dict()
+    assert data["n_checkpoints"] == 2 and data["checkpoint_path"] == "c"
+    assert "n_checkpoints" not in SAETrainingConfig().to_dict()
+
+
+def test_checkpoints_go_to_wandb_as_artifacts(acts, offline_wandb: Path):
+    config = SAETrainingConfig(d_sae=16, steps=20, batch_size=32, log_to="wandb",
+                               n_checkpoints=1)
+    train_sae(acts, config)
+    (run_dir,) = run_dirs(offline_wandb)
+    wandb_history(run_dir)  # waits for the run to be written
+    kinds = {record.WhichOneof("record_type")
+             for record in wandb_records(next(run_dir.glob("*.wandb")))}
+    assert "artifact" in kinds, kinds

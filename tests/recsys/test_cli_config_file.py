@@ -63,7 +63,7 @@ def test_reproduce_needs_out_from_the_command_line_or_the_file(tmp_path: Path):
 @pytest.mark.parametrize(("text", "message"), [
     ("d_sea = 64\n", "unknown key 'd_sea' in config file {file} for 'mechrec sae train'; "
                      "did you mean d_sae?"),
-    ("zzz = 1\n", "valid keys: architecture, batch_size, d_sae,"),
+    ("zzz = 1\n", "valid keys: architecture, batch_size, checkpoint_path, d_sae,"),
     ("config = 'other.toml'\n", "unknown key 'config'"),
     ('d_sae = "64"\n', "d_sae in {file} must be an integer, got a string ('64')"),
     ("l1 = true\n", "l1 in {file} must be a number, got a boolean (True)"),
@@ -139,3 +139,17 @@ def test_sae_train_logs_to_wandb_from_the_command_line_or_the_file(
 def test_an_unknown_tracker_is_a_one_line_error(paper_run_dir: Path, tmp_path: Path):
     result = run_cli("sae", "train", paper_run_dir, "--log-to", "tensorboard", "--steps", "5")
     assert_one_line_error(result, "log_to must be None or one of wandb, got 'tensorboard'")
+
+
+def test_sae_train_saves_sae_lens_snapshots_in_the_run_folder(paper_run_dir: Path,
+                                                              data_dir: Path):
+    result = run_cli("sae", "train", paper_run_dir, "--d-sae", "32", "--steps", "20",
+                     "--batch-size", "256", "--n-checkpoints", "1", "--name", "snapshots",
+                     "--overwrite", "--no-progress", "--data-dir", data_dir / "ml-100k",
+                     "--no-download")
+    assert result.exit_code == 0, result.output
+    folder = paper_run_dir / "sae-lens-checkpoints" / "snapshots"
+    assert [p.name for p in folder.iterdir()] == [str(11 * 256)]
+    assert (folder / str(11 * 256) / "trainer_state.pt").is_file()
+    provenance = json.loads((paper_run_dir / "saes" / "snapshots" / "mechrec.json").read_text())
+    assert provenance["training_config"]["checkpoint_path"] == str(folder)

@@ -195,6 +195,13 @@ def train(
     wandb_log_frequency: int = typer.Option(
         10, "--wandb-log-frequency", help="log the train-step metrics every N steps "
         "(--log-to wandb)"),
+    n_checkpoints: int = typer.Option(
+        0, "--n-checkpoints", help="also save N evenly spaced snapshots through sae-lens' "
+        "SAETrainer.save_checkpoint (training SAE + trainer state; wandb artifacts with "
+        "--log-to wandb) under --checkpoint-path"),
+    checkpoint_path: Path | None = typer.Option(
+        None, "--checkpoint-path", help="folder of the --n-checkpoints snapshots (default "
+        "RUN_DIR/sae-lens-checkpoints/NAME)"),
     data_dir: DataDirOption = None,
     download: DownloadOption = True,
     device: DeviceOption = "cpu",
@@ -220,7 +227,8 @@ def train(
                progress and ctx.is_main, normalization, dict(option),
                effective_settings(cli),
                {"log_to": log_to, "wandb_project": wandb_project, "run_name": run_name,
-                "wandb_log_frequency": wandb_log_frequency})
+                "wandb_log_frequency": wandb_log_frequency, "n_checkpoints": n_checkpoints,
+                "checkpoint_path": None if checkpoint_path is None else str(checkpoint_path)})
     finally:
         teardown_distributed(ctx)
 
@@ -243,9 +251,14 @@ def _train(
             architecture=architecture, d_sae=d_sae, l1=l1, k=k, target_l0=target_l0,
             l0_coefficient=l0_coefficient, steps=steps, batch_size=batch_size, lr=lr,
             warm_up=warm_up, seed=seed, device=device, normalization=normalization,
-            options=options, tracking=tracking)
-        if config.log_to is not None and config.run_name is None:
-            config = config.with_overrides(run_name=name or default_sae_name(config, hook))
+            options=options, tracking={**(tracking or {}), "n_checkpoints": 0})
+        sae_name = name or default_sae_name(config, hook)
+        n_checkpoints = int((tracking or {}).get("n_checkpoints") or 0)
+        config = config.with_overrides(
+            run_name=config.run_name or (sae_name if config.log_to is not None else None),
+            n_checkpoints=n_checkpoints,
+            checkpoint_path=config.checkpoint_path or (
+                str(run_dir / "sae-lens-checkpoints" / sae_name) if n_checkpoints else None))
         experiment = _open(run_dir, data_dir, download, device)
         check_hook(experiment, hook)
         parts = (("sae_train", "SAE"), ("test", "test")) if not ctx.enabled else ()
