@@ -70,14 +70,15 @@ ReconstructionLoss = Literal["norm", "squared"]
 #: Resampling interval that ``resample_dead_every="auto"`` gives TopK SAEs.
 AUTO_RESAMPLE_EVERY = 500
 #: Where :func:`~mechrec.saes.train_sae` can send its per-step metrics
-#: (``SAETrainingConfig.log_to``): ``"wandb"`` through sae-lens' own trainer logging.
-TRACKERS: tuple[str, ...] = ("wandb",)
+#: (``SAETrainingConfig.log_to``): ``"wandb"`` through sae-lens' own trainer logging,
+#: ``"mlflow"`` (needs ``pip install mlflow``) from mechrec's log records.
+TRACKERS: tuple[str, ...] = ("wandb", "mlflow")
 #: The tracking fields of :class:`SAETrainingConfig` with their defaults: they choose where
 #: metrics and sae-lens checkpoints go, never what is trained, so ``to_dict`` records them
 #: only when set and mechrec's resumable training checkpoints ignore them.
 TRACKING_DEFAULTS: dict[str, Any] = {
     "log_to": None, "wandb_project": "mechrec", "run_name": None, "wandb_log_frequency": 10,
-    "n_checkpoints": 0, "checkpoint_path": None,
+    "mlflow_experiment": "mechrec", "n_checkpoints": 0, "checkpoint_path": None,
 }
 #: The longest automatic learning-rate warm-up (``lr_warm_up_steps="auto"``: a tenth of the
 #: steps, at most this many).
@@ -150,8 +151,15 @@ class SAETrainingConfig:
             every ``wandb_log_frequency`` steps, the feature-density log of every sparsity
             window and the weight histograms. It changes nothing in training: the SAE is
             identical with and without it. Offline: ``WANDB_MODE=offline``.
+            ``"mlflow"``: an MLflow run (in experiment ``mlflow_experiment``, at
+            ``$MLFLOW_TRACKING_URI``; an active run is used as it is) gets this config as
+            parameters and mechrec's own log records (``loss``, each loss term, ``l0``,
+            ``dead_features``, every ``log_every`` steps of ``train_sae``) as metrics;
+            sae-lens has no MLflow support and mechrec does not depend on ``mlflow``: without
+            it, training stops at once with an error saying ``pip install mlflow``.
         wandb_project: the wandb project of the run (``log_to="wandb"``).
-        run_name: the run's name (default: wandb's).
+        run_name: the run's name (default: the tracker's).
+        mlflow_experiment: the MLflow experiment of the run (``log_to="mlflow"``).
         wandb_log_frequency: log the train-step metrics every this many steps (sae-lens'
             ``LoggingConfig.wandb_log_frequency``).
         n_checkpoints: save this many evenly spaced checkpoints during training through
@@ -194,6 +202,7 @@ class SAETrainingConfig:
     wandb_project: str = "mechrec"
     run_name: str | None = None
     wandb_log_frequency: int = 10
+    mlflow_experiment: str = "mechrec"
     n_checkpoints: int = 0
     checkpoint_path: str | None = None
 

@@ -3,7 +3,9 @@
 The trainer gets our own data provider (shuffled, normalised batches from an
 ``ActivationSet`` or ``ActivationStore``): no language model, no sae-lens activation store,
 no hub; wandb only when ``SAETrainingConfig.log_to="wandb"`` asks for it (:class:`_WandbRun`:
-sae-lens' own ``LoggingConfig`` and logging methods, called where ``fit()`` calls them).
+sae-lens' own ``LoggingConfig`` and logging methods, called where ``fit()`` calls them), and
+MLflow (which sae-lens does not support) when ``log_to="mlflow"`` does (:class:`_MlflowRun`,
+a thin tracker over mechrec's log records; the ``mlflow`` package is optional).
 The loop is driven through ``SAETrainer``'s public per-step methods
 (``maybe_reset_sparsity`` / ``step`` / ``set_final_sae_metadata``, the seams sae-lens
 exposes for external coordinators) instead of ``fit()``, so that we can
@@ -27,6 +29,7 @@ high-λ L1 SAEs (see ``SAETrainingConfig.resample_dead_every``).
 
 from __future__ import annotations
 
+import json
 import math
 import time
 import warnings
@@ -189,24 +192,74 @@ class _WandbRun:
         self.trainer._log_train_step(out)
         self.trainer._run_and_log_evals()
 
+    def record(self, record: dict[str, float]) -> None:
+        """mechrec's own log records go to the progress callback only."""
+
+
+class _MlflowRun:
+    """The MLflow side of a training run with ``log_to="mlflow"`` (sae-lens has no MLflow
+    support): a thin tracker over mechrec's own log records, the dicts the ``progress``
+    callback receives every ``log_every`` steps (``loss``, each loss term, ``l0``,
+    ``dead_features``), logged as metrics at their step."""
+
+    def __init__(self, mlflow: Any) -> None:
+        self.mlflow = mlflow
+
+    def sparsity(self, log: dict[str, Any]) -> None:
+        """sae-lens' sparsity logs hold wandb histograms: not sent to MLflow."""
+
+    def step(self, out: Any) -> None:
+        """Nothing per step: MLflow gets the log records."""
+
+    def record(self, record: dict[str, float]) -> None:
+        """One log record as MLflow metrics at its step."""
+        self.mlflow.log_metrics({k: float(v) for k, v in record.items() if k != "step"},
+                                step=int(record["step"]))
+
+
+def import_mlflow() -> Any:
+    """The ``mlflow`` module, or a ``ModuleNotFoundError`` saying how to install it (mechrec
+    does not depend on it)."""
+    try:
+        import mlflow
+    except ImportError:
+        raise ModuleNotFoundError(
+            "log_to='mlflow' needs the mlflow package, which is not installed: pip install "
+            "mlflow (or log to wandb, which sae-lens brings)", name="mlflow") from None
+    return mlflow
+
 
 @contextmanager
 def _tracking(config: SAETrainingConfig, hook_name: str, normalization: str,
-              main: bool) -> Iterator[bool]:
-    """Start the run ``config.log_to`` asks for on the main process (a wandb run already
-    active is used and left open) and finish it afterwards; yields whether to log."""
+              main: bool) -> Iterator[Any]:
+    """Start the run ``config.log_to`` asks for on the main process (a wandb or MLflow run
+    already active is used and left open) and finish it afterwards; yields the module of the
+    tracker (``wandb``, ``mlflow``) or ``None`` when nothing is logged here."""
     if config.log_to is None or not main:
-        yield False
+        yield None
+        return
+    params = {**config.to_dict(), "hook_name": hook_name, "normalization": normalization}
+    if config.log_to == "mlflow":
+        mlflow = import_mlflow()
+        started = mlflow.active_run() is None
+        if started:
+            mlflow.set_experiment(config.mlflow_experiment)
+            mlflow.start_run(run_name=config.run_name)
+            mlflow.log_params({k: json.dumps(v) if isinstance(v, (dict, list)) else v
+                               for k, v in params.items()})
+        try:
+            yield mlflow
+        finally:
+            if started:
+                mlflow.end_run()
         return
     import wandb
 
     started = wandb.run is None
     if started:
-        wandb.init(project=config.wandb_project, name=config.run_name,
-                   config={**config.to_dict(), "hook_name": hook_name,
-                           "normalization": normalization})
+        wandb.init(project=config.wandb_project, name=config.run_name, config=params)
     try:
-        yield True
+        yield wandb
     finally:
         if started:
             wandb.finish()
@@ -379,19 +432,21 @@ def train_sae(
         training_sae.mse_loss_fn = norm_reconstruction_loss
     provider = iter_batches(source, config.batch_size, seed=config.seed, normalizer=normalizer)
     main = parallel is None or parallel.is_main
-    with _tracking(config, hook_name, normalizer.mode, main) as log:
-        trainer = SAETrainer(cfg=_trainer_config(config, log=log, main=main),
+    with _tracking(config, hook_name, normalizer.mode, main) as module:
+        to_wandb = module is not None and config.log_to == "wandb"
+        trainer = SAETrainer(cfg=_trainer_config(config, log=to_wandb, main=main),
                              sae=training_sae, data_provider=provider)
+        tracker = (None if module is None else _WandbRun(trainer) if to_wandb
+                   else _MlflowRun(module))
         return _train_loop(trainer, provider, config, normalizer, hook_name,
-                           log_every, progress, checkpoint, engine, parallel,
-                           _WandbRun(trainer) if log else None)
+                           log_every, progress, checkpoint, engine, parallel, tracker)
 
 
 def _train_loop(
     trainer: SAETrainer, provider: Iterator[torch.Tensor],
     config: SAETrainingConfig, normalizer: Normalizer, hook_name: str, log_every: int,
     progress: Callable[[dict[str, float]], None] | None, checkpoint: TrainingCheckpoint | None,
-    engine: str, parallel: DistContext | None, tracker: _WandbRun | None,
+    engine: str, parallel: DistContext | None, tracker: _WandbRun | _MlflowRun | None,
 ) -> TrainingResult:
     """:func:`train_sae`'s loop once the trainer is built."""
     training_sae = trainer.sae
@@ -456,6 +511,8 @@ def _train_loop(
             if parallel is not None:
                 record = _global_record(record, parallel, training_sae.W_dec.device)
             history.append(record)
+            if tracker is not None:
+                tracker.record(record)
             if progress is not None:
                 progress(record)
         if (

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -85,7 +87,7 @@ def test_tracking_fields_round_trip_and_old_configs_load():
     assert "wandb_project" not in data  # at its default
     assert SAETrainingConfig.from_dict(json.loads(json.dumps(data))) == tracked
     assert tracked.to_dict(tracking=False) == old
-    with pytest.raises(ValueError, match="log_to must be None or one of wandb"):
+    with pytest.raises(ValueError, match="log_to must be None or one of wandb, mlflow"):
         SAETrainingConfig(log_to="tensorboard")
     with pytest.raises(ValueError, match="wandb_log_frequency must be"):
         SAETrainingConfig(wandb_log_frequency=0)
@@ -152,3 +154,54 @@ def test_checkpoints_go_to_wandb_as_artifacts(acts, offline_wandb: Path):
     kinds = {record.WhichOneof("record_type")
              for record in wandb_records(next(run_dir.glob("*.wandb")))}
     assert "artifact" in kinds, kinds
+
+
+class FakeMlflow(types.ModuleType):
+    """Stands in for the ``mlflow`` package (not a dependency): records every call."""
+
+    def __init__(self) -> None:
+        super().__init__("mlflow")
+        self.calls: list[tuple[str, tuple, dict]] = []
+        self.run: object | None = None
+
+    def __getattr__(self, name: str):
+        if name.startswith("__"):
+            raise AttributeError(name)
+
+        def call(*args, **kwargs):
+            self.calls.append((name, args, kwargs))
+            if name == "start_run":
+                self.run = object()
+            if name == "end_run":
+                self.run = None
+            return self.run if name in ("start_run", "active_run") else None
+        return call
+
+
+def test_mlflow_gets_the_log_records_and_training_is_unchanged(acts, monkeypatch):
+    fake = FakeMlflow()
+    monkeypatch.setitem(sys.modules, "mlflow", fake)
+    config = SAETrainingConfig(d_sae=16, steps=30, batch_size=32, seed=2)
+    plain = train_sae(acts, config, log_every=10)
+    tracked = train_sae(acts, config.with_overrides(log_to="mlflow", run_name="tiny",
+                                                    mlflow_experiment="exp"), log_every=10)
+    for name, tensor in plain.sae.sae.state_dict().items():
+        assert torch.equal(tensor, tracked.sae.sae.state_dict()[name]), name
+    names = [name for name, _, _ in fake.calls]
+    assert names[:4] == ["active_run", "set_experiment", "start_run", "log_params"]
+    assert names[-1] == "end_run"
+    assert fake.calls[1][1] == ("exp",) and fake.calls[2][2] == {"run_name": "tiny"}
+    params = fake.calls[3][1][0]
+    assert params["d_sae"] == 16 and params["log_to"] == "mlflow"
+    metrics = [(kwargs["step"], args[0]) for name, args, kwargs in fake.calls
+               if name == "log_metrics"]
+    assert [step for step, _ in metrics] == [10, 20, 30]
+    for (_, logged), record in zip(metrics, plain.history, strict=True):
+        assert logged == {k: v for k, v in record.items() if k != "step"}
+
+
+def test_mlflow_missing_is_an_error_saying_how_to_install_it(acts, monkeypatch):
+    monkeypatch.setitem(sys.modules, "mlflow", None)  # import mlflow fails
+    config = SAETrainingConfig(d_sae=16, steps=10, batch_size=32, log_to="mlflow")
+    with pytest.raises(ModuleNotFoundError, match="pip install mlflow"):
+        train_sae(acts, config)

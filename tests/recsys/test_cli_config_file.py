@@ -5,6 +5,7 @@ unknown keys and wrong types, and the effective settings recorded with the resul
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -138,7 +139,7 @@ def test_sae_train_logs_to_wandb_from_the_command_line_or_the_file(
 
 def test_an_unknown_tracker_is_a_one_line_error(paper_run_dir: Path, tmp_path: Path):
     result = run_cli("sae", "train", paper_run_dir, "--log-to", "tensorboard", "--steps", "5")
-    assert_one_line_error(result, "log_to must be None or one of wandb, got 'tensorboard'")
+    assert_one_line_error(result, "log_to must be None or one of wandb, mlflow, got 'tensorboard'")
 
 
 def test_sae_train_saves_sae_lens_snapshots_in_the_run_folder(paper_run_dir: Path,
@@ -153,3 +154,11 @@ def test_sae_train_saves_sae_lens_snapshots_in_the_run_folder(paper_run_dir: Pat
     assert (folder / str(11 * 256) / "trainer_state.pt").is_file()
     provenance = json.loads((paper_run_dir / "saes" / "snapshots" / "mechrec.json").read_text())
     assert provenance["training_config"]["checkpoint_path"] == str(folder)
+
+
+def test_log_to_mlflow_without_mlflow_is_a_one_line_error(paper_run_dir: Path,
+                                                          monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setitem(sys.modules, "mlflow", None)  # as if not installed
+    result = run_cli("sae", "train", paper_run_dir, "--log-to", "mlflow", "--steps", "5")
+    assert_one_line_error(result, "--log-to mlflow needs the mlflow package, which is not "
+                                  "installed: pip install mlflow")

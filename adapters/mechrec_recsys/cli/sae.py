@@ -109,7 +109,8 @@ def training_config(
     belong to ``architecture`` is an error naming the one that does. ``architecture`` may
     also name any architecture of sae-lens' training registry, with ``options`` (its config
     fields, e.g. ``matryoshka_widths``). ``tracking``: the config's tracking fields
-    (``log_to``, ``wandb_project``, ``run_name``, ``wandb_log_frequency``)."""
+    (``log_to``, ``wandb_project``, ``run_name``, ...); ``log_to="mlflow"`` without the mlflow
+    package is an error at once, before any activation is collected."""
     if architecture not in ARCHITECTURES:
         from mechrec.saes.registry import registered_architectures
 
@@ -126,6 +127,12 @@ def training_config(
         if value is not None and architecture not in archs:
             raise ValueError(f"{option} applies to {'/'.join(archs)}, not {architecture}; "
                              f"{architecture} takes {_sparsity_option(architecture)}")
+    if (tracking or {}).get("log_to") == "mlflow":
+        import importlib.util
+
+        if importlib.util.find_spec("mlflow") is None:
+            raise ValueError("--log-to mlflow needs the mlflow package, which is not "
+                             "installed: pip install mlflow (or --log-to wandb)")
     overrides: dict[str, Any] = {}
     if l1 is not None:
         overrides["l1_coefficient"] = l1
@@ -186,12 +193,15 @@ def train(
                                     "(default: hook-architecture-size-sparsity-seed)"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace an SAE of that name"),
     log_to: str | None = typer.Option(
-        None, "--log-to", help="log the training metrics (sae-lens' own) to: wandb "
-        "(WANDB_MODE=offline logs without an account)"),
+        None, "--log-to", help="log the training metrics to: wandb (sae-lens' own logging; "
+        "WANDB_MODE=offline logs without an account) | mlflow (needs pip install mlflow)"),
     wandb_project: str = typer.Option("mechrec", "--wandb-project",
                                       help="wandb project of the run (--log-to wandb)"),
     run_name: str | None = typer.Option(None, "--run-name", help="name of the tracked run "
                                         "(default: the SAE's folder name)"),
+    mlflow_experiment: str = typer.Option("mechrec", "--mlflow-experiment",
+                                          help="MLflow experiment of the run (--log-to "
+                                          "mlflow; server: $MLFLOW_TRACKING_URI)"),
     wandb_log_frequency: int = typer.Option(
         10, "--wandb-log-frequency", help="log the train-step metrics every N steps "
         "(--log-to wandb)"),
@@ -227,7 +237,8 @@ def train(
                progress and ctx.is_main, normalization, dict(option),
                effective_settings(cli),
                {"log_to": log_to, "wandb_project": wandb_project, "run_name": run_name,
-                "wandb_log_frequency": wandb_log_frequency, "n_checkpoints": n_checkpoints,
+                "wandb_log_frequency": wandb_log_frequency,
+                "mlflow_experiment": mlflow_experiment, "n_checkpoints": n_checkpoints,
                 "checkpoint_path": None if checkpoint_path is None else str(checkpoint_path)})
     finally:
         teardown_distributed(ctx)
