@@ -7,6 +7,7 @@ repository. They never touch the network.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -30,3 +31,22 @@ def data_dir() -> Path:
             "holding ml-100k/, ml-latest-small/, ... (see ../shared/data/README.md)"
         )
     return root
+
+
+@pytest.fixture
+def offline_wandb(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """wandb in offline mode writing under ``tmp_path`` (no network, no login); wandb's
+    process-wide state is torn down around the test, so each test reads its own settings."""
+    import wandb
+
+    wandb.teardown()
+    directory = tmp_path / "wandb-dir"
+    directory.mkdir()
+    for name, value in {"WANDB_MODE": "offline", "WANDB_DIR": str(directory),
+                        "WANDB_SILENT": "true", "WANDB_CONSOLE": "off",
+                        "WANDB_CACHE_DIR": str(tmp_path / "wandb-cache"),
+                        "WANDB_CONFIG_DIR": str(tmp_path / "wandb-config"),
+                        "WANDB_DATA_DIR": str(tmp_path / "wandb-data")}.items():
+        monkeypatch.setenv(name, value)
+    yield directory
+    wandb.teardown()

@@ -43,7 +43,7 @@ import os
 import re
 import shutil
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -308,6 +308,7 @@ def train_run_sae(
     progress: Callable[[dict[str, float]], None] | None = None,
     dist: DistContext | None = None,
     memory_budget_mb: float | None = None,
+    provenance: Mapping[str, Any] | None = None,
 ) -> RunSAE:
     """Train an SAE on the SAE users' activations at ``hook`` and (optionally) save it.
 
@@ -331,6 +332,8 @@ def train_run_sae(
             ``.<name>.test-activations/``, removed once the SAE is saved) and read back
             shard by shard, so memory is bounded by the budget, not by the number of users.
             ``None``: both in memory.
+        provenance: more to record in the saved SAE's ``mechrec.json`` (e.g. the command's
+            settings), next to the training config and the test metrics.
 
     The name is claimed for the whole run (an OS lock on ``RUN_DIR/saes/.<name>.lock``, gone
     when the process ends), so two overlapping runs of the same name cannot both write it: the
@@ -357,15 +360,15 @@ def train_run_sae(
                 "activations through a store in it"
             )
         return _train_run_sae(experiment, config, hook, None, None, overwrite, progress, None,
-                              None)
+                              None, provenance)
     directory = sae_directory(run_dir, name or default_sae_name(config, hook))
     if parallel is not None and not parallel.is_main:
         return _train_run_sae(experiment, config, hook, Path(run_dir), directory, overwrite,
-                              progress, parallel, memory_budget_mb)
+                              progress, parallel, memory_budget_mb, provenance)
     with exclusive_claim(directory.with_name(f".{directory.name}.lock"),
                          f"the SAE {directory}"):
         return _train_run_sae(experiment, config, hook, Path(run_dir), directory, overwrite,
-                              progress, parallel, memory_budget_mb)
+                              progress, parallel, memory_budget_mb, provenance)
 
 
 def _train_run_sae(
@@ -373,6 +376,7 @@ def _train_run_sae(
     directory: Path | None, overwrite: bool,
     progress: Callable[[dict[str, float]], None] | None, dist: DistContext | None,
     memory_budget_mb: float | None,
+    provenance: Mapping[str, Any] | None = None,
 ) -> RunSAE:
     """:func:`train_run_sae` once the name is claimed (by rank 0 under ``torchrun``)."""
     main = dist is None or dist.is_main
@@ -421,6 +425,7 @@ def _train_run_sae(
             "dead_fraction_train": result.dead_fraction_train,
             "n_resampled": result.n_resampled,
             "seconds": result.seconds,
+            **(provenance or {}),
         }
         if main:
             result.sae.save(directory, overwrite=overwrite)

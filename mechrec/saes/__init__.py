@@ -5,7 +5,8 @@
   convention.
 - :func:`train_sae`: train through sae-lens' ``SAETrainer`` on an activation source, each
   step by :func:`fast_train_step` (sae-lens' math with few passes over the feature tensors);
-  resumable with a :class:`TrainingCheckpoint`.
+  resumable with a :class:`TrainingCheckpoint`; optionally logged to wandb through sae-lens'
+  own trainer logging (``SAETrainingConfig.log_to``).
 - :class:`NormalizedSAE`: an sae-lens SAE plus its normaliser; ``save``/``load`` in the
   sae-lens directory format with the normaliser folded into the weights, so plain
   ``SAE.load_from_disk`` gives an exact SAE on raw activations (:mod:`.folding`), plus
@@ -27,6 +28,7 @@ _EXPORTS: dict[str, str] = {
     "TrainingCheckpoint": "checkpoint",
     "ARCHITECTURES": "config",
     "SAETrainingConfig": "config",
+    "TRACKERS": "config",
     "Workspace": "fast_step",
     "fast_train_step": "fast_step",
     "MissingHookNameError": "normalized",

@@ -69,6 +69,17 @@ Architecture = Literal["standard", "topk", "batchtopk", "jumprelu", "gated"]
 ReconstructionLoss = Literal["norm", "squared"]
 #: Resampling interval that ``resample_dead_every="auto"`` gives TopK SAEs.
 AUTO_RESAMPLE_EVERY = 500
+#: Where :func:`~mechrec.saes.train_sae` can send its per-step metrics
+#: (``SAETrainingConfig.log_to``): ``"wandb"`` through sae-lens' own trainer logging,
+#: ``"mlflow"`` (needs ``pip install mlflow``) from mechrec's log records.
+TRACKERS: tuple[str, ...] = ("wandb", "mlflow")
+#: The tracking fields of :class:`SAETrainingConfig` with their defaults: they choose where
+#: metrics and sae-lens checkpoints go, never what is trained, so ``to_dict`` records them
+#: only when set and mechrec's resumable training checkpoints ignore them.
+TRACKING_DEFAULTS: dict[str, Any] = {
+    "log_to": None, "wandb_project": "mechrec", "run_name": None, "wandb_log_frequency": 10,
+    "mlflow_experiment": "mechrec", "n_checkpoints": 0, "checkpoint_path": None,
+}
 #: The longest automatic learning-rate warm-up (``lr_warm_up_steps="auto"``: a tenth of the
 #: steps, at most this many).
 AUTO_WARM_UP_STEPS = 100
@@ -132,6 +143,32 @@ class SAETrainingConfig:
             passed to training: ``"per_dim"`` (the paper), ``"scalar"`` or ``"none"``.
         seed: seed of the weight initialisation, batch order and resampling.
         device: torch device to train on.
+        log_to: where to log training metrics: ``None`` (nowhere, the default) or
+            ``"wandb"``: a Weights & Biases run (``wandb.init`` with this config; an active
+            run is used as it is) receives what sae-lens' ``SAETrainer.fit`` logs, through
+            its own methods: the train-step dict (``losses/*``, ``metrics/l0``,
+            ``metrics/explained_variance``, ``sparsity/dead_features``, learning rate, ...)
+            every ``wandb_log_frequency`` steps, the feature-density log of every sparsity
+            window and the weight histograms. It changes nothing in training: the SAE is
+            identical with and without it. Offline: ``WANDB_MODE=offline``.
+            ``"mlflow"``: an MLflow run (in experiment ``mlflow_experiment``, at
+            ``$MLFLOW_TRACKING_URI``; an active run is used as it is) gets this config as
+            parameters and mechrec's own log records (``loss``, each loss term, ``l0``,
+            ``dead_features``, every ``log_every`` steps of ``train_sae``) as metrics;
+            sae-lens has no MLflow support and mechrec does not depend on ``mlflow``: without
+            it, training stops at once with an error saying ``pip install mlflow``.
+        wandb_project: the wandb project of the run (``log_to="wandb"``).
+        run_name: the run's name (default: the tracker's).
+        mlflow_experiment: the MLflow experiment of the run (``log_to="mlflow"``).
+        wandb_log_frequency: log the train-step metrics every this many steps (sae-lens'
+            ``LoggingConfig.wandb_log_frequency``).
+        n_checkpoints: save this many evenly spaced checkpoints during training through
+            sae-lens' own ``SAETrainer.save_checkpoint`` (its training SAE, which reads
+            normalised activations, its feature sparsity and the trainer state, in a folder
+            named after the samples seen), under ``checkpoint_path`` and, with
+            ``log_to="wandb"``, as wandb artifacts. They are snapshots for inspection;
+            resuming an interrupted run is mechrec's own ``TrainingCheckpoint``.
+        checkpoint_path: folder of those checkpoints (``None``: wandb artifacts only).
     """
 
     architecture: str = "standard"
@@ -161,6 +198,13 @@ class SAETrainingConfig:
     normalization: str = "per_dim"
     seed: int = 0
     device: str = "cpu"
+    log_to: str | None = None
+    wandb_project: str = "mechrec"
+    run_name: str | None = None
+    wandb_log_frequency: int = 10
+    mlflow_experiment: str = "mechrec"
+    n_checkpoints: int = 0
+    checkpoint_path: str | None = None
 
     def __post_init__(self) -> None:
         if self.architecture not in ARCHITECTURES or self.architecture_options:
@@ -203,6 +247,20 @@ class SAETrainingConfig:
                 f"lr_warm_up_steps + lr_decay_steps ({self.warm_up_steps} + "
                 f"{self.lr_decay_steps}) exceed steps ({self.steps})"
             )
+        if self.log_to is not None and self.log_to not in TRACKERS:
+            raise ValueError(f"log_to must be None or one of {', '.join(TRACKERS)}, got "
+                             f"{self.log_to!r}")
+        if isinstance(self.wandb_log_frequency, bool) or not (
+                isinstance(self.wandb_log_frequency, int) and self.wandb_log_frequency >= 1):
+            raise ValueError(f"wandb_log_frequency must be a whole number >= 1, got "
+                             f"{self.wandb_log_frequency!r}")
+        if isinstance(self.n_checkpoints, bool) or not (
+                isinstance(self.n_checkpoints, int) and self.n_checkpoints >= 0):
+            raise ValueError(f"n_checkpoints must be a whole number >= 0, got "
+                             f"{self.n_checkpoints!r}")
+        if self.n_checkpoints and self.checkpoint_path is None and self.log_to != "wandb":
+            raise ValueError("n_checkpoints needs a checkpoint_path to save them in (or "
+                             "log_to='wandb', which keeps them as artifacts)")
         every = self.resample_dead_every
         if every is not None and every != "auto" and (isinstance(every, str) or every < 1):
             raise ValueError(f"resample_dead_every must be >= 1, None or 'auto', got {every!r}")
@@ -238,12 +296,21 @@ class SAETrainingConfig:
             return "target_l0", self.target_l0
         return "l0_coefficient", self.l0_coefficient
 
-    def to_dict(self) -> dict[str, Any]:
-        """All fields as a JSON-able dict (``architecture_options`` only when set, so that
-        configs written before it existed keep their identity)."""
+    def to_dict(self, *, tracking: bool = True) -> dict[str, Any]:
+        """All fields as a JSON-able dict (``architecture_options`` and the tracking fields
+        only when set, so that configs written before they existed keep their identity).
+
+        Args:
+            tracking: include the tracking fields that are set (``False``: never, e.g. for
+                the identity of a training checkpoint, which a run resumes with or without
+                tracking).
+        """
         data = config_to_dict(self)
         if not data["architecture_options"]:
             del data["architecture_options"]
+        for name, default in TRACKING_DEFAULTS.items():
+            if not tracking or data[name] == default:
+                del data[name]
         return data
 
     @classmethod

@@ -2,7 +2,11 @@
 
 The trainer gets our own data provider (shuffled, normalised batches from an
 ``ActivationSet`` or ``ActivationStore``): no language model, no sae-lens activation store,
-no wandb, no hub. The loop is driven through ``SAETrainer``'s public per-step methods
+no hub; wandb only when ``SAETrainingConfig.log_to="wandb"`` asks for it (:class:`_WandbRun`:
+sae-lens' own ``LoggingConfig`` and logging methods, called where ``fit()`` calls them), and
+MLflow (which sae-lens does not support) when ``log_to="mlflow"`` does (:class:`_MlflowRun`,
+a thin tracker over mechrec's log records; the ``mlflow`` package is optional).
+The loop is driven through ``SAETrainer``'s public per-step methods
 (``maybe_reset_sparsity`` / ``step`` / ``set_final_sae_metadata``, the seams sae-lens
 exposes for external coordinators) instead of ``fit()``, so that we can
 
@@ -25,10 +29,12 @@ high-λ L1 SAEs (see ``SAETrainingConfig.resample_dead_every``).
 
 from __future__ import annotations
 
+import json
 import math
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -139,7 +145,10 @@ def resample_dead_features(
     return int(idx.numel())
 
 
-def _trainer_config(cfg: SAETrainingConfig) -> SAETrainerConfig:
+def _trainer_config(cfg: SAETrainingConfig, *, log: bool = False,
+                    main: bool = True) -> SAETrainerConfig:
+    """sae-lens' trainer config of ``cfg``; ``log``: wandb logging on; ``main``: this process
+    saves sae-lens checkpoints (rank 0 only under ``torchrun``)."""
     return SAETrainerConfig(
         total_training_samples=cfg.steps * cfg.batch_size,
         train_batch_size_samples=cfg.batch_size,
@@ -153,10 +162,107 @@ def _trainer_config(cfg: SAETrainingConfig) -> SAETrainerConfig:
         device=cfg.device,
         dead_feature_window=cfg.dead_feature_window,
         feature_sampling_window=cfg.dead_feature_window,
-        n_checkpoints=0,
+        n_checkpoints=cfg.n_checkpoints if main else 0,
+        checkpoint_path=cfg.checkpoint_path,
         save_final_checkpoint=False,
-        logger=LoggingConfig(log_to_wandb=False),
+        logger=LoggingConfig(log_to_wandb=log, wandb_project=cfg.wandb_project,
+                             run_name=cfg.run_name,
+                             wandb_log_frequency=cfg.wandb_log_frequency),
     )
+
+
+class _WandbRun:
+    """The wandb side of a training run with ``log_to="wandb"``: what sae-lens'
+    ``SAETrainer.fit`` logs, by the trainer's own methods at the same points of each step
+    (the loop here drives the steps itself)."""
+
+    def __init__(self, trainer: SAETrainer) -> None:
+        import wandb
+
+        self.trainer, self.wandb = trainer, wandb
+
+    def sparsity(self, log: dict[str, Any]) -> None:
+        """A sparsity window's log (``maybe_reset_sparsity`` / ``full_sparsity_window_log``)."""
+        if log:
+            self.wandb.log(log, step=self.trainer.n_training_steps)
+
+    def step(self, out: Any) -> None:
+        """After a step, before ``n_training_steps`` moves on: the train-step dict every
+        ``wandb_log_frequency`` steps, the evaluations (weight histograms) less often."""
+        self.trainer._log_train_step(out)
+        self.trainer._run_and_log_evals()
+
+    def record(self, record: dict[str, float]) -> None:
+        """mechrec's own log records go to the progress callback only."""
+
+
+class _MlflowRun:
+    """The MLflow side of a training run with ``log_to="mlflow"`` (sae-lens has no MLflow
+    support): a thin tracker over mechrec's own log records, the dicts the ``progress``
+    callback receives every ``log_every`` steps (``loss``, each loss term, ``l0``,
+    ``dead_features``), logged as metrics at their step."""
+
+    def __init__(self, mlflow: Any) -> None:
+        self.mlflow = mlflow
+
+    def sparsity(self, log: dict[str, Any]) -> None:
+        """sae-lens' sparsity logs hold wandb histograms: not sent to MLflow."""
+
+    def step(self, out: Any) -> None:
+        """Nothing per step: MLflow gets the log records."""
+
+    def record(self, record: dict[str, float]) -> None:
+        """One log record as MLflow metrics at its step."""
+        self.mlflow.log_metrics({k: float(v) for k, v in record.items() if k != "step"},
+                                step=int(record["step"]))
+
+
+def import_mlflow() -> Any:
+    """The ``mlflow`` module, or a ``ModuleNotFoundError`` saying how to install it (mechrec
+    does not depend on it)."""
+    try:
+        import mlflow
+    except ImportError:
+        raise ModuleNotFoundError(
+            "log_to='mlflow' needs the mlflow package, which is not installed: pip install "
+            "mlflow (or log to wandb, which sae-lens brings)", name="mlflow") from None
+    return mlflow
+
+
+@contextmanager
+def _tracking(config: SAETrainingConfig, hook_name: str, normalization: str,
+              main: bool) -> Iterator[Any]:
+    """Start the run ``config.log_to`` asks for on the main process (a wandb or MLflow run
+    already active is used and left open) and finish it afterwards; yields the module of the
+    tracker (``wandb``, ``mlflow``) or ``None`` when nothing is logged here."""
+    if config.log_to is None or not main:
+        yield None
+        return
+    params = {**config.to_dict(), "hook_name": hook_name, "normalization": normalization}
+    if config.log_to == "mlflow":
+        mlflow = import_mlflow()
+        started = mlflow.active_run() is None
+        if started:
+            mlflow.set_experiment(config.mlflow_experiment)
+            mlflow.start_run(run_name=config.run_name)
+            mlflow.log_params({k: json.dumps(v) if isinstance(v, (dict, list)) else v
+                               for k, v in params.items()})
+        try:
+            yield mlflow
+        finally:
+            if started:
+                mlflow.end_run()
+        return
+    import wandb
+
+    started = wandb.run is None
+    if started:
+        wandb.init(project=config.wandb_project, name=config.run_name, config=params)
+    try:
+        yield wandb
+    finally:
+        if started:
+            wandb.finish()
 
 
 def _step_record(step: int, out: Any, trainer: SAETrainer) -> dict[str, float]:
@@ -325,20 +431,41 @@ def train_sae(
     if config.reconstruction_loss == "norm":
         training_sae.mse_loss_fn = norm_reconstruction_loss
     provider = iter_batches(source, config.batch_size, seed=config.seed, normalizer=normalizer)
-    trainer = SAETrainer(cfg=_trainer_config(config), sae=training_sae, data_provider=provider)
+    main = parallel is None or parallel.is_main
+    with _tracking(config, hook_name, normalizer.mode, main) as module:
+        to_wandb = module is not None and config.log_to == "wandb"
+        trainer = SAETrainer(cfg=_trainer_config(config, log=to_wandb, main=main),
+                             sae=training_sae, data_provider=provider)
+        tracker = (None if module is None else _WandbRun(trainer) if to_wandb
+                   else _MlflowRun(module))
+        return _train_loop(trainer, provider, config, normalizer, hook_name,
+                           log_every, progress, checkpoint, engine, parallel, tracker)
+
+
+def _train_loop(
+    trainer: SAETrainer, provider: Iterator[torch.Tensor],
+    config: SAETrainingConfig, normalizer: Normalizer, hook_name: str, log_every: int,
+    progress: Callable[[dict[str, float]], None] | None, checkpoint: TrainingCheckpoint | None,
+    engine: str, parallel: DistContext | None, tracker: _WandbRun | _MlflowRun | None,
+) -> TrainingResult:
+    """:func:`train_sae`'s loop once the trainer is built."""
+    training_sae = trainer.sae
     generator = torch.Generator().manual_seed(config.seed + 1)
     resample_every = config.resample_interval
     resample_stop = int(config.resample_until * config.steps)
     history: list[dict[str, float]] = []
     n_resampled, first_step, seconds_before = 0, 1, 0.0
     if checkpoint is not None:
-        checkpoint.identity = {**checkpoint.identity, "config": config.to_dict(),
+        checkpoint.identity = {**checkpoint.identity, "config": config.to_dict(tracking=False),
                                "hook_name": hook_name, "normalization": normalizer.mode}
         resumed = checkpoint.restore(trainer, generator)
         if resumed is not None:
             history, n_resampled, seconds_before = (resumed.history, resumed.n_resampled,
                                                     resumed.seconds)
             first_step = resumed.step + 1
+            while (trainer.checkpoint_thresholds  # sae-lens checkpoints already passed
+                   and trainer.n_training_samples > trainer.checkpoint_thresholds[0]):
+                trainer.checkpoint_thresholds.pop(0)
             for _ in range(resumed.step):  # the seeded provider replays the batches used
                 next(provider)
     if parallel is not None:
@@ -349,11 +476,16 @@ def train_sae(
     start = time.perf_counter()
     training_sae.train()
     for step in range(first_step, config.steps + 1):
-        trainer.maybe_reset_sparsity()
+        sparsity_log = trainer.maybe_reset_sparsity()
+        if tracker is not None:
+            tracker.sparsity(sparsity_log)
         batch = next(provider)
         local = batch if parallel is None else _rank_rows(batch, parallel)
         before = _firing_state(trainer) if parallel is not None else None
         out = fast_train_step(trainer, local, workspace) if fast else trainer.step(local)
+        if tracker is not None:
+            tracker.step(out)
+        trainer._checkpoint_if_needed()  # sae-lens' own (n_checkpoints), as fit() does
         trainer.n_training_steps += 1
         loss = out.loss.item()
         if parallel is not None and before is not None:
@@ -379,6 +511,8 @@ def train_sae(
             if parallel is not None:
                 record = _global_record(record, parallel, training_sae.W_dec.device)
             history.append(record)
+            if tracker is not None:
+                tracker.record(record)
             if progress is not None:
                 progress(record)
         if (
@@ -389,6 +523,8 @@ def train_sae(
             checkpoint.save(step, trainer, generator, history, n_resampled,
                             seconds_before + time.perf_counter() - start)
     seconds = seconds_before + time.perf_counter() - start
+    if tracker is not None:  # the last window is not reset, so not logged yet (as fit())
+        tracker.sparsity(trainer.full_sparsity_window_log())
     trainer.set_final_sae_metadata()
     dead_fraction = float(trainer.dead_neurons.float().mean())
     inference = to_inference_sae(training_sae, config.architecture)

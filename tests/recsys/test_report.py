@@ -403,6 +403,24 @@ def test_rerun_skips_every_finished_step(quick_run, tmp_path: Path, data_args):
     assert tokens(run_dir) == before_tokens
 
 
+def test_a_config_file_gives_the_same_run_and_is_recorded(quick_run, tmp_path: Path,
+                                                          data_dir: Path):
+    run_dir = copy_run(quick_run, tmp_path)
+    config = tmp_path / "reproduce.toml"
+    config.write_text(f'out = "{run_dir}"\nquick = true\ndataset = "ml-100k"\n'
+                      f'split = "paper"\nseed = 0\nprogress = true\n'
+                      f'data-dir = "{data_dir / "ml-100k"}"\ndownload = false\n',
+                      encoding="utf-8")
+    result = run_cli("reproduce", "--config", config, "--no-progress")
+    assert result.exit_code == 0, result.output
+    assert invocation(run_dir) == dict.fromkeys(STEP_NAMES, "skipped")  # the same settings
+    assert result.stderr == ""  # --no-progress on the command line beat progress = true
+    command = json.loads((run_dir / "reproduce" / "provenance.json").read_text())["command"]
+    assert command["config_file"] == str(config.resolve())
+    assert command["options"]["quick"] is True and command["options"]["out"] == str(run_dir)
+    assert command["options"]["progress"] is False
+
+
 @pytest.mark.parametrize(("step", "output"), [
     ("steer", "steering/paper/target_share.csv"),
     ("table1", "table1.json"),

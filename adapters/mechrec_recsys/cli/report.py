@@ -36,6 +36,12 @@ from mechrec_recsys.cli._common import (
     on_interrupt,
     rerun_command,
 )
+from mechrec_recsys.cli._config_file import (
+    ConfigOption,
+    WriteConfigOption,
+    effective_settings,
+    with_config_file,
+)
 from mechrec_recsys.cli.params import FLOAT_LIST, INT_LIST, NAME_LIST, VALUE_GRID, parsed
 
 
@@ -79,8 +85,11 @@ def _fit_budget(settings: Any, minutes: float, data_dir: Path | None, download: 
     return plan.settings, {"dataset": dataset, "split": split}
 
 
+@with_config_file
 def reproduce_command(
-    out: Path = typer.Option(..., "--out", help="run folder (created; reused to resume)"),
+    cli: typer.Context,
+    out: Path | None = typer.Option(None, "--out", help="run folder (created; reused to "
+                                    "resume); required, on the command line or in --config"),
     dataset: str = typer.Option("ml-100k", "--dataset",
                                 help="MovieLens dataset name or a synthetic world's folder"),
     split: str = typer.Option("paper", "--split", help="paper | random (splits with SAE "
@@ -126,8 +135,17 @@ def reproduce_command(
     device: DeviceOption = "cpu",
     progress: bool = typer.Option(True, "--progress/--no-progress",
                                   help="print one line per step to stderr"),
+    config: ConfigOption = None,
+    write_config: WriteConfigOption = None,
 ) -> None:
-    """Run every step of the paper into a run folder and write its HTML report."""
+    """Run every step of the paper into a run folder and write its HTML report.
+
+    ``--config reproduce.toml`` takes the options from a TOML file (``dataset = "ml-1m"``,
+    ``table1_seeds = [0, 1, 2]``, ...); flags on the command line override it. The options
+    it ran with are recorded in ``RUN_DIR/reproduce/provenance.json``."""
+    if out is None:
+        fail("--out is required: give the run folder with --out DIR (or out = \"DIR\" in the "
+             "--config file)")
     from mechrec_recsys.data.movielens import dataset_key, is_world
     from mechrec_recsys.data.registry import DATASET_NAMES
     from mechrec_recsys.report import ReproduceSettings, run_pipeline, write_report
@@ -167,7 +185,7 @@ def reproduce_command(
                       "GPTRec's finished epochs or the Table-1 SAEs already saved)",
                       rerun_command()):
         run_pipeline(settings, out, data_dir=data_dir, download=download, device=device,
-                     log=log, **loaded)
+                     log=log, extra_provenance={"command": effective_settings(cli)}, **loaded)
         path = write_report(out, report)
     typer.echo(str(path))
 

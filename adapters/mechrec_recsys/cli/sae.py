@@ -56,6 +56,12 @@ from mechrec_recsys.cli._common import (
     rerun_command,
     wide_console,
 )
+from mechrec_recsys.cli._config_file import (
+    ConfigOption,
+    WriteConfigOption,
+    effective_settings,
+    with_config_file,
+)
 from mechrec_recsys.cli.params import (
     FLOAT_LIST,
     INT_LIST,
@@ -102,12 +108,14 @@ def training_config(
     *, architecture: str, d_sae: int, l1: float | None, k: float | None,
     target_l0: float | None, l0_coefficient: float | None, steps: int, batch_size: int,
     lr: float, warm_up: int | None, seed: int, device: str, normalization: str = "per_dim",
-    options: Mapping[str, Any] | None = None,
+    options: Mapping[str, Any] | None = None, tracking: Mapping[str, Any] | None = None,
 ) -> SAETrainingConfig:
     """The SAE config of ``mechrec sae train``'s options; a sparsity option that does not
     belong to ``architecture`` is an error naming the one that does. ``architecture`` may
     also name any architecture of sae-lens' training registry, with ``options`` (its config
-    fields, e.g. ``matryoshka_widths``)."""
+    fields, e.g. ``matryoshka_widths``). ``tracking``: the config's tracking fields
+    (``log_to``, ``wandb_project``, ``run_name``, ...); ``log_to="mlflow"`` without the mlflow
+    package is an error at once, before any activation is collected."""
     if architecture not in ARCHITECTURES:
         from mechrec.saes.registry import registered_architectures
 
@@ -124,6 +132,12 @@ def training_config(
         if value is not None and architecture not in archs:
             raise ValueError(f"{option} applies to {'/'.join(archs)}, not {architecture}; "
                              f"{architecture} takes {_sparsity_option(architecture)}")
+    if (tracking or {}).get("log_to") == "mlflow":
+        import importlib.util
+
+        if importlib.util.find_spec("mlflow") is None:
+            raise ValueError("--log-to mlflow needs the mlflow package, which is not "
+                             "installed: pip install mlflow (or --log-to wandb)")
     overrides: dict[str, Any] = {}
     if l1 is not None:
         overrides["l1_coefficient"] = l1
@@ -137,7 +151,8 @@ def training_config(
     return SAETrainingConfig(
         architecture=architecture, d_sae=d_sae, steps=steps, batch_size=batch_size, lr=lr,
         lr_warm_up_steps="auto" if warm_up is None else warm_up, seed=seed, device=device,
-        normalization=normalization, architecture_options=dict(options or {}), **overrides)
+        normalization=normalization, architecture_options=dict(options or {}),
+        **dict(tracking or {}), **overrides)
 
 
 def _sparsity_option(architecture: str) -> str:
@@ -147,7 +162,9 @@ def _sparsity_option(architecture: str) -> str:
 
 # -------------------------------------------------------------------------------- train
 @sae_app.command("train")
+@with_config_file
 def train(
+    cli: typer.Context,
     run_dir: Path = typer.Argument(..., help="run folder written by 'mechrec train'"),
     hook: str = typer.Option(PAPER_HOOK, "--hook", help="TransformerLens hook to read"),
     architecture: str = typer.Option("standard", "--architecture",
@@ -184,12 +201,38 @@ def train(
         None, "--memory-budget", metavar="MB", help="hold at most MB of activations in memory: "
         "the SAE and test users' activations spill to sharded stores under RUN_DIR/saes/ "
         "(removed afterwards); for data larger than memory"),
+    log_to: str | None = typer.Option(
+        None, "--log-to", help="log the training metrics to: wandb (sae-lens' own logging; "
+        "WANDB_MODE=offline logs without an account) | mlflow (needs pip install mlflow)"),
+    wandb_project: str = typer.Option("mechrec", "--wandb-project",
+                                      help="wandb project of the run (--log-to wandb)"),
+    run_name: str | None = typer.Option(None, "--run-name", help="name of the tracked run "
+                                        "(default: the SAE's folder name)"),
+    mlflow_experiment: str = typer.Option("mechrec", "--mlflow-experiment",
+                                          help="MLflow experiment of the run (--log-to "
+                                          "mlflow; server: $MLFLOW_TRACKING_URI)"),
+    wandb_log_frequency: int = typer.Option(
+        10, "--wandb-log-frequency", help="log the train-step metrics every N steps "
+        "(--log-to wandb)"),
+    n_checkpoints: int = typer.Option(
+        0, "--n-checkpoints", help="also save N evenly spaced snapshots through sae-lens' "
+        "SAETrainer.save_checkpoint (training SAE + trainer state; wandb artifacts with "
+        "--log-to wandb) under --checkpoint-path"),
+    checkpoint_path: Path | None = typer.Option(
+        None, "--checkpoint-path", help="folder of the --n-checkpoints snapshots (default "
+        "RUN_DIR/sae-lens-checkpoints/NAME)"),
     data_dir: DataDirOption = None,
     download: DownloadOption = True,
     device: DeviceOption = "cpu",
     progress: ProgressOption = True,
+    config: ConfigOption = None,
+    write_config: WriteConfigOption = None,
 ) -> None:
     """Train an SAE on the SAE users' activations at a hook, save it, print its metrics.
+
+    ``--config sae.toml`` takes the options from a TOML file (``d_sae = 2048``, ``l1 =
+    0.1``, ...); flags on the command line override it. The settings it ran with are
+    recorded in the SAE's ``mechrec.json``.
 
     The training state is saved every 100 steps: after Ctrl-C the same command resumes it.
     Under ``torchrun --nproc_per_node N`` the ranks collect the activations in slices and
@@ -202,7 +245,12 @@ def train(
     try:
         _train(ctx, run_dir, hook, architecture, d_sae, l1, k, target_l0, l0_coefficient, steps,
                batch_size, lr, warm_up, seed, name, overwrite, data_dir, download, device,
-               progress and ctx.is_main, normalization, dict(option), memory_budget)
+               progress and ctx.is_main, normalization, dict(option), memory_budget,
+               effective_settings(cli),
+               {"log_to": log_to, "wandb_project": wandb_project, "run_name": run_name,
+                "wandb_log_frequency": wandb_log_frequency,
+                "mlflow_experiment": mlflow_experiment, "n_checkpoints": n_checkpoints,
+                "checkpoint_path": None if checkpoint_path is None else str(checkpoint_path)})
     finally:
         teardown_distributed(ctx)
 
@@ -214,6 +262,7 @@ def _train(
     overwrite: bool, data_dir: Path | None, download: bool, device: str, progress: bool,
     normalization: str = "per_dim", options: Mapping[str, Any] | None = None,
     memory_budget: float | None = None,
+    settings: Mapping[str, Any] | None = None, tracking: Mapping[str, Any] | None = None,
 ) -> None:
     """:func:`train` on one rank (the only rank when not under ``torchrun``)."""
     from mechrec_recsys.saes import check_hook, default_sae_name, sae_checkpoint, train_run_sae
@@ -225,7 +274,14 @@ def _train(
             architecture=architecture, d_sae=d_sae, l1=l1, k=k, target_l0=target_l0,
             l0_coefficient=l0_coefficient, steps=steps, batch_size=batch_size, lr=lr,
             warm_up=warm_up, seed=seed, device=device, normalization=normalization,
-            options=options)
+            options=options, tracking={**(tracking or {}), "n_checkpoints": 0})
+        sae_name = name or default_sae_name(config, hook)
+        n_checkpoints = int((tracking or {}).get("n_checkpoints") or 0)
+        config = config.with_overrides(
+            run_name=config.run_name or (sae_name if config.log_to is not None else None),
+            n_checkpoints=n_checkpoints,
+            checkpoint_path=config.checkpoint_path or (
+                str(run_dir / "sae-lens-checkpoints" / sae_name) if n_checkpoints else None))
         experiment = _open(run_dir, data_dir, download, device)
         check_hook(experiment, hook)
         # under torchrun the ranks collect sae_train in slices; under a budget, into stores
@@ -249,7 +305,9 @@ def _train(
 
             trained = train_run_sae(experiment, config, hook=hook, run_dir=run_dir, name=name,
                                     overwrite=overwrite, progress=report, dist=ctx,
-                                    memory_budget_mb=memory_budget)
+                                    memory_budget_mb=memory_budget,
+                                    provenance={"command": dict(settings)} if settings
+                                    else None)
     if not ctx.is_main:
         return
     metrics = trained.test_metrics

@@ -22,7 +22,7 @@ import platform
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib import metadata
@@ -180,6 +180,7 @@ def run_pipeline(
     log: Callable[[str], None] | None = None,
     dataset: Dataset | None = None,
     split: Split | None = None,
+    extra_provenance: Mapping[str, Any] | None = None,
 ) -> PipelineResult:
     """Run every step of the paper into ``run_dir``, skipping the ones already done.
 
@@ -195,6 +196,8 @@ def run_pipeline(
             when a step needs it.
         split: likewise, its split as :func:`~mechrec_recsys.report.budget.load_split` makes
             it (checked against the settings).
+        extra_provenance: more to record in ``reproduce/provenance.json`` (e.g. the
+            command's options and config file).
 
     Returns:
         What ran and what was skipped.
@@ -221,7 +224,8 @@ def run_pipeline(
         preflight(ctx)
     layout.reproduce_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(layout.settings, settings.to_json())
-    atomic_write_json(layout.provenance, provenance(device))
+    extra = dict(extra_provenance or {})
+    atomic_write_json(layout.provenance, {**provenance(device), **extra})
     result = PipelineResult(layout=layout, settings=settings)
     for number, step in enumerate(STEPS, start=1):
         prefix = f"[{number}/{len(STEPS)}] {step.name}: {step.title}"
@@ -258,6 +262,7 @@ def run_pipeline(
         result.statuses.append(StepStatus(step.name, "ran", seconds))
     atomic_write_json(layout.provenance, {
         **provenance(device),
+        **extra,
         "invocation": [{"name": s.name, "status": s.status, "seconds": s.seconds}
                        for s in result.statuses],
     })
