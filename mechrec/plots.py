@@ -58,6 +58,7 @@ SOURCE_LABELS: dict[str, str] = {"SAE": "SAE feature", "neurons": "neuron",
                                  "random": "random control", "probes": "probe",
                                  "mean_difference": "difference of means",
                                  "k_sparse_probes": "k-sparse probe",
+                                 "sae_k_sparse_probes": "k-sparse probe on SAE features",
                                  "pca": "principal component"}
 
 #: Display names of steering curves by ``(method, mode)``.

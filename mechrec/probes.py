@@ -38,6 +38,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 import torch
 from safetensors import safe_open
 from sklearn.linear_model import LogisticRegression
@@ -373,7 +374,8 @@ def fit_probes(
     return ProbeSet(hook_name, probes, metrics, settings)
 
 
-def check_width_count(value: int | None, default: int, width: int, name: str, what: str) -> int:
+def check_width_count(value: int | None, default: int, width: int, name: str, what: str,
+                      width_label: str = "the activation width d") -> int:
     """``value`` (or ``min(default, width)``) checked to be a whole number in ``[1, width]``:
     the ``k`` of a k-sparse probe or the component count of a PCA probe on ``width``-wide
     activations; ``name`` and ``what`` word the error.
@@ -389,30 +391,46 @@ def check_width_count(value: int | None, default: int, width: int, name: str, wh
         raise ValueError(f"{name}={value} {what}: need at least 1")
     if value > width:
         raise ValueError(
-            f"{name}={value} is larger than the activation width d={width}: pass "
-            f"{name} <= {width} (or leave it out for min({default}, d))"
+            f"{name}={value} is larger than {width_label}={width}: pass "
+            f"{name} <= {width} (or leave it out for min({default}, {width}))"
         )
     return int(value)
 
 
+def class_separation(x: np.ndarray | sp.spmatrix, positive: np.ndarray) -> np.ndarray:
+    """Per column of ``x`` (dense or scipy sparse), the distance between the class means in
+    pooled standard deviations (Cohen's d), in float64.
+
+    A column constant within each class but different between them separates perfectly
+    (``inf``); a constant column scores 0.
+    """
+    positive = np.asarray(positive, dtype=bool)
+    moments = []
+    for rows in (positive, ~positive):
+        part = x[rows]
+        count = int(rows.sum())
+        if sp.issparse(part):
+            total = np.asarray(part.sum(axis=0), dtype=np.float64).ravel()
+            squares = np.asarray(part.multiply(part).sum(axis=0), dtype=np.float64).ravel()
+        else:
+            part = np.asarray(part, dtype=np.float64)
+            total, squares = part.sum(axis=0), np.square(part).sum(axis=0)
+        mean = total / max(count, 1)
+        # sum of squared deviations, never negative from rounding
+        deviations = np.maximum(squares - count * mean * mean, 0.0)
+        moments.append((count, mean, deviations))
+    (n_a, mean_a, dev_a), (n_b, mean_b, dev_b) = moments
+    difference = np.abs(mean_a - mean_b)
+    pooled = np.sqrt((dev_a + dev_b) / max(n_a + n_b - 2, 1))
+    tiny = 1e-12
+    return np.where(pooled > tiny, difference / np.maximum(pooled, tiny),
+                    np.where(difference > tiny, np.inf, 0.0))
+
+
 def _separating_dimensions(x: np.ndarray, target: np.ndarray, k: int) -> np.ndarray:
     """The ``k`` columns of ``x`` whose class means differ most in pooled standard deviations
-    (Cohen's d), sorted by index; ties go to the lower index.
-
-    A column constant within each class but different between them separates perfectly and
-    ranks first; a constant column ranks last.
-    """
-    positive = target > 0
-    a, b = x[positive].astype(np.float64), x[~positive].astype(np.float64)
-    n_a, n_b = len(a), len(b)
-    difference = np.abs(a.mean(axis=0) - b.mean(axis=0))
-    pooled_var = ((n_a - 1) * a.var(axis=0, ddof=1 if n_a > 1 else 0)
-                  + (n_b - 1) * b.var(axis=0, ddof=1 if n_b > 1 else 0))
-    pooled = np.sqrt(pooled_var / max(n_a + n_b - 2, 1))
-    tiny = 1e-12
-    score = np.where(pooled > tiny, difference / np.maximum(pooled, tiny),
-                     np.where(difference > tiny, np.inf, 0.0))
-    order = np.argsort(-score, kind="stable")
+    (:func:`class_separation`), sorted by index; ties go to the lower index."""
+    order = np.argsort(-class_separation(x, target > 0), kind="stable")
     return np.sort(order[:k])
 
 

@@ -91,7 +91,10 @@ PROBE_SOURCES: dict[str, str] = {"probes": "logistic", "mean_difference": "mean_
                                  "k_sparse_probes": "k_sparse", "pca": "pca"}
 """Probe-like sources and the :func:`mechrec.probes.fit_probes` method each fits."""
 
-ALL_SOURCES: tuple[str, ...] = (*SOURCES, *PROBE_SOURCES)
+FEATURE_PROBE_SOURCES: tuple[str, ...] = ("sae_k_sparse_probes",)
+"""Probes on the SAE's features (:func:`mechrec.feature_probes.fit_feature_probes`)."""
+
+ALL_SOURCES: tuple[str, ...] = (*SOURCES, *PROBE_SOURCES, *FEATURE_PROBE_SOURCES)
 """Every feature set :class:`FeatureAlignment` can compare."""
 
 SELECTIONS: tuple[str, ...] = ("honest", "in-sample")
@@ -712,9 +715,10 @@ def _check_sources(sources: Sequence[str], sae: Any) -> tuple[str, ...]:
     if unknown or not chosen:
         raise ValueError(f"unknown feature sources {unknown or '(none)'}; choose from "
                          f"{', '.join(ALL_SOURCES)}")
-    if sae is None and {"SAE", "random"} & set(chosen):
-        raise ValueError("the SAE and random sources need an SAE (the control matches its "
-                         "width and sparsity); pass sae=..., or sources=('neurons', 'probes')")
+    if sae is None and {"SAE", "random", *FEATURE_PROBE_SOURCES} & set(chosen):
+        raise ValueError("the SAE, random and sae_k_sparse_probes sources need an SAE (the "
+                         "control matches its width and sparsity); pass sae=..., or "
+                         "sources=('neurons', 'probes')")
     return chosen
 
 
@@ -736,7 +740,8 @@ class FeatureAlignment:
             :data:`SOURCES`; add ``"probes"`` for logistic probes, ``"mean_difference"``
             for difference-of-means directions, ``"k_sparse_probes"`` for k-sparse probes and
             ``"pca"`` for the best principal component per attribute; see
-            :data:`PROBE_SOURCES`).
+            :data:`PROBE_SOURCES`; ``"sae_k_sparse_probes"`` for k-sparse probes on the SAE's
+            features, :mod:`mechrec.feature_probes`).
         seed: seed of the random control and of the probes.
         unit: ``"positions"`` (every real position is a data point, labelled by its input
             token) or ``"tokens"`` (each distinct token of a row set is one data point, its
@@ -744,8 +749,8 @@ class FeatureAlignment:
             The random control is fitted on positions either way.
         hook_name: the hook to read when ``sae`` is ``None``.
         probe_rows: fit probes on at most this many select rows (``None``: all).
-        probe_k: neurons per k-sparse probe (``k_sparse_probes``; default
-            ``min(mechrec.probes.DEFAULT_K, d)``).
+        probe_k: neurons per k-sparse probe (``k_sparse_probes``), and SAE features per
+            probe of ``sae_k_sparse_probes`` (default ``min(mechrec.probes.DEFAULT_K, d)``).
         pca_components: principal components the ``pca`` source chooses from (default
             ``min(mechrec.probes.DEFAULT_N_COMPONENTS, d)``).
     """
@@ -774,6 +779,7 @@ class FeatureAlignment:
         self.notes: list[str] = []
         self.stats_: dict[str, dict[str, AlignmentStats]] | None = None
         self.select_rows_: str | None = None
+        self._encoded_rows: dict[str, Any] = {}
 
     # ------------------------------------------------------------------------------ helpers
     def _attributes(self, study: Study, attributes: Any
@@ -799,8 +805,8 @@ class FeatureAlignment:
             return group_means(values, acts.token)[1] if by_token else values
 
         out: dict[str, Any] = {}
+        sparse = self._encoded(part, acts)
         if "SAE" in self.sources:
-            sparse = encode_sparse(self.sae, acts.activations)
             if part == "select":
                 self._active_rate = sparse.getnnz(axis=0) / max(sparse.shape[0], 1)
             out["SAE"] = unit_rows(sparse)
@@ -815,7 +821,21 @@ class FeatureAlignment:
             out[source] = unit_rows(np.stack(
                 [probes.probes[a].decision_function(raw) for a in self.probe_names_[source]],
                 axis=1).astype(np.float32))
+        for source in FEATURE_PROBE_SOURCES:
+            if source in self.sources:
+                out[source] = unit_rows(self.probes_[source].decision_matrix(
+                    sparse, self.probe_names_[source]))
+        self._encoded_rows.pop(part, None)  # each row set is encoded once, then released
         return out
+
+    def _encoded(self, part: str, acts: ActivationSet) -> Any:
+        """The SAE's sparse features of a row set (encoded once per fit / score), or
+        ``None`` when no source needs them."""
+        if not {"SAE", *FEATURE_PROBE_SOURCES} & set(self.sources):
+            return None
+        if part not in self._encoded_rows:
+            self._encoded_rows[part] = encode_sparse(self.sae, acts.activations)
+        return self._encoded_rows[part]
 
     def _row_labels(self, rows: str, acts: ActivationSet) -> pd.DataFrame:
         """One label row per activation row (row attributes, or each row's token's)."""
@@ -876,6 +896,21 @@ class FeatureAlignment:
                     method=method, **self.probe_options.get(method, {}))
             self.notes.extend(f"{source}, {rows} rows: {w.message}" for w in caught)
             self.probe_names_[source] = list(self.probes_[source].probes)
+        self._encoded_rows: dict[str, Any] = {}
+        for source in FEATURE_PROBE_SOURCES:
+            if source not in self.sources:
+                continue
+            from mechrec.feature_probes import fit_feature_probes
+
+            fitted = fit_feature_probes(
+                self._encoded("select", acts),
+                self._row_labels(rows, acts) if self.unit == "tokens" else labels,
+                k=self.probe_options["k_sparse"].get("k"), max_train_rows=self.probe_rows,
+                seed=self.seed)
+            self.notes.extend(f"{source}, {rows} rows: probe for {a!r} skipped: {why}"
+                              for a, why in fitted.skipped.items())
+            self.probes_[source] = fitted
+            self.probe_names_[source] = list(fitted.probes)
         self.stats_ = {s: {} for s in self.sources}
         where = f"select rows ({rows})"
         for source, values in self._features("select", acts).items():

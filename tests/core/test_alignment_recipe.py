@@ -292,3 +292,34 @@ def test_row_attributes_are_checked(study: TokenStudy, sae) -> None:
     rows = RowAttributes(lambda rows, acts: pd.DataFrame({"a": acts.position.numpy() < 6}))
     with pytest.raises(ValueError, match="unit='positions'"):
         align(study, sae, select="fit", score="eval", attributes=rows, unit="tokens")
+
+
+def test_k_sparse_probes_on_sae_features(study: TokenStudy, sae) -> None:
+    """The probe reads exactly k SAE features chosen on the select rows; its score-row
+    logits are those features' activations times its weights (checked by hand)."""
+    from mechrec.feature_probes import fit_feature_probes
+
+    run = align(study, sae, select="fit", score="eval",
+                sources=("SAE", "neurons", "random", "sae_k_sparse_probes"))
+    assert "sae_k_sparse_probes" in run.sources
+    fit_acts, eval_acts = study.activations("fit", HOOK), study.activations("eval", HOOK)
+    table, _ = _attributes()
+    fit_features = encode_sparse(sae, fit_acts.activations)
+    by_hand = fit_feature_probes(fit_features, token_attributes(fit_acts.token, table), k=8)
+    probe = by_hand.probes["even"]
+    assert len(probe.features) == 8 and list(probe.features) == sorted(probe.features)
+    eval_features = encode_sparse(sae, eval_acts.activations)
+    logits = probe.decision_function(eval_features)
+    dense = eval_features.toarray()[:, probe.features].astype(np.float64)
+    np.testing.assert_allclose(logits, dense @ probe.weight + probe.bias, rtol=1e-6)
+    honest = run.best_table("sae_k_sparse_probes").loc["even"]
+    labels = token_attributes(eval_acts.token, table)["even"].to_numpy()
+    assert float(honest["correlation"]) == pytest.approx(
+        float(np.corrcoef(logits, labels)[0, 1]), abs=1e-4)
+    # k = 1 reads the single most separating feature
+    one = fit_feature_probes(fit_features, token_attributes(fit_acts.token, table), k=1)
+    assert len(one.probes["even"].features) == 1
+    with pytest.raises(ValueError, match=r"k=33 is larger than the SAE.s d_sae=32"):
+        fit_feature_probes(fit_features, token_attributes(fit_acts.token, table), k=33)
+    with pytest.raises(ValueError, match="need an SAE"):
+        FeatureAlignment(None, hook_name=HOOK, sources=("neurons", "sae_k_sparse_probes"))
