@@ -92,6 +92,7 @@ def align(
     score_part: str = "test",
     unit: str = "positions",
     attributes: RowAttributes | None = None,
+    sources: Sequence[str] = SOURCES,
 ) -> AlignmentRun:
     """Alignment of an SAE's features, the raw neurons and a random control with item labels.
 
@@ -113,6 +114,9 @@ def align(
         attributes: labels of the activation rows to use instead of the items' (e.g. a
             synthetic world's truth, :func:`mechrec_recsys.synthetic.planted.planted_attributes`);
             ``names``, ``decades`` and ``predicates`` then go unused. Positions only.
+        sources: feature sources to compare (default SAE, neurons, random; add baselines
+            from :data:`mechrec.alignment.recipe.ALL_SOURCES`, e.g. ``"probes"``,
+            ``"k_sparse_probes"``, ``"sae_k_sparse_probes"``).
 
     Returns:
         :class:`~mechrec.alignment.AlignmentRun` with statistics of ``SAE``, ``neurons`` and
@@ -135,7 +139,7 @@ def align(
     if attributes is None:
         attributes = experiment.attribute_table(names, decades=decades, predicates=predicates)
     run = align_study(experiment, sae, select=select_part, score=score_part, metric=metric,
-                      attributes=attributes, seed=seed,
+                      attributes=attributes, seed=seed, sources=sources,
                       unit="tokens" if unit == "items" else "positions")
     run.unit = unit
     run.group_unit = "item" if unit == "items" else "user"

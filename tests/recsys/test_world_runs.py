@@ -124,6 +124,15 @@ def test_align_tables_planted_on_the_command_line(run_dir, tmp_path):
     table = pd.read_csv(out / "per_genre.csv")
     assert set(table["group"]) == {"planted genre", "planted era"}
     assert (out / "bootstrap_differences.csv").is_file()
+    with_baselines = run_cli("align", "tables", str(run_dir), "s", "--planted", "genre",
+                             "--baselines", "probes,sae_k_sparse_probes", "--bootstrap", "0",
+                             "--out", str(tmp_path / "baselines"))
+    assert with_baselines.exit_code == 0, with_baselines.output
+    summary = pd.read_csv(tmp_path / "baselines" / "summary.csv")
+    assert {"SAE", "neurons", "random", "probes", "sae_k_sparse_probes"} <= set(
+        summary["features"])
+    assert_one_line_error(run_cli("align", "tables", str(run_dir), "s", "--baselines",
+                                  "neurons"), "--baselines 'neurons': choose from")
     assert_one_line_error(run_cli("align", "tables", str(run_dir), "s", "--planted", "mood"),
                           "choose from genre, era")
     assert_one_line_error(run_cli("align", "tables", str(run_dir), "s", "--planted", "genre",

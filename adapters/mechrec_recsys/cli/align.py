@@ -249,6 +249,10 @@ def tables_command(
     year_ranges: list[YearSpan] = typer.Option([], "--years", **parsed(YEAR_RANGE),
                                                help="custom attribute: release year in "
                                                "FIRST-LAST, e.g. 1980-1989 (repeatable)"),
+    baselines: str | None = typer.Option(
+        None, "--baselines", metavar="NAME,...",
+        help="also compare these sources with the SAE, neurons and random control: probes | "
+        "mean_difference | k_sparse_probes | pca | sae_k_sparse_probes (comma-separated)"),
     planted: str | None = typer.Option(
         None, "--planted", metavar="genre|era|genre,era",
         help="score against the planted truth of the synthetic world the run was trained on "
@@ -278,6 +282,7 @@ def tables_command(
     if unit not in UNITS:
         fail(f"unknown --unit {unit!r}; choose one of {', '.join(UNITS)}")
     factors = _planted_factors(planted, unit, bool(title_texts or year_ranges))
+    sources = _sources(baselines)
     from mechrec_recsys.alignment import align
     from mechrec_recsys.saes import resolve_sae_directory
 
@@ -293,7 +298,7 @@ def tables_command(
 
             attributes = planted_attributes(experiment, factors=factors)
         run = align(experiment, sae, metric=metric, decades=decades, predicates=predicates,
-                    seed=seed, unit=unit, attributes=attributes)
+                    seed=seed, unit=unit, attributes=attributes, sources=sources)
         boot = run.bootstrap(bootstrap, seed=seed) if bootstrap else None
         written = run.save(out_dir, top_k=top_k, provenance={
             "run_dir": str(run_dir), "sae_dir": str(sae_path),
@@ -315,6 +320,18 @@ def tables_command(
     for note in run.notes:
         console.print(f"note: {note}", style="dim", highlight=False)
     console.print(f"tables written to {written['summary'].parent}", highlight=False)
+
+
+def _sources(baselines: str | None) -> tuple[str, ...]:
+    """SAE, neurons and random, plus the ``--baselines`` named (checked)."""
+    from mechrec.alignment.recipe import ALL_SOURCES, SOURCES
+
+    extra = tuple(b.strip() for b in (baselines or "").split(",") if b.strip())
+    unknown = [b for b in extra if b not in ALL_SOURCES or b in SOURCES]
+    if unknown or (baselines is not None and not extra):
+        choices = ", ".join(s for s in ALL_SOURCES if s not in SOURCES)
+        fail(f"--baselines {baselines!r}: choose from {choices} (comma-separated)")
+    return (*SOURCES, *extra)
 
 
 def _planted_factors(planted: str | None, unit: str, item_labels: bool) -> tuple[str, ...]:
