@@ -233,12 +233,28 @@ def test_report_section_is_built_from_the_loaded_object(table: Table1, tmp_path:
             assert float(cells[f"table1/{i}/{key}"]) == row[f"{key}_mean"]
         assert float(cells[f"table1/{i}/d_sae"]) == row["d_sae"]
     assert "2 seed(s) [0, 1]" in body and f"at {table.hook}:" in body
+    # the splice-quality columns, one row per point, and Table1.plot() as a chart
+    assert "What the model keeps with the SAE spliced in" in body
+    for i, row in enumerate(rows[1:]):
+        for key in QUALITY_COLUMN_KEYS:
+            assert float(cells[f"quality/{i}/{key}"]) == row[f"{key}_mean"]
+    # EV and NDCG vs L1, the grid figure, Figure 3 vs L1 (one size: no size charts)
+    assert body.count('class="plotly-graph-div"') == 4
+    assert "Table 1: SAE quality vs L1 weight and dictionary size" in body
 
     # a run folder written by the earlier version renders the same section
     old = tmp_path / "old"
     shutil.copytree(run_dir, old)
     _as_format_1(old / "table1.json")
     assert table1_section(RunOutputs(old)).body == body
+
+    # format 2 (before the splice-quality columns): the section without that table
+    older = tmp_path / "older"
+    shutil.copytree(run_dir, older)
+    _as_format_2(older / "table1.json")
+    older_body = table1_section(RunOutputs(older)).body
+    assert "What the model keeps" not in older_body and "quality/" not in older_body
+    assert _cells(older_body)["table1/1/ndcg"] == cells["table1/1/ndcg"]
 
     # a folder with the CSV only: a note naming the file and the step, no crash
     (old / "table1.json").unlink()
