@@ -12,7 +12,8 @@ round-trip ``repr``); intervals are error bars.
   set, with bootstrap intervals (:meth:`~mechrec.alignment.AlignmentRun.comparison`,
   :meth:`~mechrec.alignment.AlignmentRun.interval_table`);
 - :func:`activation_histogram`: Fig. 5, a feature's activations on rows with and without an
-  attribute;
+  attribute (:func:`binned_activation_histogram`: the same from counts already binned, as a
+  feature page holds them);
 - :func:`steering_curves`: Figs. 8 and 9, a steering sweep's target share (or any metric) vs
   the steering value, one panel per attribute
   (:attr:`mechrec.attribute_steering.AttributeSweep.table`);
@@ -44,6 +45,7 @@ __all__ = [
     "SWEEP_KINDS",
     "activation_histogram",
     "alignment_figure",
+    "binned_activation_histogram",
     "comparison_bars",
     "exact",
     "metric_lines",
@@ -262,7 +264,9 @@ def activation_histogram(values: Any, mask: Any, *, attribute: str | None = None
     """Fig. 5: a feature's activations on rows with the attribute vs rows without it.
 
     Each group's histogram is normalised to shares of its own rows (so a rare attribute is as
-    visible as a common one); hovering a bar shows its bin, count and share.
+    visible as a common one); hovering a bar shows its bin, count and share. Histograms
+    already binned (e.g. a feature page's) are drawn the same way by
+    :func:`binned_activation_histogram`.
 
     Args:
         values: the feature's activation per row, ``(N,)``; or, with several attributes, a
@@ -279,9 +283,6 @@ def activation_histogram(values: Any, mask: Any, *, attribute: str | None = None
     Raises:
         ValueError: a mask is not boolean or its length differs from the values'.
     """
-    go = _go()
-    from plotly.subplots import make_subplots
-
     masks = _masks(mask)
     if attribute is not None and len(masks) == 1:
         masks = {attribute: next(iter(masks.values()))}
@@ -294,20 +295,68 @@ def activation_histogram(values: Any, mask: Any, *, attribute: str | None = None
     else:
         shared = np.asarray(values, dtype=float).reshape(-1)
         per = dict.fromkeys(names, shared)
-    labels = feature if isinstance(feature, Mapping) else dict.fromkeys(names, feature)
-    fig = make_subplots(rows=len(names), cols=1, subplot_titles=[
-        f"{n}" + (f" (feature #{exact(labels.get(n))})" if labels.get(n) is not None else "")
-        for n in names], vertical_spacing=min(0.2, 0.45 / max(len(names), 1)))
-    for row, name in enumerate(names, start=1):
+    panels = {}
+    for name in names:
         x, m = per[name], masks[name]
         if x.shape != m.shape:
             raise ValueError(f"{name}: {m.shape[0]} mask rows for {x.shape[0]} values")
         keep = np.isfinite(x) & ((x != 0.0) if drop_zeros else True)
         x, m = x[keep], m[keep]
         edges = np.histogram_bin_edges(x if x.size else np.zeros(1), bins=bins)
-        for i, (part, inside) in enumerate((("with", m), ("without", ~m))):
-            counts, _ = np.histogram(x[inside], bins=edges)
-            total = int(inside.sum())
+        panels[name] = {"edges": edges, "with_attribute": np.histogram(x[m], bins=edges)[0],
+                        "without_attribute": np.histogram(x[~m], bins=edges)[0]}
+    return binned_activation_histogram(panels, feature=feature, title=title)
+
+
+def binned_activation_histogram(histograms: Mapping[str, Mapping[str, Any]], *,
+                                feature: Any = None, attribute: Any = None,
+                                title: str | None = None) -> Figure:
+    """Fig. 5 from histograms already binned: one panel each, the rows with the attribute vs
+    the rows without it, each group normalised to shares of its own rows (as
+    :func:`activation_histogram`, which bins raw activations and draws through this).
+
+    Args:
+        histograms: panel name -> ``{"edges": [...], "with_attribute": [...],
+            "without_attribute": [...]}`` (bin edges and the two groups' counts per bin, as a
+            feature page's ``histogram``, :func:`mechrec_recsys.feature_pages.feature_dashboard`).
+            A panel without bins (the feature never fired) is drawn empty.
+        feature: the feature's label (title and hover), or a mapping panel -> label.
+        attribute: the attribute a panel splits by, when it is not the panel's name: one
+            name, or a mapping panel -> name (panel titles and hover).
+        title: figure title.
+
+    Raises:
+        ValueError: no panel, or counts whose length is not one less than the edges'.
+    """
+    go = _go()
+    from plotly.subplots import make_subplots
+
+    names = [str(n) for n in histograms]
+    if not names:
+        raise ValueError("no histogram to draw")
+    labels = feature if isinstance(feature, Mapping) else dict.fromkeys(names, feature)
+    splits = (attribute if isinstance(attribute, Mapping)
+              else dict.fromkeys(names, attribute))
+
+    def panel_title(name: str) -> str:
+        split = splits.get(name)
+        text = name + (f" (feature #{exact(labels.get(name))})"
+                       if labels.get(name) is not None else "")
+        return text + (f", split by {split}" if split is not None and split != name else "")
+
+    fig = make_subplots(rows=len(names), cols=1, subplot_titles=[panel_title(n) for n in names],
+                        vertical_spacing=min(0.2, 0.45 / max(len(names), 1)))
+    for row, (name, hist) in enumerate(zip(names, histograms.values(), strict=True), start=1):
+        split = splits.get(name) or name
+        edges = np.asarray(hist.get("edges", []), dtype=float).reshape(-1)
+        groups = {part: np.asarray(hist.get(f"{part}_attribute", []), dtype=float).reshape(-1)
+                  for part in ("with", "without")}
+        for part, counts in groups.items():
+            if len(counts) != max(len(edges) - 1, 0):
+                raise ValueError(f"{name}: {len(counts)} '{part}' counts for {len(edges)} "
+                                 "bin edges (need one count fewer than edges)")
+        for i, (part, counts) in enumerate(groups.items()):
+            total = int(counts.sum())
             share = counts / total if total else np.zeros_like(counts, dtype=float)
             custom = [[exact(lo), exact(hi), int(c), exact(s)]
                       for lo, hi, c, s in zip(edges[:-1], edges[1:], counts, share, strict=True)]
@@ -315,7 +364,8 @@ def activation_histogram(values: Any, mask: Any, *, attribute: str | None = None
                 x=(edges[:-1] + edges[1:]) / 2, y=share, width=np.diff(edges),
                 name=f"{part} the attribute", legendgroup=part, showlegend=row == 1,
                 marker_color=PALETTE[i], opacity=0.6, customdata=custom,
-                hovertemplate=(f"{name}, {part} ({total} rows)<br>activation %{{customdata[0]}}"
+                meta={"panel": name, "group": part},
+                hovertemplate=(f"{split}, {part} ({total} rows)<br>activation %{{customdata[0]}}"
                                " to %{customdata[1]}<br>%{customdata[2]} rows, share "
                                "%{customdata[3]}<extra></extra>")), row=row, col=1)
         if row == len(names):

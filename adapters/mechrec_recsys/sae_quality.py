@@ -13,6 +13,10 @@ SAE-training users. From these :func:`splice_quality` reports
   items excluded, as everywhere in the paper);
 - ``kl``: mean KL divergence of the next-item distribution, original || spliced.
 
+Three of the four runs do not depend on the SAE: :func:`splice_baselines` computes them once
+for a hook, and ``splice_quality(..., baselines=...)`` then runs only the spliced model (what
+Table 1's sweep does for each of its SAEs, :func:`mechrec_recsys.saes.run_table1`).
+
 :func:`feature_density_table` bins how often each feature fires on the test users, and
 :func:`absorption_table` checks genre hierarchies (e.g. Animation inside Children's) for
 feature absorption, with both features chosen on the SAE-training users.
@@ -44,7 +48,8 @@ from mechrec_recsys.experiment import Experiment
 from mechrec_recsys.metrics import ndcg_at_k
 from mechrec_recsys.model import last_position_scores
 
-__all__ = ["HIERARCHIES", "absorption_table", "feature_density_table", "splice_quality"]
+__all__ = ["HIERARCHIES", "absorption_table", "feature_density_table", "splice_baselines",
+           "splice_quality"]
 
 HIERARCHIES: tuple[tuple[str, str], ...] = (("Children's", "Animation"), ("Thriller", "Crime"),
                                             ("Drama", "War"))
@@ -80,8 +85,48 @@ def _ndcg(experiment: Experiment, scores: torch.Tensor, part: str, k: int) -> fl
     return float(ndcg_at_k(top_k, experiment.part(part).targets, k).mean())
 
 
+BASELINES: tuple[str, ...] = ("original", *ABLATIONS)
+"""The SAE-independent runs of :func:`splice_quality` (:func:`splice_baselines`' keys)."""
+
+
+def _check_parts(experiment: Experiment, part: str, mean_part: str) -> np.ndarray:
+    if part == mean_part:
+        raise ValueError(f"part and mean_part are both {part!r}: take the ablation's mean "
+                         "from other users than those scored")
+    targets = experiment.part(part).targets
+    if targets is None:
+        raise ValueError(f"the {part!r} part has no held-out targets to score")
+    return targets
+
+
+def splice_baselines(experiment: Experiment, hook: str, *, part: str = "test",
+                     mean_part: str = "sae_train") -> dict[str, torch.Tensor]:
+    """The last-position item scores of ``part``'s users with ``hook`` as trained
+    (``"original"``), zeroed (``"zero"``) and set to ``mean_part``'s mean activation
+    (``"mean"``): what :func:`splice_quality` compares every SAE at ``hook`` with, computed
+    once to pass to it as ``baselines`` for several SAEs.
+
+    Raises:
+        ValueError: ``part`` is ``mean_part``, or ``part`` has no held-out targets.
+    """
+    _check_parts(experiment, part, mean_part)
+    mean = experiment.activations(mean_part, hook).activations.mean(dim=0)
+    settings: dict[str, Any] = {
+        "original": nullcontext(),
+        **{mode: ablation_hooks(experiment.model, hook, mode, mean if mode == "mean" else None)
+           for mode in ABLATIONS},
+    }
+    logits: dict[str, torch.Tensor] = {}
+    for name, context in settings.items():
+        with ExitStack() as stack:
+            stack.enter_context(context)
+            logits[name] = _last_logits(experiment, part)
+    return logits
+
+
 def splice_quality(experiment: Experiment, nsae: NormalizedSAE, *, k: int = 10,
-                   part: str = "test", mean_part: str = "sae_train") -> dict[str, float]:
+                   part: str = "test", mean_part: str = "sae_train",
+                   baselines: dict[str, torch.Tensor] | None = None) -> dict[str, float]:
     """Loss and NDCG@k recovered against zero and mean ablation, and the KL of the spliced
     next-item distribution, on ``part``'s last positions (see the module docstring).
 
@@ -91,29 +136,33 @@ def splice_quality(experiment: Experiment, nsae: NormalizedSAE, *, k: int = 10,
         k: list length of NDCG.
         part: the users scored (their held-out targets).
         mean_part: the users whose mean activation the mean ablation uses (other users).
+        baselines: :func:`splice_baselines` of the SAE's hook with the same ``part`` and
+            ``mean_part``, when already computed (e.g. for several SAEs at one hook); the
+            result is the same as without.
 
     Returns:
         The :data:`QUALITY_KEYS`, each a float.
+
+    Raises:
+        ValueError: ``part`` is ``mean_part``, ``part`` has no held-out targets, or
+            ``baselines`` lacks a run or has another number of users.
     """
-    if part == mean_part:
-        raise ValueError(f"part and mean_part are both {part!r}: take the ablation's mean "
-                         "from other users than those scored")
-    targets = experiment.part(part).targets
-    if targets is None:
-        raise ValueError(f"the {part!r} part has no held-out targets to score")
-    hook = nsae.hook_name
-    mean = experiment.activations(mean_part, hook).activations.mean(dim=0)
-    settings: dict[str, Any] = {
-        "original": nullcontext(),
-        "sae": reconstruction_hooks(experiment.model, nsae, "replace"),
-        **{mode: ablation_hooks(experiment.model, hook, mode, mean if mode == "mean" else None)
-           for mode in ABLATIONS},
-    }
-    logits: dict[str, torch.Tensor] = {}
-    for name, context in settings.items():
-        with ExitStack() as stack:
-            stack.enter_context(context)
-            logits[name] = _last_logits(experiment, part)
+    targets = _check_parts(experiment, part, mean_part)
+    if baselines is None:
+        baselines = splice_baselines(experiment, nsae.hook_name, part=part,
+                                     mean_part=mean_part)
+    missing = [name for name in BASELINES if name not in baselines]
+    if missing:
+        raise ValueError(f"baselines lack {missing}: pass splice_baselines(...)'s result")
+    with reconstruction_hooks(experiment.model, nsae, "replace"):
+        spliced = _last_logits(experiment, part)
+    logits = {"original": baselines["original"], "sae": spliced,
+              **{mode: baselines[mode] for mode in ABLATIONS}}
+    for name, scores in logits.items():
+        if scores.shape != spliced.shape:
+            raise ValueError(f"the {name!r} baseline has shape {tuple(scores.shape)}, the "
+                             f"{part!r} users' scores {tuple(spliced.shape)}: compute the "
+                             "baselines for the same part and hook")
     loss = {name: _loss(scores, targets) for name, scores in logits.items()}
     ndcg = {name: _ndcg(experiment, scores, part, k) for name, scores in logits.items()}
     reference = logits["original"].clone()

@@ -20,7 +20,11 @@ and the trained GPTRec):
   at L1 0.1, several seeds) through :func:`mechrec.saes.sweep_saes`, which saves every SAE
   with its row and skips it on a rerun, so an interrupted sweep continues where it stopped
   (the sweep's folder is tied to the hash of the model's weights, so SAEs cached for a model
-  since retrained in the same run folder are never reused); it returns a :class:`Table1`,
+  since retrained in the same run folder are never reused). Beside Table 1's metrics every
+  SAE gets the field's splice-quality numbers on the test users (:func:`table1_quality`:
+  next-item loss and NDCG@10 recovered against zero and mean ablation of the hook, KL of the
+  next-item distribution; the ablated and original runs are computed once per sweep). It
+  returns a :class:`Table1`,
   a typed result that :meth:`Table1.save` writes as ``table1.json`` (everything: the rows,
   every run, the settings and grid it was run with, the seeds) and ``table1.csv`` (the table
   as users read it), :meth:`Table1.load` reads back equal, and :meth:`Table1.plot` draws
@@ -91,6 +95,7 @@ from mechrec_recsys.configs import PAPER_HOOK
 from mechrec_recsys.experiment import MODEL_DIR, Experiment, RunSpec
 from mechrec_recsys.metrics import RankingReport, paired_difference
 from mechrec_recsys.metrics import evaluate_top_k as ranking_report
+from mechrec_recsys.sae_quality import splice_baselines, splice_quality
 
 #: Sub-folder of a run folder holding its SAEs.
 SAES_DIR = "saes"
@@ -101,10 +106,12 @@ SHARD_MB = 256.0
 TABLE1_DIR = "table1"
 SWEEP_SPEC_FILE = "sweep.json"
 SWEEP_SPEC_FORMAT = "mechrec.table1_sweep/1"
-#: Format of ``table1.json``; version 2 adds the grid and the original model's full row.
-TABLE1_FORMAT = "mechrec.table1/2"
-#: Earlier formats :meth:`Table1.load` still reads (their grid comes from the rows).
-TABLE1_OLD_FORMATS: tuple[str, ...] = ("mechrec.table1/1",)
+#: Format of ``table1.json``; version 2 adds the grid and the original model's full row,
+#: version 3 the splice-quality columns (:data:`QUALITY_COLUMN_KEYS`).
+TABLE1_FORMAT = "mechrec.table1/3"
+#: Earlier formats :meth:`Table1.load` still reads (their grid comes from the rows; columns
+#: they lack are ``None``).
+TABLE1_OLD_FORMATS: tuple[str, ...] = ("mechrec.table1/1", "mechrec.table1/2")
 #: File names of a saved Table 1 in a folder (a run folder: ``RUN_DIR/table1.csv``).
 TABLE1_CSV = "table1.csv"
 TABLE1_JSON = "table1.json"
@@ -116,6 +123,11 @@ RANKING_KEYS: tuple[str, ...] = ("ndcg", "hit_rate", "coverage")
 RECONSTRUCTION_KEYS: tuple[str, ...] = ("rmse", "explained_variance", "l0", "dead_fraction")
 #: Figure 3's interpretability numbers of a row (see :func:`genre_interpretability`).
 INTERPRETABILITY_KEYS: tuple[str, ...] = ("genre_corr_honest", "genre_corr_in_sample")
+#: The splice-quality numbers of a row (:func:`mechrec_recsys.sae_quality.splice_quality` on
+#: the test users): the share of the next-item loss and of NDCG@k that the SAE recovers
+#: against a zero and a mean ablation of the hook, and the KL of the next-item distribution.
+QUALITY_COLUMN_KEYS: tuple[str, ...] = ("loss_recovered_zero", "loss_recovered_mean",
+                                        "ndcg_recovered_zero", "ndcg_recovered_mean", "kl")
 #: Columns of the Table-1 CSV (``*_std``: over seeds; ``*_se``: over test users).
 TABLE1_COLUMNS: tuple[str, ...] = (
     "sweep", "l1_coefficient", "d_sae", "n_seeds",
@@ -124,6 +136,7 @@ TABLE1_COLUMNS: tuple[str, ...] = (
     "ndcg_delta_mean", "ndcg_delta_se", "dead_fraction_train_mean", "replace_error_identical",
     "seconds_mean",
     *(f"{key}_{stat}" for key in INTERPRETABILITY_KEYS for stat in ("mean", "std")),
+    *(f"{key}_{stat}" for key in QUALITY_COLUMN_KEYS for stat in ("mean", "std")),
 )
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=,+-]*$")
 
@@ -699,7 +712,8 @@ class Table1:
         rows = [dict(row) for row in payload["rows"]]
         if not rows or rows[0]["sweep"] != "original":
             raise ValueError("its first row is not the original model's")
-        summary = rows[1:]
+        # columns an earlier format did not have (e.g. the splice quality of format 2): None
+        summary = [{column: row.get(column) for column in TABLE1_COLUMNS} for row in rows[1:]]
         if "original" in payload:
             original = dict(payload["original"])
         else:  # format 1: the original model's metrics only in its row
@@ -854,11 +868,13 @@ def run_table1(
         "model_sha256": weights})
 
     original = downstream(experiment, k=k)
+    baselines = splice_baselines(experiment, hook)  # shared by every SAE's splice quality
     total = len(points) * len(seeds)
     done = 0
 
     def evaluate(nsae: NormalizedSAE) -> dict[str, float]:
         row: dict[str, float] = dict(genre_interpretability(experiment, nsae))
+        row.update(table1_quality(experiment, nsae, k=k, baselines=baselines))
         for mode_row in _replaced_rows(experiment, nsae, REPLACE_MODES, k, original):
             if mode_row["mode"] == "replace":
                 row.update({key: mode_row[key] for key in
@@ -880,10 +896,15 @@ def run_table1(
         eval_source=experiment.activations("test", hook), evaluate=evaluate,
         out_dir=directory, progress=report, workers=workers,
     )
-    # SAEs saved by a sweep from before Figure 3's numbers existed: measure them now.
+    # SAEs saved by a sweep from before Figure 3's or the splice-quality numbers existed:
+    # measure them now.
     for row, name in zip(runs, [run_name(p, s) for p in points for s in seeds], strict=True):
-        if any(key not in row for key in INTERPRETABILITY_KEYS):
-            row.update(genre_interpretability(experiment, NormalizedSAE.load(directory / name)))
+        if any(key not in row for key in (*INTERPRETABILITY_KEYS, *QUALITY_COLUMN_KEYS)):
+            nsae = NormalizedSAE.load(directory / name)
+            if any(key not in row for key in INTERPRETABILITY_KEYS):
+                row.update(genre_interpretability(experiment, nsae))
+            if any(key not in row for key in QUALITY_COLUMN_KEYS):
+                row.update(table1_quality(experiment, nsae, k=k, baselines=baselines))
     summary = _summarize(runs, l1_values, d_sae_values, l1_d_sae, d_sae_l1)
     return Table1(hook=hook, k=k, seeds=seeds, base_config=base.to_dict(),
                   original=original.row(), runs=runs, summary=summary, directory=directory,
@@ -899,6 +920,9 @@ def run_table1(
 def _summarize(runs: list[dict[str, Any]], l1_values: Sequence[float],
                d_sae_values: Sequence[int], l1_d_sae: int, d_sae_l1: float
                ) -> list[dict[str, Any]]:
+    # a splice-quality number saved as null (NaN: the ablation changed nothing) averages as NaN
+    runs = [{**run, **{key: math.nan for key in QUALITY_COLUMN_KEYS
+                       if key in run and run[key] is None}} for run in runs]
     by_point = {(int(s["d_sae"]), float(s["l1_coefficient"])): s
                 for s in summarize_sweep(runs, by=["d_sae", "l1_coefficient"])}
     lines = [("l1", (int(l1_d_sae), float(v))) for v in l1_values]
@@ -923,6 +947,9 @@ def _summarize(runs: list[dict[str, Any]], l1_values: Sequence[float],
         for metric in INTERPRETABILITY_KEYS:
             line[f"{metric}_mean"] = s[f"{metric}_mean"]
             line[f"{metric}_std"] = s[f"{metric}_std"]
+        for metric in QUALITY_COLUMN_KEYS:
+            line[f"{metric}_mean"] = s.get(f"{metric}_mean")
+            line[f"{metric}_std"] = s.get(f"{metric}_std")
         out.append({column: line.get(column) for column in TABLE1_COLUMNS})
     return out
 
@@ -948,6 +975,16 @@ def genre_interpretability(experiment: Experiment, nsae: NormalizedSAE) -> dict[
         "genre_corr_honest": interpretability_score(stats["test"], select_on=stats["sae_train"]),
         "genre_corr_in_sample": interpretability_score(stats["test"]),
     }
+
+
+def table1_quality(experiment: Experiment, nsae: NormalizedSAE, *, k: int = 10,
+                   baselines: dict[str, Any] | None = None) -> dict[str, float]:
+    """The splice-quality columns of one SAE's Table-1 run (:data:`QUALITY_COLUMN_KEYS`):
+    :func:`mechrec_recsys.sae_quality.splice_quality` on the test users, mean ablation from
+    the SAE users; ``baselines``: :func:`mechrec_recsys.sae_quality.splice_baselines` of the
+    SAE's hook, shared by the sweep's SAEs."""
+    scores = splice_quality(experiment, nsae, k=k, baselines=baselines)
+    return {key: scores[key] for key in QUALITY_COLUMN_KEYS}
 
 
 def write_table1(table: Table1, path: str | os.PathLike) -> tuple[Path, Path]:

@@ -144,6 +144,38 @@ def test_activation_histogram_counts_each_group(run: AlignmentRun) -> None:
         plots.activation_histogram(values, np.ones(4, dtype=bool))
 
 
+def test_binned_activation_histogram_draws_counts_as_the_raw_one() -> None:
+    values = np.array([0.0, 0.5, 1.0, 2.0, 3.0, 4.0, 4.5])
+    mask = np.array([0, 1, 1, 1, 0, 0, 1], dtype=bool)
+    raw = plots.activation_histogram(values, mask, attribute="x", bins=3, feature=7)
+    edges = np.histogram_bin_edges(values, bins=3)
+    binned = plots.binned_activation_histogram(
+        {"x": {"edges": edges.tolist(),
+               "with_attribute": np.histogram(values[mask], bins=edges)[0].tolist(),
+               "without_attribute": np.histogram(values[~mask], bins=edges)[0].tolist()}},
+        feature=7)
+    for a, b in zip(raw.data, binned.data, strict=True):
+        np.testing.assert_array_equal(a.x, b.x)
+        np.testing.assert_array_equal(a.y, b.y)
+        assert [list(c) for c in a.customdata] == [list(c) for c in b.customdata]
+    assert raw.layout.title.text == binned.layout.title.text
+    # several panels, each split by its own attribute; a feature that never fired is empty
+    fig = plots.binned_activation_histogram(
+        {"Horror": {"attribute": "Thriller", "edges": [0.0, 1.0, 2.0],
+                    "with_attribute": [1, 3], "without_attribute": [4, 0]},
+         "Comedy": {"edges": [], "with_attribute": [], "without_attribute": []}},
+        feature={"Horror": 3, "Comedy": 9}, attribute={"Horror": "Thriller"}, title="Fig. 5")
+    assert [a.text for a in fig.layout.annotations] == [
+        "Horror (feature #3), split by Thriller", "Comedy (feature #9)"]
+    assert list(fig.data[0].y) == [0.25, 0.75] and list(fig.data[1].y) == [1.0, 0.0]
+    assert len(fig.data[2].y) == 0 and fig.layout.title.text == "Fig. 5"
+    with pytest.raises(ValueError, match="one count fewer"):
+        plots.binned_activation_histogram(
+            {"x": {"edges": [0, 1], "with_attribute": [1, 2], "without_attribute": [1]}})
+    with pytest.raises(ValueError, match="no histogram"):
+        plots.binned_activation_histogram({})
+
+
 def test_steering_curves_hold_the_sweep_table(sweep: AttributeSweep) -> None:
     fig = sweep.plot("share")
     curves = sweep.curves

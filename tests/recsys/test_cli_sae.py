@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import shutil
 from pathlib import Path
 
@@ -116,6 +117,16 @@ def test_table1_sweep_writes_csv_json_and_resumes(paper_run_dir: Path, data_args
     assert float(rows[2]["explained_variance_mean"]) < float(rows[1]["explained_variance_mean"])
     assert float(rows[4]["rmse_mean"]) < float(rows[3]["rmse_mean"])
     assert all(float(r["replace_error_identical"]) == 1.0 for r in rows[1:])
+    # the splice-quality columns: printed and in the CSV for every SAE line
+    for header in ("loss rec. (zero)", "loss rec. (mean)", "NDCG@10 rec. (zero)",
+                   "NDCG@10 rec. (mean)", "KL"):
+        assert header in result.output
+    assert rows[0]["kl_mean"] == ""
+    for r in rows[1:]:
+        for key in ("loss_recovered_zero", "loss_recovered_mean", "ndcg_recovered_zero",
+                    "ndcg_recovered_mean", "kl"):
+            assert math.isfinite(float(r[f"{key}_mean"])), key
+        assert float(r["kl_mean"]) >= 0
 
     # the JSON keeps every run; the CSV's mean/std are over the two seeds of each point
     data = json.loads(out.with_suffix(".json").read_text())
@@ -135,6 +146,12 @@ def test_table1_sweep_writes_csv_json_and_resumes(paper_run_dir: Path, data_args
 
     # resume: an interrupted sweep (one SAE never saved) retrains only what is missing
     sweep_dir = Path(data["sweep_directory"])
+    # an SAE cached by a version without the splice-quality numbers gets them measured
+    older = NormalizedSAE.load(sweep_dir / "d_sae=64,l1_coefficient=0.05,seed=0")
+    for key in ("loss_recovered_zero", "loss_recovered_mean", "ndcg_recovered_zero",
+                "ndcg_recovered_mean", "kl"):
+        del older.provenance["row"][key]
+    older.save(sweep_dir / "d_sae=64,l1_coefficient=0.05,seed=0")
     saved = {p.name: (p / "sae_weights.safetensors").stat().st_mtime_ns
              for p in sweep_dir.iterdir() if p.is_dir()}
     assert len(saved) == 8
@@ -147,7 +164,8 @@ def test_table1_sweep_writes_csv_json_and_resumes(paper_run_dir: Path, data_args
     assert set(after) == set(saved)
     assert {n for n in saved if after[n] != saved[n]} == {lost}
     for before_row, after_row in zip(rows, read_csv(out), strict=True):
-        for key in ("l0_mean", "rmse_mean", "ndcg_mean", "coverage_mean"):
+        for key in ("l0_mean", "rmse_mean", "ndcg_mean", "coverage_mean", "kl_mean",
+                    "loss_recovered_mean_mean", "ndcg_recovered_zero_mean"):
             if before_row[key]:
                 assert float(after_row[key]) == pytest.approx(float(before_row[key]),
                                                               rel=1e-5), key

@@ -70,15 +70,23 @@ class ReportParser(HTMLParser):
             self._text.append(data)
 
 
+def feature_pages(run_dir: Path) -> dict[str, dict]:
+    folder = run_dir / "steering" / "paper" / "features"
+    return {path.stem: json.loads(path.read_text()) for path in sorted(folder.glob("*.json"))}
+
+
 def expected_charts(run_dir: Path) -> int:
     """Charts the report of ``run_dir`` draws: training curves, Table 1's and Figure 3's
-    curves (one per sweep with several points), Figures 2 and 4, four per steered genre and
-    Figure 9."""
+    curves (one per sweep with several points), Table 1's grid (Table1.plot()), Figures 2 and
+    4, four per steered genre, Figure 9 and Figure 5 (the feature pages' histograms, one
+    chart)."""
     rows = json.loads((run_dir / "table1.json").read_text())["rows"]
     l1 = sum(r["sweep"] == "l1" for r in rows) > 1
     size = sum(r["sweep"] == "d_sae" for r in rows) > 1
     genres = pd.read_csv(run_dir / "steering" / "paper" / "target_share.csv")["genre"].nunique()
-    return 2 + (2 * l1 + size) + (l1 + size) + 2 + 4 * genres + 1
+    figure5 = any(page.get("histogram", {}).get("edges")
+                  for page in feature_pages(run_dir).values())
+    return 2 + (2 * l1 + size) + (l1 + size) + 1 + 2 + 4 * genres + 1 + figure5
 
 
 def parse(text: str) -> ReportParser:
@@ -194,6 +202,27 @@ def test_table1_numbers_come_from_table1_json(report: ReportParser, quick_run):
             assert value(report, f"table1/{i}/{key}") == row[f"{key}_mean"]
         assert value(report, f"table1/{i}/l1_coefficient") == row["l1_coefficient"]
         assert value(report, f"table1/{i}/d_sae") == row["d_sae"]
+        # the splice-quality columns (the quality table's rows are the SAE points)
+        for key in ("loss_recovered_zero", "loss_recovered_mean", "ndcg_recovered_zero",
+                    "ndcg_recovered_mean", "kl"):
+            assert value(report, f"quality/{i - 1}/{key}") == row[f"{key}_mean"]
+
+
+def test_report_shows_the_table1_grid_and_figure5(report: ReportParser, quick_run):
+    run_dir = quick_run[1]
+    text = (run_dir / "report.html").read_text(encoding="utf-8")
+    # Table1.plot() in the Table 1 section, Figure 5 in the steering section
+    table1_part = text[text.index('id="table1"'):text.index('id="sae"')]
+    assert "Table 1: SAE quality vs L1 weight and dictionary size" in table1_part
+    assert "What the model keeps with the SAE spliced in" in table1_part
+    steering_part = text[text.index('id="steering"'):text.index('id="provenance"')]
+    assert "Figure 5: activation histograms" in steering_part
+    assert "Figure 5: each steered feature" in steering_part
+    pages = feature_pages(run_dir)
+    assert set(pages) == {"Action", "Sci-Fi"}
+    for genre, page in pages.items():
+        assert page["histogram"]["edges"], genre  # the quick run's features fire
+        assert f"{genre} (feature #{page['index']})" in steering_part
 
 
 def test_table2_and_figure4_numbers_come_from_the_alignment_tables(report, quick_run):

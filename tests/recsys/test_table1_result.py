@@ -18,7 +18,9 @@ import pytest
 from mechrec_recsys.experiment import Experiment
 from mechrec_recsys.report.outputs import RunOutputs
 from mechrec_recsys.report.sections import table1_section
+from mechrec_recsys.sae_quality import splice_baselines, splice_quality
 from mechrec_recsys.saes import (
+    QUALITY_COLUMN_KEYS,
     TABLE1_COLUMNS,
     TABLE1_FORMAT,
     Table1,
@@ -27,7 +29,7 @@ from mechrec_recsys.saes import (
     write_table1,
 )
 
-from mechrec.saes import SAETrainingConfig
+from mechrec.saes import NormalizedSAE, SAETrainingConfig, run_name
 
 BASE = SAETrainingConfig(architecture="standard", d_sae=16, l1_coefficient=0.1, steps=40,
                          batch_size=256, lr_warm_up_steps=0)
@@ -94,6 +96,71 @@ def test_files_of_the_earlier_format_still_load(table: Table1, tmp_path: Path):
     _, json_path = table.save(tmp_path)
     _as_format_1(json_path)
     assert Table1.load(tmp_path) == table  # grid and original row rebuilt from the rows
+
+
+def _as_format_2(json_path: Path) -> None:
+    """Rewrite a saved table1.json as format 2 wrote it (no splice-quality columns)."""
+    payload = json.loads(json_path.read_text())
+    quality = {f"{key}_{stat}" for key in QUALITY_COLUMN_KEYS for stat in ("mean", "std")}
+    payload["rows"] = [{c: v for c, v in row.items() if c not in quality}
+                       for row in payload["rows"]]
+    payload["runs"] = [{c: v for c, v in run.items() if c not in QUALITY_COLUMN_KEYS}
+                       for run in payload["runs"]]
+    payload["format"] = "mechrec.table1/2"
+    json_path.write_text(json.dumps(payload, indent=2))
+
+
+def test_splice_quality_columns_are_splice_quality_of_each_sae(
+        table: Table1, paper_experiment: Experiment):
+    assert TABLE1_FORMAT == "mechrec.table1/3"
+    for run in table.runs:
+        assert all(np.isfinite(run[key]) for key in QUALITY_COLUMN_KEYS)
+        assert run["kl"] >= 0
+    # one SAE of the sweep: its columns are a direct call of splice_quality (no shared
+    # baselines); the sweep measured the SAE before saving it, this one is read back from
+    # disk (float32 rounding of the saved normaliser and weights: same to ~1e-5)
+    run = table.runs[0]
+    point = {"d_sae": run["d_sae"], "l1_coefficient": run["l1_coefficient"]}
+    nsae = NormalizedSAE.load(table.directory / run_name(point, run["seed"]))
+    direct = splice_quality(paper_experiment, nsae, k=table.k)
+    for key in QUALITY_COLUMN_KEYS:
+        assert run[key] == pytest.approx(direct[key], rel=1e-4, abs=1e-7), key
+    # and the shared baselines give exactly what a direct call computes
+    shared = splice_quality(paper_experiment, nsae, k=table.k,
+                            baselines=splice_baselines(paper_experiment, table.hook))
+    assert shared == direct
+    # the table's lines: mean and std over seeds of the runs' values
+    for line in table.summary:
+        members = [r for r in table.runs if r["d_sae"] == line["d_sae"]
+                   and r["l1_coefficient"] == line["l1_coefficient"]]
+        for key in QUALITY_COLUMN_KEYS:
+            values = [r[key] for r in members]
+            assert line[f"{key}_mean"] == pytest.approx(np.mean(values))
+            assert line[f"{key}_std"] == pytest.approx(np.std(values, ddof=1))
+    assert {f"{key}_mean" for key in QUALITY_COLUMN_KEYS} <= set(table.frame().columns)
+
+
+def test_splice_quality_columns_round_trip_and_format_2_loads(table: Table1, tmp_path: Path):
+    _, json_path = table.save(tmp_path)
+    loaded = Table1.load(tmp_path)
+    assert loaded == table
+    for got, want in zip(loaded.summary, table.summary, strict=True):
+        for key in QUALITY_COLUMN_KEYS:
+            assert got[f"{key}_mean"] == want[f"{key}_mean"] is not None
+    read = pd.read_csv(tmp_path / "table1.csv")
+    np.testing.assert_array_equal(read["kl_mean"].to_numpy(dtype=float)[1:],
+                                  [line["kl_mean"] for line in table.summary])
+    # a file of format 2 (before these columns): loads, the columns are None
+    _as_format_2(json_path)
+    old = Table1.load(tmp_path)
+    assert list(old.frame().columns) == list(TABLE1_COLUMNS)
+    for line in old.summary:
+        assert all(line[f"{key}_{stat}"] is None for key in QUALITY_COLUMN_KEYS
+                   for stat in ("mean", "std"))
+        assert line["ndcg_mean"] is not None
+    assert all(key not in run for run in old.runs for key in QUALITY_COLUMN_KEYS)
+    old.save(tmp_path / "resaved")  # and saves again, in the current format
+    assert Table1.load(tmp_path / "resaved") == old
 
 
 def test_unusable_files_name_the_fix(table: Table1, tmp_path: Path):
@@ -166,12 +233,28 @@ def test_report_section_is_built_from_the_loaded_object(table: Table1, tmp_path:
             assert float(cells[f"table1/{i}/{key}"]) == row[f"{key}_mean"]
         assert float(cells[f"table1/{i}/d_sae"]) == row["d_sae"]
     assert "2 seed(s) [0, 1]" in body and f"at {table.hook}:" in body
+    # the splice-quality columns, one row per point, and Table1.plot() as a chart
+    assert "What the model keeps with the SAE spliced in" in body
+    for i, row in enumerate(rows[1:]):
+        for key in QUALITY_COLUMN_KEYS:
+            assert float(cells[f"quality/{i}/{key}"]) == row[f"{key}_mean"]
+    # EV and NDCG vs L1, the grid figure, Figure 3 vs L1 (one size: no size charts)
+    assert body.count('class="plotly-graph-div"') == 4
+    assert "Table 1: SAE quality vs L1 weight and dictionary size" in body
 
     # a run folder written by the earlier version renders the same section
     old = tmp_path / "old"
     shutil.copytree(run_dir, old)
     _as_format_1(old / "table1.json")
     assert table1_section(RunOutputs(old)).body == body
+
+    # format 2 (before the splice-quality columns): the section without that table
+    older = tmp_path / "older"
+    shutil.copytree(run_dir, older)
+    _as_format_2(older / "table1.json")
+    older_body = table1_section(RunOutputs(older)).body
+    assert "What the model keeps" not in older_body and "quality/" not in older_body
+    assert _cells(older_body)["table1/1/ndcg"] == cells["table1/1/ndcg"]
 
     # a folder with the CSV only: a note naming the file and the step, no crash
     (old / "table1.json").unlink()

@@ -397,16 +397,23 @@ def evaluate(
 
 # -------------------------------------------------------------------------------- table1
 def table1_table(table: Table1, title: str) -> Table:
-    """A rich table like the paper's Table 1 (first row: the original model)."""
+    """A rich table like the paper's Table 1 (first row: the original model), with the
+    splice-quality columns after it (``-`` for a table written before they existed)."""
+    from mechrec_recsys.saes import QUALITY_COLUMN_KEYS
+
     out = Table(title=title)
+    k = table.k
     for column in ("L1 weight", "dict size", "RMSE", "expl. var.", "L0", "dead",
-                   "NDCG@10", "HR@10", "Coverage@10", "genre corr. (Fig. 3)"):
+                   f"NDCG@{k}", f"HR@{k}", f"Coverage@{k}", "genre corr. (Fig. 3)",
+                   "loss rec. (zero)", "loss rec. (mean)", f"NDCG@{k} rec. (zero)",
+                   f"NDCG@{k} rec. (mean)", "KL"):
         out.add_column(column, justify="right")
     rows = table.rows()
     original = rows[0]
     out.add_row("original", "-", "-", "-", "-", "-",
                 *(_mean_spread(original[f"{key}_mean"], original[f"{key}_se"], ".4f")
-                  for key in ("ndcg", "hit_rate", "coverage")), "-")
+                  for key in ("ndcg", "hit_rate", "coverage")), "-",
+                *("-" for _ in QUALITY_COLUMN_KEYS))
     previous = None
     for row in rows[1:]:
         if previous is not None and row["sweep"] != previous:
@@ -420,7 +427,9 @@ def table1_table(table: Table1, title: str) -> Table:
             _mean_spread(row["dead_fraction_mean"], row["dead_fraction_std"], ".3f"),
             *(_mean_spread(row[f"{key}_mean"], row[f"{key}_std"], ".4f")
               for key in ("ndcg", "hit_rate", "coverage")),
-            _mean_spread(row["genre_corr_honest_mean"], row["genre_corr_honest_std"], ".3f"))
+            _mean_spread(row["genre_corr_honest_mean"], row["genre_corr_honest_std"], ".3f"),
+            *(_mean_spread(row.get(f"{key}_mean"), row.get(f"{key}_std"), ".3f")
+              for key in QUALITY_COLUMN_KEYS))
     return out
 
 
@@ -489,14 +498,17 @@ def table1(
     title = (f"Table 1 on {result.info['run']['dataset']} ({result.info['test_users']} test "
              f"users), {result.hook}: standard SAEs, {steps} steps of {batch_size}, "
              f"{n} seed{'s' if n > 1 else ''}")
-    console = wide_console(160)
+    console = wide_console(270)  # with the splice-quality columns, one line per row
     console.print(table1_table(result, title))
     identical = sum(r.get("replace_error_identical", 0.0) == 1.0 for r in result.runs)
     console.print(
         f"SAE rows: mean ± std over seeds; original: ± standard error over test users. "
         f"Metrics on the test users; reconstruction in normalised space; genre corr.: mean "
         f"over genres of the best feature's correlation, chosen on the SAE users and scored "
-        f"on the test users (Figure 3). \"replace + error\" "
+        f"on the test users (Figure 3); rec.: share of the next-item loss / NDCG@{k} that "
+        f"the SAE recovers against a zero / mean ablation of the hook (1 = as trained, 0 = "
+        f"as ablated), KL: of the next-item distribution, original || SAE, in nats (as "
+        f"'mechrec sae quality'). \"replace + error\" "
         f"gave the original top-{k} lists for {identical}/{len(result.runs)} SAEs.",
         highlight=False)
     console.print(f"wrote {csv_path} and {json_path}; SAEs in {result.directory}",

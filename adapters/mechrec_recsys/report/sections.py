@@ -16,7 +16,13 @@ from typing import Any
 import pandas as pd
 
 from mechrec.plots import CURVE_LABELS as CORE_CURVE_LABELS
-from mechrec.plots import comparison_bars, metric_lines, profile_heatmap, steering_curves
+from mechrec.plots import (
+    binned_activation_histogram,
+    comparison_bars,
+    metric_lines,
+    profile_heatmap,
+    steering_curves,
+)
 from mechrec_recsys.durations import format_duration
 from mechrec_recsys.report.markup import (
     details,
@@ -286,6 +292,51 @@ def _figure3(rows_data: list[dict]) -> str:
     return "".join(parts)
 
 
+#: The splice-quality columns of Table 1 and their headers (``{k}``: the list length).
+QUALITY_HEADERS: dict[str, str] = {
+    "loss_recovered_zero": "loss recovered (zero abl.)",
+    "loss_recovered_mean": "loss recovered (mean abl.)",
+    "ndcg_recovered_zero": "NDCG@{k} recovered (zero abl.)",
+    "ndcg_recovered_mean": "NDCG@{k} recovered (mean abl.)",
+    "kl": "KL (nats)",
+}
+
+
+def _splice_quality(rows_data: list[dict], k: int) -> str:
+    """The splice-quality columns of each Table-1 point as a table; empty for a table1.json
+    written before these numbers existed."""
+    points = [r for r in rows_data if r["sweep"] != "original"
+              and any(number(r.get(f"{m}_mean")) is not None for m in QUALITY_HEADERS)]
+    if not points:
+        return ""
+    several = any((number(r.get("n_seeds")) or 0) > 1 for r in points)
+    rows = [[num_cell(r["l1_coefficient"], key=f"quality/{i}/l1_coefficient", digits=3),
+             num_cell(r["d_sae"], key=f"quality/{i}/d_sae", count=True),
+             *(num_cell(r.get(f"{m}_mean"), spread=r.get(f"{m}_std") if several else None,
+                        spread_kind="std", key=f"quality/{i}/{m}", digits=4 if m == "kl" else 3)
+               for m in QUALITY_HEADERS)]
+            for i, r in enumerate(points)]
+    return ("<h3>What the model keeps with the SAE spliced in</h3>"
+            + table(["L1 weight", "dict size",
+                     *(header.format(k=k) for header in QUALITY_HEADERS.values())], rows,
+                    caption=f"test users' next item: share of the next-item loss and of "
+                            f"NDCG@{k} that the SAE (replace) recovers against the hook zeroed "
+                            "or set to the SAE users' mean activation (1 = as trained, 0 = as "
+                            "ablated; above 1: better than as trained), and the KL divergence "
+                            "of the next-item distribution, original || SAE ('mechrec sae "
+                            "quality'); ± std over seeds when there are several"))
+
+
+def _table1_grid(t: Any) -> str:
+    """Table1.plot() (:func:`mechrec.plots.table1_figure`): the whole grid, each seed."""
+    try:
+        fig = t.plot()
+    except ValueError as exc:  # no sweep line to draw
+        return paragraph(f"The grid figure could not be drawn ({exc}).", cls="missing")
+    return figure(fig, "Table 1's grid: mean ± std over seeds, each seed as a faint marker; "
+                       "NDCG with the original model dotted")
+
+
 def table1_section(out: RunOutputs) -> Section:
     """Table 1: reconstruction, sparsity and downstream metrics per L1 weight / size."""
 
@@ -358,6 +409,8 @@ def table1_section(out: RunOutputs) -> Section:
                 x_title="dictionary size", y_title="RMSE", log_x=True), "normalised space"))
         if charts:
             parts.append('<div class="charts">' + "".join(charts) + "</div>")
+        parts.append(_table1_grid(t))
+        parts.append(_splice_quality(rows_data, k))
         parts.append(_figure3(rows_data))
         return "".join(parts)
 
@@ -745,6 +798,26 @@ def _curve_label(method: str, mode: str) -> str:
     return CURVE_LABELS.get((method, mode), f"{method} ({mode})")
 
 
+def _figure5(pages: Mapping[str, Mapping[str, Any]]) -> str:
+    """Figure 5 from the feature pages' histograms (computed when the pages were written):
+    one panel per steered genre's feature, its activations on the positions of its top genre
+    vs the other positions; empty when no page has a histogram."""
+    histograms = {genre: page["histogram"] for genre, page in pages.items()
+                  if page.get("histogram") and page["histogram"].get("edges")}
+    if not histograms:
+        return ""
+    fig = binned_activation_histogram(
+        histograms, feature={genre: pages[genre]["index"] for genre in histograms},
+        attribute={genre: h["attribute"] for genre, h in histograms.items()},
+        title="Figure 5: each steered feature's activations, positions with / without its "
+              "top genre")
+    part = next(iter(pages.values())).get("part", "sae_train")
+    return ("<h4>Figure 5: activation histograms</h4>" + figure(
+        fig, f"positions of the {part.replace('_', ' ')} users where the feature fires, "
+             "split by the feature's top genre (p_top100); each group as shares of its own "
+             "positions"))
+
+
 def steering_section(out: RunOutputs) -> Section:
     """Steering curves per genre: genre share, NDCG, coverage, diversity vs value."""
 
@@ -861,9 +934,10 @@ def steering_section(out: RunOutputs) -> Section:
         if not folder.is_dir():
             return ""
         parts = ["<h3>Feature pages: where each steered feature fires and what it pushes</h3>"]
-        for path in sorted(folder.glob("*.json")):
-            page = json.loads(path.read_text())
-            genre = path.stem
+        loaded = {path.stem: json.loads(path.read_text())
+                  for path in sorted(folder.glob("*.json"))}
+        parts.append(_figure5(loaded))
+        for genre, page in loaded.items():
             shown = [[num_cell(a["maxValue"], key=f"page/{genre}/top/{i}", digits=3),
                       text_cell(" → ".join(f"{t} ({v:.2f})" for t, v in
                                            zip(a["tokens"], a["values"], strict=True)))]
