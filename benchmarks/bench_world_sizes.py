@@ -64,13 +64,15 @@ def _size_args(size: str) -> tuple[str, list[str]]:
 
 
 def stages(size: str, root: Path, epochs: int, sae_steps: int, loss: str = "full",
-           memory_budget: float | None = None) -> list[tuple[str, list[str]]]:
+           memory_budget: float | None = None,
+           max_users: int | None = None) -> list[tuple[str, list[str]]]:
     """The commands of one size, in order (``loss``: of the main training run;
     ``memory_budget``: MB of activations ``sae train`` may hold, the rest spills to disk)."""
     world, run = root / f"world-{size}", root / f"run-{size}"
     preset, extra = _size_args(size)
     sae = run / "saes" / SAE_NAME
     budget = [] if memory_budget is None else ["--memory-budget", str(memory_budget)]
+    sample = [] if max_users is None else ["--max-users", str(max_users)]
     return [
         ("synth", _mechrec("data", "synth", "--size", preset, *extra, "--seed", "0",
                            "--out", str(world), "--overwrite")),
@@ -86,11 +88,11 @@ def stages(size: str, root: Path, epochs: int, sae_steps: int, loss: str = "full
                                "--batch-size", "1024", "--name", SAE_NAME, "--overwrite",
                                *budget, "--no-progress")),
         ("align_catalog", _mechrec("align", "tables", str(run), SAE_NAME, "--bootstrap", "200",
-                                   "--out", str(sae / "alignment"))),
+                                   *sample, "--out", str(sae / "alignment"))),
         ("align_planted", _mechrec("align", "tables", str(run), SAE_NAME, "--planted", "genre",
-                                   "--bootstrap", "200", "--out",
+                                   "--bootstrap", "200", *sample, "--out",
                                    str(sae / "alignment-planted"))),
-        ("steer_sweep", _mechrec("steer", "sweep", str(run), SAE_NAME, *STEER,
+        ("steer_sweep", _mechrec("steer", "sweep", str(run), SAE_NAME, *STEER, *sample,
                                  "--no-progress")),
     ]
 
@@ -102,12 +104,14 @@ def _done(results: Path) -> set[tuple[str, str]]:
 
 
 def run_sizes(sizes: list[str], root: Path, epochs: int, sae_steps: int, *, loss: str = "full",
-              memory_budget: float | None = None, skip: tuple[str, ...] = ()) -> None:
+              memory_budget: float | None = None, skip: tuple[str, ...] = (),
+              max_users: int | None = None) -> None:
     """Run every stage of every size not yet in ``root/results.jsonl`` (but ``skip``)."""
     root.mkdir(parents=True, exist_ok=True)
     results = root / "results.jsonl"
     for size in sizes:
-        for stage, command in stages(size, root, epochs, sae_steps, loss, memory_budget):
+        for stage, command in stages(size, root, epochs, sae_steps, loss, memory_budget,
+                                     max_users):
             if (size, stage) in _done(results) or stage in skip:
                 continue
             record = run_stage(stage, size, command, root / f"{size}.{stage}.log")
@@ -228,6 +232,8 @@ def main() -> None:
     parser.add_argument("--memory-budget", type=float, default=None,
                         help="MB of activations sae train may hold (the rest spills to disk)")
     parser.add_argument("--skip", default="", help="comma-separated stages to leave out")
+    parser.add_argument("--max-users", type=int, default=None,
+                        help="align and steer on at most this many users of each part")
     parser.add_argument("--summary", action="store_true", help="print the tables and stop")
     args = parser.parse_args()
     if args.summary:
@@ -235,7 +241,7 @@ def main() -> None:
         return
     run_sizes(args.size or ["ml-100k"], args.out, args.epochs, args.sae_steps, loss=args.loss,
               memory_budget=args.memory_budget,
-              skip=tuple(s for s in args.skip.split(",") if s))
+              skip=tuple(s for s in args.skip.split(",") if s), max_users=args.max_users)
 
 
 if __name__ == "__main__":
