@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -197,6 +197,41 @@ class Experiment:
                                      expected_vocab=split.vocab)
         return cls(spec=spec, dataset=dataset, split=split, model=checkpoint.model,
                    batch_size=batch_size, run_dir=run_dir)
+
+    def sample_users(self, max_users: int, *, parts: Sequence[str] = ("validation", "sae_train",
+                                                                       "test"),
+                     seed: int = 0) -> Experiment:
+        """This run with each of ``parts`` cut to at most ``max_users`` users drawn at random
+        (seeded; users keep their order), for analyses of data too large to hold whole.
+
+        The model, the vocabulary and the other parts are shared; activations are collected
+        afresh. ``split.info["sampled_users"]`` records ``{part: (kept, of)}``.
+
+        Raises:
+            ValueError: ``max_users`` below 1, or an unknown part.
+        """
+        if isinstance(max_users, bool) or not isinstance(max_users, int | np.integer) \
+                or max_users < 1:
+            raise ValueError(f"max_users must be a positive whole number, got {max_users!r}")
+        rng = np.random.default_rng(seed)
+        changes: dict[str, SequenceSet] = {}
+        sampled: dict[str, tuple[int, int]] = {}
+        for name in parts:
+            if name not in PARTS:
+                raise ValueError(f"unknown split part {name!r}; choose from {', '.join(PARTS)}")
+            part = getattr(self.split, name)
+            if part is None or len(part) <= max_users:
+                continue
+            keep = np.sort(rng.choice(len(part), size=int(max_users), replace=False))
+            changes[name] = part.subset(keep)
+            sampled[name] = (int(max_users), len(part))
+        if not changes:
+            return self
+        info = {**self.split.info, "sampled_users": {**self.split.info.get("sampled_users", {}),
+                                                     **sampled}}
+        split = replace(self.split, **changes, info=info)
+        return Experiment(spec=self.spec, dataset=self.dataset, split=split, model=self.model,
+                          batch_size=self.batch_size, run_dir=self.run_dir)
 
     def sae(self, sae: str | Path, *, allow_other_model: bool = False,
             hook_name: str | None = None) -> Any:

@@ -112,11 +112,17 @@ def test_a_run_on_another_world_is_refused(data_dir, experiment, tmp_path):
         PlantedTruth(experiment, tmp_path)
 
 
-def test_align_tables_planted_on_the_command_line(run_dir, tmp_path):
+@pytest.fixture(scope="module")
+def cli_sae(run_dir: Path) -> str:
+    """An SAE trained through the command line, saved under the run as ``s``."""
     trained = run_cli("sae", "train", str(run_dir), "--hook", HOOK, "--d-sae", "64", "--l1",
                       "0.05", "--steps", "40", "--batch-size", "256", "--name", "s",
                       "--no-progress")
     assert trained.exit_code == 0, trained.output
+    return "s"
+
+
+def test_align_tables_planted_on_the_command_line(run_dir, cli_sae, tmp_path):
     out = tmp_path / "planted"
     result = run_cli("align", "tables", str(run_dir), "s", "--planted", "genre,era",
                      "--bootstrap", "20", "--out", str(out))
@@ -137,3 +143,42 @@ def test_align_tables_planted_on_the_command_line(run_dir, tmp_path):
                           "choose from genre, era")
     assert_one_line_error(run_cli("align", "tables", str(run_dir), "s", "--planted", "genre",
                                   "--unit", "items"), "cannot be used with --unit items")
+
+
+def test_a_sample_of_users_for_large_worlds(run_dir, cli_sae, experiment):
+    small = experiment.sample_users(20, seed=3)
+    assert len(small.part("test")) == 20 and len(small.part("sae_train")) == 20
+    assert len(small.part("train")) == len(experiment.part("train"))  # not sampled
+    test_users = list(experiment.part("test").users)
+    kept = list(small.part("test").users)
+    assert kept == [u for u in test_users if u in set(kept)]  # users keep their order
+    assert kept == list(experiment.sample_users(20, seed=3).part("test").users)
+    assert small.split.info["sampled_users"]["test"] == (20, len(test_users))
+    assert small.model is experiment.model
+    rows = PlantedTruth(small).event_rows("test", small.activations("test", HOOK))
+    assert len(rows) == len(small.activations("test", HOOK))
+    with pytest.raises(ValueError, match="max_users must be a positive whole number"):
+        experiment.sample_users(0)
+    assert experiment.sample_users(10**6) is experiment
+
+    out = run_dir.parent / "sampled-alignment"
+    result = run_cli("align", "tables", str(run_dir), "s", "--planted", "genre",
+                     "--max-users", "25", "--bootstrap", "0", "--out", str(out))
+    assert result.exit_code == 0, result.output
+    assert "25 of the" in result.output and "--max-users" in result.output
+    assert json.loads((out / "alignment.json").read_text())["provenance"]["sampled_users"][
+        "test"][0] == 25
+    assert_one_line_error(run_cli("align", "tables", str(run_dir), "s", "--max-users", "0"),
+                          "--max-users must be a positive number of users")
+
+
+def test_steer_sweep_on_a_sample_of_test_users(run_dir, cli_sae, tmp_path):
+    out = tmp_path / "sweep"
+    result = run_cli("steer", "sweep", str(run_dir), "s", "--genres", "Drama", "--values=0,2",
+                     "--mode", "replace", "--max-users", "15", "--no-progress", "--out",
+                     str(out))
+    assert result.exit_code == 0, result.output
+    reference = pd.read_csv(next(out.glob("*.csv")))
+    assert len(reference) > 0
+    assert_one_line_error(run_cli("steer", "sweep", str(run_dir), "s", "--genres", "Drama",
+                                  "--max-users", "-1"), "--max-users must be a positive")

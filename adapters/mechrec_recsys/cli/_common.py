@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -60,6 +60,28 @@ AllowOtherModelOption = Annotated[
                  help="use the SAE even though it records another model (or hook) as its "
                       "source"),
 ]
+#: ``--max-users``: analyse a seeded random sample of each part's users (large worlds).
+MaxUsersOption = Annotated[
+    int | None,
+    typer.Option("--max-users", metavar="N",
+                 help="use at most N users of each part (SAE, validation and test users), "
+                      "drawn at random with the command's seed: for data too large to analyse "
+                      "whole; the numbers then describe the sample"),
+]
+
+
+def check_max_users(max_users: int | None) -> None:
+    """A ``--max-users`` below 1 is a one-line error (checked before the run is opened)."""
+    if max_users is not None and max_users < 1:
+        fail(f"--max-users must be a positive number of users, got {max_users}")
+
+
+def sampled(experiment: Any, max_users: int | None, seed: int = 0) -> Any:
+    """``experiment.sample_users(max_users, seed=seed)``, or the run itself without
+    ``--max-users``."""
+    return experiment if max_users is None else experiment.sample_users(max_users, seed=seed)
+
+
 #: ``--hook``: the hook an SAE reads, for SAEs that do not record one (plain sae-lens,
 #: sparsify, dictionary_learning checkpoints).
 SAEHookOption = Annotated[

@@ -48,10 +48,13 @@ from mechrec_recsys.cli._common import (
     DataDirOption,
     DeviceOption,
     DownloadOption,
+    MaxUsersOption,
     SAEHookOption,
+    check_max_users,
     fail,
     on_interrupt,
     rerun_command,
+    sampled,
     wide_console,
 )
 from mechrec_recsys.cli.params import YEAR_RANGE, YearSpan, parsed
@@ -253,6 +256,7 @@ def tables_command(
         None, "--baselines", metavar="NAME,...",
         help="also compare these sources with the SAE, neurons and random control: probes | "
         "mean_difference | k_sparse_probes | pca | sae_k_sparse_probes (comma-separated)"),
+    max_users: MaxUsersOption = None,
     planted: str | None = typer.Option(
         None, "--planted", metavar="genre|era|genre,era",
         help="score against the planted truth of the synthetic world the run was trained on "
@@ -283,12 +287,14 @@ def tables_command(
         fail(f"unknown --unit {unit!r}; choose one of {', '.join(UNITS)}")
     factors = _planted_factors(planted, unit, bool(title_texts or year_ranges))
     sources = _sources(baselines)
+    check_max_users(max_users)
     from mechrec_recsys.alignment import align
     from mechrec_recsys.saes import resolve_sae_directory
 
     with on_interrupt(NOTHING_KEPT_UNTIL_DONE, rerun_command()):
         predicates = build_predicates(title_texts, year_ranges)
         experiment, sae = open_run(run_dir, sae_dir, data_dir, download, device, hook)
+        experiment = sampled(experiment, max_users, seed)
         sae_path = resolve_sae_directory(run_dir, sae_dir)
         sae_folder = sae_path.parent if sae_path.is_file() else sae_path  # an ae.pt
         out_dir = out if out is not None else sae_folder / "alignment"
@@ -302,7 +308,9 @@ def tables_command(
         boot = run.bootstrap(bootstrap, seed=seed) if bootstrap else None
         written = run.save(out_dir, top_k=top_k, provenance={
             "run_dir": str(run_dir), "sae_dir": str(sae_path),
-            "command": "mechrec align tables"}, bootstrap=boot, confidence=confidence)
+            "command": "mechrec align tables",
+            "sampled_users": experiment.split.info.get("sampled_users")},
+            bootstrap=boot, confidence=confidence)
     console = wide_console(160)
     console.print(per_genre_rich(run))
     console.print(summary_rich(run))
@@ -319,6 +327,9 @@ def tables_command(
         "has features, each firing as often as its SAE feature.", highlight=False)
     for note in run.notes:
         console.print(f"note: {note}", style="dim", highlight=False)
+    for part, (kept, total) in experiment.split.info.get("sampled_users", {}).items():
+        console.print(f"note: {kept:,} of the {total:,} {part} users, drawn at random "
+                      f"(--max-users, seed {seed})", style="dim", highlight=False)
     console.print(f"tables written to {written['summary'].parent}", highlight=False)
 
 

@@ -39,11 +39,14 @@ from mechrec_recsys.cli._common import (
     DataDirOption,
     DeviceOption,
     DownloadOption,
+    MaxUsersOption,
     ProgressOption,
     SAEHookOption,
+    check_max_users,
     fail,
     on_interrupt,
     rerun_command,
+    sampled,
     wide_console,
 )
 from mechrec_recsys.cli.params import FEATURE_MAP, NAME_LIST, VALUE_GRID, parsed
@@ -206,6 +209,7 @@ def sweep_command(
     progress: ProgressOption = True,
     allow_other_model: AllowOtherModelOption = False,
     hook: SAEHookOption = None,
+    max_users: MaxUsersOption = None,
 ) -> None:
     """Sweep each genre's SAE feature (and probe) over values; write tables, print a summary."""
     from mechrec_recsys.steering import run_genre_sweep
@@ -226,8 +230,10 @@ def sweep_command(
         for option, count in (("--probe-k", probe_k), ("--pca-components", pca_components)):
             if count is not None and count < 1:
                 fail(f"{option} must be >= 1, got {count}")
+        check_max_users(max_users)
         experiment, sae = _open(run_dir, sae_dir, data_dir, download, device, batch_size,
                                 allow_other_model, hook)
+        experiment = sampled(experiment, max_users, control_seed)
         genre_list = list(genres)
         result = run_genre_sweep(
             experiment, sae, genres=genre_list, values=grid, modes=chosen_modes, probes=probes,
