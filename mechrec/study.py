@@ -24,7 +24,7 @@ in one line::
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -150,14 +150,18 @@ class RowAttributes:
     label: Callable[[str, ActivationSet], pd.DataFrame]
     groups: Mapping[str, str] | pd.Series | None = None
     name: str = "row attributes"
-    _columns: list[str] = field(default_factory=list, repr=False, compare=False)
 
-    def table(self, rows: str, acts: ActivationSet) -> pd.DataFrame:
+    def table(self, rows: str, acts: ActivationSet,
+              columns: list[str] | None = None) -> pd.DataFrame:
         """The checked ``(R, A)`` float32 0/1 labels of the activation rows ``acts``.
+
+        Args:
+            rows, acts: the row set and its activations.
+            columns: the attributes an earlier row set was labelled with, if any.
 
         Raises:
             ValueError: not a DataFrame, a row count other than ``acts``', values other than
-                0/1, repeated names, or columns that differ from an earlier row set's.
+                0/1, repeated names, or columns other than ``columns``.
         """
         table = self.label(rows, acts)
         n = int(acts.activations.shape[0])
@@ -172,12 +176,10 @@ class RowAttributes:
         if not names or len(set(names)) != len(names):
             raise ValueError(f"{self.name}: the labels need at least one column and unique "
                              f"names, got {names}")
-        if self._columns and names != self._columns:
+        if columns is not None and names != list(columns):
             raise ValueError(f"{self.name}: row set {rows!r} is labelled with columns {names} "
-                             f"but an earlier row set with {self._columns}: label every row "
+                             f"but an earlier row set with {list(columns)}: label every row "
                              "set with the same attributes in the same order")
-        if not self._columns:
-            self._columns.extend(names)
         values = table.to_numpy(dtype=np.float32, na_value=np.nan)
         if np.isnan(values).any() or not np.isin(values, (0.0, 1.0)).all():
             raise ValueError(f"{self.name}: labels must be 0/1 or booleans")

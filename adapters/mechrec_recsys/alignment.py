@@ -38,6 +38,7 @@ from mechrec.alignment.recipe import (
     align as align_study,
 )
 from mechrec.saes import NormalizedSAE
+from mechrec.steering.validation import check_feature_index
 from mechrec.study import RowAttributes
 from mechrec_recsys.configs import UNITS, parse_year_range
 from mechrec_recsys.experiment import Experiment
@@ -148,15 +149,6 @@ def align(
 
 
 # ------------------------------------------------------------------------------ examples
-def _check_feature(sae: NormalizedSAE, feature: int) -> int:
-    if isinstance(feature, bool) or not isinstance(feature, (int, np.integer)):
-        raise ValueError(f"feature must be an integer, got {feature!r}")
-    if not 0 <= int(feature) < sae.d_sae:
-        raise ValueError(f"feature {feature} is out of range: this SAE has features "
-                         f"0..{sae.d_sae - 1}")
-    return int(feature)
-
-
 def feature_examples(
     experiment: Experiment,
     sae: NormalizedSAE,
@@ -181,7 +173,7 @@ def feature_examples(
         ``context`` (the titles of up to ``context`` preceding items, oldest first, joined by
         `` | ``). Only positions with a positive activation are kept.
     """
-    feature = _check_feature(sae, feature)
+    feature = check_feature_index(sae, feature)
     if context < 0:
         raise ValueError(f"context must be >= 0, got {context}")
     check_sae_fits(experiment, sae)
@@ -240,7 +232,7 @@ def feature_p_top_k(
     here.
     """
     feats = [features] if isinstance(features, (int, np.integer)) else list(features)
-    feats = [_check_feature(sae, f) for f in feats]
+    feats = [check_feature_index(sae, f) for f in feats]
     check_sae_fits(experiment, sae)
     acts = experiment.activations(part, sae.hook_name)
     encoded = check_encoded(sae, acts, part, encoded)

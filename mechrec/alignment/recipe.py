@@ -810,13 +810,12 @@ class FeatureAlignment:
             if part == "select":
                 self._active_rate = sparse.getnnz(axis=0) / max(sparse.shape[0], 1)
             out["SAE"] = unit_rows(sparse)
+        raw = acts.activations.detach().cpu().numpy().astype(np.float32, copy=False)
         if "neurons" in self.sources:
-            out["neurons"] = unit_rows(
-                acts.activations.detach().cpu().numpy().astype(np.float32, copy=False))
+            out["neurons"] = unit_rows(raw)
         for source in PROBE_SOURCES:
             if source not in self.sources:
                 continue
-            raw = acts.activations.detach().cpu().numpy().astype(np.float32, copy=False)
             probes = self.probes_[source]
             out[source] = unit_rows(np.stack(
                 [probes.probes[a].decision_function(raw) for a in self.probe_names_[source]],
@@ -840,7 +839,8 @@ class FeatureAlignment:
     def _row_labels(self, rows: str, acts: ActivationSet) -> pd.DataFrame:
         """One label row per activation row (row attributes, or each row's token's)."""
         if self.row_attributes_ is not None:
-            return self.row_attributes_.table(rows, acts)
+            known = None if self.groups_ is None else list(self.groups_.index)
+            return self.row_attributes_.table(rows, acts, known)
         return token_attributes(acts.token, self.table_)
 
     def _labels(self, rows: str, acts: ActivationSet) -> pd.DataFrame:

@@ -82,15 +82,16 @@ class PlantedTruth:
         users = np.asarray(sequences.users)[index].astype(np.int64)
         tokens = acts.token.cpu().numpy()
         expected = np.asarray(self.experiment.vocab.item_ids)[tokens - 1]  # token 0 pads
+        fix = "the run was not trained on this world (pass world=FOLDER of its world)"
         try:
             rows = self._truth.rows(users, order)
-            wrong = int((self._items[rows] != expected).sum())
         except IndexError as error:  # users or positions this world lacks
-            rows, wrong = None, f"{error}; all"
+            raise ValueError(f"activation rows of part {part!r} do not hold the item of their "
+                             f"event in {self.folder} ({error}): {fix}") from None
+        wrong = int((self._items[rows] != expected).sum())
         if wrong:
             raise ValueError(f"{wrong} of {len(order)} activation rows of part {part!r} do not "
-                             f"hold the item of their event in {self.folder}: the run was not "
-                             "trained on this world (pass world=FOLDER of its world)")
+                             f"hold the item of their event in {self.folder}: {fix}")
         return rows
 
     def labels(self, part: str, acts: ActivationSet, factors: tuple[str, ...]) -> pd.DataFrame:
