@@ -87,9 +87,10 @@ _LAYOUT: dict[str, Any] = {"template": "plotly_white", "font": {"size": 12},
 
 
 def exact(value: Any) -> str:
-    """A number as hover text: its exact (shortest round-trip) digits, ``–`` when missing."""
-    if value is None or isinstance(value, bool):
-        return "–" if value is None else str(value)
+    """A number as hover text: its exact (shortest round-trip) digits, ``–`` when missing
+    (``None``, NaN or ``pd.NA``, as a nullable integer column holds it)."""
+    if value is None or value is pd.NA or isinstance(value, bool):
+        return str(value) if isinstance(value, bool) else "–"
     if isinstance(value, (int, np.integer)):
         return str(int(value))
     try:

@@ -4,9 +4,10 @@
 (:meth:`~mechrec.alignment.AlignmentRun.write`) and ``run.npz``: every source's statistics on
 both row sets, the attribute groups, the settings and, unless left out, the score rows'
 values of the chosen features (what :meth:`~mechrec.alignment.AlignmentRun.bootstrap`
-resamples). :func:`load_run` reads it back into an equal run: the same tables, the same
-bootstrap for the same seed. Only numbers and text are stored (``np.load`` with
-``allow_pickle=False``).
+resamples), and the bootstrap it was saved with (its resampled scores and confidence, so the
+intervals written beside it are read back without resampling again). :func:`load_run` reads it
+back into an equal run: the same tables, the same bootstrap for the same seed. Only numbers and
+text are stored (``np.load`` with ``allow_pickle=False``).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from mechrec._io import atomic_write_bytes, json_safe
+from mechrec.alignment.bootstrap import AlignmentBootstrap
 from mechrec.alignment.stats import AlignmentStats
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
@@ -45,14 +47,71 @@ def _read_labels(text: np.ndarray, kind: str) -> list[Any]:
     return [int(v) for v in text] if kind == "int" else [str(v) for v in text]
 
 
-def save_run_state(run: AlignmentRun, path: Path, *, keep_rows: bool = True) -> Path:
-    """Write ``run`` to ``path`` (``run.npz``) atomically; see the module docstring."""
+def _chosen(selection: pd.Series) -> tuple[np.ndarray, np.ndarray, str]:
+    """A selection (attribute -> feature or ``None``) as text: features ("" for none), their
+    attributes, and how to read the features back."""
+    values = [None if v is None or (isinstance(v, float) and np.isnan(v)) else v
+              for v in selection.to_numpy()]
+    _, kind = _labels([v for v in values if v is not None])
+    return (np.asarray(["" if v is None else str(v) for v in values], dtype=str),
+            np.asarray([str(a) for a in selection.index], dtype=str), kind)
+
+
+def _read_chosen(text: np.ndarray, attributes: np.ndarray, kind: str) -> pd.Series:
+    return pd.Series([None if v == "" else (int(v) if kind == "int" else str(v)) for v in text],
+                     index=[str(a) for a in attributes], dtype=object)
+
+
+def _save_bootstrap(boot: AlignmentBootstrap, confidence: float,
+                    arrays: dict[str, np.ndarray]) -> dict[str, Any]:
+    """Put ``boot``'s arrays into ``arrays``; return its settings for the metadata."""
+    arrays["boot.attributes"] = np.asarray([str(a) for a in boot.attribute_names], dtype=str)
+    sources: dict[str, Any] = {}
+    for i, source in enumerate(boot.samples):
+        estimates = boot.estimates[source].reindex(index=boot.attribute_names,
+                                                   columns=list(boot.metrics))
+        arrays[f"boot.{i}.estimates"] = estimates.to_numpy(dtype=np.float64)
+        for metric in boot.metrics:
+            arrays[f"boot.{i}.samples.{metric}"] = np.asarray(boot.samples[source][metric],
+                                                              dtype=np.float64)
+        chosen, chosen_for, kind = _chosen(boot.selections[source])
+        arrays[f"boot.{i}.chosen"], arrays[f"boot.{i}.chosen_for"] = chosen, chosen_for
+        sources[source] = {"index": i, "feature_kind": kind}
+    return {"sources": sources, "metrics": list(boot.metrics), "n_rows": boot.n_rows,
+            "n_groups": boot.n_groups, "grouped": boot.grouped,
+            "n_resamples": boot.n_resamples, "seed": boot.seed, "confidence": confidence}
+
+
+def _load_bootstrap(data: Any, info: dict[str, Any]) -> AlignmentBootstrap:
+    attributes = pd.Index([str(a) for a in data["boot.attributes"]])
+    metrics = tuple(info["metrics"])
+    estimates, samples, selections = {}, {}, {}
+    for source, entry in info["sources"].items():
+        i = entry["index"]
+        estimates[source] = pd.DataFrame(data[f"boot.{i}.estimates"], index=attributes,
+                                         columns=list(metrics))
+        samples[source] = {m: data[f"boot.{i}.samples.{m}"] for m in metrics}
+        selections[source] = _read_chosen(data[f"boot.{i}.chosen"],
+                                          data[f"boot.{i}.chosen_for"], entry["feature_kind"])
+    return AlignmentBootstrap(
+        estimates=estimates, samples=samples, selections=selections,
+        attribute_names=attributes, metrics=metrics, n_rows=int(info["n_rows"]),
+        n_groups=int(info["n_groups"]), grouped=bool(info["grouped"]),
+        n_resamples=int(info["n_resamples"]), seed=int(info["seed"]))
+
+
+def save_run_state(run: AlignmentRun, path: Path, *, keep_rows: bool = True,
+                   bootstrap: AlignmentBootstrap | None = None,
+                   confidence: float = 0.95) -> Path:
+    """Write ``run`` to ``path`` (``run.npz``) atomically, with ``bootstrap`` (and the
+    ``confidence`` of its written intervals) when given; see the module docstring."""
     arrays: dict[str, np.ndarray] = {}
     meta: dict[str, Any] = {
         "format": RUN_FORMAT, "metric": run.metric, "hook_name": run.hook_name,
         "select_part": run.select_part, "score_part": run.score_part, "seed": run.seed,
         "unit": run.unit, "group_unit": run.group_unit, "table_stems": run.table_stems,
         "notes": run.notes, "sources": list(run.stats), "stats": {}, "scored": None,
+        "bootstrap": None,
     }
     arrays["attributes"] = np.asarray([str(a) for a in run.groups.index], dtype=str)
     arrays["attribute_groups"] = np.asarray([str(g) for g in run.groups], dtype=str)
@@ -90,6 +149,8 @@ def save_run_state(run: AlignmentRun, path: Path, *, keep_rows: bool = True) -> 
             arrays[f"scored.{s_index}.chosen_for"] = np.asarray(
                 [str(a) for a in chosen.index], dtype=str)
             meta["scored"]["sources"][source] = {"index": s_index, "feature_kind": kind}
+    if bootstrap is not None:
+        meta["bootstrap"] = _save_bootstrap(bootstrap, float(confidence), arrays)
     arrays["meta"] = np.asarray(json.dumps(json_safe(meta)))
     buffer = io.BytesIO()
     np.savez_compressed(buffer, **arrays)
@@ -138,19 +199,20 @@ def load_run(directory: str | Path) -> AlignmentRun:
             i, kind = entry["index"], entry["feature_kind"]
             columns[source] = data[f"scored.{i}.values"]
             features[source] = _read_labels(data[f"scored.{i}.features"], kind)
-            chosen = [None if v == "" else (int(v) if kind == "int" else str(v))
-                      for v in data[f"scored.{i}.chosen"]]
-            selections[source] = pd.Series(chosen, index=[str(a) for a in
-                                                          data[f"scored.{i}.chosen_for"]],
-                                           dtype=object)
+            selections[source] = _read_chosen(data[f"scored.{i}.chosen"],
+                                              data[f"scored.{i}.chosen_for"], kind)
         label_names = [str(c) for c in data["scored.label_names"]]
         groups_rows = data["scored.groups"]
         scored = ScoredRows(columns=columns, features=features, selections=selections,
                             labels=pd.DataFrame(data["scored.labels"], columns=label_names),
                             groups=groups_rows, metric=info["metric"])
+    boot_info = meta.get("bootstrap")  # absent in files saved before the bootstrap was kept
+    saved = {} if not boot_info else {
+        "saved_bootstrap": _load_bootstrap(data, boot_info),
+        "saved_confidence": float(boot_info["confidence"])}
     return AlignmentRun(stats=stats, groups=groups, metric=meta["metric"],
                         hook_name=meta["hook_name"], select_part=meta["select_part"],
                         score_part=meta["score_part"], seed=int(meta["seed"]),
                         unit=meta["unit"], group_unit=meta["group_unit"],
                         notes=list(meta["notes"]), scored=scored,
-                        table_stems=dict(meta["table_stems"]))
+                        table_stems=dict(meta["table_stems"]), **saved)

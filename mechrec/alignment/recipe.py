@@ -250,6 +250,12 @@ class AlignmentRun:
     scored: ScoredRows | None = None
     """The score rows' values of the honestly chosen features, for :meth:`bootstrap`
     (``None`` when the run was built without them)."""
+    saved_bootstrap: AlignmentBootstrap | None = None
+    """The bootstrap :meth:`save` wrote beside the tables, as :meth:`load` reads it back
+    (``None`` when saved without one); turn it into tables with :meth:`interval_table`,
+    :meth:`difference_table` and :meth:`bootstrap_meta` at :attr:`saved_confidence`."""
+    saved_confidence: float = 0.95
+    """Coverage of the intervals written with :attr:`saved_bootstrap`."""
 
     @property
     def sources(self) -> list[str]:
@@ -594,16 +600,42 @@ class AlignmentRun:
         renames = {**self.table_stems, **(stems or {})}
         return {renames.get(stem, stem): table for stem, table in tables.items()}
 
-    def save(self, out_dir: str | Path, *, keep_rows: bool = True, **write_options: Any
-             ) -> dict[str, Path]:
+    def save(self, out_dir: str | Path, *, keep_rows: bool = True,
+             bootstrap: AlignmentBootstrap | int | None = None,
+             confidence: float | None = None, **write_options: Any) -> dict[str, Path]:
         """:meth:`write` the tables, plus ``run.npz``, from which :meth:`load` rebuilds this
-        run (statistics, groups, settings and, with ``keep_rows``, the score rows' values of
-        the chosen features, so a loaded run bootstraps exactly like this one)."""
+        run (statistics, groups, settings, the bootstrap written beside the tables and, with
+        ``keep_rows``, the score rows' values of the chosen features, so a loaded run
+        bootstraps exactly like this one).
+
+        ``bootstrap`` and ``confidence`` are :meth:`write`'s; ``None`` keeps
+        :attr:`saved_bootstrap` and :attr:`saved_confidence` (a loaded run saves again
+        whole), ``0`` saves no bootstrap.
+        """
         from mechrec.alignment.persist import RUN_FILE, save_run_state
 
-        written = self.write(out_dir, **write_options)
-        written["run"] = save_run_state(self, Path(out_dir) / RUN_FILE, keep_rows=keep_rows)
+        if confidence is None:
+            confidence = self.saved_confidence
+        if bootstrap is None:
+            bootstrap = self.saved_bootstrap
+        boot = self._resolve_bootstrap(bootstrap)
+        written = self.write(out_dir, bootstrap=boot, confidence=confidence, **write_options)
+        written["run"] = save_run_state(self, Path(out_dir) / RUN_FILE, keep_rows=keep_rows,
+                                        bootstrap=boot, confidence=confidence)
         return written
+
+    def _resolve_bootstrap(self, bootstrap: AlignmentBootstrap | int | None
+                           ) -> AlignmentBootstrap | None:
+        """A bootstrap given as a number of resamples, run (at :attr:`seed`); ``None`` or 0:
+        none."""
+        if isinstance(bootstrap, bool):
+            raise ValueError("bootstrap must be an AlignmentBootstrap, a number of resamples "
+                             "or None")
+        if isinstance(bootstrap, (int, np.integer)):
+            if bootstrap < 0:
+                raise ValueError(f"bootstrap must be >= 0 resamples, got {bootstrap}")
+            return self.bootstrap(int(bootstrap), seed=self.seed) if bootstrap else None
+        return bootstrap
 
     @classmethod
     def load(cls, out_dir: str | Path) -> AlignmentRun:
@@ -627,13 +659,7 @@ class AlignmentRun:
         path of the CSV (the JSON for those two).
         """
         out = Path(out_dir)
-        if isinstance(bootstrap, bool):
-            raise ValueError("bootstrap must be an AlignmentBootstrap, a number of resamples "
-                             "or None")
-        if isinstance(bootstrap, (int, np.integer)):
-            if bootstrap < 0:
-                raise ValueError(f"bootstrap must be >= 0 resamples, got {bootstrap}")
-            bootstrap = self.bootstrap(int(bootstrap), seed=self.seed) if bootstrap else None
+        bootstrap = self._resolve_bootstrap(bootstrap)
         tables = self.tables(top_k, stems=stems)
         if bootstrap is not None:
             tables["bootstrap_intervals"] = self.interval_table(bootstrap, confidence)

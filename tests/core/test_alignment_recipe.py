@@ -224,8 +224,28 @@ def test_save_and_load_round_trip(run: AlignmentRun, tmp_path) -> None:
         pd.testing.assert_frame_equal(getattr(loaded, method)(), getattr(run, method)())
     pd.testing.assert_frame_equal(loaded.difference_table(loaded.bootstrap(25, seed=4)),
                                   run.difference_table(run.bootstrap(25, seed=4)))
+    # the bootstrap written beside the tables comes back without resampling
+    boot, kept = run.bootstrap(10, seed=run.seed), loaded.saved_bootstrap
+    assert kept is not None and loaded.saved_confidence == 0.95
+    assert (kept.n_resamples, kept.seed, kept.metrics) == (10, run.seed, boot.metrics)
+    pd.testing.assert_frame_equal(loaded.interval_table(kept, loaded.saved_confidence),
+                                  run.interval_table(boot))
+    pd.testing.assert_frame_equal(loaded.difference_table(kept), run.difference_table(boot))
+    assert loaded.bootstrap_meta(kept) == run.bootstrap_meta(boot)
+    # a loaded run saves again whole, at its confidence; 0 saves none
+    run.save(tmp_path / "ninety", bootstrap=boot, confidence=0.9)
+    again = AlignmentRun.load(tmp_path / "ninety")
+    again.save(tmp_path / "again")
+    resaved = AlignmentRun.load(tmp_path / "again")
+    assert resaved.saved_confidence == 0.9
+    pd.testing.assert_frame_equal(
+        resaved.interval_table(resaved.saved_bootstrap, 0.9), run.interval_table(boot, 0.9))
+    assert AlignmentRun.load(tmp_path / "ninety").saved_bootstrap is not None
+    again.save(tmp_path / "none", bootstrap=0)
+    assert AlignmentRun.load(tmp_path / "none").saved_bootstrap is None
     bare = tmp_path / "bare"
     run.save(bare, keep_rows=False)
+    assert AlignmentRun.load(bare).saved_bootstrap is None
     with pytest.raises(ValueError, match="holds no score rows"):
         AlignmentRun.load(bare).bootstrap(5)
     with pytest.raises(FileNotFoundError, match=r"AlignmentRun\.save"):

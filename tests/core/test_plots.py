@@ -75,6 +75,7 @@ def test_exact_hover_text() -> None:
     assert plots.exact(0.1 + 0.2) == "0.30000000000000004"
     assert plots.exact(np.int64(7)) == "7" and plots.exact(3.0) == "3"
     assert plots.exact(None) == "–" and plots.exact(float("nan")) == "–"
+    assert plots.exact(pd.NA) == "–" and plots.exact(True) == "True"
 
 
 def test_comparison_bars_hold_the_comparison_and_its_intervals(run: AlignmentRun) -> None:
