@@ -323,9 +323,14 @@ def test_bootstrap_numbers_come_from_the_bootstrap_files(report, quick_run):
         assert f"{inside} of 3 difference intervals contain" in text
 
 
-def test_missing_bootstrap_files_become_a_note(quick_run, tmp_path: Path):
+def test_a_run_saved_without_a_bootstrap_gets_a_note(quick_run, tmp_path: Path):
+    """The report reads the bootstrap from the saved AlignmentRun: a run saved without one
+    (as the align step saves it with align_bootstrap 0) gets a note naming the commands."""
+    from mechrec.alignment import AlignmentRun
+
     run_dir = copy_run(quick_run, tmp_path)
     folder = run_dir / "saes" / "paper" / "alignment"
+    AlignmentRun.load(folder).save(folder, bootstrap=0)
     for name in BOOTSTRAP_FILES:
         (folder / name).unlink()
     result = run_cli("report", run_dir)
@@ -335,6 +340,7 @@ def test_missing_bootstrap_files_become_a_note(quick_run, tmp_path: Path):
     assert tuple(page.sections) == SECTION_IDS
     assert text.count('class="missing"') == 1
     assert "The bootstrap of the alignment comparison is not available" in text
+    assert "run.npz</code> is saved without a bootstrap" in text
     assert f"mechrec align tables {run_dir} paper --seed 0" in text and "--bootstrap 50" in text
     assert f"mechrec reproduce --dataset ml-100k --split paper --seed 0 --quick --out " \
            f"{run_dir}" in text
@@ -385,6 +391,98 @@ def test_an_align_step_made_before_the_bootstrap_reruns_alone(quick_run, tmp_pat
     (folder / "bootstrap.json").unlink()
     assert run_cli("reproduce", "--quick", "--out", run_dir, *data_args).exit_code == 0
     assert invocation(run_dir)["align"] == "ran" and (folder / "bootstrap.json").is_file()
+
+
+def test_the_sections_are_built_from_the_saved_result_objects(quick_run, tmp_path: Path):
+    """Round trip: an AlignmentRun and a GenreSweep saved into a run folder that holds nothing
+    else of theirs (none of the loose tables the report once read) give the alignment and
+    steering sections, with exactly the objects' numbers."""
+    from mechrec_recsys.report.outputs import RunOutputs
+    from mechrec_recsys.report.sections import alignment_section, steering_section
+    from mechrec_recsys.steering import GenreSweep
+
+    from mechrec.alignment import AlignmentRun
+
+    source = quick_run[1]
+    run = AlignmentRun.load(source / "saes" / "paper" / "alignment")
+    sweep = GenreSweep.load(source / "steering" / "paper")
+    run_dir = copy_run(quick_run, tmp_path)
+    align_dir, steer_dir = run_dir / "saes" / "paper" / "alignment", run_dir / "steering" / "paper"
+    shutil.rmtree(align_dir)
+    for path in steer_dir.iterdir():
+        if path.is_file():
+            path.unlink()
+    run.save(align_dir)  # keeps the bootstrap it was loaded with
+    sweep.save(steer_dir)
+    for path in [*align_dir.iterdir(), *steer_dir.iterdir()]:
+        if path.is_file() and path.name not in ("run.npz", "sweep.json", "features.csv",
+                                                "probes.csv"):
+            path.unlink()
+    out = RunOutputs(run_dir)
+    align = alignment_section(out).body
+    steer = steering_section(out).body
+    assert 'class="missing"' not in align + steer
+    page = parse(align + steer)
+
+    table2 = run.per_attribute_table("SAE")
+    genres = table2[(table2["group"] == "genre") & (table2["share"] > 0)]
+    assert len(genres) >= 10
+    for attribute, row in genres.iterrows():
+        for key in ("correlation", "roc_auc", "sensitivity", "share", "correlation_on_select",
+                    "correlation_in_sample"):
+            assert value(page, f"table2/{attribute}/{key}") == row[key]
+        assert value(page, f"table2/{attribute}/feature") == row["feature"]
+    summary = run.summary()
+    for row in summary.itertuples(index=False):
+        key = f"summary/{row.group}/{row.features}/{row.selection}"
+        assert value(page, f"{key}/correlation_mean") == row.correlation_mean
+    boot = run.saved_bootstrap
+    assert boot is not None and boot.n_resamples == 50
+    intervals = run.interval_table(boot, run.saved_confidence)
+    means = intervals[(intervals["group"] == "genre") & (intervals["attribute"] == "(mean)")
+                      & (intervals["metric"] == "correlation")]
+    assert set(means["features"]) == {"SAE", "neurons", "random"}
+    for row in means.itertuples(index=False):
+        for column in ("estimate", "lower", "upper", "std_error"):
+            assert value(page, f"bootstrap/genre/{row.features}/{column}") == \
+                getattr(row, column)
+    diffs = run.difference_table(boot, run.saved_confidence)
+    for row in diffs[(diffs["group"] == "genre") & (diffs["attribute"] == "(mean)")
+                     & (diffs["metric"] == "correlation")].itertuples(index=False):
+        key = f"bootstrap/genre/{row.features}-{row.versus}"
+        assert value(page, f"{key}/share_positive") == row.share_positive
+    profiles = run.profiles("SAE")
+    for genre in ("Action", "Comedy"):
+        assert value(page, f"figure2/{genre}/{genre}") == profiles.at[genre, genre]
+
+    for row in sweep.target_share_table().itertuples(index=False):
+        for metric in ("target_share", "ndcg", "coverage", "diversity"):
+            key = f"steer/{row.genre}/{row.curve}/{row.value:g}/{metric}"
+            assert value(page, key) == getattr(row, metric)
+    for row in sweep.features.itertuples(index=False):
+        assert value(page, f"steer/features/{row.genre}/feature") == row.feature
+        assert value(page, f"steer/features/{row.genre}/correlation_test") == \
+            row.correlation_test
+    for row in sweep.monotonicity().itertuples(index=False):
+        assert value(page, f"steer/mono/{row.curve}/spearman") == row.spearman
+    unsteered = sweep.reference("unsteered")
+    assert value(page, "steer/reference/unsteered/ndcg") == unsteered["ndcg"]
+
+
+def test_folders_without_the_saved_objects_name_the_step_to_rerun(quick_run, tmp_path: Path):
+    """A folder with the loose tables but not the result objects' files (written before the
+    report read the objects) says which step to rerun instead of guessing from the tables."""
+    run_dir = copy_run(quick_run, tmp_path)
+    (run_dir / "saes" / "paper" / "alignment" / "run.npz").unlink()
+    (run_dir / "steering" / "paper" / "sweep.json").unlink()
+    assert run_cli("report", run_dir).exit_code == 0
+    text = (run_dir / "report.html").read_text(encoding="utf-8")
+    assert tuple(parse(text).sections) == SECTION_IDS
+    assert "run.npz</code> is missing (the tables beside it were written before the run was " \
+           "saved whole: rerun the align step)" in text
+    assert "sweep.json</code> is missing (the tables beside it were written before the sweep " \
+           "was saved whole: rerun the steer step)" in text
+    assert "mechrec align tables" in text and "mechrec steer sweep" in text
 
 
 def test_steering_and_sae_numbers_come_from_their_files(report, quick_run):

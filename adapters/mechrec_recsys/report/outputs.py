@@ -1,13 +1,16 @@
 """Read a run folder's saved outputs for the report, never failing on a missing one.
 
-Every accessor of :class:`RunOutputs` returns the parsed file or raises
-:class:`MissingOutput`, which names the file, why it cannot be used and which pipeline step
-writes it; the report turns that into a note instead of crashing.
+Every accessor of :class:`RunOutputs` returns the parsed file, or the result object a step
+saved (Table 1, the alignment run, the steering sweep: read by their own ``load``, never by
+table file names), or raises :class:`MissingOutput`, which names the file, why it cannot be
+used and which pipeline step writes it; the report turns that into a note instead of
+crashing.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -16,8 +19,10 @@ import pandas as pd
 
 from mechrec_recsys.report.layout import DEFAULT_SAE_NAME, RunLayout
 
-if TYPE_CHECKING:  # pragma: no cover - the SAE glue (torch) loads when Table 1 is read
+if TYPE_CHECKING:  # pragma: no cover - the result objects' modules (torch) load when read
+    from mechrec.alignment import AlignmentRun
     from mechrec_recsys.saes import Table1
+    from mechrec_recsys.steering import GenreSweep
 
 
 class MissingOutput(Exception):
@@ -56,6 +61,21 @@ def _csv(path: Path, step: str, **kwargs: Any) -> pd.DataFrame:
     except (OSError, UnicodeDecodeError, ValueError, pd.errors.ParserError) as exc:
         raise MissingOutput(path, step, f"unreadable CSV ({' '.join(str(exc).split())})"
                             ) from None
+
+
+@dataclass(frozen=True)
+class SavedBootstrap:
+    """The alignment's saved bootstrap as the report shows it: what
+    :class:`~mechrec.alignment.AlignmentRun` makes of its ``saved_bootstrap``."""
+
+    confidence: float
+    """Coverage of the intervals."""
+    intervals: pd.DataFrame
+    """:meth:`~mechrec.alignment.AlignmentRun.interval_table`."""
+    differences: pd.DataFrame
+    """:meth:`~mechrec.alignment.AlignmentRun.difference_table`."""
+    meta: dict[str, Any]
+    """:meth:`~mechrec.alignment.AlignmentRun.bootstrap_meta` (resamples, unit, method)."""
 
 
 class RunOutputs:
@@ -136,26 +156,66 @@ class RunOutputs:
         except (OSError, ValueError) as exc:
             raise MissingOutput(path, "table1", " ".join(str(exc).split())) from None
 
-    def alignment_table(self, stem: str) -> pd.DataFrame:
-        """An alignment CSV (``per_genre``, ``summary``, ``comparison``,
-        ``bootstrap_intervals``, ``bootstrap_differences``, ...)."""
-        return _csv(self.layout.alignment_dir / f"{stem}.csv", "align")
+    @cached_property
+    def alignment(self) -> AlignmentRun:
+        """The alignment as its result object (:meth:`mechrec.alignment.AlignmentRun.load` of
+        the folder's ``run.npz``): Table 2, the summary, Figures 2 and 4 and the bootstrap
+        are its tables. A folder holding only the CSV tables (written before the run was saved
+        whole), or a damaged ``run.npz``, is a missing output whose reason says to rerun the
+        step."""
+        from mechrec.alignment import AlignmentRun
+        from mechrec.alignment.persist import RUN_FILE
+
+        folder = self.layout.alignment_dir
+        path = folder / RUN_FILE
+        try:
+            return AlignmentRun.load(folder)
+        except FileNotFoundError:
+            if (folder / "alignment.json").is_file():
+                raise MissingOutput(path, "align", "missing (the tables beside it were "
+                                    "written before the run was saved whole: rerun the align "
+                                    "step)") from None
+            raise MissingOutput(path, "align") from None
+        except (OSError, KeyError, ValueError) as exc:
+            raise MissingOutput(path, "align", " ".join(str(exc).split())) from None
 
     @cached_property
-    def alignment_meta(self) -> dict[str, Any]:
-        """``alignment.json`` (rows, hook, notes)."""
-        return _json(self.layout.alignment_dir / "alignment.json", "align")
+    def alignment_bootstrap(self) -> SavedBootstrap:
+        """The bootstrap saved with :attr:`alignment`, as its tables; a run saved without one
+        (``align_bootstrap`` 0, or a ``run.npz`` older than the kept bootstrap) is a missing
+        output."""
+        from mechrec.alignment.persist import RUN_FILE
+
+        run = self.alignment
+        boot, confidence = run.saved_bootstrap, run.saved_confidence
+        if boot is None:
+            raise MissingOutput(self.layout.alignment_dir / RUN_FILE, "align",
+                                "saved without a bootstrap (align_bootstrap 0, or saved "
+                                "before run.npz kept it: rerun the align step)")
+        return SavedBootstrap(confidence=confidence,
+                              intervals=run.interval_table(boot, confidence),
+                              differences=run.difference_table(boot, confidence),
+                              meta=run.bootstrap_meta(boot, confidence))
 
     @cached_property
-    def alignment_bootstrap(self) -> dict[str, Any]:
-        """``bootstrap.json`` of the alignment (resamples, confidence, headline intervals)."""
-        return _json(self.layout.alignment_dir / "bootstrap.json", "align")
+    def steering(self) -> GenreSweep:
+        """The steering sweep as its result object
+        (:meth:`mechrec_recsys.steering.GenreSweep.load` of the folder's ``sweep.json``,
+        ``features.csv`` and ``probes.csv``). A folder without ``sweep.json`` or with a
+        damaged one is a missing output whose reason says to rerun the step."""
+        from mechrec_recsys.steering import GenreSweep
 
-    def steering_table(self, name: str) -> pd.DataFrame:
-        """A steering CSV (``target_share``, ``features``, ``probes``, ``monotonicity``)."""
-        return _csv(self.layout.steering_dir / f"{name}.csv", "steer")
-
-    @cached_property
-    def steering_summary(self) -> dict[str, Any]:
-        """``summary.json`` of the sweep (metadata, reference rows)."""
-        return _json(self.layout.steering_dir / "summary.json", "steer")
+        folder = self.layout.steering_dir
+        path = folder / "sweep.json"
+        try:
+            return GenreSweep.load(folder)
+        except FileNotFoundError:
+            if path.is_file():  # the sweep's table is there, its chosen features are not
+                raise MissingOutput(folder / "features.csv", "steer") from None
+            if (folder / "summary.json").is_file():
+                raise MissingOutput(path, "steer", "missing (the tables beside it were "
+                                    "written before the sweep was saved whole: rerun the "
+                                    "steer step)") from None
+            raise MissingOutput(path, "steer") from None
+        except (OSError, UnicodeDecodeError, ValueError, pd.errors.ParserError) as exc:
+            raise MissingOutput(path, "steer", " ".join(str(exc).split())) from None

@@ -11,7 +11,7 @@ import json
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
@@ -39,6 +39,10 @@ from mechrec_recsys.report.markup import (
 from mechrec_recsys.report.outputs import MissingOutput, RunOutputs
 from mechrec_recsys.report.settings import ReproduceSettings
 from mechrec_recsys.report.steps import STEP_NAMES, STEPS, step_command
+
+if TYPE_CHECKING:  # pragma: no cover - the result objects' modules (torch) load when read
+    from mechrec.alignment import AlignmentRun
+    from mechrec_recsys.steering import GenreSweep
 
 
 @dataclass(frozen=True)
@@ -476,6 +480,16 @@ GROUP_TITLES: dict[str, str] = {"decade": "release decades", "custom": "custom a
                                 "all": "every attribute together"}
 
 
+def _main_source(run: AlignmentRun) -> str:
+    """The feature set of Table 2 and Figure 2 (as in the run's written tables): the SAE's."""
+    return "SAE" if "SAE" in run.stats else run.sources[0]
+
+
+def _widths(run: AlignmentRun) -> dict[str, int]:
+    """Each feature set's number of features."""
+    return {source: run.stats[source]["score"].n_features for source in run.sources}
+
+
 def _source_label(source: str, widths: dict[str, Any]) -> str:
     label = SOURCE_LABELS.get(source, source)
     width = widths.get(source)
@@ -533,16 +547,13 @@ def bootstrap_block(out: RunOutputs, group: str, *, tables_only: bool = False) -
     """Mean ``metric`` per feature set with its interval, the paired differences with theirs,
     and a sentence per difference saying whether its interval contains 0 (for one group of
     attributes: ``genre``, ``decade``, ``custom`` or ``all``)."""
-    meta = out.alignment_bootstrap
-    metric = meta.get("metric", "correlation")
-    confidence = float(meta.get("confidence", 0.95))
-    pct = f"{100 * confidence:g}%"
-    intervals = out.alignment_table("bootstrap_intervals")
-    diffs = out.alignment_table("bootstrap_differences")
-    try:
-        widths = dict(out.alignment_meta.get("features", {}))
-    except MissingOutput:
-        widths = {}
+    run = out.alignment
+    saved = out.alignment_bootstrap
+    meta = saved.meta
+    metric = run.metric
+    pct = f"{100 * saved.confidence:g}%"
+    intervals, diffs = saved.intervals, saved.differences
+    widths = _widths(run)
     rows_of = (intervals["group"] == group) & (intervals["metric"] == metric)
     means = intervals[rows_of & (intervals["attribute"] == BOOTSTRAP_MEAN_ROW)]
     if means.empty:
@@ -561,10 +572,9 @@ def bootstrap_block(out: RunOutputs, group: str, *, tables_only: bool = False) -
                      *(num_cell(r[c], key=f"{key}/{c}", digits=3)
                        for c in ("estimate", "lower", "upper", "std_error")),
                      num_cell(r["n_valid"], key=f"{key}/n_valid", count=True)])
-    unit = meta.get("resampled_unit", "test user")
     caption = (f"{label} over {n_attr} {noun} with {pct} percentile intervals: "
-               f"{meta.get('n_resamples', '–')} resamples of the {meta.get('n_units', '–')} "
-               f"{unit}s; {meta.get('method', '')}")
+               f"{meta['n_resamples']} resamples of the {meta['n_units']} "
+               f"{meta['resampled_unit']}s; {meta['method']}")
     body = table(["features", f"{label}", f"{pct} lower", f"{pct} upper", "std. error",
                   "valid resamples"], rows, caption=caption)
     dmeans = diffs[(diffs["group"] == group) & (diffs["attribute"] == BOOTSTRAP_MEAN_ROW)
@@ -586,7 +596,7 @@ def bootstrap_block(out: RunOutputs, group: str, *, tables_only: bool = False) -
         body += table(["paired difference", f"difference in {label}", f"{pct} lower",
                        f"{pct} upper", "share of resamples > 0", "interval contains 0"],
                       drows, caption="differences computed on the same resamples (paired)")
-        sentences = [] if tables_only else [difference_verdict(*v, confidence)
+        sentences = [] if tables_only else [difference_verdict(*v, saved.confidence)
                                             for v in verdicts]
         sentences.append(bootstrap_conclusion([(v[2], v[3]) for v in verdicts], noun))
         body += paragraph(" ".join(sentences), cls="verdict")
@@ -601,7 +611,7 @@ def _bootstrap_missing(out: RunOutputs, exc: MissingOutput) -> str:
         settings = settings.with_overrides(
             align_bootstrap=ReproduceSettings().align_bootstrap)
     commands = [f"{step_command('align', settings, out.run_dir)}   (the align step alone; "
-                "writes bootstrap_intervals, bootstrap_differences and bootstrap.json)"]
+                "saves the run with its bootstrap)"]
     if not disabled:
         commands.append(f"{reproduce_command(out)}   (reruns the align step of a run folder "
                         "made before the bootstrap existed)")
@@ -626,8 +636,8 @@ def alignment_section(out: RunOutputs) -> Section:
     the means and their paired differences, and Figure 4's bars."""
 
     def table2() -> str:
-        frame = out.alignment_table("per_genre")
-        meta = out.alignment_meta
+        run = out.alignment
+        frame = run.per_attribute_table(_main_source(run)).reset_index()
         # An attribute no scored position has (ml-100k's "unknown") has no score at all:
         # left out, as the equalizer leaves it out, and named under the table.
         records = [r for r in _records(frame) if _has_positives(r)]
@@ -645,7 +655,7 @@ def alignment_section(out: RunOutputs) -> Section:
                                   count=True),
                          num_cell(r["correlation_in_sample"],
                                   key=f"table2/{a}/correlation_in_sample", digits=3)])
-        summary = out.alignment_table("summary")
+        summary = run.summary()
         mean = summary[(summary["group"] == "genre") & (summary["features"] == "SAE")
                        & (summary["selection"] == "honest")]
         if len(mean):
@@ -658,11 +668,11 @@ def alignment_section(out: RunOutputs) -> Section:
                          num_cell(m["sensitivity_mean"], key="table2/mean/sensitivity",
                                   digits=3),
                          text_cell(""), text_cell(""), text_cell(""), text_cell("")])
-        rows_info = meta.get("rows", {})
+        first = run.stats[run.sources[0]]
         caption = (f"best SAE feature per genre by correlation, chosen on "
-                   f"{rows_info.get('select', '–')} positions of the {meta.get('select_part')} "
-                   f"users and scored on {rows_info.get('score', '–')} positions of the "
-                   f"{meta.get('score_part')} users; genre popularity = share of scored "
+                   f"{first['select'].n_rows} positions of the {run.select_part} "
+                   f"users and scored on {first['score'].n_rows} positions of the "
+                   f"{run.score_part} users; genre popularity = share of scored "
                    "positions with the genre; in-sample = chosen and scored on the same rows"
                    + (f"; left out, no scored position has them: {', '.join(empty)}"
                       if empty else ""))
@@ -679,14 +689,14 @@ def alignment_section(out: RunOutputs) -> Section:
                   *(num_cell(r[m], key=f"table2/{r['attribute']}/{m}", digits=3)
                     for m in ("correlation", "roc_auc", "sensitivity", "share"))]
                  for r in others]))
-        notes = meta.get("notes") or []
+        notes = run.notes
         if notes:
             body += details(f"{len(notes)} note(s) from the alignment",
                             "<ul>" + "".join(f"<li>{esc(n)}</li>" for n in notes) + "</ul>")
         return body
 
     def summary_table() -> str:
-        frame = out.alignment_table("summary")
+        frame = out.alignment.summary()
         rows = []
         for r in _records(frame):
             key = f"summary/{r['group']}/{r['features']}/{r['selection']}"
@@ -703,10 +713,9 @@ def alignment_section(out: RunOutputs) -> Section:
                              "projection as wide and as sparse as the SAE (paper §7.1.3)")
 
     def figure2() -> str:
-        profiles = out.alignment_table("profiles")
-        genres = [str(a) for a, g in out.alignment_meta.get("attributes", {}).items()
-                  if g == "genre"]
-        frame = profiles.set_index("selected_for")
+        run = out.alignment
+        genres = [str(a) for a, g in run.groups.items() if g == "genre"]
+        frame = run.profiles(_main_source(run))
         genres = [g for g in genres if g in frame.index and g in frame.columns
                   and pd.notna(frame.at[g, "feature"]) and frame[g].notna().any()]
         if not genres:
@@ -724,14 +733,14 @@ def alignment_section(out: RunOutputs) -> Section:
                                                                   *genres], rows))
 
     def figure4() -> str:
-        frame = out.alignment_table("comparison")
+        frame = out.alignment.comparison("honest").reset_index()
         genres = frame[frame["group"] == "genre"]
         genres = genres[genres["SAE_correlation"].notna()].sort_values("share",
                                                                       ascending=False)
         sources = [c[: -len("_correlation")] for c in genres.columns
                    if c.endswith("_correlation")]
         try:
-            intervals = out.alignment_table("bootstrap_intervals")
+            intervals = out.alignment_bootstrap.intervals
         except MissingOutput:
             intervals = None
         chart = figure(comparison_bars(genres, sources=sources, group="genre",
@@ -818,11 +827,17 @@ def _figure5(pages: Mapping[str, Mapping[str, Any]]) -> str:
              "positions"))
 
 
+def _references(sweep: GenreSweep) -> dict[str, dict[str, Any]]:
+    """The sweep's reference rows (``unsteered``, ``sae_reconstruction``) by method."""
+    return {r["method"]: r for r in _records(sweep.table[sweep.table["value"].isna()])}
+
+
 def steering_section(out: RunOutputs) -> Section:
     """Steering curves per genre: genre share, NDCG, coverage, diversity vs value."""
 
     def features() -> str:
-        frame = out.steering_table("features")
+        sweep = out.steering
+        frame = sweep.features
         rows = [[text_cell(r["genre"], header=True), text_cell(r["column"]),
                  num_cell(r["feature"], key=f"steer/features/{r['genre']}/feature", count=True),
                  num_cell(r["correlation_select"],
@@ -834,9 +849,8 @@ def steering_section(out: RunOutputs) -> Section:
                       "corr. (test users)"], rows,
                      caption="the steered feature of each genre: best correlation on the SAE "
                              "users")
-        summary = out.steering_summary
-        refs = {r["method"]: r for r in summary.get("references", [])}
-        meta = summary.get("metadata", {})
+        refs = _references(sweep)
+        meta = sweep.metadata
         k = meta.get("k", "")
         ref_rows = [[text_cell(name, header=True),
                      num_cell(r.get("ndcg"), spread=r.get("ndcg_se"),
@@ -851,10 +865,10 @@ def steering_section(out: RunOutputs) -> Section:
         return body
 
     def curves() -> str:
-        frame = out.steering_table("target_share")
-        summary = out.steering_summary
-        refs = {r["method"]: r for r in summary.get("references", [])}
-        k = summary.get("metadata", {}).get("k", "")
+        sweep = out.steering
+        frame = sweep.target_share_table()
+        refs = _references(sweep)
+        k = sweep.metadata.get("k", "")
         reference_rows = pd.DataFrame(list(refs.values()))
         metrics = [(m, title, axis, caption) for m, title, axis, caption in (
             ("target_share", f"share in the top-{k}", "share of the genre",
@@ -897,7 +911,7 @@ def steering_section(out: RunOutputs) -> Section:
         return "".join(parts)
 
     def monotonicity() -> str:
-        frame = out.steering_table("monotonicity")
+        frame = out.steering.monotonicity()
         rows = [[text_cell(r["genre"], header=True),
                  text_cell(_curve_label(r["method"], r["mode"])),
                  num_cell(r["decreases"], key=f"steer/mono/{r['curve']}/decreases", count=True),
@@ -914,10 +928,9 @@ def steering_section(out: RunOutputs) -> Section:
                              "monotonic rise)")
 
     def probes() -> str:
-        path = out.layout.steering_dir / "probes.csv"
-        if not path.is_file():
+        frame = out.steering.probe_metrics
+        if frame is None:
             return ""
-        frame = out.steering_table("probes")
         rows = [[text_cell(r["attribute"], header=True),
                  num_cell(r.get("test_roc_auc"), key=f"steer/probe/{r['attribute']}/auc",
                           digits=3),

@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, field, is_dataclass
 from pathlib import Path
 from typing import Any
 
+from mechrec.alignment.persist import RUN_FILE
 from mechrec.saes import NormalizedSAE, SAETrainingConfig
 from mechrec_recsys.checkpoint import atomic_write_bytes, atomic_write_json, load_checkpoint
 from mechrec_recsys.data import Dataset, Split, dataset_statistics, load_dataset
@@ -331,12 +332,12 @@ STEPS: tuple[Step, ...] = (
          "--name paper"),
     Step("align", "Table 2 and Figure 4: genre alignment", ("train", "sae"),
          lambda lay, s: [lay.alignment_dir / name for name in
-                         ("per_genre.csv", "summary.csv", "comparison.csv", "alignment.json",
-                          *(BOOTSTRAP_FILES if s.align_bootstrap else ()))],
+                         (RUN_FILE, "per_genre.csv", "summary.csv", "comparison.csv",
+                          "alignment.json", *(BOOTSTRAP_FILES if s.align_bootstrap else ()))],
          run_align, "mechrec align tables RUN_DIR paper --bootstrap 200"),
     Step("steer", "steering curves per genre", ("train", "sae"),
          lambda lay, s: [lay.steering_dir / name for name in
-                      ("target_share.csv", "summary.json", "features.csv")],
+                      ("sweep.json", "target_share.csv", "summary.json", "features.csv")],
          run_steer, "mechrec steer sweep RUN_DIR paper --probes"),
 )
 STEP_NAMES: tuple[str, ...] = tuple(step.name for step in STEPS)
