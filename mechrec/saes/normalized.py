@@ -378,7 +378,7 @@ class NormalizedSAE:
     def reconstruct(self, x_raw: torch.Tensor) -> torch.Tensor:
         """``decode(encode(x_raw))``: the SAE's reconstruction in raw space (a transcoder's
         prediction of the activation at :attr:`hook_name_out`, skip term included)."""
-        return self.decode(self.encode(x_raw), skip_input=x_raw)
+        return self.output_normalizer.denormalize(self.forward_normalized(x_raw)[1])
 
     def decoder_directions(self) -> torch.Tensor:
         """``(d_sae, d_out)``: raw-space change at :attr:`hook_name_out` caused by raising
@@ -407,9 +407,9 @@ class NormalizedSAE:
         elif self.is_transcoder:
             raise ValueError(
                 f"cannot save this {self.architecture!r} with its {self.normalizer.mode!r} / "
-                f"{self.output_normalizer.mode!r} normalisers: mechrec saves transcoders that "
-                "read and write raw activations (identity normalisers), as sae-lens does; "
-                "save the sae-lens transcoder itself (transcoder.sae.save_model(path))"
+                f"{self.output_normalizer.mode!r} normalisers: mechrec folds no normaliser "
+                "into a transcoder's weights, so it saves only transcoders that read and "
+                "write raw activations (identity normalisers, as sae-lens reads them)"
             )
         else:
             raise ValueError(
