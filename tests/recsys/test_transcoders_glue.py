@@ -302,3 +302,35 @@ def test_transcoder_analysis_recipes_read_the_input_hook(paper_experiment: Exper
     assert rows[2]["identical_top_k"]  # keep-error without edits is the original model
     print(f"jumprelu_transcoder Table-1 rows: original NDCG {rows[0]['ndcg']:.4f}, replace "
           f"NDCG {rows[1]['ndcg']:.4f} (explained variance {recon.explained_variance:.4f})")
+
+
+def test_transcoder_on_the_command_line(paper_run_dir: Path, paper_experiment: Experiment,
+                                        data_dir: Path, tmp_path: Path):
+    """``mechrec sae eval`` / ``sae quality`` take a sae-lens transcoder folder; training one
+    and a transcoder writing a hook the model lacks are one-line errors."""
+    import json
+
+    from cli_checks import assert_one_line_error, run_cli
+
+    data = ["--data-dir", str(data_dir / "ml-100k"), "--no-download"]
+    make_transcoder(paper_experiment, "skip_transcoder").save_model(tmp_path / "tc")
+    nsae = NormalizedSAE.load(tmp_path / "tc")
+    result = run_cli("sae", "eval", paper_run_dir, tmp_path / "tc", "--out",
+                     tmp_path / "eval.json", *data)
+    assert result.exit_code == 0, result.output
+    assert f"{HOOK_IN} -> {HOOK_OUT}" in " ".join(result.output.split())
+    rows = json.loads((tmp_path / "eval.json").read_text())["rows"]
+    assert rows[1]["explained_variance"] == pytest.approx(
+        reconstruction_on_test(paper_experiment, nsae).explained_variance, rel=1e-9)
+    result = run_cli("sae", "quality", paper_run_dir, tmp_path / "tc", "--out",
+                     tmp_path / "quality", *data)
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "quality" / "quality.json").read_text())["kl"] >= 0
+
+    make_transcoder(paper_experiment, "transcoder",
+                    hook_out="blocks.0.hook_mlp_outt").save_model(tmp_path / "typo")
+    assert_one_line_error(run_cli("sae", "eval", paper_run_dir, tmp_path / "typo", *data),
+                          "hook_name_out=")
+    assert_one_line_error(run_cli("sae", "train", paper_run_dir, "--architecture",
+                                  "transcoder", "--steps", "10", "--no-progress", *data),
+                          "load-and-analyse only")
