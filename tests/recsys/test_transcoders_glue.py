@@ -334,3 +334,31 @@ def test_transcoder_on_the_command_line(paper_run_dir: Path, paper_experiment: E
     assert_one_line_error(run_cli("sae", "train", paper_run_dir, "--architecture",
                                   "transcoder", "--steps", "10", "--no-progress", *data),
                           "load-and-analyse only")
+
+
+def test_transcoder_with_input_and_output_normalisers(paper_experiment: Experiment,
+                                                      tmp_path: Path):
+    """With per-dimension normalisers, a transcoder computes exactly sae-lens' forward seen
+    through them; metrics in normalised space use the output normaliser; it is not saved."""
+    from mechrec.normalization import Normalizer
+
+    plain = make_transcoder(paper_experiment, "jumprelu_skip_transcoder")
+    source = paper_experiment.activations("test", HOOK_IN)
+    target = paper_experiment.activations("test", HOOK_OUT)
+    x, y = source.activations, target.activations
+    norm_in, norm_out = Normalizer.fit(x), Normalizer.fit(y)
+    nsae = NormalizedSAE(plain, norm_in, output_normalizer=norm_out)
+    with torch.no_grad():
+        z = (x - norm_in.mean) / norm_in.std
+        want = plain(z) * norm_out.std + norm_out.mean
+        torch.testing.assert_close(nsae.encode(x), plain.encode(z), **TOL)
+        torch.testing.assert_close(nsae.reconstruct(x), want, **TOL)
+        torch.testing.assert_close(nsae.decoder_directions(), plain.W_dec * norm_out.std,
+                                   **TOL)
+        err = ((y - norm_out.mean) / norm_out.std - plain(z)).double()
+    got = reconstruction_metrics(nsae, source, target=target)
+    assert got.rmse == pytest.approx(float(err.pow(2).mean().sqrt()), rel=1e-5)
+    with pytest.raises(ValueError, match="identity normalisers"):
+        nsae.save(tmp_path / "tc")
+    with pytest.raises(ValueError, match="output normaliser has 64 dimensions"):
+        NormalizedSAE(plain, norm_in, output_normalizer=Normalizer.identity(64))
