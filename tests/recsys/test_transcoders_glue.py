@@ -362,3 +362,38 @@ def test_transcoder_with_input_and_output_normalisers(paper_experiment: Experime
         nsae.save(tmp_path / "tc")
     with pytest.raises(ValueError, match="output normaliser has 64 dimensions"):
         NormalizedSAE(plain, norm_in, output_normalizer=Normalizer.identity(64))
+
+
+def test_equalizer_steers_a_transcoder_at_its_output_hook(paper_experiment: Experiment,
+                                                          tmp_path: Path):
+    """The equalizer's sliders on a transcoder: features chosen from the input hook, the
+    feature's decoder direction added at the output hook (the session's cached fast path
+    equals the core's naive forward pass with the same edit)."""
+    from mechrec_recsys.equalizer import EqualizerSession
+
+    make_transcoder(paper_experiment, "transcoder").save_model(tmp_path / "tc")
+    nsae = NormalizedSAE.load(tmp_path / "tc")
+    session = EqualizerSession(paper_experiment, nsae, genres=["Comedy", "Horror"])
+    assert session.equalizer.hook_name == HOOK_OUT
+    controls = session.equalizer.controls
+    values = {"Comedy": 4.0, "Horror": -2.0}
+    user = paper_experiment.part("test").users[3].item()
+    history = paper_experiment.part("test").sequences[3]
+    window = torch.as_tensor(history[-paper_experiment.model.cfg.n_ctx:])[None, :]
+    for method in ("sae", "probe"):
+        edits = session.equalizer.edits(values, method)
+        want = steered_last_logits(paper_experiment.model, window, None, HOOK_OUT, [edits],
+                                   method="naive")[0]
+        _, steered = session.scores(user, values, method=method)
+        torch.testing.assert_close(steered.reshape(want.shape), want, **TOL)
+    direction = sum(v * nsae.sae.W_dec[controls[g].feature] for g, v in values.items())
+
+    def add(act, hook):
+        out = act.clone()
+        out[:, -1] += direction
+        return out
+
+    with torch.no_grad(), paper_experiment.model.hooks(fwd_hooks=[(HOOK_OUT, add)]):
+        hand = paper_experiment.model(window)[:, -1]
+    _, steered = session.scores(user, values, method="sae")
+    torch.testing.assert_close(steered.reshape(hand.shape), hand, **TOL)
