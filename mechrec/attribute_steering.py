@@ -27,6 +27,10 @@ For each attribute (a column of the study's token attribute table), :func:`attri
    (:func:`top_k_collector`, :func:`attribute_share_evaluator`). A recommender passes its own
    (seen items masked through the batch's row ids; NDCG, coverage, diversity).
 
+With a transcoder, features are chosen on its input hook's activations and every curve
+steers its output hook (where its features write); probes are fitted there too, so that
+probe and feature directions are compared at the same hook.
+
 The result, :class:`AttributeSweep`, holds one tidy row per (curve, value) plus the reference
 rows, the per-curve monotonicity (:func:`monotonicity`) and a compact summary, and saves them
 (:meth:`AttributeSweep.save`).
@@ -49,7 +53,7 @@ import torch
 
 from mechrec._io import atomic_write_bytes, atomic_write_json, json_safe
 from mechrec.alignment import alignment_stats, best_features, encode_sparse, token_attributes
-from mechrec.hooks import check_sae_fits
+from mechrec.hooks import check_sae_fits, output_hook
 from mechrec.probes import (
     DEFAULT_K,
     DEFAULT_N_COMPONENTS,
@@ -405,7 +409,7 @@ def attribute_targets(
                 label, column, "random_feature", "replace", control)
         if sae_directions:
             if select_rows is None:
-                select_rows = study.activations(select, sae.hook_name).activations
+                select_rows = study.activations(select, output_hook(sae)).activations
             add(feature_direction_target(sae, feature, select_rows,
                                          name=f"sae-direction:{label}"),
                 label, column, "sae_direction", "add", feature)
@@ -416,7 +420,7 @@ def attribute_targets(
                               stacklevel=2)
                 continue
             add(direction_target(probe_set.direction(column), name=f"{prefix}:{label}",
-                                 hook_name=sae.hook_name, kind=method),
+                                 hook_name=output_hook(sae), kind=method),
                 label, column, method, "add", None)
     return targets, curves
 
@@ -799,7 +803,7 @@ def attribute_sweep(
         raise ValueError(f"unknown probe methods {unknown}; choose from "
                          f"{', '.join(PROBE_CURVES)}")
     if probes:  # before the (slower) feature choice: a k or a component count the width lacks
-        width = int(sae.d_in)
+        width = int(getattr(sae, "d_out", sae.d_in))  # probes live where the SAE writes
         if "k_sparse" in probe_methods and probe_k is not None:
             check_width_count(probe_k, DEFAULT_K, width, "probe_k", "k-sparse probe neurons")
         if "pca" in probe_methods and pca_components is not None:
@@ -809,7 +813,7 @@ def attribute_sweep(
     chosen = _select_features(labels, sae, attributes, select=select, score=score,
                               overrides=features, notes=None, control_seed=control_seed,
                               stacklevel=2)
-    probe_sets = {method: _fit_probes(labels, sae.hook_name, list(chosen["column"]),
+    probe_sets = {method: _fit_probes(labels, output_hook(sae), list(chosen["column"]),
                                       select=select, score=score if probe_score else None,
                                       seed=0, max_train_rows=None, notes=None, method=method,
                                       probe_k=probe_k, pca_components=pca_components)
@@ -834,12 +838,13 @@ def attribute_sweep(
     result = run_sweep(study.model, batches, targets, values, evaluate, collect=collect,
                        method=method, progress=progress)
     seconds = time.perf_counter() - started
-    reconstruction = SteeringTarget(RECONSTRUCTION, sae.hook_name,
+    reconstruction = SteeringTarget(RECONSTRUCTION, output_hook(sae),
                                     lambda value: FeatureEdit(sae, {}), kind=RECONSTRUCTION)
     recon = run_sweep(study.model, batches, [reconstruction], [0.0], evaluate, collect=collect,
                       include_baseline=False, method=method, progress=False)
     metadata = {
         "hook_name": sae.hook_name,
+        **({"hook_name_out": output_hook(sae)} if output_hook(sae) != sae.hook_name else {}),
         "sae": {"d_in": int(sae.d_in), "d_sae": int(sae.d_sae),
                 "architecture": getattr(sae, "architecture", None)},
         "values": values,

@@ -142,31 +142,55 @@ def resolve_hook(model: HookedTransformer, hook_name: str) -> HookPoint:
 def check_sae_fits(model: HookedTransformer, sae: Any, *, where: str = "the SAE",
                    fix: str | None = None) -> HookPoint:
     """The one "does this SAE fit this model" check: the model has the SAE's hook, with the
-    SAE's input width there.
+    SAE's input width there; for a transcoder (``hook_name_out`` differs from ``hook_name``)
+    also its output hook, with its output width ``d_out`` there.
 
     Args:
         model: the model the SAE will read.
-        sae: anything with ``hook_name`` and ``d_in`` (a :class:`~mechrec.saes.NormalizedSAE`).
+        sae: anything with ``hook_name`` and ``d_in`` (a :class:`~mechrec.saes.NormalizedSAE`;
+            a transcoder also has ``hook_name_out`` and ``d_out``).
         where: how errors name the SAE (e.g. its directory).
         fix: what the error suggests when the widths differ (default: train an SAE on this
             model's activations with :func:`mechrec.saes.train_sae`).
 
     Returns:
-        The SAE's :class:`HookPoint` in ``model``.
+        The SAE's (input) :class:`HookPoint` in ``model``.
 
     Raises:
         ValueError: the model has no such hook, or another width there.
     """
+    hint = fix or "train one on this model's activations at that hook (mechrec.saes.train_sae)"
     try:
         point = resolve_hook(model, sae.hook_name)
     except HookNameError as exc:
         raise ValueError(f"{where} reads hook {sae.hook_name!r}, which this model cannot "
                          f"give: {exc}") from None
     if point.width != int(sae.d_in):
-        hint = fix or ("train one on this model's activations at that hook "
-                       "(mechrec.saes.train_sae)")
         raise ValueError(
             f"{where} was trained on activations of width {sae.d_in} at {sae.hook_name!r}, "
             f"but this model has width {point.width} there: it belongs to another model; "
             f"{hint}")
+    out = output_hook(sae)
+    if out != sae.hook_name:
+        try:
+            out_point = resolve_hook(model, out)
+        except HookNameError as exc:
+            raise ValueError(
+                f"{where} is a transcoder writing hook {out!r}, which this model does not "
+                f"have: {exc} Fix its output hook: load it with hook_name_out=... (or set "
+                "metadata.hook_name_out in its cfg.json)") from None
+        if out_point.width != int(sae.d_out):
+            raise ValueError(
+                f"{where} is a transcoder writing activations of width {sae.d_out} at "
+                f"{out!r}, but this model has width {out_point.width} there: it belongs to "
+                f"another model or another output hook")
     return point
+
+
+def output_hook(sae: Any) -> str:
+    """The hook an SAE writes: a transcoder's ``hook_name_out``, else its ``hook_name``.
+
+    Splicing, steering and ablations act there; activations to encode are read at
+    ``sae.hook_name``.
+    """
+    return str(getattr(sae, "hook_name_out", None) or sae.hook_name)

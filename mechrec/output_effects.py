@@ -23,7 +23,7 @@ import pandas as pd
 import torch
 from transformer_lens import HookedTransformer
 
-from mechrec.hooks import resolve_hook
+from mechrec.hooks import output_hook, resolve_hook
 from mechrec.steering import FeatureEdit, sae_feature_direction, steered_last_logits
 
 __all__ = ["direct_effects", "mean_logit_change", "top_effects"]
@@ -32,14 +32,17 @@ __all__ = ["direct_effects", "mean_logit_change", "top_effects"]
 def direct_effects(model: HookedTransformer, sae: Any, feature: int) -> np.ndarray:
     """``(d_vocab,)``: feature ``feature``'s raw-space decoder direction times the unembedding.
 
+    The direction is written at the hook the SAE writes (a transcoder's output hook).
+
     Raises:
         ValueError: the SAE's hook is not ``d_model`` wide (not a residual-stream hook), so
             its directions cannot be read through the unembedding.
     """
-    point = resolve_hook(model, sae.hook_name)
+    hook = output_hook(sae)
+    point = resolve_hook(model, hook)
     if point.width != model.cfg.d_model:
         raise ValueError(
-            f"{sae.hook_name!r} has width {point.width}, not d_model={model.cfg.d_model}: "
+            f"{hook!r} has width {point.width}, not d_model={model.cfg.d_model}: "
             "only residual-stream directions can be read through the unembedding; use "
             "mean_logit_change for the measured effect")
     direction = sae_feature_direction(sae, feature).vector.to(model.W_U.dtype)
@@ -52,12 +55,13 @@ def mean_logit_change(model: HookedTransformer, batches: Iterable[tuple[torch.Te
                       sae: Any, feature: int, value: float) -> np.ndarray:
     """``(d_vocab,)``: the mean over sequences of the last-position logits with feature
     ``feature`` set to ``value`` (a replace edit) minus the logits with the unedited
-    reconstruction, so only the feature's change is measured."""
+    reconstruction, so only the feature's change is measured (at the hook the SAE writes: a
+    transcoder's output hook, its features encoded from its input hook)."""
     total: torch.Tensor | None = None
     n = 0
     edits = [FeatureEdit(sae, {}), FeatureEdit(sae, {int(feature): float(value)})]
     for tokens, mask in batches:
-        base, steered = steered_last_logits(model, tokens, mask, sae.hook_name, edits)
+        base, steered = steered_last_logits(model, tokens, mask, output_hook(sae), edits)
         change = (steered.double() - base.double()).sum(dim=0).cpu()
         total = change if total is None else total + change
         n += tokens.shape[0]

@@ -33,6 +33,7 @@ from transformer_lens import HookedTransformer
 
 from mechrec._io import atomic_write_json, atomic_write_text
 from mechrec.grids import value_grid as value_grid  # re-exported: its home before
+from mechrec.hooks import output_hook
 from mechrec.steering import (
     Direction,
     DirectionEdit,
@@ -96,7 +97,8 @@ def feature_target(
 
     ``keep_error=False`` is the paper's "replace with reconstruction" mode, in which even the
     value a feature already has is not the unsteered model; ``keep_error=True`` keeps the SAE's
-    error term so only the feature's change reaches the model.
+    error term so only the feature's change reaches the model. A transcoder's feature is
+    steered at its output hook (its features encoded from its input hook).
     """
     feature = check_feature_index(sae, feature)
     kind = "sae_feature" + ("+error" if keep_error else "")
@@ -105,7 +107,8 @@ def feature_target(
         return FeatureEdit(sae, {feature: value}, mode=mode, keep_error=keep_error)  # type: ignore[arg-type]
 
     return SteeringTarget(
-        name or f"feature:{feature}", sae.hook_name, make, kind, normalize_positions(positions)
+        name or f"feature:{feature}", output_hook(sae), make, kind,
+        normalize_positions(positions)
     )
 
 
@@ -149,14 +152,14 @@ def feature_direction_target(
 
     This is the SAE side of the paper's comparison with probes (section 8.2.3, Fig. 9): both
     are directions in raw activation space scaled with
-    :func:`~mechrec.steering.unit_variance_direction` on ``activations`` (rows at the SAE's
-    hook, e.g. the SAE training activations).
+    :func:`~mechrec.steering.unit_variance_direction` on ``activations`` (rows at the hook the
+    SAE writes, e.g. the SAE training activations; a transcoder's output hook).
     """
     direction = unit_variance_direction(sae_feature_direction(sae, feature), activations)
     return direction_target(
         direction,
         name=name or f"feature-direction:{feature}",
-        hook_name=sae.hook_name,
+        hook_name=output_hook(sae),
         positions=positions,
         kind="sae_direction",
     )

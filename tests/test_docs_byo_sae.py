@@ -67,3 +67,46 @@ def test_bring_your_own_sae_snippets_run(tmp_path: Path, monkeypatch: pytest.Mon
     exec(compile(_snippet("byo-out"), "byo-out", "exec"), namespace)
     torch.testing.assert_close(namespace["same"].detach(), expected, atol=1e-5, rtol=0)
     assert namespace["hook"] == HOOK
+
+
+def test_transcoder_snippet_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """The transcoder snippet on a tiny model: features, metrics and the splice are sae-lens'
+    own computation with plain TransformerLens hooks."""
+    from sae_lens.saes.transcoder import SkipTranscoder, SkipTranscoderConfig
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+    from mechrec.activations.sets import ActivationSet
+    from mechrec.saes import NormalizedSAE
+
+    monkeypatch.chdir(tmp_path)
+    torch.manual_seed(0)
+    model = HookedTransformer(HookedTransformerConfig(
+        n_layers=1, d_model=8, d_mlp=16, n_heads=2, d_head=4, n_ctx=6, d_vocab=12,
+        act_fn="relu", normalization_type="LN"))
+    hook_in, hook_out = "blocks.0.ln2.hook_normalized", "blocks.0.hook_mlp_out"
+    tc = SkipTranscoder(SkipTranscoderConfig(
+        d_in=8, d_sae=24, d_out=8, apply_b_dec_to_input=False,
+        metadata=SAEMetadata(hook_name=hook_in, hook_name_out=hook_out)))
+    with torch.no_grad():
+        tc.W_skip.normal_(0, 0.1)
+        tc.b_enc.normal_(0, 0.1)
+    tc.save_model("my_transcoder")
+    tokens = torch.randint(0, 12, (4, 6), generator=torch.Generator().manual_seed(1))
+    _, cache = model.run_with_cache(tokens, names_filter=[hook_in, hook_out])
+    x, y = cache[hook_in].reshape(-1, 8), cache[hook_out].reshape(-1, 8)
+    namespace: dict[str, object] = {
+        "NormalizedSAE": NormalizedSAE, "model": model, "tokens": tokens, "mlp_in": x,
+        "mlp_in_set": ActivationSet.from_tensor(x, hook_in),
+        "mlp_out_set": ActivationSet.from_tensor(y, hook_out)}
+    exec(compile(_snippet("byo-transcoder"), "byo-transcoder", "exec"), namespace)
+    with torch.no_grad():
+        torch.testing.assert_close(namespace["features"], tc.encode(x), atol=1e-5, rtol=0)
+        err = float((y - tc(x)).pow(2).mean().sqrt())
+        seen: dict[str, torch.Tensor] = {}
+        hooks = [(hook_in, lambda act, hook: seen.update(x=act)),
+                 (hook_out, lambda act, hook: tc(seen["x"]))]
+        with model.hooks(fwd_hooks=hooks):
+            want = model(tokens)
+    assert namespace["quality"].n_rows == 24
+    assert namespace["quality"].rmse == pytest.approx(err, rel=1e-5)
+    torch.testing.assert_close(namespace["spliced"], want, atol=1e-5, rtol=1e-5)

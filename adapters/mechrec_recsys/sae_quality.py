@@ -33,6 +33,7 @@ import pandas as pd
 import torch
 
 from mechrec.alignment import alignment_stats, best_features, encode_sparse, token_attributes
+from mechrec.hooks import output_hook
 from mechrec.reconstruction import reconstruction_hooks
 from mechrec.saes import NormalizedSAE
 from mechrec.splice_quality import (
@@ -136,7 +137,8 @@ def splice_quality(experiment: Experiment, nsae: NormalizedSAE, *, k: int = 10,
         k: list length of NDCG.
         part: the users scored (their held-out targets).
         mean_part: the users whose mean activation the mean ablation uses (other users).
-        baselines: :func:`splice_baselines` of the SAE's hook with the same ``part`` and
+        baselines: :func:`splice_baselines` of the hook the SAE writes (a transcoder's
+            output hook, ``nsae.hook_name_out``) with the same ``part`` and
             ``mean_part``, when already computed (e.g. for several SAEs at one hook); the
             result is the same as without.
 
@@ -149,7 +151,7 @@ def splice_quality(experiment: Experiment, nsae: NormalizedSAE, *, k: int = 10,
     """
     targets = _check_parts(experiment, part, mean_part)
     if baselines is None:
-        baselines = splice_baselines(experiment, nsae.hook_name, part=part,
+        baselines = splice_baselines(experiment, output_hook(nsae), part=part,
                                      mean_part=mean_part)
     missing = [name for name in BASELINES if name not in baselines]
     if missing:

@@ -521,11 +521,21 @@ def evaluate_sae(
             raise ValueError(f"unknown mode {mode!r}; choose from {REPLACE_MODES}")
     check_sae_fits(experiment, nsae)
     original = original if original is not None else downstream(experiment, k=k)
-    recon = reconstruction_metrics(nsae, experiment.activations("test", nsae.hook_name))
+    recon = reconstruction_on_test(experiment, nsae)
     rows: list[dict[str, Any]] = [{"model": "original", "mode": "original", **original.row()}]
     for row in _replaced_rows(experiment, nsae, modes, k, original):
         rows.append({"model": row["model"], "mode": row["mode"], **recon.as_dict(), **row})
     return rows
+
+
+def reconstruction_on_test(experiment: Experiment, nsae: NormalizedSAE
+                                ) -> ReconstructionMetrics:
+    """:func:`mechrec.reconstruction.reconstruction_metrics` on the test users' activations
+    (a transcoder's prediction compared with the activations at its output hook)."""
+    target = (experiment.activations("test", nsae.hook_name_out) if nsae.is_transcoder
+              else None)
+    return reconstruction_metrics(nsae, experiment.activations("test", nsae.hook_name),
+                                  target=target)
 
 
 def _replaced_rows(experiment: Experiment, nsae: NormalizedSAE, modes: Sequence[str], k: int,

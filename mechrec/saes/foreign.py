@@ -144,6 +144,7 @@ def load_foreign_sae(
     hook_name: str | None = None,
     format: str = "auto",  # the natural name for the caller
     device: str = "cpu",
+    hook_name_out: str | None = None,
 ) -> NormalizedSAE:
     """Load an SAE checkpoint of another library as an equivalent sae-lens SAE, wrapped.
 
@@ -153,6 +154,8 @@ def load_foreign_sae(
             records one (sae-lens ``cfg.json`` metadata).
         format: one of :data:`FORMATS`; ``"auto"`` detects it (:func:`detect_format`).
         device: where to put the SAE.
+        hook_name_out: a sae-lens transcoder's output hook, when its ``cfg.json`` records
+            none (the other formats hold no transcoders mechrec converts).
 
     Returns:
         a :class:`NormalizedSAE` with the identity normaliser whose ``encode``/``decode``
@@ -170,7 +173,8 @@ def load_foreign_sae(
     p = Path(path)
     fmt = detect_format(p) if format == "auto" else format
     if fmt == "sae_lens":  # a plain sae-lens folder, or one mechrec saved (its normaliser)
-        return NormalizedSAE.load(p, hook_name=hook_name, device=device)
+        return NormalizedSAE.load(p, hook_name=hook_name, device=device,
+                                  hook_name_out=hook_name_out)
     extra: dict[str, Any] = {}
     if fmt == "dictionary_learning":
         sae, cls_name, extra = _from_dictionary_learning(p, hook_name)
@@ -185,7 +189,8 @@ def load_foreign_sae(
     provenance = {"converted_from": {"format": fmt, "class": cls_name, "path": str(p),
                                      **extra}}
     sae.to(device)
-    return NormalizedSAE(sae, _identity(sae), provenance=provenance)
+    return NormalizedSAE(sae, _identity(sae), provenance=provenance,
+                         hook_name_out=hook_name_out)
 
 
 def _hook_hint(fmt: str, path: Path) -> str:
@@ -370,7 +375,10 @@ def _from_sparsify(path: Path, hook_name: str | None) -> tuple[SAE, str]:
                    if cfg.get(key, ok) != ok}
     if unsupported:
         raise ValueError(f"{cfg_file} describes a sparsify {unsupported} coder; mechrec converts "
-                         "plain TopK SAEs (activation 'topk', no transcoder, no skip connection)")
+                         "plain TopK SAEs (activation 'topk', no transcoder, no skip connection): "
+                         "sae-lens has no TopK transcoder to convert a sparsify transcoder to. "
+                         "Transcoders load from sae-lens folders (Transcoder, SkipTranscoder, "
+                         "JumpReLUTranscoder, JumpReLUSkipTranscoder)")
     if not isinstance(cfg.get("k"), int) or cfg["k"] < 1:
         raise ValueError(f"{cfg_file} has k={cfg.get('k')!r}; expected a whole number >= 1")
     try:

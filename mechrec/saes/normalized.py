@@ -12,6 +12,22 @@ Feature activations are in "unit-decoder" units: SAEs trained by :mod:`mechrec.s
 have their decoder-row norms folded into the encoder before they are returned, so every
 decoder row has norm 1 (in normalised space) and a feature activation of ``a`` moves the
 normalised activation by ``a`` along its direction.
+
+Transcoders (sae-lens' ``Transcoder``, ``SkipTranscoder``, ``JumpReLUTranscoder``,
+``JumpReLUSkipTranscoder``) read one hook and write another: ``hook_name`` is their input
+hook (``cfg.metadata.hook_name``) and ``hook_name_out`` their output hook
+(``cfg.metadata.hook_name_out``, as sae-lens' ``HookedSAETransformer`` reads it; for an
+SAE both are the same hook). A transcoder has two normalisers: ``normalizer`` for its input
+and ``output_normalizer`` for its output (both the identity for a plain sae-lens transcoder,
+which reads and writes raw activations), and
+
+- ``encode(x_in) = sae.encode(normalize_in(x_in))``
+- ``decode(f) = denormalize_out(sae.decode(f))``
+- ``reconstruct(x_in) = denormalize_out(sae.decode(f) + normalize_in(x_in) @ W_skip.T)``
+  with ``f = encode(x_in)`` (the skip term only for skip transcoders): the transcoder's
+  prediction of the activation at ``hook_name_out``.
+
+Both normalisers are affine, so this is exactly sae-lens' ``forward`` seen through them.
 """
 
 from __future__ import annotations
@@ -24,6 +40,7 @@ from typing import Any
 
 import torch
 from sae_lens import SAE
+from sae_lens.saes.transcoder import SkipTranscoder, Transcoder
 from safetensors import SafetensorError
 
 from mechrec.normalization import NORMALIZER_FILENAME, Normalizer
@@ -52,6 +69,11 @@ _LOG = logging.getLogger(__name__)
 
 class MissingHookNameError(ValueError):
     """The SAE does not record the TransformerLens hook it reads, and none was given."""
+
+
+def is_transcoder(sae: SAE) -> bool:
+    """Whether ``sae`` is one of sae-lens' transcoders (it reads one hook, writes another)."""
+    return isinstance(sae, Transcoder)
 
 
 #: What a damaged ``cfg.json``/weights file can raise inside sae-lens' loader.
@@ -164,6 +186,12 @@ class NormalizedSAE:
         source: optional JSON-able identity of the activations it was trained on (e.g.
             ``{"model_sha256": ..., "hook_name": ...}``), recorded in its manifest so that
             users of the SAE can refuse one made for another model.
+        hook_name_out: a transcoder's output hook; overrides ``sae.cfg.metadata.hook_name_out``
+            (which is then set to it). Required for a transcoder whose metadata has none;
+            refused for an SAE (which writes the hook it reads).
+        output_normalizer: a transcoder's output normaliser (default: the identity, i.e.
+            the transcoder's decoder writes raw activations). An SAE's output normaliser is
+            ``normalizer`` itself.
 
     The SAE is put in eval mode with gradients off: a ``NormalizedSAE`` is for inference.
     """
@@ -175,6 +203,9 @@ class NormalizedSAE:
         hook_name: str | None = None,
         provenance: dict[str, Any] | None = None,
         source: dict[str, Any] | None = None,
+        *,
+        hook_name_out: str | None = None,
+        output_normalizer: Normalizer | None = None,
     ) -> None:
         if hook_name is not None:
             sae.cfg.metadata.hook_name = hook_name
@@ -188,8 +219,39 @@ class NormalizedSAE:
                 f"the normaliser has {normalizer.d} dimensions but the SAE's d_in is "
                 f"{sae.cfg.d_in}: they must come from the same hook point"
             )
+        if is_transcoder(sae):
+            if hook_name_out is not None:
+                sae.cfg.metadata.hook_name_out = hook_name_out
+            if not sae.cfg.metadata.hook_name_out:
+                raise MissingHookNameError(
+                    f"the {sae.cfg.architecture()} has no output hook "
+                    "(cfg.metadata.hook_name_out is unset): pass "
+                    "hook_name_out='blocks.0.hook_mlp_out' (whichever hook it was trained to "
+                    "predict)"
+                )
+            d_out = int(sae.cfg.d_out)
+            output_normalizer = output_normalizer or Normalizer.identity(d_out)
+            if output_normalizer.d != d_out:
+                raise ValueError(
+                    f"the output normaliser has {output_normalizer.d} dimensions but the "
+                    f"transcoder's d_out is {d_out}: it must come from its output hook "
+                    f"{sae.cfg.metadata.hook_name_out!r}"
+                )
+        else:
+            out = hook_name_out or sae.cfg.metadata.hook_name_out
+            if out and out != sae.cfg.metadata.hook_name:
+                raise ValueError(
+                    f"a {sae.cfg.architecture()!r} SAE writes the hook it reads "
+                    f"({sae.cfg.metadata.hook_name!r}), not {out!r}: only transcoders have "
+                    "an output hook of their own (drop hook_name_out)"
+                )
+            if output_normalizer is not None and output_normalizer is not normalizer:
+                raise ValueError("an SAE has one normaliser (its output is de-normalised with "
+                                 "its input's): drop output_normalizer")
+            output_normalizer = normalizer
         self.sae = sae
         self.normalizer = normalizer
+        self.output_normalizer = output_normalizer
         self.provenance = provenance
         self.source = source
         self.sae.eval()
@@ -197,13 +259,36 @@ class NormalizedSAE:
 
     @property
     def hook_name(self) -> str:
-        """TransformerLens hook name the SAE reads and writes."""
+        """TransformerLens hook name the SAE reads (and, unless a transcoder, writes)."""
         return str(self.sae.cfg.metadata.hook_name)
 
     @property
+    def hook_name_out(self) -> str:
+        """The hook the SAE writes (its reconstruction replaces that activation): a
+        transcoder's output hook, else :attr:`hook_name`."""
+        if self.is_transcoder:
+            return str(self.sae.cfg.metadata.hook_name_out)
+        return self.hook_name
+
+    @property
+    def is_transcoder(self) -> bool:
+        """Whether this is a transcoder (:attr:`hook_name_out` differs from the input hook)."""
+        return is_transcoder(self.sae)
+
+    @property
+    def has_skip(self) -> bool:
+        """Whether the transcoder has a skip connection ``W_skip`` (input to output)."""
+        return isinstance(self.sae, SkipTranscoder)
+
+    @property
     def d_in(self) -> int:
-        """Width of the activations at the hook."""
+        """Width of the activations at the (input) hook."""
         return int(self.sae.cfg.d_in)
+
+    @property
+    def d_out(self) -> int:
+        """Width of what the SAE writes at :attr:`hook_name_out` (``d_in`` for an SAE)."""
+        return int(self.sae.cfg.d_out) if self.is_transcoder else self.d_in
 
     @property
     def d_sae(self) -> int:
@@ -238,13 +323,45 @@ class NormalizedSAE:
         self._check_width(x_raw, "activations", self.d_in)
         return self.sae.encode(self.normalizer.normalize(x_raw))
 
-    def decode(self, features: torch.Tensor) -> torch.Tensor:
-        """Feature activations ``(..., d_sae)`` -> raw (de-normalised) activations."""
+    def decode(self, features: torch.Tensor, skip_input: torch.Tensor | None = None
+               ) -> torch.Tensor:
+        """Feature activations ``(..., d_sae)`` -> raw (de-normalised) activations at
+        :attr:`hook_name_out`.
+
+        Args:
+            features: feature activations.
+            skip_input: a skip transcoder's raw input activations ``(..., d_in)``, whose skip
+                term ``normalize_in(x) @ W_skip.T`` is added before de-normalising (ignored
+                by other SAEs). Without it the skip term is left out (a difference of two
+                decodes, e.g. a feature's direction, does not depend on it).
+        """
         self._check_width(features, "feature activations", self.d_sae)
         self._check_per_row_statistics(features)
-        return self.normalizer.denormalize(self.sae.decode(features))
+        out = self.sae.decode(features)
+        if skip_input is not None and self.has_skip:
+            self._check_width(skip_input, "skip inputs", self.d_in)
+            out = out + self._skip(self.normalizer.normalize(skip_input))
+        return self.output_normalizer.denormalize(out)
+
+    def _skip(self, x: torch.Tensor) -> torch.Tensor:
+        """The skip term of normalised inputs, as sae-lens' ``SkipTranscoder.forward``."""
+        return x.to(self.sae.dtype) @ self.sae.W_skip.T.to(x.device)
+
+    def forward_normalized(self, x_raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(features, output)`` of raw input activations, the output in the output
+        normaliser's space (what the SAE computes before de-normalising; skip term
+        included): what reconstruction metrics in ``"normalized"`` space compare."""
+        self._check_width(x_raw, "activations", self.d_in)
+        x = self.normalizer.normalize(x_raw)
+        features = self.sae.encode(x)
+        out = self.sae.decode(features)
+        if self.has_skip:
+            out = out + self._skip(x)
+        return features, out
 
     def _check_per_row_statistics(self, features: torch.Tensor) -> None:
+        if self.is_transcoder:  # a transcoder's decode does not undo its input scaling
+            return
         mode = str(self.sae.cfg.normalize_activations)
         name = PER_ROW_NORMALIZATIONS.get(mode)
         if name is None:
@@ -259,13 +376,15 @@ class NormalizedSAE:
             )
 
     def reconstruct(self, x_raw: torch.Tensor) -> torch.Tensor:
-        """``decode(encode(x_raw))``: the SAE's reconstruction in raw space."""
-        return self.decode(self.encode(x_raw))
+        """``decode(encode(x_raw))``: the SAE's reconstruction in raw space (a transcoder's
+        prediction of the activation at :attr:`hook_name_out`, skip term included)."""
+        return self.output_normalizer.denormalize(self.forward_normalized(x_raw)[1])
 
     def decoder_directions(self) -> torch.Tensor:
-        """``(d_sae, d_in)``: raw-space change caused by raising each feature by 1 (for an
-        SAE that normalises each row itself, the change before its per-row rescaling)."""
-        return self.sae.W_dec.detach() * self.normalizer.std.to(self.sae.W_dec.device)
+        """``(d_sae, d_out)``: raw-space change at :attr:`hook_name_out` caused by raising
+        each feature by 1 (for an SAE that normalises each row itself, the change before its
+        per-row rescaling)."""
+        return self.sae.W_dec.detach() * self.output_normalizer.std.to(self.sae.W_dec.device)
 
     def save(self, directory: str | os.PathLike, *, overwrite: bool = True) -> Path:
         """Write the SAE (sae-lens format, normaliser folded in), its normaliser, provenance
@@ -283,8 +402,15 @@ class NormalizedSAE:
 
         if can_fold(self.sae):
             exported = fold_normalizer(self.sae, self.normalizer)
-        elif self.normalizer.mode == "none":  # raw == normalised: the weights are exact as is
-            exported = self.sae
+        elif self.normalizer.mode == "none" and self.output_normalizer.mode == "none":
+            exported = self.sae  # raw == normalised: the weights are exact as they are
+        elif self.is_transcoder:
+            raise ValueError(
+                f"cannot save this {self.architecture!r} with its {self.normalizer.mode!r} / "
+                f"{self.output_normalizer.mode!r} normalisers: mechrec folds no normaliser "
+                "into a transcoder's weights, so it saves only transcoders that read and "
+                "write raw activations (identity normalisers, as sae-lens reads them)"
+            )
         else:
             raise ValueError(
                 f"cannot save this {self.architecture!r} SAE with its {self.normalizer.mode!r} "
@@ -311,6 +437,7 @@ class NormalizedSAE:
         *,
         hook_name: str | None = None,
         device: str = "cpu",
+        hook_name_out: str | None = None,
     ) -> NormalizedSAE:
         """Wrap a plain sae-lens SAE (an object, or a folder ``SAE.load_from_disk`` reads).
 
@@ -326,7 +453,10 @@ class NormalizedSAE:
         ``"constant_norm_rescale"`` and ``"layer_norm"``, which rescale each row, ``decode``
         needs the encode of the same rows just before, as in sae-lens: use
         :meth:`reconstruct`.) An SAE that plain sae-lens loaded from a folder
-        :meth:`save` wrote reads raw activations too and is wrapped as it is.
+        :meth:`save` wrote reads raw activations too and is wrapped as it is. A sae-lens
+        transcoder (any of its four classes) is wrapped the same way, with identity input
+        and output normalisers, reading ``metadata.hook_name`` and writing
+        ``metadata.hook_name_out``.
 
         Args:
             sae_or_directory: an sae-lens ``SAE``, or its folder (``cfg.json`` and
@@ -335,6 +465,8 @@ class NormalizedSAE:
             hook_name: the hook the SAE reads, if ``cfg.json`` has no ``metadata.hook_name``
                 (or to override it).
             device: where to put an SAE loaded from a folder.
+            hook_name_out: a transcoder's output hook, if ``cfg.json`` has no
+                ``metadata.hook_name_out`` (or to override it).
 
         Raises:
             FileNotFoundError: the folder or one of its two files is missing.
@@ -346,7 +478,8 @@ class NormalizedSAE:
         else:
             root = check_sae_directory(sae_or_directory, need_normalizer=False)
             if is_mechrec_directory(root):  # mechrec's own folder: with its normaliser
-                return cls.load(root, hook_name=hook_name, device=device)
+                return cls.load(root, hook_name=hook_name, device=device,
+                                hook_name_out=hook_name_out)
             sae, where = _load_sae_lens(root, device), f"the SAE in {root}"
             note = {"format": "sae_lens", "path": str(root), "note": PLAIN_SAE_LENS_NOTE,
                     **_fold_activation_scaler(sae, root)}
@@ -361,7 +494,7 @@ class NormalizedSAE:
                 f"on), or add it to {SAE_CFG_FILENAME} as \"metadata\": {{\"hook_name\": ...}}"
             )
         return cls(sae, Normalizer.identity(int(sae.cfg.d_in)), hook_name=hook_name,
-                   provenance=provenance)
+                   provenance=provenance, hook_name_out=hook_name_out)
 
     @classmethod
     def load(
@@ -371,6 +504,7 @@ class NormalizedSAE:
         device: str = "cpu",
         normalizer: Normalizer | None = None,
         hook_name: str | None = None,
+        hook_name_out: str | None = None,
     ) -> NormalizedSAE:
         """Load an SAE saved by :meth:`save` (or by plain sae-lens), ready to encode raw
         activations.
@@ -391,6 +525,9 @@ class NormalizedSAE:
                 normaliser, so the loaded SAE computes the same raw-space function whichever
                 normaliser is given.
             hook_name: override the hook name stored in ``cfg.json``.
+            hook_name_out: a transcoder's output hook, overriding ``metadata.hook_name_out``
+                in ``cfg.json`` (a transcoder's ``normalizer`` is its input normaliser; its
+                output normaliser is the identity, as for every transcoder mechrec saves).
 
         Raises:
             FileNotFoundError: the folder or one of its files is missing (a folder mechrec
@@ -408,11 +545,12 @@ class NormalizedSAE:
                 raise ValueError(f"{directory} is a {foreign} checkpoint, which reads raw "
                                  "activations: load it without a normalizer")
             return load_foreign_sae(directory, hook_name=hook_name, format=foreign,
-                                    device=device)
+                                    device=device, hook_name_out=hook_name_out)
         root = check_sae_directory(directory, need_normalizer=False)
         if (normalizer is None and not (root / NORMALIZER_FILENAME).is_file()
                 and not is_mechrec_directory(root)):
-            return cls.from_sae_lens(root, hook_name=hook_name, device=device)
+            return cls.from_sae_lens(root, hook_name=hook_name, device=device,
+                                     hook_name_out=hook_name_out)
         root = check_sae_directory(directory, need_normalizer=normalizer is None)
         manifest = verify_manifest(root)
         sae = _load_sae_lens(root, device)
@@ -425,10 +563,13 @@ class NormalizedSAE:
                 raise ValueError(f"cannot load the SAE in {root}: {exc}") from None
         source = manifest.get("source") if manifest is not None else None
         return cls(sae, normalizer, hook_name=hook_name, provenance=read_provenance(root),
-                   source=source if isinstance(source, dict) else None)
+                   source=source if isinstance(source, dict) else None,
+                   hook_name_out=hook_name_out)
 
     def __repr__(self) -> str:
+        out = (f", hook_name_out={self.hook_name_out!r}, d_out={self.d_out}"
+               if self.is_transcoder else "")
         return (
             f"NormalizedSAE(architecture={self.architecture!r}, hook_name={self.hook_name!r}, "
-            f"d_in={self.d_in}, d_sae={self.d_sae}, normalizer={self.normalizer.mode!r})"
+            f"d_in={self.d_in}, d_sae={self.d_sae}{out}, normalizer={self.normalizer.mode!r})"
         )

@@ -36,6 +36,14 @@ def training_classes(architecture: str) -> tuple[type, type]:
     from sae_lens.registry import SAE_TRAINING_CLASS_REGISTRY
 
     known = registered_architectures()
+    if "transcoder" in str(architecture) and architecture not in SAE_TRAINING_CLASS_REGISTRY:
+        raise ValueError(
+            f"mechrec cannot train a {architecture!r}: transcoders are load-and-analyse only "
+            "(sae-lens registers no transcoder training class, and mechrec's trainer reads "
+            "one hook). Train it elsewhere, save it as a sae-lens folder (save_model) and "
+            "load it with NormalizedSAE.load(path), which reads its hook_name and "
+            "hook_name_out"
+        )
     if architecture not in SAE_TRAINING_CLASS_REGISTRY:
         raise ValueError(
             f"unknown SAE architecture {architecture!r}; choose one of mechrec's (standard, "

@@ -18,7 +18,7 @@ from mechrec.steering.fast import (
     steered_last_logits,
     steered_logits,
 )
-from mechrec.steering.interventions import SteeringHook, make_steering_hook, steer
+from mechrec.steering.interventions import InputCapture, SteeringHook, make_steering_hook, steer
 from mechrec.steering.positions import PositionSpec, resolve_positions
 from mechrec.steering.protocols import SAELike
 from mechrec.steering.validation import check_hook_name
@@ -29,6 +29,7 @@ __all__ = [
     "Edit",
     "EditSpec",
     "FeatureEdit",
+    "InputCapture",
     "LastPositionSteerer",
     "PositionSpec",
     "SAELike",

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
+from mechrec.hooks import output_hook
 from mechrec.steering.protocols import SAELike, check_sae, sae_dtype_device
 from mechrec.steering.validation import check_feature_index, check_vector
 
@@ -105,7 +106,8 @@ def unit_variance_direction(
 
 
 def sae_feature_direction(sae: SAELike, feature: int) -> Direction:
-    """The raw-space direction that feature ``feature`` writes: ``decode(e_j) - decode(0)``.
+    """The raw-space direction that feature ``feature`` writes: ``decode(e_j) - decode(0)``
+    (at the hook the SAE writes: a transcoder's output hook).
 
     For an SAE with a linear decoder and an affine normaliser this is the decoder row times the
     normaliser's standard deviation, i.e. the change of the raw activation per unit of the
@@ -119,5 +121,5 @@ def sae_feature_direction(sae: SAELike, feature: int) -> Direction:
     with torch.no_grad():
         out = sae.decode(basis).reshape(2, -1)
     return Direction(
-        vector=(out[1] - out[0]).detach(), name=f"feature:{feature}", hook_name=sae.hook_name
+        vector=(out[1] - out[0]).detach(), name=f"feature:{feature}", hook_name=output_hook(sae)
     )

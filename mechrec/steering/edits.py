@@ -15,6 +15,14 @@ An :class:`Edit` maps rows ``(N, d_in)`` of raw activations to edited rows. Two 
 
 Several edits (a list) are applied in order; a :class:`FeatureEdit` with several ``values`` is
 the "equalizer": all those features are edited in one encode/decode.
+
+A :class:`FeatureEdit` of a transcoder (an SAE whose ``hook_name_out`` differs from its
+``hook_name``) edits the rows at its output hook and encodes the rows at the same cells of
+its input hook (:attr:`Edit.input_hook_name`), which the caller passes as ``inputs``
+(:class:`~mechrec.steering.interventions.SteeringHook` captures them in the same forward
+pass). Replacing gives ``decode(f') + skip(x_in)``; keeping the error gives
+``y + decode(f') - decode(f)``, and adding to features with the error kept needs no encoding
+at all: it adds the features' decoder directions at the output hook.
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ from typing import Literal
 
 import torch
 
+from mechrec.hooks import output_hook
 from mechrec.steering.directions import Direction
 from mechrec.steering.protocols import SAELike, check_sae, sae_dtype_device
 from mechrec.steering.validation import (
@@ -49,9 +58,16 @@ class Edit(ABC):
     def d_in(self) -> int:
         """Width of the rows the edit accepts."""
 
+    @property
+    def input_hook_name(self) -> str | None:
+        """Another hook whose rows (at the same cells) the edit reads, passed to
+        :meth:`apply` as ``inputs``: a transcoder's input hook; ``None`` for most edits."""
+        return None
+
     @abstractmethod
-    def apply(self, rows: torch.Tensor) -> torch.Tensor:
-        """Return edited copies of ``rows`` ``(N, d_in)``."""
+    def apply(self, rows: torch.Tensor, inputs: torch.Tensor | None = None) -> torch.Tensor:
+        """Return edited copies of ``rows`` ``(N, d_in)`` (``inputs``: the rows at
+        :attr:`input_hook_name`, for the edits that read one)."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -83,32 +99,65 @@ class FeatureEdit(Edit):
 
     @property
     def hook_name(self) -> str | None:
-        """The SAE's hook."""
-        return self.sae.hook_name
+        """The hook the SAE writes (a transcoder's output hook), where the edit applies."""
+        return output_hook(self.sae)
+
+    @property
+    def input_hook_name(self) -> str | None:
+        """A transcoder's input hook (its features are encoded from the rows there)."""
+        return None if self.sae.hook_name == self.hook_name else self.sae.hook_name
 
     @property
     def d_in(self) -> int:
-        """The SAE's input width."""
-        return int(self.sae.d_in)
+        """Width of the rows edited: the SAE's input width, a transcoder's output width."""
+        return int(self.sae.d_out if self.input_hook_name else self.sae.d_in)
 
-    def apply(self, rows: torch.Tensor) -> torch.Tensor:
-        """Encode, edit the features, decode; keep the error term if asked."""
+    def apply(self, rows: torch.Tensor, inputs: torch.Tensor | None = None) -> torch.Tensor:
+        """Encode, edit the features, decode; keep the error term if asked.
+
+        ``inputs``: for a transcoder, the rows at its input hook (same cells as ``rows``),
+        needed unless the error is kept and the values are added (or there are none).
+        """
         check_width(rows.shape[-1], self.d_in, "this SAE", self.hook_name)
         dtype, device = sae_dtype_device(self.sae)
         x = rows.to(device=device, dtype=dtype)
-        feats = self.sae.encode(x)
+        if self.keep_error and (not self.values or self.mode == "add"):
+            if not self.values:
+                return rows.clone()
+            vals = torch.tensor(list(self.values.values()), dtype=x.dtype, device=x.device)
+            out = x + vals.expand(len(x), -1) @ self.feature_directions().to(x.dtype)
+            return out.to(device=rows.device, dtype=rows.dtype)
+        source = x if self.input_hook_name is None else self._inputs(inputs, len(x), device,
+                                                                      dtype)
+        feats = self.sae.encode(source)
         idx = torch.tensor(list(self.values), dtype=torch.long, device=feats.device)
         vals = torch.tensor(list(self.values.values()), dtype=feats.dtype, device=feats.device)
         if self.keep_error:
-            if not self.values:
-                return rows.clone()
             change = vals - feats[:, idx] if self.mode == "set" else vals.expand(len(x), -1)
             out = x + change @ self.feature_directions().to(x.dtype)
         else:
             edited = feats.clone()
             edited[:, idx] = vals if self.mode == "set" else edited[:, idx] + vals
-            out = self.sae.decode(edited).reshape(x.shape)
+            if self.input_hook_name is None:
+                out = self.sae.decode(edited).reshape(x.shape)
+            else:  # a transcoder: its skip term reads the input rows
+                out = self.sae.decode(edited, skip_input=source).reshape(x.shape)  # type: ignore[call-arg]
         return out.to(device=rows.device, dtype=rows.dtype)
+
+    def _inputs(self, inputs: torch.Tensor | None, n: int, device: torch.device,
+                dtype: torch.dtype) -> torch.Tensor:
+        if inputs is None:
+            raise ValueError(
+                f"this transcoder reads {self.input_hook_name!r} and writes {self.hook_name!r}: "
+                "editing its features needs the rows at its input hook in the same forward "
+                "pass; steer with mechrec.steering.steer (or SteeringHook.fwd_hooks()), which "
+                "captures them")
+        check_width(inputs.shape[-1], int(self.sae.d_in), "this transcoder's encoder",
+                    self.input_hook_name)
+        if inputs.shape[0] != n:
+            raise ValueError(f"{inputs.shape[0]} input rows for {n} rows to edit: they must be "
+                             "the same cells of the input and output hooks")
+        return inputs.to(device=device, dtype=dtype)
 
     def feature_directions(self) -> torch.Tensor:
         """``(k, d_in)``: ``decode(e_j) - decode(0)`` for the edited features, in ``values`` order.
@@ -161,8 +210,8 @@ class DirectionEdit(Edit):
         """Length of the direction."""
         return self.direction.d_in  # type: ignore[union-attr]
 
-    def apply(self, rows: torch.Tensor) -> torch.Tensor:
-        """Return ``rows + value * direction``."""
+    def apply(self, rows: torch.Tensor, inputs: torch.Tensor | None = None) -> torch.Tensor:
+        """Return ``rows + value * direction`` (``inputs`` is not used)."""
         check_width(rows.shape[-1], self.d_in, f"direction {self.direction.name!r}", self.hook_name)  # type: ignore[union-attr]
         vec = self.direction.vector.to(device=rows.device, dtype=rows.dtype)  # type: ignore[union-attr]
         return rows + self.value * vec
@@ -196,8 +245,14 @@ def check_edits_for_hook(edits: Sequence[Edit], hook_name: str) -> None:
             )
 
 
-def apply_edits(rows: torch.Tensor, edits: Sequence[Edit]) -> torch.Tensor:
-    """Apply ``edits`` in order to ``rows`` ``(N, d_in)``; no edits returns ``rows`` itself."""
+def apply_edits(rows: torch.Tensor, edits: Sequence[Edit],
+                inputs: Mapping[str, torch.Tensor] | None = None) -> torch.Tensor:
+    """Apply ``edits`` in order to ``rows`` ``(N, d_in)``; no edits returns ``rows`` itself.
+
+    ``inputs``: rows at other hooks (same cells), by hook name, for edits with an
+    :attr:`Edit.input_hook_name` (transcoder features).
+    """
     for edit in edits:
-        rows = edit.apply(rows)
+        name = edit.input_hook_name
+        rows = edit.apply(rows, None if name is None else (inputs or {}).get(name))
     return rows

@@ -45,7 +45,7 @@ from mechrec.steering.edits import (
     as_edit_list,
     check_edits_for_hook,
 )
-from mechrec.steering.interventions import SteeringHook
+from mechrec.steering.interventions import SteeringHook, capture_hooks
 from mechrec.steering.positions import PositionSpec, normalize_positions
 from mechrec.steering.validation import check_attention_mask, check_hook_name, check_tokens
 
@@ -64,6 +64,24 @@ def hook_start_layer(model: HookedTransformer, hook_name: str) -> int | None:
         return int(match.group(1))
     if hook_name.startswith(_POST_BLOCK_PREFIXES):
         return model.cfg.n_layers
+    return None
+
+
+def input_hooks_problem(model: HookedTransformer, hook_name: str,
+                        edit_lists: Sequence[Sequence[Edit]]) -> str | None:
+    """Why the last-position re-run cannot give some edit its input hook (a transcoder's
+    input hook in a block before the one the re-run starts at), or ``None``."""
+    start = hook_start_layer(model, hook_name)
+    for edits in edit_lists:
+        for edit in edits:
+            name = edit.input_hook_name
+            if name is None:
+                continue
+            check_hook_name(model, name)
+            layer = hook_start_layer(model, name)
+            if start is not None and (layer is None or layer < start):
+                return (f"the transcoder reads {name!r}, before the block the re-run of "
+                        f"{hook_name!r} starts at")
     return None
 
 
@@ -188,6 +206,10 @@ class LastPositionSteerer:
         lists = [as_edit_list(e) for e in edits_per_value]
         for edits in lists:
             check_edits_for_hook(edits, self.hook_name)
+        problem = input_hooks_problem(self.model, self.hook_name, lists)
+        if problem:
+            raise ValueError(f"cannot use the fast last-position path: {problem}; use "
+                             "method='naive' instead")
         if not lists:
             return torch.empty(0, self.batch_size, self.model.cfg.d_vocab_out)
         chunk = self.values_per_pass
@@ -199,7 +221,8 @@ class LastPositionSteerer:
         cache = self._cache_for(groups)
         hook = _GroupedLastHook(chunk, batch)
         mask = self.attention_mask.repeat(groups, 1)
-        with torch.no_grad(), model.hooks(fwd_hooks=[(self.hook_name, hook)]):
+        fwd_hooks = [*hook.captures.items(), (self.hook_name, hook)]
+        with torch.no_grad(), model.hooks(fwd_hooks=fwd_hooks):
             if self.start is None:
                 logits = model(
                     self.tokens[:, -1:].repeat(groups, 1),
@@ -307,6 +330,7 @@ class _GroupedLastHook:
 
     def __init__(self, chunk: list[list[Edit]], batch: int) -> None:
         self.chunk, self.batch, self.calls = chunk, batch, 0
+        self.captures = capture_hooks([edit for edits in chunk for edit in edits])
 
     def __call__(self, activation: torch.Tensor, hook: HookPoint) -> torch.Tensor:
         self.calls += 1
@@ -317,10 +341,14 @@ class _GroupedLastHook:
             )
         flat = activation.reshape(activation.shape[0], activation.shape[1], -1)
         last = flat[:, -1]
+        inputs = {key: capture.take(tuple(flat.shape[:2]), hook.name)[:, -1]
+                  for key, capture in self.captures.items()}
         pieces = []
         for g, edits in enumerate(self.chunk):
-            rows = last[g * self.batch : (g + 1) * self.batch]
-            pieces.append(apply_edits(rows, edits) if edits else rows)
+            part = slice(g * self.batch, (g + 1) * self.batch)
+            rows = last[part]
+            picked = {key: value[part] for key, value in inputs.items()}
+            pieces.append(apply_edits(rows, edits, picked) if edits else rows)
         out = flat.clone()
         out[:, -1] = torch.cat(pieces, dim=0)
         return out.reshape(activation.shape)
@@ -341,7 +369,7 @@ def steered_logits(
         check_attention_mask(attention_mask, tokens)
         attention_mask = attention_mask.to(tokens.device)
     hook = SteeringHook(edits, positions, attention_mask, hook_name=hook_name)
-    with torch.no_grad(), model.hooks(fwd_hooks=[(hook_name, hook)]):
+    with torch.no_grad(), model.hooks(fwd_hooks=hook.fwd_hooks()):
         logits = model(tokens, attention_mask=attention_mask)
     if hook.calls == 0 and hook.edits:
         raise RuntimeError(
@@ -392,7 +420,9 @@ def steered_last_logits(
     if attention_mask is not None:
         check_attention_mask(attention_mask, tokens)
     last_only = isinstance(spec, str) and spec == "last"
-    problem = fast_path_problem(model, tokens, attention_mask)
+    problem = (fast_path_problem(model, tokens, attention_mask)
+               or input_hooks_problem(model, hook_name,
+                                      [as_edit_list(e) for e in edits_per_value]))
     use_fast = method == "fast" or (method == "auto" and last_only and problem is None)
     if use_fast:
         if not last_only:

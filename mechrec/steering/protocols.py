@@ -20,6 +20,9 @@ class SAELike(Protocol):
         hook_name: the TransformerLens hook the SAE was trained on.
         d_in: width of the activation (trailing dimensions of the hook flattened).
         d_sae: number of features.
+
+    A transcoder also has ``hook_name_out`` (the hook it writes, where steering edits apply)
+    and ``d_out`` (the width there); ``decode`` then gives activations at ``hook_name_out``.
     """
 
     hook_name: str

@@ -195,7 +195,7 @@ def foreign_saes(tmp_path_factory: pytest.TempPathFactory, paper_sae: Normalized
          "did you mean 'blocks.0.hook_resid_post'"),
         (["train", "{run}", "--architecture", "standard", "--k", "8"],
          "--k applies to topk/batchtopk, not standard; standard takes --l1"),
-        (["train", "{run}", "--architecture", "sparse"], "unknown architecture 'sparse'"),
+        (["train", "{run}", "--architecture", "sparse"], "unknown SAE architecture 'sparse'"),
         (["train", "{run}", "--d-sae", "0"], "d_sae must be > 0"),
         (["train", "{run}", "--name", "../escape"], "invalid SAE name"),
         (["table1", "{run}", "--l1", "0.1,abc"], "--l1 takes comma-separated numbers"),

@@ -74,6 +74,7 @@ from mechrec_recsys.durations import format_duration
 
 if TYPE_CHECKING:
     from mechrec.distributed import DistContext
+    from mechrec.saes import NormalizedSAE
     from mechrec_recsys.experiment import Experiment
     from mechrec_recsys.saes import Table1
 
@@ -117,12 +118,9 @@ def training_config(
     (``log_to``, ``wandb_project``, ``run_name``, ...); ``log_to="mlflow"`` without the mlflow
     package is an error at once, before any activation is collected."""
     if architecture not in ARCHITECTURES:
-        from mechrec.saes.registry import registered_architectures
+        from mechrec.saes.registry import training_classes
 
-        if architecture not in registered_architectures():
-            raise ValueError(f"unknown architecture {architecture!r}; choose one of "
-                             f"{', '.join(ARCHITECTURES)} or one of sae-lens' registry: "
-                             f"{', '.join(registered_architectures())}")
+        training_classes(architecture)  # unknown (or a transcoder): an error naming the known
     owners = {"--l1": (l1, ("standard", "gated")), "--k": (k, ("topk", "batchtopk")),
               "--target-l0": (target_l0, ("jumprelu",)),
               "--l0-coefficient": (l0_coefficient, ("jumprelu",))}
@@ -342,6 +340,12 @@ def _kept_sae_state(run_dir: Path, name: str, steps: int) -> str:
 
 
 # -------------------------------------------------------------------------------- eval
+def _hooks(nsae: NormalizedSAE) -> str:
+    """Where an SAE sits, for titles: its hook, or a transcoder's ``input -> output``."""
+    return (f"{nsae.hook_name} -> {nsae.hook_name_out}" if nsae.is_transcoder
+            else nsae.hook_name)
+
+
 def eval_table(rows: list[dict[str, Any]], title: str) -> Table:
     """A rich table of :func:`mechrec_recsys.saes.evaluate_sae` rows (mean ± SE cells)."""
     table = Table(title=title)
@@ -384,7 +388,7 @@ def evaluate(
     if out is not None:
         atomic_write_json(out, {"sae": str(directory), "rows": rows}, sort_keys=False)
     recon = rows[1]
-    title = (f"{nsae.architecture} SAE at {nsae.hook_name} ({nsae.d_sae} features) on "
+    title = (f"{nsae.architecture} SAE at {_hooks(nsae)} ({nsae.d_sae} features) on "
              f"{len(experiment.part('test'))} test users ({recon['n_rows']:,} activations)")
     console = wide_console(160)
     console.print(eval_table(rows, title))
@@ -553,7 +557,7 @@ def quality(
         atomic_write_bytes(out / "density.csv", density.to_csv(index=False).encode())
         atomic_write_bytes(out / "absorption.csv", absorbed.to_csv(index=False).encode())
     console = wide_console(160)
-    table = Table(title=f"{nsae.architecture} SAE at {nsae.hook_name}: what the model keeps "
+    table = Table(title=f"{nsae.architecture} SAE at {_hooks(nsae)}: what the model keeps "
                         f"({len(experiment.part('test'))} test users, last position)")
     for column in ("", "original", "SAE (replace)", "zero ablation", "mean ablation",
                    "recovered vs zero", "recovered vs mean"):

@@ -27,6 +27,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from mechrec.hooks import output_hook
 from mechrec.saes import NormalizedSAE
 from mechrec.steering import Direction, DirectionEdit, Edit, FeatureEdit
 from mechrec_recsys.equalizer.errors import EqualizerInputError
@@ -122,7 +123,7 @@ def build_controls(
     notes: list[str] = []
     resolved = resolve_genres(requested, experiment.genre_names, notes=notes)
     chosen = select_genre_features(experiment, sae, resolved, notes=notes)
-    probe_set = fit_genre_probes(experiment, sae.hook_name, list(chosen["column"]),
+    probe_set = fit_genre_probes(experiment, output_hook(sae), list(chosen["column"]),
                                  max_train_rows=probe_rows, notes=notes) if probes else None
     notes = list(dict.fromkeys(" ".join(note.split()) for note in notes))
     aucs: dict[str, float] = {}
@@ -165,7 +166,7 @@ class Equalizer:
                 and max_value > 0):
             raise ValueError(f"max_value must be a positive finite number, got {max_value!r}")
         self.sae = sae
-        self.hook_name: str = sae.hook_name
+        self.hook_name: str = output_hook(sae)  # where the edits apply (a transcoder's output)
         self.max_value = float(max_value)
         self.controls: dict[str, GenreControl] = {c.genre: c for c in controls}
         self._by_key: dict[str, str] = {}
