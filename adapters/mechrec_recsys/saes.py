@@ -764,6 +764,7 @@ def sweep_directory(run_dir: str | os.PathLike, hook: str, base: SAETrainingConf
     """Folder of a Table-1 sweep: one per trained model, hook and shared training
     configuration, so a rerun with the same model and settings resumes, and one with other
     settings or a retrained model never mixes with (or reuses) SAEs cached for another.
+    Tracking settings (``log_to``, run names...) do not change the folder.
 
     Args:
         run_dir: the run folder.
@@ -778,7 +779,7 @@ def sweep_directory(run_dir: str | os.PathLike, hook: str, base: SAETrainingConf
     """
     if model_sha256 is None:
         model_sha256 = checkpoint_sha256(Path(run_dir) / MODEL_DIR)
-    shared = {key: value for key, value in base.to_dict().items()
+    shared = {key: value for key, value in base.to_dict(tracking=False).items()
               if key not in ("seed", "d_sae", "l1_coefficient")}
     digest = hashlib.sha256(
         json.dumps({"hook": hook, "k": k, "config": shared, "model_sha256": model_sha256},

@@ -6,7 +6,7 @@
 - :func:`train_sae`: train through sae-lens' ``SAETrainer`` on an activation source, each
   step by :func:`fast_train_step` (sae-lens' math with few passes over the feature tensors);
   resumable with a :class:`TrainingCheckpoint`; optionally logged to wandb through sae-lens'
-  own trainer logging (``SAETrainingConfig.log_to``).
+  own trainer logging or to MLflow (``SAETrainingConfig.log_to``, :mod:`.tracking`).
 - :class:`NormalizedSAE`: an sae-lens SAE plus its normaliser; ``save``/``load`` in the
   sae-lens directory format with the normaliser folded into the weights, so plain
   ``SAE.load_from_disk`` gives an exact SAE on raw activations (:mod:`.folding`), plus
@@ -14,7 +14,8 @@
 - :func:`load_foreign_sae`: other libraries' checkpoints (dictionary_learning, sparsify) as
   the equivalent sae-lens SAE; :meth:`NormalizedSAE.from_sae_lens` wraps plain sae-lens SAEs;
   :meth:`NormalizedSAE.load` opens any of them.
-- :func:`sweep_saes` / :func:`summarize_sweep`: grids of values x seeds, resumable.
+- :func:`sweep_saes` / :func:`summarize_sweep`: grids of values x seeds, resumable; tracked
+  sweeps log one run per SAE with its evaluation as the run's summary.
 """
 
 from mechrec._lazy import lazy_exports
@@ -41,6 +42,8 @@ _EXPORTS: dict[str, str] = {
     "run_name": "sweeps",
     "summarize_sweep": "sweeps",
     "sweep_saes": "sweeps",
+    "TrackedRun": "tracking",
+    "log_run_summary": "tracking",
     "TrainingResult": "training",
     "norm_reconstruction_loss": "training",
     "resample_dead_features": "training",

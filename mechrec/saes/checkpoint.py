@@ -5,7 +5,9 @@ The state is one file, written atomically: the training SAE's weights, sae-lens'
 (Adam moments, learning-rate and coefficient schedules, the counters behind dead features), the
 resampling generator, torch's RNG, the log history and the step. Batches are not saved: the
 data provider is seeded, so a resumed run skips the batches already used. A checkpoint made
-with other settings is refused (it would silently mix two runs).
+with other settings is refused (it would silently mix two runs). A tracked training (wandb,
+MLflow) also leaves its run's id beside the state, so that the resumed training logs into the
+same run.
 """
 
 from __future__ import annotations
@@ -19,12 +21,15 @@ from typing import Any
 import torch
 from sae_lens import SAETrainer
 
-from mechrec._io import atomic_write
+from mechrec._io import atomic_write, atomic_write_json
+from mechrec.saes.tracking import TrackedRun
 
-__all__ = ["CHECKPOINT_FILE", "ResumedState", "TrainingCheckpoint"]
+__all__ = ["CHECKPOINT_FILE", "TRACKED_RUN_FILE", "ResumedState", "TrainingCheckpoint"]
 
 #: The state file inside a checkpoint folder.
 CHECKPOINT_FILE = "training_state.pt"
+#: The tracked run's id (JSON) inside a checkpoint folder.
+TRACKED_RUN_FILE = "tracked_run.json"
 
 
 @dataclass
@@ -80,6 +85,18 @@ class TrainingCheckpoint:
         if not self.exists():
             return None
         return int(torch.load(self.path, map_location="cpu", weights_only=True)["step"])
+
+    def tracked_run(self) -> TrackedRun | None:
+        """The wandb / MLflow run the interrupted training logged to, if it was tracked."""
+        path = self.directory / TRACKED_RUN_FILE
+        if not path.is_file():
+            return None
+        return TrackedRun.from_dict(json.loads(path.read_text()))
+
+    def save_tracked_run(self, run: TrackedRun) -> Path:
+        """Record the run a tracked training logs to (read back by :meth:`tracked_run`)."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        return atomic_write_json(self.directory / TRACKED_RUN_FILE, run.to_dict())
 
     def due(self, step: int, total: int) -> bool:
         """Whether to save after ``step`` of ``total``."""

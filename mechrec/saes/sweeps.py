@@ -39,6 +39,7 @@ from mechrec.reconstruction import reconstruction_metrics
 from mechrec.saes.config import SAETrainingConfig
 from mechrec.saes.io import read_provenance
 from mechrec.saes.normalized import NormalizedSAE
+from mechrec.saes.tracking import TrackedRun, log_run_summary
 from mechrec.saes.training import TrainingResult, train_sae
 
 Row = dict[str, Any]
@@ -74,7 +75,10 @@ def sweep_saes(
 
     Args:
         train_source: activations to train on.
-        base: configuration every point starts from.
+        base: configuration every point starts from. With ``base.log_to`` set, every SAE
+            trained logs to its own run, named ``<base.run_name>/<run name>`` (or its run
+            name), whose summary then gets the SAE's row (reconstruction and ``evaluate``'s
+            numbers: :func:`~mechrec.saes.tracking.log_run_summary`).
         points: config overrides, one dict per point (see :func:`grid`).
         seeds: seeds to repeat each point with (the paper averages 5).
         eval_source: activations to measure reconstruction on (default: ``train_source``).
@@ -118,7 +122,8 @@ def sweep_saes(
         and "row" in provenance
     }
     to_train = [
-        base.with_overrides(**point, seed=seed) for point, seed, name in runs if name not in saved
+        base.with_overrides(**point, seed=seed, **_tracked_name(base, name))
+        for point, seed, name in runs if name not in saved
     ]
     trained = _train_all(train_source, to_train, normalizer, workers, threads_per_worker)
     rows: list[Row] = []
@@ -144,6 +149,8 @@ def sweep_saes(
                 }
                 if evaluate is not None:
                     row.update(evaluate(result.sae))
+                if result.tracked_run is not None:
+                    log_run_summary(result.tracked_run, config, row)
                 if root is not None:
                     result.sae.provenance = {**(result.sae.provenance or {}), "row": row}
                     result.sae.save(root / name)
@@ -153,6 +160,14 @@ def sweep_saes(
     finally:
         trained.close()  # stops the worker processes, if any
     return rows
+
+
+def _tracked_name(base: SAETrainingConfig, name: str) -> dict[str, Any]:
+    """The tracked run name of one SAE of a sweep: ``<base run name>/<run name>`` (or the
+    run name alone); nothing when the sweep is not tracked."""
+    if base.log_to is None:
+        return {}
+    return {"run_name": f"{base.run_name}/{name}" if base.run_name else name}
 
 
 #: What a worker process of a parallel sweep holds: the source and normaliser of the sweep.
@@ -200,6 +215,7 @@ def _train_in_worker(config: SAETrainingConfig) -> dict[str, Any]:
         "dead_fraction_train": result.dead_fraction_train,
         "seconds": result.seconds,
         "rows_per_second": result.rows_per_second,
+        "tracked_run": None if result.tracked_run is None else result.tracked_run.to_dict(),
     }
 
 
@@ -215,6 +231,8 @@ def _unpack(packed: dict[str, Any], normalizer: Normalizer) -> TrainingResult:
         dead_fraction_train=packed["dead_fraction_train"],
         seconds=packed["seconds"],
         rows_per_second=packed["rows_per_second"],
+        tracked_run=(None if packed["tracked_run"] is None
+                     else TrackedRun.from_dict(packed["tracked_run"])),
     )
 
 

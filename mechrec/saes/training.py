@@ -2,10 +2,10 @@
 
 The trainer gets our own data provider (shuffled, normalised batches from an
 ``ActivationSet`` or ``ActivationStore``): no language model, no sae-lens activation store,
-no hub; wandb only when ``SAETrainingConfig.log_to="wandb"`` asks for it (:class:`_WandbRun`:
-sae-lens' own ``LoggingConfig`` and logging methods, called where ``fit()`` calls them), and
-MLflow (which sae-lens does not support) when ``log_to="mlflow"`` does (:class:`_MlflowRun`,
-a thin tracker over mechrec's log records; the ``mlflow`` package is optional).
+no hub; wandb only when ``SAETrainingConfig.log_to="wandb"`` asks for it (sae-lens' own
+``LoggingConfig`` and logging methods, called where ``fit()`` calls them), and MLflow (which
+sae-lens does not support) when ``log_to="mlflow"`` does (see :mod:`mechrec.saes.tracking`;
+a resumed training logs into the run it started).
 The loop is driven through ``SAETrainer``'s public per-step methods
 (``maybe_reset_sparsity`` / ``step`` / ``set_final_sae_metadata``, the seams sae-lens
 exposes for external coordinators) instead of ``fit()``, so that we can
@@ -29,12 +29,10 @@ high-λ L1 SAEs (see ``SAETrainingConfig.resample_dead_every``).
 
 from __future__ import annotations
 
-import json
 import math
 import time
 import warnings
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,6 +54,7 @@ from mechrec.saes.config import SAETrainingConfig
 from mechrec.saes.fast_step import Workspace, fast_train_step, supports_fast_step
 from mechrec.saes.folding import FOLDABLE_ARCHITECTURES
 from mechrec.saes.normalized import NormalizedSAE
+from mechrec.saes.tracking import MlflowLogger, TrackedRun, WandbLogger, tracking
 
 #: How :func:`train_sae` runs each step: ``"fast"`` (:func:`fast_train_step`, the default) or
 #: ``"sae-lens"`` (``SAETrainer.step``, the reference the fast step is tested against).
@@ -86,6 +85,8 @@ class TrainingResult:
             ``dead_feature_window`` steps of training.
         seconds: wall-clock training time.
         rows_per_second: activation rows processed per second of training.
+        tracked_run: the wandb / MLflow run it logged to (``None``: not tracked);
+            :func:`~mechrec.saes.tracking.log_run_summary` adds results to it.
     """
 
     sae: NormalizedSAE
@@ -95,6 +96,7 @@ class TrainingResult:
     dead_fraction_train: float = 0.0
     seconds: float = 0.0
     rows_per_second: float = 0.0
+    tracked_run: TrackedRun | None = None
 
 
 @torch.no_grad()
@@ -169,100 +171,6 @@ def _trainer_config(cfg: SAETrainingConfig, *, log: bool = False,
                              run_name=cfg.run_name,
                              wandb_log_frequency=cfg.wandb_log_frequency),
     )
-
-
-class _WandbRun:
-    """The wandb side of a training run with ``log_to="wandb"``: what sae-lens'
-    ``SAETrainer.fit`` logs, by the trainer's own methods at the same points of each step
-    (the loop here drives the steps itself)."""
-
-    def __init__(self, trainer: SAETrainer) -> None:
-        import wandb
-
-        self.trainer, self.wandb = trainer, wandb
-
-    def sparsity(self, log: dict[str, Any]) -> None:
-        """A sparsity window's log (``maybe_reset_sparsity`` / ``full_sparsity_window_log``)."""
-        if log:
-            self.wandb.log(log, step=self.trainer.n_training_steps)
-
-    def step(self, out: Any) -> None:
-        """After a step, before ``n_training_steps`` moves on: the train-step dict every
-        ``wandb_log_frequency`` steps, the evaluations (weight histograms) less often."""
-        self.trainer._log_train_step(out)
-        self.trainer._run_and_log_evals()
-
-    def record(self, record: dict[str, float]) -> None:
-        """mechrec's own log records go to the progress callback only."""
-
-
-class _MlflowRun:
-    """The MLflow side of a training run with ``log_to="mlflow"`` (sae-lens has no MLflow
-    support): a thin tracker over mechrec's own log records, the dicts the ``progress``
-    callback receives every ``log_every`` steps (``loss``, each loss term, ``l0``,
-    ``dead_features``), logged as metrics at their step."""
-
-    def __init__(self, mlflow: Any) -> None:
-        self.mlflow = mlflow
-
-    def sparsity(self, log: dict[str, Any]) -> None:
-        """sae-lens' sparsity logs hold wandb histograms: not sent to MLflow."""
-
-    def step(self, out: Any) -> None:
-        """Nothing per step: MLflow gets the log records."""
-
-    def record(self, record: dict[str, float]) -> None:
-        """One log record as MLflow metrics at its step."""
-        self.mlflow.log_metrics({k: float(v) for k, v in record.items() if k != "step"},
-                                step=int(record["step"]))
-
-
-def import_mlflow() -> Any:
-    """The ``mlflow`` module, or a ``ModuleNotFoundError`` saying how to install it (mechrec
-    does not depend on it)."""
-    try:
-        import mlflow
-    except ImportError:
-        raise ModuleNotFoundError(
-            "log_to='mlflow' needs the mlflow package, which is not installed: pip install "
-            "mlflow (or log to wandb, which sae-lens brings)", name="mlflow") from None
-    return mlflow
-
-
-@contextmanager
-def _tracking(config: SAETrainingConfig, hook_name: str, normalization: str,
-              main: bool) -> Iterator[Any]:
-    """Start the run ``config.log_to`` asks for on the main process (a wandb or MLflow run
-    already active is used and left open) and finish it afterwards; yields the module of the
-    tracker (``wandb``, ``mlflow``) or ``None`` when nothing is logged here."""
-    if config.log_to is None or not main:
-        yield None
-        return
-    params = {**config.to_dict(), "hook_name": hook_name, "normalization": normalization}
-    if config.log_to == "mlflow":
-        mlflow = import_mlflow()
-        started = mlflow.active_run() is None
-        if started:
-            mlflow.set_experiment(config.mlflow_experiment)
-            mlflow.start_run(run_name=config.run_name)
-            mlflow.log_params({k: json.dumps(v) if isinstance(v, (dict, list)) else v
-                               for k, v in params.items()})
-        try:
-            yield mlflow
-        finally:
-            if started:
-                mlflow.end_run()
-        return
-    import wandb
-
-    started = wandb.run is None
-    if started:
-        wandb.init(project=config.wandb_project, name=config.run_name, config=params)
-    try:
-        yield wandb
-    finally:
-        if started:
-            wandb.finish()
 
 
 def _step_record(step: int, out: Any, trainer: SAETrainer) -> dict[str, float]:
@@ -432,21 +340,26 @@ def train_sae(
         training_sae.mse_loss_fn = norm_reconstruction_loss
     provider = iter_batches(source, config.batch_size, seed=config.seed, normalizer=normalizer)
     main = parallel is None or parallel.is_main
-    with _tracking(config, hook_name, normalizer.mode, main) as module:
+    resume = checkpoint.tracked_run() if checkpoint is not None and checkpoint.exists() else None
+    with tracking(config, hook_name, normalizer.mode, main, resume=resume) as (module, run):
+        if run is not None and checkpoint is not None:
+            checkpoint.save_tracked_run(run)  # an interrupted run resumes into this one
         to_wandb = module is not None and config.log_to == "wandb"
         trainer = SAETrainer(cfg=_trainer_config(config, log=to_wandb, main=main),
                              sae=training_sae, data_provider=provider)
-        tracker = (None if module is None else _WandbRun(trainer) if to_wandb
-                   else _MlflowRun(module))
-        return _train_loop(trainer, provider, config, normalizer, hook_name,
-                           log_every, progress, checkpoint, engine, parallel, tracker)
+        logger = (None if module is None else WandbLogger(trainer) if to_wandb
+                  else MlflowLogger(module))
+        result = _train_loop(trainer, provider, config, normalizer, hook_name,
+                             log_every, progress, checkpoint, engine, parallel, logger)
+        result.tracked_run = run
+        return result
 
 
 def _train_loop(
     trainer: SAETrainer, provider: Iterator[torch.Tensor],
     config: SAETrainingConfig, normalizer: Normalizer, hook_name: str, log_every: int,
     progress: Callable[[dict[str, float]], None] | None, checkpoint: TrainingCheckpoint | None,
-    engine: str, parallel: DistContext | None, tracker: _WandbRun | _MlflowRun | None,
+    engine: str, parallel: DistContext | None, tracker: WandbLogger | MlflowLogger | None,
 ) -> TrainingResult:
     """:func:`train_sae`'s loop once the trainer is built."""
     training_sae = trainer.sae

@@ -156,13 +156,30 @@ def test_checkpoints_go_to_wandb_as_artifacts(acts, offline_wandb: Path):
     assert "artifact" in kinds, kinds
 
 
+class FakeRun:
+    """An MLflow ``ActiveRun`` of :class:`FakeMlflow`: ``info.run_id``, and a context
+    manager that ends the run."""
+
+    def __init__(self, mlflow: FakeMlflow, run_id: str) -> None:
+        self.mlflow, self.info = mlflow, types.SimpleNamespace(run_id=run_id)
+
+    def __enter__(self) -> FakeRun:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.mlflow.end_run()
+
+
 class FakeMlflow(types.ModuleType):
-    """Stands in for the ``mlflow`` package (not a dependency): records every call."""
+    """Stands in for the ``mlflow`` package (not a dependency): records every call; runs get
+    the ids ``run-0``, ``run-1``... unless ``start_run(run_id=...)`` reopens one."""
 
     def __init__(self) -> None:
         super().__init__("mlflow")
         self.calls: list[tuple[str, tuple, dict]] = []
-        self.run: object | None = None
+        self.run: FakeRun | None = None
+        self.n_runs = 0
+        self.calls_with_run: list[tuple[str, tuple, dict, str | None]] = []
 
     def __getattr__(self, name: str):
         if name.startswith("__"):
@@ -171,11 +188,23 @@ class FakeMlflow(types.ModuleType):
         def call(*args, **kwargs):
             self.calls.append((name, args, kwargs))
             if name == "start_run":
-                self.run = object()
+                run_id = kwargs.get("run_id") or f"run-{self.n_runs}"
+                self.n_runs += "run_id" not in kwargs
+                self.run = FakeRun(self, run_id)
             if name == "end_run":
                 self.run = None
+            self.calls_with_run.append((name, args, kwargs,
+                                        None if self.run is None else self.run.info.run_id))
             return self.run if name in ("start_run", "active_run") else None
         return call
+
+    def metrics_of(self) -> dict[str, list[dict]]:
+        """The ``log_metrics`` calls by the run that was active then."""
+        out: dict[str, list[dict]] = {}
+        for name, args, _, run_id in self.calls_with_run:
+            if name == "log_metrics":
+                out.setdefault(run_id, []).append(args[0])
+        return out
 
 
 def test_mlflow_gets_the_log_records_and_training_is_unchanged(acts, monkeypatch):
@@ -205,3 +234,106 @@ def test_mlflow_missing_is_an_error_saying_how_to_install_it(acts, monkeypatch):
     config = SAETrainingConfig(d_sae=16, steps=10, batch_size=32, log_to="mlflow")
     with pytest.raises(ModuleNotFoundError, match="pip install mlflow"):
         train_sae(acts, config)
+
+
+def test_a_resumed_training_logs_into_the_run_it_started(acts, tmp_path: Path,
+                                                          offline_wandb: Path):
+    config = SAETrainingConfig(d_sae=16, steps=30, batch_size=32, log_to="wandb",
+                               wandb_log_frequency=5, run_name="resumable")
+    checkpoint = TrainingCheckpoint(tmp_path / "ckpt", every=10)
+
+    def stop(record: dict[str, float]) -> None:
+        if record["step"] == 20:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_sae(acts, config, log_every=10, progress=stop, checkpoint=checkpoint)
+    first = checkpoint.tracked_run()
+    assert first is not None and first.tracker == "wandb" and first.owned
+    resumed = train_sae(acts, config, log_every=10, checkpoint=checkpoint)
+    assert resumed.tracked_run == first
+    # offline wandb writes one folder per session, both named by the same run id
+    folders = run_dirs(offline_wandb)
+    assert len(folders) == 2
+    assert {folder.name.rsplit("-", 1)[1] for folder in folders} == {first.run_id}
+    steps = [row["_step"] for row in wandb_history(folders[1]) if "losses/overall_loss" in row]
+    # the last save was after step 10 (the stop at step 20 came before that step's save):
+    # the resumed session logs from step 11 on (sae-lens numbers step n as n - 1)
+    assert steps == [14, 19, 24, 29]
+
+
+def test_a_resumed_mlflow_training_reopens_its_run(acts, tmp_path: Path, monkeypatch):
+    fake = FakeMlflow()
+    monkeypatch.setitem(sys.modules, "mlflow", fake)
+    config = SAETrainingConfig(d_sae=16, steps=30, batch_size=32, log_to="mlflow")
+    checkpoint = TrainingCheckpoint(tmp_path / "ckpt", every=10)
+
+    def stop(record: dict[str, float]) -> None:
+        if record["step"] == 20:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_sae(acts, config, log_every=10, progress=stop, checkpoint=checkpoint)
+    resumed = train_sae(acts, config, log_every=10, checkpoint=checkpoint)
+    assert resumed.tracked_run.run_id == "run-0" and fake.n_runs == 1
+    starts = [kwargs for name, _, kwargs in fake.calls if name == "start_run"]
+    assert starts[1] == {"run_id": "run-0"}
+    # the resumed session logs no parameters again (they are the run's already)
+    assert [name for name, _, _ in fake.calls].count("log_params") == 1
+
+
+def test_a_tracked_sweep_logs_each_sae_with_its_evaluation(acts, monkeypatch):
+    from mechrec.saes import sweep_saes
+
+    fake = FakeMlflow()
+    monkeypatch.setitem(sys.modules, "mlflow", fake)
+    base = SAETrainingConfig(d_sae=16, steps=20, batch_size=32, log_to="mlflow",
+                             run_name="grid")
+    rows = sweep_saes(acts, base, [{"l1_coefficient": 0.1}, {"l1_coefficient": 1.0}],
+                      seeds=[0], evaluate=lambda nsae: {"score": float(nsae.sae.cfg.d_sae),
+                                                       "label": "text", "missing": None})
+    names = [kwargs.get("run_name") for name, _, kwargs in fake.calls
+             if name == "start_run" and "run_id" not in kwargs]
+    assert names == ["grid/l1_coefficient=0.1,seed=0", "grid/l1_coefficient=1.0,seed=0"]
+    logged = fake.metrics_of()
+    for run_id, row in zip(["run-0", "run-1"], rows, strict=True):
+        summary = logged[run_id][-1]  # after the training's log records
+        assert summary["score"] == 16.0 and summary["l1_coefficient"] == row["l1_coefficient"]
+        assert summary["explained_variance"] == pytest.approx(row["explained_variance"])
+        assert "label" not in summary and "missing" not in summary
+
+
+def test_log_run_summary_reopens_the_wandb_run(acts, offline_wandb: Path):
+    from mechrec.saes import log_run_summary
+
+    config = SAETrainingConfig(d_sae=16, steps=10, batch_size=32, log_to="wandb",
+                               run_name="summarised")
+    result = train_sae(acts, config)
+    sent = log_run_summary(result.tracked_run, config,
+                           {"genre_corr": 0.25, "name": "x", "nan": float("nan")})
+    assert sent == {"genre_corr": 0.25}
+    folders = run_dirs(offline_wandb)
+    assert {folder.name.rsplit("-", 1)[1] for folder in folders} == {result.tracked_run.run_id}
+    wandb_history(folders[-1])  # waits for the session to be written
+    summary = {item.key: json.loads(item.value_json)
+               for record in wandb_records(next(folders[-1].glob("*.wandb")))
+               if record.WhichOneof("record_type") == "summary"
+               for item in record.summary.update}
+    assert summary["genre_corr"] == 0.25
+
+
+def test_log_run_summary_prefixes_keys_in_a_shared_run(acts, offline_wandb: Path):
+    import wandb
+
+    from mechrec.saes import log_run_summary
+
+    config = SAETrainingConfig(d_sae=16, steps=10, batch_size=32, log_to="wandb",
+                               run_name="inner")
+    wandb.init(project="mine")
+    try:
+        result = train_sae(acts, config)
+        assert not result.tracked_run.owned
+        assert log_run_summary(result.tracked_run, config, {"ev": 0.5}) == {"inner/ev": 0.5}
+        assert wandb.run.summary["inner/ev"] == 0.5
+    finally:
+        wandb.finish()

@@ -162,3 +162,37 @@ def test_log_to_mlflow_without_mlflow_is_a_one_line_error(paper_run_dir: Path,
     result = run_cli("sae", "train", paper_run_dir, "--log-to", "mlflow", "--steps", "5")
     assert_one_line_error(result, "--log-to mlflow needs the mlflow package, which is not "
                                   "installed: pip install mlflow")
+
+
+def test_sae_table1_logs_each_sae_with_its_row_as_the_summary(
+        paper_run_dir: Path, data_dir: Path, tmp_path: Path, offline_wandb: Path):
+    from wandb_offline import wandb_records
+
+    result = run_cli("sae", "table1", paper_run_dir, "--l1", "0.1", "--d-sae", "32",
+                     "--l1-d-sae", "32", "--d-sae-l1", "0.1", "--seeds", "0", "--steps", "21",
+                     "--batch-size", "256", "--no-progress", "--out", tmp_path / "t1.csv",
+                     "--log-to", "wandb", "--run-name", "grid", "--wandb-log-frequency", "5",
+                     "--data-dir", data_dir / "ml-100k", "--no-download")
+    assert result.exit_code == 0, result.output
+    runs = run_dirs(offline_wandb)
+    # the training session, then the session that added the row to the same run
+    assert len(runs) == 2 and len({run.name.rsplit("-", 1)[1] for run in runs}) == 1
+    wandb_history(runs[-1])
+    records = wandb_records(next(runs[0].glob("*.wandb")))
+    (name,) = {r.run.display_name for r in records if r.WhichOneof("record_type") == "run"}
+    assert name == "grid/d_sae=32,l1_coefficient=0.1,seed=0"
+    summary = {item.key: json.loads(item.value_json)
+               for record in wandb_records(next(runs[-1].glob("*.wandb")))
+               if record.WhichOneof("record_type") == "summary"
+               for item in record.summary.update}
+    (row,) = json.loads((tmp_path / "t1.json").read_text())["runs"]
+    for key in ("genre_corr_honest", "explained_variance", "ndcg", "l0"):
+        assert summary[key] == pytest.approx(row[key]), key
+
+
+def test_reproduce_log_to_mlflow_without_mlflow_is_a_one_line_error(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setitem(sys.modules, "mlflow", None)  # as if not installed
+    result = run_cli("reproduce", "--quick", "--out", tmp_path / "run", "--log-to", "mlflow")
+    assert_one_line_error(result, "--log-to mlflow needs the mlflow package")
+    assert not (tmp_path / "run").exists()

@@ -330,3 +330,46 @@ class ConventionalGroup(TyperGroup):
             if isinstance(exc, OSError) and exc.errno == errno.EPIPE:
                 raise
             fail(error_message(exc))
+
+
+#: ``--log-to``: where SAE trainings log their metrics (default ``None``: nowhere).
+LogToOption = Annotated[
+    str | None,
+    typer.Option("--log-to", help="log each SAE training's metrics to: wandb (sae-lens' own "
+                 "logging; WANDB_MODE=offline logs without an account) | mlflow (needs pip "
+                 "install mlflow)"),
+]
+#: ``--wandb-project``: the wandb project of tracked SAE trainings.
+WandbProjectOption = Annotated[
+    str, typer.Option("--wandb-project", help="wandb project of the runs (--log-to wandb)")
+]
+#: ``--run-name``: the tracked run's name (a sweep's SAEs get ``NAME/<grid point>``).
+RunNameOption = Annotated[
+    str | None,
+    typer.Option("--run-name", help="name of the tracked run (default: the SAE's folder "
+                 "name; a sweep's SAEs: NAME/<grid point>)"),
+]
+#: ``--mlflow-experiment``: the MLflow experiment of tracked SAE trainings.
+MlflowExperimentOption = Annotated[
+    str, typer.Option("--mlflow-experiment", help="MLflow experiment of the runs (--log-to "
+                      "mlflow; server: $MLFLOW_TRACKING_URI)"),
+]
+#: ``--wandb-log-frequency``: train-step metrics every N steps.
+WandbLogFrequencyOption = Annotated[
+    int, typer.Option("--wandb-log-frequency", help="log the train-step metrics every N "
+                      "steps (--log-to wandb)"),
+]
+
+
+def tracking_fields(log_to: str | None, wandb_project: str, run_name: str | None,
+                    mlflow_experiment: str, wandb_log_frequency: int) -> dict[str, Any]:
+    """The ``SAETrainingConfig`` tracking fields of the tracking options; ``--log-to mlflow``
+    without the mlflow package is a one-line error at once, before any work starts."""
+    if log_to == "mlflow":
+        import importlib.util
+
+        if importlib.util.find_spec("mlflow") is None:
+            fail("--log-to mlflow needs the mlflow package, which is not installed: pip "
+                 "install mlflow (or --log-to wandb)")
+    return {"log_to": log_to, "wandb_project": wandb_project, "run_name": run_name,
+            "mlflow_experiment": mlflow_experiment, "wandb_log_frequency": wandb_log_frequency}

@@ -32,9 +32,15 @@ from mechrec_recsys.cli._common import (
     DataDirOption,
     DeviceOption,
     DownloadOption,
+    LogToOption,
+    MlflowExperimentOption,
+    RunNameOption,
+    WandbLogFrequencyOption,
+    WandbProjectOption,
     fail,
     on_interrupt,
     rerun_command,
+    tracking_fields,
 )
 from mechrec_recsys.cli._config_file import (
     ConfigOption,
@@ -135,6 +141,11 @@ def reproduce_command(
     device: DeviceOption = "cpu",
     progress: bool = typer.Option(True, "--progress/--no-progress",
                                   help="print one line per step to stderr"),
+    log_to: LogToOption = None,
+    wandb_project: WandbProjectOption = "mechrec",
+    run_name: RunNameOption = None,
+    mlflow_experiment: MlflowExperimentOption = "mechrec",
+    wandb_log_frequency: WandbLogFrequencyOption = 10,
     config: ConfigOption = None,
     write_config: WriteConfigOption = None,
 ) -> None:
@@ -142,7 +153,13 @@ def reproduce_command(
 
     ``--config reproduce.toml`` takes the options from a TOML file (``dataset = "ml-1m"``,
     ``table1_seeds = [0, 1, 2]``, ...); flags on the command line override it. The options
-    it ran with are recorded in ``RUN_DIR/reproduce/provenance.json``."""
+    it ran with are recorded in ``RUN_DIR/reproduce/provenance.json``.
+
+    ``--log-to wandb|mlflow`` logs every SAE training (Table 1's, named
+    ``RUN_NAME/table1/<grid point>``, and the analysis SAE's) with its results as the run's
+    summary; it changes no result, so a resumed run keeps its finished steps."""
+    tracking = tracking_fields(log_to, wandb_project, run_name, mlflow_experiment,
+                               wandb_log_frequency)
     if out is None:
         fail("--out is required: give the run folder with --out DIR (or out = \"DIR\" in the "
              "--config file)")
@@ -185,7 +202,8 @@ def reproduce_command(
                       "GPTRec's finished epochs or the Table-1 SAEs already saved)",
                       rerun_command()):
         run_pipeline(settings, out, data_dir=data_dir, download=download, device=device,
-                     log=log, extra_provenance={"command": effective_settings(cli)}, **loaded)
+                     log=log, extra_provenance={"command": effective_settings(cli)},
+                     tracking=tracking, **loaded)
         path = write_report(out, report)
     typer.echo(str(path))
 

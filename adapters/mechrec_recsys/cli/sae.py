@@ -46,14 +46,20 @@ from mechrec_recsys.cli._common import (
     DeviceOption,
     DownloadOption,
     ListLengthOption,
+    LogToOption,
+    MlflowExperimentOption,
     ProgressOption,
     RunDirArgument,
+    RunNameOption,
     SAEDirArgument,
     SAEHookOption,
     StepProgress,
+    WandbLogFrequencyOption,
+    WandbProjectOption,
     fail,
     on_interrupt,
     rerun_command,
+    tracking_fields,
     wide_console,
 )
 from mechrec_recsys.cli._config_file import (
@@ -115,8 +121,7 @@ def training_config(
     belong to ``architecture`` is an error naming the one that does. ``architecture`` may
     also name any architecture of sae-lens' training registry, with ``options`` (its config
     fields, e.g. ``matryoshka_widths``). ``tracking``: the config's tracking fields
-    (``log_to``, ``wandb_project``, ``run_name``, ...); ``log_to="mlflow"`` without the mlflow
-    package is an error at once, before any activation is collected."""
+    (``log_to``, ``wandb_project``, ``run_name``, ...; :func:`tracking_fields`)."""
     if architecture not in ARCHITECTURES:
         from mechrec.saes.registry import training_classes
 
@@ -130,12 +135,6 @@ def training_config(
         if value is not None and architecture not in archs:
             raise ValueError(f"{option} applies to {'/'.join(archs)}, not {architecture}; "
                              f"{architecture} takes {_sparsity_option(architecture)}")
-    if (tracking or {}).get("log_to") == "mlflow":
-        import importlib.util
-
-        if importlib.util.find_spec("mlflow") is None:
-            raise ValueError("--log-to mlflow needs the mlflow package, which is not "
-                             "installed: pip install mlflow (or --log-to wandb)")
     overrides: dict[str, Any] = {}
     if l1 is not None:
         overrides["l1_coefficient"] = l1
@@ -199,19 +198,11 @@ def train(
         None, "--memory-budget", metavar="MB", help="hold at most MB of activations in memory: "
         "the SAE and test users' activations spill to sharded stores under RUN_DIR/saes/ "
         "(removed afterwards); for data larger than memory"),
-    log_to: str | None = typer.Option(
-        None, "--log-to", help="log the training metrics to: wandb (sae-lens' own logging; "
-        "WANDB_MODE=offline logs without an account) | mlflow (needs pip install mlflow)"),
-    wandb_project: str = typer.Option("mechrec", "--wandb-project",
-                                      help="wandb project of the run (--log-to wandb)"),
-    run_name: str | None = typer.Option(None, "--run-name", help="name of the tracked run "
-                                        "(default: the SAE's folder name)"),
-    mlflow_experiment: str = typer.Option("mechrec", "--mlflow-experiment",
-                                          help="MLflow experiment of the run (--log-to "
-                                          "mlflow; server: $MLFLOW_TRACKING_URI)"),
-    wandb_log_frequency: int = typer.Option(
-        10, "--wandb-log-frequency", help="log the train-step metrics every N steps "
-        "(--log-to wandb)"),
+    log_to: LogToOption = None,
+    wandb_project: WandbProjectOption = "mechrec",
+    run_name: RunNameOption = None,
+    mlflow_experiment: MlflowExperimentOption = "mechrec",
+    wandb_log_frequency: WandbLogFrequencyOption = 10,
     n_checkpoints: int = typer.Option(
         0, "--n-checkpoints", help="also save N evenly spaced snapshots through sae-lens' "
         "SAETrainer.save_checkpoint (training SAE + trainer state; wandb artifacts with "
@@ -245,9 +236,9 @@ def train(
                batch_size, lr, warm_up, seed, name, overwrite, data_dir, download, device,
                progress and ctx.is_main, normalization, dict(option), memory_budget,
                effective_settings(cli),
-               {"log_to": log_to, "wandb_project": wandb_project, "run_name": run_name,
-                "wandb_log_frequency": wandb_log_frequency,
-                "mlflow_experiment": mlflow_experiment, "n_checkpoints": n_checkpoints,
+               {**tracking_fields(log_to, wandb_project, run_name, mlflow_experiment,
+                                  wandb_log_frequency),
+                "n_checkpoints": n_checkpoints,
                 "checkpoint_path": None if checkpoint_path is None else str(checkpoint_path)})
     finally:
         teardown_distributed(ctx)
@@ -464,9 +455,20 @@ def table1(
     device: DeviceOption = "cpu",
     progress: bool = typer.Option(True, "--progress/--no-progress",
                                   help="print one line per finished SAE to stderr"),
+    log_to: LogToOption = None,
+    wandb_project: WandbProjectOption = "mechrec",
+    run_name: RunNameOption = None,
+    mlflow_experiment: MlflowExperimentOption = "mechrec",
+    wandb_log_frequency: WandbLogFrequencyOption = 10,
 ) -> None:
     """The paper's Table 1: L1 weights at one dictionary size, dictionary sizes at one L1
-    weight, averaged over seeds; resumable."""
+    weight, averaged over seeds; resumable.
+
+    With ``--log-to wandb|mlflow`` every SAE trained logs to its own run (named by its grid
+    point, under ``--run-name``), and its Table-1 row (reconstruction, ranking, genre
+    correlation, splice quality) becomes that run's summary."""
+    tracking = tracking_fields(log_to, wandb_project, run_name, mlflow_experiment,
+                               wandb_log_frequency)
     from mechrec_recsys.saes import SAES_DIR, TABLE1_DIR, run_table1
 
     with on_interrupt(f"kept every SAE of the sweep finished so far, under "
@@ -475,7 +477,7 @@ def table1(
                                  l1_coefficient=d_sae_l1, steps=steps,
                                  batch_size=batch_size, lr=lr,
                                  lr_warm_up_steps="auto" if warm_up is None else warm_up,
-                                 device=device)
+                                 device=device, **tracking)
         experiment = _open(run_dir, data_dir, download, device)
 
         started = time.perf_counter()

@@ -181,6 +181,7 @@ def run_pipeline(
     dataset: Dataset | None = None,
     split: Split | None = None,
     extra_provenance: Mapping[str, Any] | None = None,
+    tracking: Mapping[str, Any] | None = None,
 ) -> PipelineResult:
     """Run every step of the paper into ``run_dir``, skipping the ones already done.
 
@@ -198,6 +199,10 @@ def run_pipeline(
             it (checked against the settings).
         extra_provenance: more to record in ``reproduce/provenance.json`` (e.g. the
             command's options and config file).
+        tracking: log every SAE training (Table 1's and the analysis SAE) to wandb or
+            MLflow: ``SAETrainingConfig`` tracking fields (``log_to``, ``wandb_project``,
+            ``mlflow_experiment``, ``run_name`` as the runs' name prefix...); each run's
+            summary gets the SAE's results. Does not change any result.
 
     Returns:
         What ran and what was skipped.
@@ -219,7 +224,8 @@ def run_pipeline(
         )
     _check_loaded(settings, dataset, split)
     ctx = StepContext(settings=settings, layout=layout, data_dir=data_dir, download=download,
-                      device=device, log=log, _dataset=dataset, _split=split)
+                      device=device, log=log, tracking=dict(tracking or {}),
+                      _dataset=dataset, _split=split)
     if "steer" not in records:
         preflight(ctx)
     layout.reproduce_dir.mkdir(parents=True, exist_ok=True)

@@ -18,13 +18,13 @@ whose steps are all done opens nothing.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, is_dataclass
 from pathlib import Path
 from typing import Any
 
 from mechrec.alignment.persist import RUN_FILE
-from mechrec.saes import NormalizedSAE, SAETrainingConfig
+from mechrec.saes import NormalizedSAE, SAETrainingConfig, log_run_summary
 from mechrec_recsys.checkpoint import atomic_write_bytes, atomic_write_json, load_checkpoint
 from mechrec_recsys.data import Dataset, Split, dataset_statistics, load_dataset
 from mechrec_recsys.data.splits import make_split
@@ -46,6 +46,8 @@ class StepContext:
         download: allow downloading the dataset.
         device: torch device.
         log: receives one progress line at a time.
+        tracking: ``SAETrainingConfig`` tracking fields for every SAE trained (``log_to``,
+            ``wandb_project``, ``run_name`` as a prefix...); empty: nothing is tracked.
     """
 
     settings: ReproduceSettings
@@ -54,6 +56,7 @@ class StepContext:
     download: bool = True
     device: str = "cpu"
     log: Callable[[str], None] = lambda message: None
+    tracking: Mapping[str, Any] = field(default_factory=dict)
     _dataset: Dataset | None = field(default=None, repr=False)
     _split: Split | None = field(default=None, repr=False)
     _experiment: Experiment | None = field(default=None, repr=False)
@@ -151,6 +154,18 @@ def table1_base(settings: ReproduceSettings, device: str = "cpu") -> SAETraining
                              lr=1e-3, device=device)
 
 
+def tracked(config: SAETrainingConfig, tracking: Mapping[str, Any],
+            name: str) -> SAETrainingConfig:
+    """``config`` with the pipeline's tracking fields, its run named ``<run_name>/<name>``
+    (or ``name``); ``config`` itself when nothing is tracked. Tracking never changes what is
+    trained, so the steps' digests ignore it."""
+    if tracking.get("log_to") is None:
+        return config
+    prefix = tracking.get("run_name")
+    return config.with_overrides(**{**tracking,
+                                    "run_name": f"{prefix}/{name}" if prefix else name})
+
+
 def run_table1_step(ctx: StepContext, fresh_upstream: bool) -> dict[str, Any]:
     """Table 1; SAEs cached for the same model weights are reused.
 
@@ -162,7 +177,7 @@ def run_table1_step(ctx: StepContext, fresh_upstream: bool) -> dict[str, Any]:
     from mechrec_recsys.saes import run_table1
 
     s = ctx.settings
-    base = table1_base(s, ctx.device)
+    base = tracked(table1_base(s, ctx.device), ctx.tracking, "table1")
 
     def progress(done: int, total: int, row: dict[str, Any]) -> None:
         ctx.log(f"  [{done}/{total}] d_sae={row['d_sae']} l1={row['l1_coefficient']:g} "
@@ -193,11 +208,14 @@ def run_sae(ctx: StepContext, fresh_upstream: bool) -> dict[str, Any]:
     from mechrec_recsys.saes import train_run_sae
 
     s = ctx.settings
-    config = sae_config(s, ctx.device)
+    config = tracked(sae_config(s, ctx.device), ctx.tracking, s.sae_name)
     trained = train_run_sae(ctx.experiment, config, hook=s.hook, run_dir=ctx.layout.run_dir,
                             name=s.sae_name, overwrite=True)
     ctx._sae = trained.sae
     quality = splice_quality(ctx.experiment, trained.sae)
+    if trained.training.tracked_run is not None:
+        log_run_summary(trained.training.tracked_run, config,
+                        {**trained.test_metrics.as_dict(), **quality})
     atomic_write_json(ctx.layout.sae_metrics, json_safe({
         "format": "mechrec.reproduce_sae/1",
         "directory": str(trained.directory),
