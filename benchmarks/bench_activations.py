@@ -30,7 +30,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from _bench_common import gptrec_sized_model, random_left_padded
+from _bench_common import gptrec_sized_model, random_left_padded, run_with_cache_rows
 from transformer_lens import HookedTransformer
 
 from mechrec.activations import bytes_per_row, collect_activations
@@ -49,16 +49,6 @@ def build_batches(
     return [random_left_padded(gen, batch, seq_len) for _ in range(n_batches)]
 
 
-@torch.no_grad()
-def by_hand(model: HookedTransformer, batches, hook: str) -> int:
-    """The straightforward alternative: full run_with_cache, then mask selection."""
-    rows = 0
-    for tokens, mask in batches:
-        _, cache = model.run_with_cache(tokens, attention_mask=mask)
-        rows += cache[hook][mask.bool()].shape[0]
-    return rows
-
-
 def run_throughput(args: argparse.Namespace) -> None:
     """Rows/s of collect_activations vs run_with_cache by hand."""
     model = build_model()
@@ -70,7 +60,7 @@ def run_throughput(args: argparse.Namespace) -> None:
         acts = collect_activations(model, batches, hook)
         ours = len(acts) / (time.perf_counter() - t0)
         t0 = time.perf_counter()
-        n = by_hand(model, batches, hook)
+        n = len(run_with_cache_rows(model, batches, hook))
         theirs = n / (time.perf_counter() - t0)
         assert n == len(acts)
         rows.append((hook, len(acts), ours, theirs, ours / theirs))

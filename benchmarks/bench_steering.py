@@ -12,11 +12,9 @@ Run:  OMP_NUM_THREADS=1 python benchmarks/bench_steering.py [--repeats 3] [--dev
 from __future__ import annotations
 
 import argparse
-import time
-from collections.abc import Callable
 
 import torch
-from _bench_common import gptrec_sized_model, random_left_padded
+from _bench_common import best_time, gptrec_sized_model, random_left_padded
 from sae_lens import StandardSAE, StandardSAEConfig
 from transformer_lens import HookedTransformer
 
@@ -50,18 +48,6 @@ def build_sae(model: HookedTransformer, tokens, mask, hook: str) -> NormalizedSA
     cfg = StandardSAEConfig(d_in=64, d_sae=2048, device=str(tokens.device))
     sae = StandardSAE(cfg)
     return NormalizedSAE(sae, Normalizer.fit(acts.cpu(), "per_dim"), hook_name=hook)
-
-
-def best_time(fn: Callable[[], torch.Tensor], repeats: int) -> tuple[float, torch.Tensor]:
-    """Minimum wall time over ``repeats`` runs, and the last result."""
-    times, out = [], None
-    for _ in range(repeats):
-        start = time.perf_counter()
-        out = fn()
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return min(times), out
 
 
 def main() -> None:
