@@ -25,6 +25,12 @@ TRAIN_STEP_KEYS = ("losses/overall_loss", "losses/mse_loss", "metrics/l0",
                    "details/current_learning_rate", "details/n_training_samples")
 
 
+def stop_at_step_20(record: dict[str, float]) -> None:
+    """A ``progress`` callback that interrupts training at its step-20 record (as Ctrl-C)."""
+    if record["step"] == 20:
+        raise KeyboardInterrupt
+
+
 @pytest.fixture(scope="module")
 def acts(tiny_model):
     return collect_activations(tiny_model, make_token_batches(n_batches=6, seed=2), HOOK)
@@ -101,12 +107,8 @@ def test_a_checkpoint_resumes_with_tracking_turned_on_and_sae_lens_snapshots(act
     shutil.rmtree(tmp_path / "snapshots")
     checkpoint = TrainingCheckpoint(tmp_path / "ckpt", every=10)
 
-    def stop(record: dict[str, float]) -> None:
-        if record["step"] == 20:
-            raise KeyboardInterrupt
-
     with pytest.raises(KeyboardInterrupt):
-        train_sae(acts, config, log_every=10, progress=stop, checkpoint=checkpoint)
+        train_sae(acts, config, log_every=10, progress=stop_at_step_20, checkpoint=checkpoint)
     resumed = train_sae(acts, config.with_overrides(log_to="wandb"), log_every=10,
                         checkpoint=checkpoint)
     for name, tensor in straight.sae.sae.state_dict().items():
@@ -242,12 +244,8 @@ def test_a_resumed_training_logs_into_the_run_it_started(acts, tmp_path: Path,
                                wandb_log_frequency=5, run_name="resumable")
     checkpoint = TrainingCheckpoint(tmp_path / "ckpt", every=10)
 
-    def stop(record: dict[str, float]) -> None:
-        if record["step"] == 20:
-            raise KeyboardInterrupt
-
     with pytest.raises(KeyboardInterrupt):
-        train_sae(acts, config, log_every=10, progress=stop, checkpoint=checkpoint)
+        train_sae(acts, config, log_every=10, progress=stop_at_step_20, checkpoint=checkpoint)
     first = checkpoint.tracked_run()
     assert first is not None and first.tracker == "wandb" and first.owned
     resumed = train_sae(acts, config, log_every=10, checkpoint=checkpoint)
@@ -268,12 +266,8 @@ def test_a_resumed_mlflow_training_reopens_its_run(acts, tmp_path: Path, monkeyp
     config = SAETrainingConfig(d_sae=16, steps=30, batch_size=32, log_to="mlflow")
     checkpoint = TrainingCheckpoint(tmp_path / "ckpt", every=10)
 
-    def stop(record: dict[str, float]) -> None:
-        if record["step"] == 20:
-            raise KeyboardInterrupt
-
     with pytest.raises(KeyboardInterrupt):
-        train_sae(acts, config, log_every=10, progress=stop, checkpoint=checkpoint)
+        train_sae(acts, config, log_every=10, progress=stop_at_step_20, checkpoint=checkpoint)
     resumed = train_sae(acts, config, log_every=10, checkpoint=checkpoint)
     assert resumed.tracked_run.run_id == "run-0" and fake.n_runs == 1
     starts = [kwargs for name, _, kwargs in fake.calls if name == "start_run"]
