@@ -15,6 +15,13 @@ def run_dirs(directory: Path) -> list[Path]:
     return sorted(directory.glob("wandb/offline-run-*"))
 
 
+def run_id_of(run_dir: Path) -> str:
+    """The wandb run id in an offline run folder's name, ``offline-run-<time>-<id>``; wandb
+    appends ``-1``, ``-2``... when a second session of the same run starts within the same
+    second, so the id is the fourth dash-separated part, not the last."""
+    return run_dir.name.split("-")[3]
+
+
 def wandb_records(path: Path) -> list:
     """wandb's protobuf records in an offline run's ``.wandb`` file (a LevelDB-style log: a
     7-byte header, then 32 KiB blocks of chunks, each ``crc32 (4) | length (2) | type (1)``,

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 from tiny_model import make_token_batches
-from wandb_offline import run_dirs, wandb_history, wandb_records
+from wandb_offline import run_dirs, run_id_of, wandb_history, wandb_records
 
 from mechrec.activations import collect_activations
 from mechrec.saes import SAETrainingConfig, TrainingCheckpoint, train_sae
@@ -253,7 +253,7 @@ def test_a_resumed_training_logs_into_the_run_it_started(acts, tmp_path: Path,
     # offline wandb writes one folder per session, both named by the same run id
     folders = run_dirs(offline_wandb)
     assert len(folders) == 2
-    assert {folder.name.rsplit("-", 1)[1] for folder in folders} == {first.run_id}
+    assert {run_id_of(folder) for folder in folders} == {first.run_id}
     steps = [row["_step"] for row in wandb_history(folders[1]) if "losses/overall_loss" in row]
     # the last save was after step 10 (the stop at step 20 came before that step's save):
     # the resumed session logs from step 11 on (sae-lens numbers step n as n - 1)
@@ -307,7 +307,7 @@ def test_log_run_summary_reopens_the_wandb_run(acts, offline_wandb: Path):
                            {"genre_corr": 0.25, "name": "x", "nan": float("nan")})
     assert sent == {"genre_corr": 0.25}
     folders = run_dirs(offline_wandb)
-    assert {folder.name.rsplit("-", 1)[1] for folder in folders} == {result.tracked_run.run_id}
+    assert {run_id_of(folder) for folder in folders} == {result.tracked_run.run_id}
     wandb_history(folders[-1])  # waits for the session to be written
     summary = {item.key: json.loads(item.value_json)
                for record in wandb_records(next(folders[-1].glob("*.wandb")))

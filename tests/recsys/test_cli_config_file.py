@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import tomllib
 from cli_checks import assert_one_line_error, run_cli
-from wandb_offline import run_dirs, wandb_history
+from wandb_offline import run_dirs, run_id_of, wandb_history
 
 
 def write(path: Path, text: str) -> Path:
@@ -176,7 +176,7 @@ def test_sae_table1_logs_each_sae_with_its_row_as_the_summary(
     assert result.exit_code == 0, result.output
     runs = run_dirs(offline_wandb)
     # the training session, then the session that added the row to the same run
-    assert len(runs) == 2 and len({run.name.rsplit("-", 1)[1] for run in runs}) == 1
+    assert len(runs) == 2 and len({run_id_of(run) for run in runs}) == 1
     wandb_history(runs[-1])
     records = wandb_records(next(runs[0].glob("*.wandb")))
     (name,) = {r.run.display_name for r in records if r.WhichOneof("record_type") == "run"}
