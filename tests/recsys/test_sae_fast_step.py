@@ -48,8 +48,12 @@ def test_fast_step_reproduces_sae_lens_step(paper_experiment: Experiment, archit
     assert fast.dead_fraction_train == ref.dead_fraction_train
     got, want = fast.sae.sae.state_dict(), ref.sae.sae.state_dict()
     assert got.keys() == want.keys()
+    # 60 Adam steps in float32 that associate sums differently: a passing run measured
+    # differences up to 6e-5 in the standard SAE's W_dec (whose rows are divided by their
+    # norms when the inference SAE is made) and below 1e-6 elsewhere; a CI run once passed
+    # 1e-4. The loss curves above are the tight check; the weights get 5x that margin.
     for name in want:
-        torch.testing.assert_close(got[name], want[name], rtol=1e-4, atol=1e-4, msg=name)
+        torch.testing.assert_close(got[name], want[name], rtol=1e-4, atol=5e-4, msg=name)
     if architecture in ("topk", "batchtopk", "jumprelu"):
         # the aux-k / pre-activation losses on dead features ran too
         assert any(r["dead_features"] > 0 for r in ref.history)
