@@ -39,7 +39,7 @@ from mechrec.reconstruction import reconstruction_metrics
 from mechrec.saes.config import SAETrainingConfig
 from mechrec.saes.io import read_provenance
 from mechrec.saes.normalized import NormalizedSAE
-from mechrec.saes.tracking import TrackedRun, log_run_summary
+from mechrec.saes.tracking import TrackedRun, child_run_name, log_run_summary
 from mechrec.saes.training import TrainingResult, train_sae
 
 Row = dict[str, Any]
@@ -167,7 +167,7 @@ def _tracked_name(base: SAETrainingConfig, name: str) -> dict[str, Any]:
     run name alone); nothing when the sweep is not tracked."""
     if base.log_to is None:
         return {}
-    return {"run_name": f"{base.run_name}/{name}" if base.run_name else name}
+    return {"run_name": child_run_name(base.run_name, name)}
 
 
 #: What a worker process of a parallel sweep holds: the source and normaliser of the sweep.

@@ -27,7 +27,7 @@ from sae_lens import SAETrainer
 
 from mechrec.saes.config import SAETrainingConfig
 
-__all__ = ["TrackedRun", "import_mlflow", "log_run_summary", "tracking"]
+__all__ = ["TrackedRun", "child_run_name", "import_mlflow", "log_run_summary", "tracking"]
 
 
 @dataclass(frozen=True)
@@ -55,6 +55,12 @@ class TrackedRun:
         """The run :meth:`to_dict` described."""
         return cls(tracker=str(data["tracker"]), run_id=str(data["run_id"]),
                    owned=bool(data.get("owned", True)), name=data.get("name"))
+
+
+def child_run_name(parent: str | None, name: str) -> str:
+    """The tracked run name of one part of a larger job (a sweep's SAE, a pipeline step):
+    ``<parent>/<name>``, or ``name`` when the job has no run name."""
+    return f"{parent}/{name}" if parent else name
 
 
 def import_mlflow() -> Any:

@@ -25,6 +25,7 @@ from typing import Any
 
 from mechrec.alignment.persist import RUN_FILE
 from mechrec.saes import NormalizedSAE, SAETrainingConfig, log_run_summary
+from mechrec.saes.tracking import child_run_name
 from mechrec_recsys.checkpoint import atomic_write_bytes, atomic_write_json, load_checkpoint
 from mechrec_recsys.data import Dataset, Split, dataset_statistics, load_dataset
 from mechrec_recsys.data.splits import make_split
@@ -161,9 +162,8 @@ def tracked(config: SAETrainingConfig, tracking: Mapping[str, Any],
     trained, so the steps' digests ignore it."""
     if tracking.get("log_to") is None:
         return config
-    prefix = tracking.get("run_name")
-    return config.with_overrides(**{**tracking,
-                                    "run_name": f"{prefix}/{name}" if prefix else name})
+    return config.with_overrides(
+        **{**tracking, "run_name": child_run_name(tracking.get("run_name"), name)})
 
 
 def run_table1_step(ctx: StepContext, fresh_upstream: bool) -> dict[str, Any]:
