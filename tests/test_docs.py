@@ -114,6 +114,8 @@ def test_report_quick_preset_list_states_the_quick_presets_values():
     first, second, values = _find(r"steering: ([\w-]+) and ([\w-]+) at ([−\d, and]+)\.", report)
     assert (first, second) == QUICK.steer_genres
     assert tuple(_number(v) for v in re.findall(r"−?\d+", values)) == QUICK.steer_values
+    (rows,) = _find(r"- ablations: the rows ([`\w, and-]+)\.", report)
+    assert tuple(re.findall(r"`([\w-]+)`", rows)) == QUICK.ablations
 
 
 def test_stated_training_defaults_are_the_codes():

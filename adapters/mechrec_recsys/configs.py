@@ -16,6 +16,7 @@ from typing import Any, Literal
 from mechrec._config import config_from_dict, config_to_dict
 
 __all__ = [
+    "ABLATIONS",
     "DEFAULT_GENRES",
     "MODES",
     "PAPER_HOOK",
@@ -40,6 +41,9 @@ DEFAULT_GENRES: tuple[str, ...] = ("Action", "Children", "Fantasy", "Sci-Fi", "W
 #: Modes of SAE feature edits: replace the activation with the edited reconstruction (paper),
 #: or keep the SAE's error term so only the feature's change reaches the model.
 MODES: tuple[str, ...] = ("replace", "keep-error")
+#: Ablation rows of a recommender run, in row order (:mod:`~mechrec_recsys.ablations`):
+#: ``items`` is the core's ``tokens`` row (the alignment's unit is the distinct item).
+ABLATIONS: tuple[str, ...] = ("items", "topk", "jumprelu", "no-norm", "layers", "mlp-out")
 
 
 @dataclass(frozen=True)

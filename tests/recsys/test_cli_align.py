@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from cli_checks import run_cli
+from cli_checks import assert_one_line_error, run_cli
 from mechrec_recsys.alignment import feature_examples
 from mechrec_recsys.experiment import Experiment
 
@@ -146,3 +146,47 @@ def test_bad_input_gives_one_line_and_exit_code_2(
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0]
     assert "Traceback" not in result.output
+
+
+def test_ablations_train_the_variants_like_the_sae_and_resume(
+    paper_run_dir: Path, data_dir: Path, sae_dir: Path, tmp_path: Path
+) -> None:
+    from mechrec.ablations import AblationTable
+
+    data = ("--data-dir", data_dir / "ml-100k", "--no-download")
+    run = tmp_path / "run"
+    shutil.copytree(paper_run_dir, run)
+    trained = run_cli("sae", "train", run, "--d-sae", "64", "--l1", "0.1", "--steps", "100",
+                      "--batch-size", "256", "--name", "small", "--no-progress", *data)
+    assert trained.exit_code == 0, trained.output
+    result = run_cli("align", "ablations", run, "small", "--kinds", "items,topk,layers",
+                     "--bootstrap", "10", *data)
+    assert result.exit_code == 0, result.output
+    out = run / "saes" / "small" / "ablations"
+    table = AblationTable.load(out)
+    assert [row["name"] for row in table.rows] == ["base", "items", "topk", "resid-post-1"]
+    assert table.meta["config"]["d_sae"] == 64 and table.meta["config"]["steps"] == 100
+    for row in table.rows:
+        assert row["name"] in result.stdout
+    assert table.rows[3]["hook"] == "blocks.1.hook_resid_post"
+    assert table.rows[3]["d_sae"] == 64
+    assert "Ablations: mean best-genre correlation" in result.stdout
+    # a rerun reuses every saved row
+    again = run_cli("align", "ablations", run, "small", "--kinds", "items,topk,layers",
+                    "--bootstrap", "10", *data)
+    assert again.exit_code == 0, again.output
+    assert again.stderr.count("done before, reused") == 4
+
+
+def test_ablations_errors(paper_run_dir: Path, data_dir: Path, sae_dir: Path,
+                         tmp_path: Path) -> None:
+    from mechrec_recsys.ablations import sae_training_config
+
+    data = ("--data-dir", data_dir / "ml-100k", "--no-download")
+    assert_one_line_error(run_cli("align", "ablations", paper_run_dir, sae_dir, "--kinds",
+                                  "depth", *data), "--kinds 'depth': choose from items")
+    assert_one_line_error(run_cli("align", "ablations", paper_run_dir, sae_dir, "--bootstrap",
+                                  "-1", *data), "--bootstrap must be >= 0")
+    assert sae_training_config(sae_dir).d_sae == 256  # a train_sae result records its config
+    with pytest.raises(ValueError, match="records no training configuration"):
+        sae_training_config(tmp_path)  # e.g. a plain sae-lens folder

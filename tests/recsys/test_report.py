@@ -21,8 +21,8 @@ from cli_checks import assert_one_line_error, run_cli
 from mechrec_recsys.report.render import plotly_js
 
 SECTION_IDS = ("overview", "dataset", "gptrec", "table1", "sae", "alignment", "steering",
-               "provenance")
-STEP_NAMES = ("data", "train", "table1", "sae", "align", "steer")
+               "ablations", "provenance")
+STEP_NAMES = ("data", "train", "table1", "sae", "align", "steer", "ablations")
 VOID = {"meta", "br", "hr", "img", "input", "link", "wbr", "col", "area", "base", "source"}
 
 
@@ -518,6 +518,33 @@ def test_steering_and_sae_numbers_come_from_their_files(report, quick_run):
         assert cell(report, f"versions/{package}")["text"] == provenance["versions"][package]
 
 
+def test_ablation_rows_come_from_their_file_and_use_honest_selection(report, quick_run):
+    from mechrec.ablations import AblationTable
+
+    run_dir = quick_run[1]
+    table = AblationTable.load(run_dir / "saes" / "paper" / "ablations")
+    assert [row["name"] for row in table.rows] == ["base", "items", "topk"]
+    assert table.meta["select"] == "sae_train" and table.meta["score"] == "test"
+    assert table.meta["group"] == "genre" and table.meta["bootstrap"] == 50
+    for row in table.rows:
+        for column, key in (("SAE", "sae"), ("neurons", "neurons"), ("random", "random"),
+                            ("l0", "l0")):
+            assert value(report, f"{row['name']}.{key}") == row[column]
+        assert row["SAE - random lower"] <= row["SAE - random"] <= row["SAE - random upper"]
+    base = table.rows[0]
+    # the base row is the alignment step's comparison: same SAE, users, seed and resamples
+    boot = json.loads((run_dir / "saes" / "paper" / "alignment" / "bootstrap.json")
+                      .read_text())["headline"]["genre"]
+    assert base["SAE"] == pytest.approx(boot["mean"]["SAE"]["estimate"], abs=1e-12)
+    assert base["SAE - random lower"] == pytest.approx(
+        boot["difference"]["SAE - random"]["lower"], abs=1e-12)
+    topk = table.rows[2]
+    assert topk["architecture"] == "topk" and topk["changes"].startswith("architecture=topk")
+    assert (run_dir / "saes" / "paper" / "ablations" / "topk" / "sae" / "cfg.json").is_file()
+    text = (run_dir / "report.html").read_text(encoding="utf-8")
+    assert "Ablations: what drives the SAE" in text and "topk: SAE features − random" in text
+
+
 # ------------------------------------------------------------------------------ resuming
 def test_rerun_skips_every_finished_step(quick_run, tmp_path: Path, data_args):
     run_dir = copy_run(quick_run, tmp_path)
@@ -551,6 +578,7 @@ def test_a_config_file_gives_the_same_run_and_is_recorded(quick_run, tmp_path: P
 @pytest.mark.parametrize(("step", "output"), [
     ("steer", "steering/paper/target_share.csv"),
     ("table1", "table1.json"),
+    ("ablations", "saes/paper/ablations/ablations.json"),
 ])
 def test_a_deleted_output_reruns_only_its_step(quick_run, tmp_path: Path, data_args,
                                                step: str, output: str):

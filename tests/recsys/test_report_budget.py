@@ -46,6 +46,13 @@ def test_estimate_adds_the_steps_costs_by_hand() -> None:
     assert est["table1"] == pytest.approx(2 * per_seed)
     # six genres x (2 edit modes + random control + probe + decoder) x 21 values x 596 users
     assert est["steer"] == pytest.approx(596 * 21 * 6 * 5 * cost.steer_user_value_curve)
+    # ablations: 8 rows aligned (base, items, topk, jumprelu, no-norm, 2 other blocks, MLP
+    # out) and 6 SAEs trained like the analysis SAE
+    analysis = 2048 * (3000 * 1024 * cost.sae_row_feature
+                       + 322_824 * cost.sae_eval_position_feature)
+    assert est["sae"] == pytest.approx(analysis)
+    assert est["ablations"] == pytest.approx(8 * est["align"] + 6 * analysis)
+    assert estimate_seconds(paper(ablations=()), ML1M, cost)["ablations"] == 0
     assert set(est) == set(STEP_FIELDS)
 
 
@@ -71,6 +78,8 @@ def test_cuts_come_in_order_and_the_plan_fits() -> None:
     assert {64, 2048, 8192} <= set(s.table1_d_sae)
     assert 0.0 in s.steer_values and -10.0 in s.steer_values and 10.0 in s.steer_values
     assert 10 <= s.epochs < 200
+    assert s.ablations == ("items", "topk", "jumprelu")
+    assert any(line.startswith("ablations: items, topk, jumprelu only") for line in plan.cuts)
     # a smaller budget never keeps more of anything
     small = fit_budget(paper(), 90, ML1M).settings
     assert small.epochs <= s.epochs and small.table1_steps <= s.table1_steps
@@ -81,9 +90,11 @@ def test_the_plan_is_deterministic() -> None:
 
 
 def test_fixed_settings_are_never_cut() -> None:
-    plan = fit_budget(paper(epochs=120), 300, ML1M, fixed={"epochs", "table1_seeds"})
+    plan = fit_budget(paper(epochs=120), 300, ML1M,
+                      fixed={"epochs", "table1_seeds", "ablations"})
     assert plan.settings.epochs == 120
     assert plan.settings.table1_seeds == (0, 1)
+    assert plan.settings.ablations == paper().ablations
     assert not any(line.startswith("GPTRec") for line in plan.cuts)
 
 

@@ -58,9 +58,11 @@ from mechrec_recsys.cli._common import (
     wide_console,
 )
 from mechrec_recsys.cli.params import YEAR_RANGE, YearSpan, parsed
+from mechrec_recsys.configs import ABLATIONS as ABLATION_KINDS
 from mechrec_recsys.configs import UNITS
 
 if TYPE_CHECKING:
+    from mechrec.ablations import AblationTable
     from mechrec.alignment import AlignmentBootstrap
     from mechrec.saes import NormalizedSAE
     from mechrec_recsys.alignment import AlignmentRun, ItemPredicate
@@ -70,7 +72,8 @@ align_app = typer.Typer(
     name="align",
     help="Align SAE features with item attributes (genres, decades, predicates): the paper's "
     "Table 2 and Fig. 2/4 with an honest selection, neurons and a random control. "
-    "Commands: 'tables' writes every table; 'examples' shows a feature's top positions.",
+    "Commands: 'tables' writes every table; 'examples' shows a feature's top positions; "
+    "'ablations' reruns the comparison with one setting changed per row.",
     no_args_is_help=True,
 )
 
@@ -331,6 +334,81 @@ def tables_command(
         console.print(f"note: {kept:,} of the {total:,} {part} users, drawn at random "
                       f"(--max-users, seed {seed})", style="dim", highlight=False)
     console.print(f"tables written to {written['summary'].parent}", highlight=False)
+
+
+@align_app.command("ablations")
+def ablations_command(
+    run_dir: Path = typer.Argument(..., help="run folder written by 'mechrec train'"),
+    sae_dir: Path = typer.Argument(..., help="SAE folder trained by 'mechrec sae train' on the "
+                                   "run's model, or its name under RUN_DIR/saes"),
+    kinds: str = typer.Option(",".join(ABLATION_KINDS), "--kinds", metavar="KIND,...",
+                              help=f"rows to make: {' | '.join(ABLATION_KINDS)} "
+                              "(comma-separated)"),
+    out: Path | None = typer.Option(None, "--out", help="output folder (default: "
+                                    "SAE_DIR/ablations)"),
+    seed: int = typer.Option(0, "--seed", help="seed of the random control and the bootstrap"),
+    bootstrap: int = typer.Option(200, "--bootstrap", help="resamples of the test users for "
+                                  "the paired intervals (0 disables)"),
+    confidence: float = typer.Option(0.95, "--confidence", help="coverage of the intervals, "
+                                     "in (0, 1)"),
+    data_dir: DataDirOption = None,
+    download: DownloadOption = True,
+    device: DeviceOption = "cpu",
+) -> None:
+    """Ablation rows: the SAE vs neurons vs random control with one thing changed per row.
+
+    Rows: the SAE as trained (base); items (unit = distinct items); topk and jumprelu (the
+    same dictionary with the base SAE's L0, measured on the SAE users); no-norm (trained on raw
+    activations); layers (each other block's resid_post); mlp-out (the block's MLP output).
+    Variant SAEs train with the base SAE's recorded configuration on the SAE users; best
+    features are chosen there and scored on the test users; each row gives the honest mean
+    best-genre correlation and paired bootstrap intervals of SAE - random and SAE - neurons.
+    Every finished row is saved at once (OUT/<row>/), so a rerun resumes.
+    """
+    chosen = tuple(k.strip() for k in kinds.split(",") if k.strip())
+    unknown = [k for k in chosen if k not in ABLATION_KINDS]
+    if unknown or not chosen:
+        fail(f"--kinds {kinds!r}: choose from {', '.join(ABLATION_KINDS)} (comma-separated)")
+    if bootstrap < 0:
+        fail(f"--bootstrap must be >= 0 (0 disables), got {bootstrap}")
+    if not 0.0 < confidence < 1.0:
+        fail(f"--confidence must be in (0, 1), e.g. 0.95, got {confidence}")
+    from mechrec_recsys.ablations import ABLATIONS_DIR, run_sae_ablations, sae_training_config
+    from mechrec_recsys.saes import resolve_sae_directory
+
+    experiment, sae = open_run(run_dir, sae_dir, data_dir, download, device)
+    sae_path = resolve_sae_directory(run_dir, sae_dir)
+    config = sae_training_config(sae_path).with_overrides(device=device)
+    out_dir = out if out is not None else sae_path / ABLATIONS_DIR
+    with on_interrupt(f"every finished row, in {out_dir}", rerun_command()):
+        table = run_sae_ablations(experiment, sae, config, chosen, bootstrap=bootstrap,
+                                  confidence=confidence, seed=seed, out_dir=out_dir,
+                                  progress=lambda line: typer.echo(f"  {line}", err=True))
+    wide_console(160).print(ablations_rich(table))
+    typer.echo(f"rows written to {out_dir}")
+
+
+def ablations_rich(table: AblationTable) -> Table:
+    """Rich table of ablation rows (honest means and paired intervals)."""
+    meta = table.meta
+    pct = f"{100 * meta.get('confidence', 0.95):g}%"
+    out = Table(title=f"Ablations: mean best-{meta.get('group')} {meta.get('metric')}, chosen on "
+                f"{meta.get('select')} users, scored on {meta.get('score')} users; "
+                f"{pct} paired intervals over {meta.get('bootstrap')} resamples")
+    for column in ("row", "hook", "L0", "EV", "SAE", "neurons", "random",
+                   f"SAE - random [{pct}]", f"SAE - neurons [{pct}]", "changed"):
+        out.add_column(column, justify="left" if column in ("row", "hook", "changed")
+                       else "right")
+    for row in table.rows:
+        out.add_row(str(row["name"]), str(row["hook"]), _fmt(row["l0"], 0),
+                    _fmt(row["explained_variance"]), _fmt(row["SAE"]), _fmt(row["neurons"]),
+                    _fmt(row["random"]),
+                    _interval(row["SAE - random"], row["SAE - random lower"],
+                              row["SAE - random upper"]),
+                    _interval(row["SAE - neurons"], row["SAE - neurons lower"],
+                              row["SAE - neurons upper"]),
+                    str(row.get("changes") or row.get("description")))
+    return out
 
 
 def _sources(baselines: str | None) -> tuple[str, ...]:

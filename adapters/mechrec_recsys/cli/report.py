@@ -49,6 +49,7 @@ from mechrec_recsys.cli._config_file import (
     with_config_file,
 )
 from mechrec_recsys.cli.params import FLOAT_LIST, INT_LIST, NAME_LIST, VALUE_GRID, parsed
+from mechrec_recsys.configs import ABLATIONS
 
 
 def _check_writable(folder: Path, what: str) -> None:
@@ -129,11 +130,14 @@ def reproduce_command(
     align_bootstrap: int | None = typer.Option(
         None, "--align-bootstrap", help="alignment: bootstrap resamples of the test users for "
         "the confidence intervals (0 disables)"),
+    ablations: Sequence[str] | None = typer.Option(
+        None, "--ablations", **parsed(NAME_LIST), help=f"ablation rows: "
+        f"{' | '.join(ABLATIONS)} (comma-separated), or none"),
     budget: float | None = typer.Option(
         None, "--budget", metavar="MINUTES", help="fit the run into about this many minutes "
         "of wall time: fewer Table-1 seeds and grid points, steering values, bootstrap "
-        "resamples and GPTRec epochs (never the settings given explicitly); the report "
-        "lists every cut"),
+        "resamples, ablation rows and GPTRec epochs (never the settings given explicitly); "
+        "the report lists every cut"),
     report: Path | None = typer.Option(None, "--report", help="HTML file to write (default "
                                        "RUN_DIR/report.html)"),
     data_dir: DataDirOption = None,
@@ -175,6 +179,7 @@ def reproduce_command(
     if split not in SPLITS_WITH_SAE_USERS:
         fail(f"split {split!r} cannot reproduce the paper (it needs SAE users); choose one of "
              f"{', '.join(SPLITS_WITH_SAE_USERS)}")
+    ablation_kinds = _ablations(ablations)
     preset = (ReproduceSettings.quick_preset if quick else ReproduceSettings.paper)(
         dataset, split, seed)
     settings = preset.with_overrides(
@@ -182,13 +187,14 @@ def reproduce_command(
         table1_d_sae=_tuple_or_none(table1_d_sae), table1_seeds=_tuple_or_none(table1_seeds),
         table1_steps=table1_steps, sae_d_sae=d_sae, sae_l1=l1, sae_steps=sae_steps,
         steer_genres=_tuple_or_none(genres), steer_values=_tuple_or_none(values),
-        align_bootstrap=align_bootstrap)
+        align_bootstrap=align_bootstrap, ablations=ablation_kinds)
     loaded: dict[str, Any] = {}  # the dataset and split, when the budget already read them
     if budget is not None:
         settings, loaded = _fit_budget(settings, budget, data_dir, download, {
             "epochs": epochs, "table1_l1": table1_l1, "table1_d_sae": table1_d_sae,
             "table1_seeds": table1_seeds, "table1_steps": table1_steps,
-            "steer_values": values, "align_bootstrap": align_bootstrap}, progress)
+            "steer_values": values, "align_bootstrap": align_bootstrap,
+            "ablations": ablation_kinds}, progress)
     _check_writable(out, "run folder")
     if report is not None:
         _check_writable(report.parent if str(report.parent) else Path(os.curdir),
@@ -206,6 +212,20 @@ def reproduce_command(
                      tracking=tracking, **loaded)
         path = write_report(out, report)
     typer.echo(str(path))
+
+
+def _ablations(names: Sequence[str] | None) -> tuple[str, ...] | None:
+    """``--ablations`` checked: ``None`` when not given, ``()`` for ``none``."""
+    if names is None:
+        return None
+    kinds = tuple(names)
+    if kinds == ("none",):
+        return ()
+    unknown = [kind for kind in kinds if kind not in ABLATIONS]
+    if unknown or not kinds:
+        fail(f"--ablations {','.join(kinds)!r}: choose from {', '.join(ABLATIONS)} "
+             "(comma-separated), or none")
+    return kinds
 
 
 def report_command(

@@ -5,8 +5,8 @@ The paper preset on MovieLens 1M takes several hours on a 2-core CPU (GPTRec alo
 sizes with a :class:`CostModel` (seconds per unit of work on one torch thread, measured on
 that machine: see ``docs/performance.md``) and, while the total is over the budget, applies
 the cuts of :data:`CUTS` in order: fewer Table-1 seeds, one steering edit mode, a thinner
-Table-1 grid, a thinner steering grid, fewer bootstrap resamples, fewer GPTRec epochs and
-shorter Table-1 SAEs. Settings the user chose explicitly are never cut.
+Table-1 grid, a thinner steering grid, fewer bootstrap resamples, fewer ablation rows, fewer
+GPTRec epochs and shorter Table-1 SAEs. Settings the user chose explicitly are never cut.
 
 The plan is deterministic (the same dataset, split and budget give the same settings), so a
 resumed run with the same ``--budget`` reuses its finished steps. The settings record the
@@ -101,6 +101,21 @@ def _steer_curves(s: ReproduceSettings) -> int:
     return per_genre * len(s.steer_genres)
 
 
+def _retrained_saes(s: ReproduceSettings) -> int:
+    """SAEs the ablation step trains: one per kind that retrains, ``layers`` one per other
+    block."""
+    per_kind = {"topk": 1, "jumprelu": 1, "no-norm": 1, "mlp-out": 1,
+                "layers": max(s.n_layers - 1, 0)}
+    return sum(per_kind.get(kind, 0) for kind in s.ablations)
+
+
+def _ablation_rows(s: ReproduceSettings) -> int:
+    """Rows the ablation step aligns: the base row, ``items`` and each retrained SAE."""
+    if not s.ablations:
+        return 0
+    return 1 + ("items" in s.ablations) + _retrained_saes(s)
+
+
 def estimate_seconds(s: ReproduceSettings, size: WorkSize, cost: CostModel | None = None
                      ) -> dict[str, float]:
     """Estimated wall time of each step with settings ``s`` (GPTRec at its epoch cap).
@@ -118,14 +133,17 @@ def estimate_seconds(s: ReproduceSettings, size: WorkSize, cost: CostModel | Non
         sae_seconds(s.table1_steps, s.table1_batch_size, d_sae)
         for _, d_sae in _table1_points(s))
     bootstrap_share = 0.5 + 0.5 * s.align_bootstrap / 200
+    align = eval_positions * cost.align_position * bootstrap_share
     return {
         "data": 5.0,
         "train": s.epochs * size.train_tokens * cost.gptrec_token_epoch,
         "table1": table1,
         "sae": sae_seconds(s.sae_steps, s.sae_batch_size, s.sae_d_sae),
-        "align": eval_positions * cost.align_position * bootstrap_share,
+        "align": align,
         "steer": size.test_users * len(s.steer_values) * _steer_curves(s)
         * cost.steer_user_value_curve,
+        "ablations": _ablation_rows(s) * align
+        + _retrained_saes(s) * sae_seconds(s.sae_steps, s.sae_batch_size, s.sae_d_sae),
     }
 
 
@@ -187,6 +205,18 @@ def _cut_bootstrap(s: ReproduceSettings, *_: object) -> tuple[ReproduceSettings,
             f"alignment: 100 bootstrap resamples (of {s.align_bootstrap})")
 
 
+#: The ablation rows a budget keeps: the unit and the two architectures at matched L0.
+KEPT_ABLATIONS: tuple[str, ...] = ("items", "topk", "jumprelu")
+
+
+def _cut_ablations(s: ReproduceSettings, *_: object) -> tuple[ReproduceSettings, str] | None:
+    kept = tuple(kind for kind in s.ablations if kind in KEPT_ABLATIONS)
+    if kept == s.ablations:
+        return None
+    return (replace(s, ablations=kept),
+            f"ablations: {', '.join(kept) or 'none'} only (of {', '.join(s.ablations)})")
+
+
 #: Fewest GPTRec epochs a budget may leave (fewer would not be the paper's model at all).
 MIN_EPOCHS = 10
 #: Shortest Table-1 SAE training a budget may leave.
@@ -220,6 +250,7 @@ CUTS: tuple[tuple[Cut, tuple[str, ...]], ...] = (
     (_cut_table1_grid, ("table1_l1", "table1_d_sae")),
     (_cut_steer_values, ("steer_values",)),
     (_cut_bootstrap, ("align_bootstrap",)),
+    (_cut_ablations, ("ablations",)),
     (_cut_epochs, ("epochs",)),
     (_cut_table1_steps, ("table1_steps",)),
 )

@@ -114,6 +114,11 @@ class RunLayout:
         return self.sae_dir / "alignment"
 
     @property
+    def ablations_dir(self) -> Path:
+        """Ablation rows of the analysis SAE (``mechrec align ablations``' default folder)."""
+        return self.sae_dir / "ablations"
+
+    @property
     def steering_dir(self) -> Path:
         """Steering tables of the analysis SAE (``mechrec steer sweep``' default folder)."""
         return self.run_dir / "steering" / self.sae_name

@@ -20,6 +20,7 @@ import pandas as pd
 from mechrec_recsys.report.layout import DEFAULT_SAE_NAME, RunLayout
 
 if TYPE_CHECKING:  # pragma: no cover - the result objects' modules (torch) load when read
+    from mechrec.ablations import AblationTable
     from mechrec.alignment import AlignmentRun
     from mechrec_recsys.saes import Table1
     from mechrec_recsys.steering import GenreSweep
@@ -196,6 +197,22 @@ class RunOutputs:
                               intervals=run.interval_table(boot, confidence),
                               differences=run.difference_table(boot, confidence),
                               meta=run.bootstrap_meta(boot, confidence))
+
+    @cached_property
+    def ablations(self) -> AblationTable:
+        """The ablation rows as their result object
+        (:meth:`mechrec.ablations.AblationTable.load` of ``ablations.json``); a missing or
+        damaged file is a missing output whose reason says to rerun the step."""
+        from mechrec.ablations import TABLE_JSON, AblationTable
+
+        folder = self.layout.ablations_dir
+        try:
+            return AblationTable.load(folder)
+        except FileNotFoundError:
+            raise MissingOutput(folder / TABLE_JSON, "ablations") from None
+        except (OSError, KeyError, ValueError) as exc:
+            raise MissingOutput(folder / TABLE_JSON, "ablations",
+                                " ".join(str(exc).split())) from None
 
     @cached_property
     def steering(self) -> GenreSweep:

@@ -5,7 +5,7 @@ layers, 2 heads, hidden 64; Table 1 over the paper's L1 weights and dictionary s
 seeds of 1,500 steps of 256 rows; an L1 SAE with 2,048 features at λ 0.1 trained for 3,000
 steps of 1,024 rows; alignment with release decades and two custom predicates and 200 bootstrap
 resamples of the test users; steering of six genres over -10..10 in both edit modes with
-probes). The quick preset runs every step at toy
+probes; the ablation rows of docs/reproducing-the-paper.md). The quick preset runs every step at toy
 size, in seconds, for tests and a first look (50 bootstrap resamples).
 
 Each pipeline step depends on a subset of the fields (:data:`STEP_FIELDS`); a step's outputs
@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 from mechrec.saes import PAPER_DICT_SIZES, PAPER_L1_GRID
+from mechrec_recsys.configs import ABLATIONS
 from mechrec_recsys.model import GPTRecConfig
 from mechrec_recsys.steering import DEFAULT_GENRES
 from mechrec_recsys.training import TrainConfig
@@ -66,6 +67,9 @@ class ReproduceSettings:
         steer_values: feature values (and direction multiples) of the sweep.
         steer_modes: SAE edit modes (``replace`` = the paper's, ``keep-error``).
         steer_probes: also steer with probe and SAE decoder directions (Fig. 9).
+        ablations: ablation rows of the analysis SAE (:data:`mechrec_recsys.configs.ABLATIONS`;
+            the unit, architectures at matched L0, normalisation, other layers), each with
+            ``align_bootstrap`` paired resamples; empty: no ablation step.
         budget_minutes: the wall-time budget these settings were cut to fit (``None``: no
             budget; :func:`mechrec_recsys.report.budget.fit_budget`).
         budget_cuts: what the budget cut, one line each (shown in the report).
@@ -108,6 +112,7 @@ class ReproduceSettings:
     steer_values: tuple[float, ...] = tuple(float(v) for v in range(-10, 11))
     steer_modes: tuple[str, ...] = ("replace", "keep-error")
     steer_probes: bool = True
+    ablations: tuple[str, ...] = ABLATIONS
     budget_minutes: float | None = None
     budget_cuts: tuple[str, ...] = ()
 
@@ -131,6 +136,10 @@ class ReproduceSettings:
                 raise ValueError(f"{name} needs at least one value")
         if self.budget_minutes is not None and not self.budget_minutes > 0:
             raise ValueError(f"budget_minutes must be positive, got {self.budget_minutes}")
+        unknown = [kind for kind in self.ablations if kind not in ABLATIONS]
+        if unknown:
+            raise ValueError(f"unknown ablation {unknown[0]!r}; choose from "
+                             f"{', '.join(ABLATIONS)}")
         if not (self.table1_l1 or self.table1_d_sae):
             raise ValueError("Table 1 needs at least one L1 weight or dictionary size")
 
@@ -146,7 +155,7 @@ class ReproduceSettings:
                      ) -> ReproduceSettings:
         """Every step at toy size: a small GPTRec trained 3 epochs, 3 tiny Table-1 SAEs, a
         256-feature analysis SAE, 50 bootstrap resamples of the alignment, two steered genres
-        over three values."""
+        over three values, two ablation rows (items, TopK at matched L0)."""
         return cls(
             dataset=dataset, split=split, seed=seed, quick=True,
             n_layers=2, n_heads=2, d_model=32, d_mlp=64, max_len=50, epochs=3, patience=3,
@@ -155,7 +164,7 @@ class ReproduceSettings:
             table1_seeds=(0,), table1_steps=100, table1_batch_size=256,
             sae_d_sae=256, sae_steps=300, sae_batch_size=256, align_bootstrap=50,
             steer_genres=("Action", "Sci-Fi"), steer_values=(-5.0, 0.0, 5.0),
-            steer_modes=("replace",),
+            steer_modes=("replace",), ablations=("items", "topk"),
         )
 
     def with_overrides(self, **overrides: Any) -> ReproduceSettings:
@@ -201,6 +210,7 @@ STEP_FIELDS: dict[str, tuple[str, ...]] = {
     "align": ("seed", "align_decades", "align_title_contains", "align_years", "align_top_k",
               "align_bootstrap"),
     "steer": ("k", "steer_genres", "steer_values", "steer_modes", "steer_probes"),
+    "ablations": ("seed", "ablations", "align_bootstrap"),
 }
 
 

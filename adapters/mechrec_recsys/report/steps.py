@@ -9,6 +9,7 @@ table1     :func:`mechrec_recsys.saes.run_table1` + ``Table1.save`` (``table1.js
 sae        :func:`mechrec_recsys.saes.train_run_sae` (+ its metrics in ``reproduce/sae.json``)
 align      :func:`mechrec_recsys.alignment.align` + ``AlignmentRun.write`` (with bootstrap)
 steer      :func:`mechrec_recsys.steering.run_genre_sweep` + ``GenreSweep.save``
+ablations  :func:`mechrec_recsys.ablations.run_sae_ablations` (``AblationTable.save``)
 =========  ==========================================================================
 
 A :class:`StepContext` holds what several steps share (the dataset and split, the opened
@@ -293,6 +294,23 @@ def run_steer(ctx: StepContext, fresh_upstream: bool) -> dict[str, Any]:
     return {"curves": int(result.curves["curve"].nunique())}
 
 
+def run_ablations_step(ctx: StepContext, fresh_upstream: bool) -> dict[str, Any]:
+    """Ablation rows of the analysis SAE: the alignment comparison with one setting changed
+    per row (variants trained like the analysis SAE on the SAE users, scored on the test
+    users). Rows saved by an interrupted run with the same model and SAE are reused."""
+    del fresh_upstream
+    from mechrec_recsys.ablations import run_sae_ablations
+
+    s = ctx.settings
+    if not s.ablations:
+        return {"rows": 0}
+    table = run_sae_ablations(ctx.experiment, ctx.sae, sae_config(s, ctx.device), s.ablations,
+                              bootstrap=s.align_bootstrap, confidence=ALIGN_CONFIDENCE,
+                              seed=s.seed, out_dir=ctx.layout.ablations_dir,
+                              progress=lambda line: ctx.log(f"  {line}"))
+    return {"rows": len(table.rows)}
+
+
 def preflight(ctx: StepContext) -> None:
     """Check what can be checked before hours of work: the steered genres exist.
 
@@ -357,6 +375,10 @@ STEPS: tuple[Step, ...] = (
          lambda lay, s: [lay.steering_dir / name for name in
                       ("sweep.json", "target_share.csv", "summary.json", "features.csv")],
          run_steer, "mechrec steer sweep RUN_DIR paper --probes"),
+    Step("ablations", "ablations: what drives the SAE's edge", ("train", "sae"),
+         lambda lay, s: [lay.ablations_dir / name for name in
+                         (("ablations.json", "ablations.csv") if s.ablations else ())],
+         run_ablations_step, "mechrec align ablations RUN_DIR paper --bootstrap 200"),
 )
 STEP_NAMES: tuple[str, ...] = tuple(step.name for step in STEPS)
 
@@ -396,6 +418,9 @@ def step_command(name: str, settings: ReproduceSettings | None, run_dir: str | P
         return (f"mechrec align tables {run} {s.sae_name} --seed {s.seed} --top-k "
                 f"{s.align_top_k}{'' if s.align_decades else ' --no-decades'}{extra} "
                 f"--bootstrap {s.align_bootstrap}")
+    if name == "ablations":
+        return (f"mechrec align ablations {run} {s.sae_name} --kinds {_join(s.ablations)} "
+                f"--seed {s.seed} --bootstrap {s.align_bootstrap}")
     mode = "both" if set(s.steer_modes) == {"replace", "keep-error"} else s.steer_modes[0]
     return (f"mechrec steer sweep {run} {s.sae_name} --genres {_join(s.steer_genres)} "
             f"--values {_join(s.steer_values)} --mode {mode} "

@@ -1,0 +1,141 @@
+"""Ablation rows (``mechrec.ablations``) on a non-recommender HookedTransformer.
+
+Each row must equal the honest alignment recipe run by hand on the variant (the same SAE for
+the unit row, an SAE trained with the one changed setting for the others), the matched L0
+must come from the select rows, and a rerun must reuse saved rows rather than retrain.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from tiny_model import TINY_VOCAB, make_tiny_model
+
+from mechrec.ablations import (
+    ABLATION_KINDS,
+    Ablation,
+    AblationTable,
+    run_ablations,
+    standard_ablations,
+)
+from mechrec.alignment import align
+from mechrec.reconstruction import reconstruction_metrics
+from mechrec.saes import SAETrainingConfig, train_sae
+from mechrec.study import TokenStudy
+
+HOOK = "blocks.0.hook_resid_post"
+
+
+def _tokens(seed: int, n: int = 40, length: int = 10) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randint(1, TINY_VOCAB, (n, length), generator=gen)
+
+
+@pytest.fixture(scope="module")
+def study() -> TokenStudy:
+    tok = np.arange(TINY_VOCAB)
+    table = pd.DataFrame({"even": tok % 2 == 0, "low": tok < 8, "high": tok >= 18}
+                         ).astype(np.float32)
+    table.iloc[0] = 0.0
+    groups = pd.Series({"even": "parity", "low": "range", "high": "range"})
+    return TokenStudy(make_tiny_model(), {"fit": _tokens(0), "eval": _tokens(1)}, table, groups,
+                      batch_size=20)
+
+
+@pytest.fixture(scope="module")
+def config() -> SAETrainingConfig:
+    return SAETrainingConfig(architecture="standard", d_sae=32, l1_coefficient=0.05, steps=40,
+                             batch_size=64, lr_warm_up_steps=0, seed=0)
+
+
+@pytest.fixture(scope="module")
+def sae(study: TokenStudy, config: SAETrainingConfig):
+    return train_sae(study.activations("fit", HOOK), config).sae
+
+
+def test_standard_ablations_name_every_kind(study: TokenStudy) -> None:
+    rows = standard_ablations(study.model, HOOK)
+    assert [a.name for a in rows] == ["tokens", "topk", "jumprelu", "no-norm",
+                                      "resid-post-1", "mlp-out-0"]
+    assert not rows[0].retrains and rows[0].unit == "tokens"
+    assert rows[1].match_l0 == "k" and rows[2].match_l0 == "target_l0"
+    assert rows[4].hook == "blocks.1.hook_resid_post"
+    assert set(ABLATION_KINDS) == {"tokens", "topk", "jumprelu", "no-norm", "layers",
+                                   "mlp-out"}
+    with pytest.raises(ValueError, match="unknown ablation 'depth'"):
+        standard_ablations(study.model, HOOK, ["depth"])
+    with pytest.raises(ValueError, match="not a block's hook"):
+        standard_ablations(study.model, "hook_embed", ["layers"])
+    with pytest.raises(ValueError, match="plain folder name"):
+        Ablation("a/b", "bad")
+
+
+def test_rows_equal_the_recipe_run_by_hand(study, sae, config, tmp_path) -> None:
+    ablations = standard_ablations(study.model, HOOK, ["tokens", "topk", "no-norm"])
+    lines: list[str] = []
+    table = run_ablations(study, sae, config, ablations, select="fit", score="eval",
+                          bootstrap=20, seed=3, out_dir=tmp_path, progress=lines.append)
+    frame = table.frame()
+    assert list(frame.index) == ["base", "tokens", "topk", "no-norm"]
+    assert len(lines) == 4 and lines[0].startswith("base: SAE ")
+
+    # the base row: the honest recipe on the base SAE, first group ("parity")
+    by_hand = align(study, sae, select="fit", score="eval", seed=3).summary()
+    honest = by_hand[(by_hand["group"] == "parity") & (by_hand["selection"] == "honest")]
+    for source in ("SAE", "neurons", "random"):
+        expected = honest[honest["features"] == source]["correlation_mean"].iloc[0]
+        assert frame.loc["base", source] == pytest.approx(expected, abs=1e-12)
+    assert frame.loc["base", "group"] == "parity"
+    base = frame.loc["base"]
+    assert base["SAE - random"] == pytest.approx(base["SAE"] - base["random"])
+    assert base["SAE - random lower"] <= base["SAE - random upper"]
+
+    # the unit row reuses the SAE with distinct tokens as the unit
+    tokens = align(study, sae, select="fit", score="eval", seed=3, unit="tokens").summary()
+    sel = tokens[(tokens["group"] == "parity") & (tokens["selection"] == "honest")
+                & (tokens["features"] == "SAE")]
+    assert frame.loc["tokens", "SAE"] == pytest.approx(sel["correlation_mean"].iloc[0])
+    assert frame.loc["tokens", "train_seconds"] == 0.0
+
+    # TopK: k = the base SAE's L0 on the select rows, trained with the same config otherwise
+    l0 = reconstruction_metrics(sae, study.activations("fit", HOOK)).l0
+    k = max(1, round(l0))
+    assert frame.loc["topk", "architecture"] == "topk"
+    assert f"k={k}" in frame.loc["topk", "changes"]
+    topk = train_sae(study.activations("fit", HOOK),
+                     config.with_overrides(architecture="topk", k=k)).sae
+    scored = reconstruction_metrics(topk, study.activations("eval", HOOK))
+    assert frame.loc["topk", "l0"] == pytest.approx(scored.l0)
+    assert "normalization=none" in frame.loc["no-norm", "changes"]
+    assert (tmp_path / "topk" / "sae" / "cfg.json").is_file()
+
+    loaded = AblationTable.load(tmp_path)
+    pd.testing.assert_frame_equal(loaded.frame(), frame, check_dtype=False)
+    assert loaded.meta["group"] == "parity" and loaded.meta["bootstrap"] == 20
+
+
+def test_rerun_reuses_saved_rows_and_redoes_changed_ones(study, sae, config, tmp_path) -> None:
+    ablations = standard_ablations(study.model, HOOK, ["tokens"])
+    first = run_ablations(study, sae, config, ablations, select="fit", score="eval",
+                          bootstrap=0, out_dir=tmp_path)
+    lines: list[str] = []
+    again = run_ablations(study, sae, config, ablations, select="fit", score="eval",
+                          bootstrap=0, out_dir=tmp_path, progress=lines.append)
+    assert lines == ["base: done before, reused", "tokens: done before, reused"]
+    pd.testing.assert_frame_equal(again.frame(), first.frame())
+    assert np.isnan(first.frame().loc["base", "SAE - random lower"])
+    lines.clear()
+    run_ablations(study, sae, config, ablations, select="fit", score="eval", bootstrap=0,
+                  seed=1, out_dir=tmp_path, progress=lines.append)
+    assert not any("reused" in line for line in lines)
+
+
+def test_bad_inputs_are_refused(study, sae, config, tmp_path) -> None:
+    with pytest.raises(ValueError, match="select and score are both 'fit'"):
+        run_ablations(study, sae, config, [], select="fit", score="fit")
+    with pytest.raises(ValueError, match="unique"):
+        run_ablations(study, sae, config, [Ablation("base", "x")], select="fit", score="eval")
+    with pytest.raises(FileNotFoundError, match="mechrec align ablations"):
+        AblationTable.load(tmp_path)
