@@ -7,6 +7,9 @@ must come from the select rows, and a rerun must reuse saved rows rather than re
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -130,6 +133,18 @@ def test_rerun_reuses_saved_rows_and_redoes_changed_ones(study, sae, config, tmp
     run_ablations(study, sae, config, ablations, select="fit", score="eval", bootstrap=0,
                   seed=1, out_dir=tmp_path, progress=lines.append)
     assert not any("reused" in line for line in lines)
+
+
+def test_the_concepts_page_snippet_runs(study, sae, config, tmp_path, monkeypatch) -> None:
+    page = Path(__file__).resolve().parents[2] / "docs" / "concepts.md"
+    match = re.search(r"<!-- ablations -->\n```python\n(.*?)```", page.read_text(), re.S)
+    assert match, "docs/concepts.md has no snippet after <!-- ablations -->"
+    monkeypatch.chdir(tmp_path)
+    scope = {"study": study, "sae": sae, "config": config}
+    exec(compile(match.group(1), "concepts.md", "exec"), scope)
+    frame = scope["table"].frame()
+    assert list(frame.index) == ["base", "tokens", "topk", "resid-post-1"]
+    assert (tmp_path / "abl" / "ablations.json").is_file()
 
 
 def test_bad_inputs_are_refused(study, sae, config, tmp_path) -> None:
