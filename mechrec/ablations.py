@@ -269,7 +269,8 @@ def run_ablations(
         progress: receives one line per row.
 
     Raises:
-        ValueError: ``select == score``, duplicate row names, bad ablation settings.
+        ValueError: ``select == score``, duplicate row names, bad ablation settings, a
+            transcoder as the base.
     """
     from mechrec.alignment import align
     from mechrec.reconstruction import reconstruction_metrics
@@ -280,6 +281,9 @@ def run_ablations(
                          "on other rows than those that score them")
     if bootstrap < 0:
         raise ValueError(f"bootstrap must be >= 0, got {bootstrap}")
+    if getattr(sae, "is_transcoder", False):
+        raise ValueError("the base is a transcoder: ablation rows retrain an SAE that reads and "
+                         "writes one hook, and transcoders cannot be trained here; use an SAE")
     names = [BASE_ROW, *(a.name for a in ablations)]
     if len(set(names)) != len(names):
         raise ValueError(f"ablation names must be unique and not {BASE_ROW!r}: {names}")

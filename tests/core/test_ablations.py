@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -152,5 +153,8 @@ def test_bad_inputs_are_refused(study, sae, config, tmp_path) -> None:
         run_ablations(study, sae, config, [], select="fit", score="fit")
     with pytest.raises(ValueError, match="unique"):
         run_ablations(study, sae, config, [Ablation("base", "x")], select="fit", score="eval")
+    with pytest.raises(ValueError, match="the base is a transcoder"):
+        run_ablations(study, SimpleNamespace(is_transcoder=True), config, [], select="fit",
+                      score="eval")
     with pytest.raises(FileNotFoundError, match="mechrec align ablations"):
         AblationTable.load(tmp_path)
