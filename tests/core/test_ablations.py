@@ -14,8 +14,7 @@ from types import SimpleNamespace
 import numpy as np
 import pandas as pd
 import pytest
-import torch
-from tiny_model import TINY_VOCAB, make_tiny_model
+from tiny_model import parity_range_study
 
 from mechrec.ablations import (
     ABLATION_KINDS,
@@ -32,20 +31,9 @@ from mechrec.study import TokenStudy
 HOOK = "blocks.0.hook_resid_post"
 
 
-def _tokens(seed: int, n: int = 40, length: int = 10) -> torch.Tensor:
-    gen = torch.Generator().manual_seed(seed)
-    return torch.randint(1, TINY_VOCAB, (n, length), generator=gen)
-
-
 @pytest.fixture(scope="module")
 def study() -> TokenStudy:
-    tok = np.arange(TINY_VOCAB)
-    table = pd.DataFrame({"even": tok % 2 == 0, "low": tok < 8, "high": tok >= 18}
-                         ).astype(np.float32)
-    table.iloc[0] = 0.0
-    groups = pd.Series({"even": "parity", "low": "range", "high": "range"})
-    return TokenStudy(make_tiny_model(), {"fit": _tokens(0), "eval": _tokens(1)}, table, groups,
-                      batch_size=20)
+    return parity_range_study(n=40, length=10, batch_size=20)
 
 
 @pytest.fixture(scope="module")

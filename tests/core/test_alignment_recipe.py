@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from tiny_model import TINY_VOCAB, make_tiny_model
+from tiny_model import TINY_VOCAB, make_tiny_model, random_tokens
 
 from mechrec.activations import collect_activations
 from mechrec.alignment import (
@@ -32,9 +32,7 @@ from mechrec.study import Study, TokenStudy, check_attribute_table
 HOOK = "blocks.0.hook_resid_post"
 
 
-def _tokens(seed: int, n: int = 48, length: int = 12) -> torch.Tensor:
-    gen = torch.Generator().manual_seed(seed)
-    return torch.randint(1, TINY_VOCAB, (n, length), generator=gen)
+_tokens = random_tokens
 
 
 def _attributes() -> tuple[pd.DataFrame, pd.Series]:

@@ -6,8 +6,12 @@ unlike ``conftest``, cannot collide with another test folder's helpers.
 
 from __future__ import annotations
 
+import numpy as np
+import pandas as pd
 import torch
 from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+from mechrec.study import TokenStudy
 
 TINY_VOCAB = 24
 TINY_CTX = 16
@@ -57,3 +61,23 @@ def make_token_batches(
     """Left-padded random token batches: tokens in 1..V-1, 0 is padding, ragged lengths."""
     gen = torch.Generator().manual_seed(seed)
     return [random_left_padded(gen, batch_size, seq_len) for _ in range(n_batches)]
+
+
+def random_tokens(seed: int, n: int = 48, length: int = 12) -> torch.Tensor:
+    """``(n, length)`` random tokens in 1..V-1 (no padding), seeded."""
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randint(1, TINY_VOCAB, (n, length), generator=gen)
+
+
+def parity_range_study(n: int = 48, length: int = 12, batch_size: int = 16) -> TokenStudy:
+    """A :class:`~mechrec.study.TokenStudy` of the tiny model: row sets ``fit`` and ``eval``
+    of random tokens, attributes ``even`` (group ``parity``), ``low`` and ``high`` (group
+    ``range``); padding carries none."""
+    tok = np.arange(TINY_VOCAB)
+    table = pd.DataFrame({"even": tok % 2 == 0, "low": tok < 8, "high": tok >= 18}
+                         ).astype(np.float32)
+    table.iloc[0] = 0.0
+    groups = pd.Series({"even": "parity", "low": "range", "high": "range"})
+    return TokenStudy(make_tiny_model(), {"fit": random_tokens(0, n, length),
+                                          "eval": random_tokens(1, n, length)}, table, groups,
+                      batch_size=batch_size)
