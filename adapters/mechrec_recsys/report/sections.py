@@ -1064,7 +1064,9 @@ def ablations_section(out: RunOutputs) -> Section:
         rows = []
         for row in abl.rows:
             rows.append([
-                text_cell(row["name"], header=True), text_cell(row.get("description")),
+                text_cell(row["name"], header=True),
+                text_cell(f"{row.get('description')} ({row['changes']})" if row.get("changes")
+                          else row.get("description")),
                 text_cell(row.get("hook")),
                 num_cell(row.get("l0"), key=f"{row['name']}.l0", digits=0),
                 num_cell(row.get("explained_variance"), key=f"{row['name']}.ev", digits=3),
