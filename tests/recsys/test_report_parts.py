@@ -126,3 +126,36 @@ def test_reproduce_cli_passes_align_bootstrap_to_the_settings(tmp_path, monkeypa
                                       "--align-bootstrap", "7"])
     assert seen["settings"].align_bootstrap == 7
     assert result.exit_code == 2 and "stop here" in result.output
+
+
+@pytest.mark.parametrize(("flag", "expected"), [("items,topk", ("items", "topk")),
+                                                ("none", ())])
+def test_reproduce_cli_passes_ablations_to_the_settings(tmp_path, monkeypatch, flag,
+                                                        expected) -> None:
+    """``--ablations`` reaches the settings; ``none`` turns the rows off; the step's command
+    follows the settings."""
+    import mechrec_recsys.report as report_pkg
+    from mechrec_recsys.cli.main import app
+    from mechrec_recsys.report.steps import step_command
+    from typer.testing import CliRunner
+
+    seen = {}
+
+    def fake_pipeline(settings, out, **kwargs):
+        seen["settings"] = settings
+        raise ValueError("stop here")
+
+    monkeypatch.setattr(report_pkg, "run_pipeline", fake_pipeline)
+    result = CliRunner().invoke(app, ["reproduce", "--out", str(tmp_path / "run"), "--quick",
+                                      "--ablations", flag])
+    assert result.exit_code == 2 and "stop here" in result.output
+    settings = seen["settings"]
+    assert settings.ablations == expected
+    command = step_command("ablations", settings, "RUN")
+    if expected:
+        assert command.startswith("mechrec align ablations RUN paper --kinds items,topk ")
+    else:
+        assert command.startswith("(none")
+    bad = CliRunner().invoke(app, ["reproduce", "--out", str(tmp_path / "run"), "--quick",
+                                   "--ablations", "depth"])
+    assert bad.exit_code == 2 and "--ablations 'depth': choose from items" in bad.output

@@ -375,7 +375,7 @@ STEPS: tuple[Step, ...] = (
          lambda lay, s: [lay.steering_dir / name for name in
                       ("sweep.json", "target_share.csv", "summary.json", "features.csv")],
          run_steer, "mechrec steer sweep RUN_DIR paper --probes"),
-    Step("ablations", "ablations: what drives the SAE's edge", ("train", "sae"),
+    Step("ablations", "what drives the SAE's edge (ablation rows)", ("train", "sae"),
          lambda lay, s: [lay.ablations_dir / name for name in
                          (("ablations.json", "ablations.csv") if s.ablations else ())],
          run_ablations_step, "mechrec align ablations RUN_DIR paper --bootstrap 200"),
@@ -419,6 +419,8 @@ def step_command(name: str, settings: ReproduceSettings | None, run_dir: str | P
                 f"{s.align_top_k}{'' if s.align_decades else ' --no-decades'}{extra} "
                 f"--bootstrap {s.align_bootstrap}")
     if name == "ablations":
+        if not s.ablations:
+            return "(none: no ablation rows were asked for)"
         return (f"mechrec align ablations {run} {s.sae_name} --kinds {_join(s.ablations)} "
                 f"--seed {s.seed} --bootstrap {s.align_bootstrap}")
     mode = "both" if set(s.steer_modes) == {"replace", "keep-error"} else s.steer_modes[0]
