@@ -109,8 +109,9 @@ def test_bootstrap_sentences_follow_the_numbers():
     assert bootstrap_conclusion([], "genres") == "No difference has an interval."
 
 
-def test_reproduce_cli_passes_align_bootstrap_to_the_settings(tmp_path, monkeypatch) -> None:
-    """``--align-bootstrap`` reaches the pipeline's settings (the pipeline itself is replaced)."""
+def reproduce_settings(tmp_path, monkeypatch, *flags: str) -> ReproduceSettings:
+    """The settings ``mechrec reproduce --quick FLAGS`` hands to the pipeline (which is
+    replaced by one that records them and stops with an error)."""
     import mechrec_recsys.report as report_pkg
     from mechrec_recsys.cli.main import app
     from typer.testing import CliRunner
@@ -123,9 +124,15 @@ def test_reproduce_cli_passes_align_bootstrap_to_the_settings(tmp_path, monkeypa
 
     monkeypatch.setattr(report_pkg, "run_pipeline", fake_pipeline)
     result = CliRunner().invoke(app, ["reproduce", "--out", str(tmp_path / "run"), "--quick",
-                                      "--align-bootstrap", "7"])
-    assert seen["settings"].align_bootstrap == 7
+                                      *flags])
     assert result.exit_code == 2 and "stop here" in result.output
+    return seen["settings"]
+
+
+def test_reproduce_cli_passes_align_bootstrap_to_the_settings(tmp_path, monkeypatch) -> None:
+    """``--align-bootstrap`` reaches the pipeline's settings."""
+    settings = reproduce_settings(tmp_path, monkeypatch, "--align-bootstrap", "7")
+    assert settings.align_bootstrap == 7
 
 
 @pytest.mark.parametrize(("flag", "expected"), [("items,topk", ("items", "topk")),
@@ -134,22 +141,11 @@ def test_reproduce_cli_passes_ablations_to_the_settings(tmp_path, monkeypatch, f
                                                         expected) -> None:
     """``--ablations`` reaches the settings; ``none`` turns the rows off; the step's command
     follows the settings."""
-    import mechrec_recsys.report as report_pkg
     from mechrec_recsys.cli.main import app
     from mechrec_recsys.report.steps import step_command
     from typer.testing import CliRunner
 
-    seen = {}
-
-    def fake_pipeline(settings, out, **kwargs):
-        seen["settings"] = settings
-        raise ValueError("stop here")
-
-    monkeypatch.setattr(report_pkg, "run_pipeline", fake_pipeline)
-    result = CliRunner().invoke(app, ["reproduce", "--out", str(tmp_path / "run"), "--quick",
-                                      "--ablations", flag])
-    assert result.exit_code == 2 and "stop here" in result.output
-    settings = seen["settings"]
+    settings = reproduce_settings(tmp_path, monkeypatch, "--ablations", flag)
     assert settings.ablations == expected
     command = step_command("ablations", settings, "RUN")
     if expected:
