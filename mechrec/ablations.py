@@ -289,7 +289,9 @@ def run_ablations(
         raise ValueError(f"ablation names must be unique and not {BASE_ROW!r}: {names}")
     log = progress or (lambda message: None)
     out = Path(out_dir) if out_dir is not None else None
-    identity = {"model": _weights_digest(study.model), "sae": _weights_digest(sae.sae),
+    # what a saved row must have been made with to be reused (only needed with out_dir)
+    identity = None if out is None else {
+                "model": _weights_digest(study.model), "sae": _weights_digest(sae.sae),
                 "hook": sae.hook_name, "config": config.to_dict(tracking=False),
                 "select": select, "score": score, "bootstrap": bootstrap,
                 "confidence": confidence, "seed": seed, "group": group, "metric": metric}
@@ -303,9 +305,10 @@ def run_ablations(
 
     rows = []
     for ablation in [Ablation(BASE_ROW, "the base recipe"), *ablations]:
-        spec = {**identity, "ablation": asdict(ablation)}
         folder = out / ablation.name if out is not None else None
-        saved = _saved_row(folder, _digest(spec))
+        digest = None if identity is None else _digest({**identity,
+                                                        "ablation": asdict(ablation)})
+        saved = _saved_row(folder, digest)
         if saved is not None:
             log(f"{ablation.name}: done before, reused")
             rows.append(saved)
@@ -339,7 +342,7 @@ def run_ablations(
         if folder is not None:
             if ablation.retrains:
                 variant.save(folder / "sae")
-            atomic_write_json(folder / ROW_FILE, json_safe({"digest": _digest(spec),
+            atomic_write_json(folder / ROW_FILE, json_safe({"digest": digest,
                                                             "row": row}), sort_keys=False)
         log(f"{ablation.name}: SAE {row.get('SAE', np.nan):.3f}, neurons "
             f"{row.get('neurons', np.nan):.3f}, random {row.get('random', np.nan):.3f}, "
@@ -361,7 +364,7 @@ def _changes(base: Any, variant: Any) -> str:
                      for k, v in after.items() if before.get(k) != v)
 
 
-def _saved_row(folder: Path | None, digest: str) -> dict[str, Any] | None:
+def _saved_row(folder: Path | None, digest: str | None) -> dict[str, Any] | None:
     """The row saved in ``folder`` when it was made with the same ``digest``."""
     if folder is None or not (folder / ROW_FILE).is_file():
         return None
