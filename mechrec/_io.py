@@ -192,6 +192,12 @@ def json_safe(value: Any) -> Any:
     return value
 
 
+def json_sha256(value: Any) -> str:
+    """The hex SHA-256 of ``value`` as canonical JSON (through :func:`json_safe`, keys
+    sorted): the one digest of settings that decides whether saved work can be reused."""
+    return sha256_bytes(json.dumps(json_safe(value), sort_keys=True).encode())
+
+
 def atomic_write_json(path: str | os.PathLike, data: Any, *, sort_keys: bool = True) -> Path:
     """Write ``data`` as strict, indented JSON to ``path`` atomically (through
     :func:`json_safe`: NaN/inf are written as ``null``); returns ``path``."""
@@ -199,15 +205,43 @@ def atomic_write_json(path: str | os.PathLike, data: Any, *, sort_keys: bool = T
     return atomic_write_text(Path(path), text)
 
 
+def safetensors_bytes(tensors: Mapping[str, torch.Tensor],
+                      metadata: dict[str, str] | None = None) -> bytes:
+    """The bytes of a safetensors file holding ``tensors`` with header ``metadata``.
+
+    Tensors are moved to the CPU and made contiguous; one that shares memory with an earlier
+    one (tied weights, which safetensors refuses) is copied, so any state dict can be written.
+    """
+    from safetensors.torch import save
+
+    plain: dict[str, torch.Tensor] = {}
+    storages: set[int] = set()
+    for name, tensor in tensors.items():
+        tensor = tensor.detach().cpu()
+        pointer = tensor.untyped_storage().data_ptr()
+        if pointer in storages:
+            tensor = tensor.clone()
+        storages.add(pointer)
+        plain[name] = tensor.contiguous()
+    return save(plain, metadata=metadata)
+
+
+def state_dict_sha256(module: torch.nn.Module, metadata: dict[str, str] | None = None) -> str:
+    """The SHA-256 of ``module``'s weights as a safetensors file with header ``metadata``.
+
+    It is the content hash :func:`save_safetensors_atomically` would record for
+    ``module.state_dict()``, so one module has one hash in memory and on disk.
+    """
+    return sha256_bytes(safetensors_bytes(module.state_dict(), metadata))
+
+
 def save_safetensors_atomically(
-    path: Path, tensors: Mapping[str, torch.Tensor], metadata: dict[str, str]
+    path: Path, tensors: Mapping[str, torch.Tensor], metadata: dict[str, str] | None = None
 ) -> Path:
-    """Write ``tensors`` (made contiguous) with header ``metadata`` to ``path`` atomically.
+    """Write ``tensors`` (see :func:`safetensors_bytes`) with header ``metadata`` to ``path``
+    atomically.
 
     Returns:
         ``path``.
     """
-    contiguous = {name: tensor.contiguous() for name, tensor in tensors.items()}
-    from safetensors.torch import save_file
-
-    return atomic_write(path, lambda tmp: save_file(contiguous, tmp, metadata=metadata))
+    return atomic_write_bytes(path, safetensors_bytes(tensors, metadata))

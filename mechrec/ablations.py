@@ -29,7 +29,6 @@ rerun with the same model, base SAE and settings, so an interrupted run loses on
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -40,7 +39,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mechrec._io import atomic_write_bytes, atomic_write_json, json_safe
+from mechrec._io import (
+    atomic_write_bytes,
+    atomic_write_json,
+    json_safe,
+    json_sha256,
+    state_dict_sha256,
+)
 
 __all__ = ["ABLATION_KINDS", "Ablation", "AblationTable", "run_ablations",
            "standard_ablations"]
@@ -194,18 +199,6 @@ class AblationTable:
         return cls(rows=rows, meta=dict(data.get("meta", {})))
 
 
-def _digest(value: Any) -> str:
-    return hashlib.sha256(json.dumps(json_safe(value), sort_keys=True).encode()).hexdigest()
-
-
-def _weights_digest(module: Any) -> str:
-    h = hashlib.sha256()
-    for name, tensor in sorted(module.state_dict().items()):
-        h.update(name.encode())
-        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()[:16]
-
-
 def _row_from_run(run: Any, group: str, bootstrap: int, confidence: float, seed: int
                   ) -> dict[str, Any]:
     summary = run.summary()
@@ -291,7 +284,7 @@ def run_ablations(
     out = Path(out_dir) if out_dir is not None else None
     # what a saved row must have been made with to be reused (only needed with out_dir)
     identity = None if out is None else {
-                "model": _weights_digest(study.model), "sae": _weights_digest(sae.sae),
+                "model": state_dict_sha256(study.model), "sae": state_dict_sha256(sae.sae),
                 "hook": sae.hook_name, "config": config.to_dict(tracking=False),
                 "select": select, "score": score, "bootstrap": bootstrap,
                 "confidence": confidence, "seed": seed, "group": group, "metric": metric}
@@ -306,7 +299,7 @@ def run_ablations(
     rows = []
     for ablation in [Ablation(BASE_ROW, "the base recipe"), *ablations]:
         folder = out / ablation.name if out is not None else None
-        digest = None if identity is None else _digest({**identity,
+        digest = None if identity is None else json_sha256({**identity,
                                                         "ablation": asdict(ablation)})
         saved = _saved_row(folder, digest)
         if saved is not None:

@@ -18,15 +18,16 @@ from typing import Any
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors_bytes
-from safetensors.torch import save as save_safetensors_bytes
 from transformer_lens import HookedTransformer
 
 from mechrec._io import (
     atomic_write_bytes,
     atomic_write_json,
     read_verified_bytes,
+    safetensors_bytes,
     sha256_bytes,
 )
+from mechrec._io import state_dict_sha256 as weights_sha256
 from mechrec_recsys.model import GPTRecConfig, _gptrec_config_of, build_gptrec
 from mechrec_recsys.vocab import ItemVocab
 
@@ -77,25 +78,9 @@ def write_tensors(
 
     Tensors that share memory with an earlier one (safetensors refuses those) are copied.
     """
-    data = _tensor_bytes(tensors, metadata)
+    data = safetensors_bytes(tensors, metadata)
     atomic_write_bytes(path, data)
     return sha256_bytes(data)
-
-
-def _tensor_bytes(
-    tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None
-) -> bytes:
-    """The safetensors bytes :func:`write_tensors` writes (shared memory copied, on the CPU)."""
-    plain: dict[str, torch.Tensor] = {}
-    storages: set[int] = set()
-    for name, tensor in tensors.items():
-        tensor = tensor.detach().cpu()
-        pointer = tensor.untyped_storage().data_ptr()
-        if pointer in storages:
-            tensor = tensor.clone()
-        storages.add(pointer)
-        plain[name] = tensor.contiguous()
-    return save_safetensors_bytes(plain, metadata=metadata)
 
 
 def read_tensors(path: str | Path, expected_sha256: str | None = None) -> dict[str, torch.Tensor]:
@@ -170,7 +155,7 @@ def state_dict_sha256(model: torch.nn.Module) -> str:
     (or loaded into) this model, so it identifies a trained model whether it is in memory or on
     disk (see :func:`checkpoint_sha256`).
     """
-    return sha256_bytes(_tensor_bytes(model.state_dict(), _WEIGHTS_METADATA))
+    return weights_sha256(model, _WEIGHTS_METADATA)
 
 
 def checkpoint_sha256(directory: str | Path) -> str:

@@ -39,7 +39,6 @@ deviation of every metric (the paper averages 5 runs per point).
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import json
 import math
@@ -55,7 +54,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mechrec._io import atomic_write_json, atomic_write_text, exclusive_claim, json_safe
+from mechrec._io import (
+    atomic_write_json,
+    atomic_write_text,
+    exclusive_claim,
+    json_safe,
+    json_sha256,
+)
 from mechrec.activations import ActivationSource, collect_activations
 from mechrec.alignment import (
     DegenerateInputWarning,
@@ -781,10 +786,8 @@ def sweep_directory(run_dir: str | os.PathLike, hook: str, base: SAETrainingConf
         model_sha256 = checkpoint_sha256(Path(run_dir) / MODEL_DIR)
     shared = {key: value for key, value in base.to_dict(tracking=False).items()
               if key not in ("seed", "d_sae", "l1_coefficient")}
-    digest = hashlib.sha256(
-        json.dumps({"hook": hook, "k": k, "config": shared, "model_sha256": model_sha256},
-                   sort_keys=True).encode()
-    ).hexdigest()[:8]
+    digest = json_sha256({"hook": hook, "k": k, "config": shared,
+                          "model_sha256": model_sha256})[:8]
     tag = (f"{base.architecture}-steps{base.steps}-batch{base.batch_size}-lr{base.lr:g}-"
            f"model{model_sha256[:8]}-{digest}")
     return Path(run_dir) / SAES_DIR / TABLE1_DIR / hook / tag

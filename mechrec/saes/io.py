@@ -43,7 +43,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from mechrec._io import sha256_file
+from mechrec._io import atomic_write_json, sha256_file
 from mechrec.normalization import NORMALIZER_FILENAME
 
 #: sae-lens file names (kept equal to ``sae_lens.constants``).
@@ -111,7 +111,7 @@ def write_manifest(directory: Path, source: dict[str, Any] | None = None) -> Pat
     if source is not None:
         payload["source"] = source
     path = directory / MANIFEST_FILENAME
-    write_json(path, payload)
+    atomic_write_json(path, payload)
     return path
 
 
@@ -153,11 +153,6 @@ def verify_manifest(directory: str | os.PathLike) -> dict[str, Any] | None:
         if required not in hashes:
             raise ValueError(f"{path} records no hash for {required}; {fix}")
     return manifest
-
-
-def write_json(path: Path, payload: dict[str, Any]) -> None:
-    """Write ``payload`` as indented JSON (strict: no NaN)."""
-    path.write_text(json.dumps(payload, indent=2, sort_keys=True, allow_nan=False) + "\n")
 
 
 def read_provenance(directory: str | os.PathLike) -> dict[str, Any] | None:

@@ -43,6 +43,7 @@ from sae_lens import SAE
 from sae_lens.saes.transcoder import SkipTranscoder, Transcoder
 from safetensors import SafetensorError
 
+from mechrec._io import atomic_write_json
 from mechrec.normalization import NORMALIZER_FILENAME, Normalizer
 from mechrec.saes.folding import (
     FOLD_METADATA_KEY,
@@ -60,7 +61,6 @@ from mechrec.saes.io import (
     read_provenance,
     verify_manifest,
     write_directory_atomically,
-    write_json,
     write_manifest,
 )
 
@@ -425,7 +425,7 @@ class NormalizedSAE:
             exported.save_model(tmp)
             self.normalizer.save(tmp / NORMALIZER_FILENAME)
             if self.provenance is not None:
-                write_json(tmp / PROVENANCE_FILENAME, self.provenance)
+                atomic_write_json(tmp / PROVENANCE_FILENAME, self.provenance)
             write_manifest(tmp, self.source)
 
         return write_directory_atomically(directory, write, overwrite=overwrite)

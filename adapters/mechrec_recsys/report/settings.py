@@ -16,11 +16,10 @@ before the alignment had a bootstrap) makes that step rerun rather than conflict
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
+from mechrec._io import json_sha256
 from mechrec.saes import PAPER_DICT_SIZES, PAPER_L1_GRID
 from mechrec_recsys.configs import ABLATIONS
 from mechrec_recsys.model import GPTRecConfig
@@ -222,8 +221,7 @@ def step_settings(settings: ReproduceSettings, step: str) -> dict[str, Any]:
 
 def step_digest(settings: ReproduceSettings, step: str) -> str:
     """A short hash of :func:`step_settings` (equal digests = the outputs can be reused)."""
-    text = json.dumps(step_settings(settings, step), sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    return json_sha256(step_settings(settings, step))[:16]
 
 
 def _coerce(default: Any, value: Any) -> Any:
