@@ -226,13 +226,21 @@ def safetensors_bytes(tensors: Mapping[str, torch.Tensor],
     return save(plain, metadata=metadata)
 
 
-def state_dict_sha256(module: torch.nn.Module, metadata: dict[str, str] | None = None) -> str:
-    """The SHA-256 of ``module``'s weights as a safetensors file with header ``metadata``.
+def state_dict_sha256(weights: torch.nn.Module | Mapping[str, torch.Tensor],
+                      metadata: dict[str, str] | None = None) -> str:
+    """The SHA-256 of a module's weights (or of named tensors) as a safetensors file with
+    header ``metadata``.
 
-    It is the content hash :func:`save_safetensors_atomically` would record for
-    ``module.state_dict()``, so one module has one hash in memory and on disk.
+    It is the content hash of the file :func:`save_safetensors_atomically` writes for
+    ``module.state_dict()``, so one module has one hash in memory and on disk. Give
+    ``metadata`` at most one key: safetensors writes several in no fixed order, and the hash
+    would then change from call to call.
     """
-    return sha256_bytes(safetensors_bytes(module.state_dict(), metadata))
+    if metadata is not None and len(metadata) > 1:
+        raise ValueError(f"a reproducible hash takes at most one metadata key, got "
+                         f"{sorted(metadata)}: join them into one (e.g. as JSON)")
+    tensors = weights.state_dict() if hasattr(weights, "state_dict") else weights
+    return sha256_bytes(safetensors_bytes(tensors, metadata))
 
 
 def save_safetensors_atomically(

@@ -47,7 +47,7 @@ from mechrec._io import (
     state_dict_sha256,
 )
 
-__all__ = ["ABLATION_KINDS", "Ablation", "AblationTable", "run_ablations",
+__all__ = ["ABLATION_KINDS", "Ablation", "AblationTable", "base_run_mismatch", "run_ablations",
            "standard_ablations"]
 
 #: Kinds :func:`standard_ablations` knows, in the order rows are made.
@@ -199,8 +199,7 @@ class AblationTable:
         return cls(rows=rows, meta=dict(data.get("meta", {})))
 
 
-def _row_from_run(run: Any, group: str, bootstrap: int, confidence: float, seed: int
-                  ) -> dict[str, Any]:
+def _row_from_run(run: Any, group: str, boot: Any, confidence: float) -> dict[str, Any]:
     summary = run.summary()
     mean = f"{run.metric}_mean"
 
@@ -212,8 +211,8 @@ def _row_from_run(run: Any, group: str, bootstrap: int, confidence: float, seed:
     row: dict[str, Any] = {source: value(source, "honest") for source in run.sources}
     row["SAE_in_sample"] = value("SAE", "in-sample")
     difference = {}
-    if bootstrap:
-        meta = run.bootstrap_meta(run.bootstrap(bootstrap, seed=seed), confidence)
+    if boot is not None:
+        meta = run.bootstrap_meta(boot, confidence)
         difference = meta["headline"].get(group, {}).get("difference", {})
     for versus in ("random", "neurons"):
         key = f"SAE - {versus}"
@@ -239,6 +238,7 @@ def run_ablations(
     metric: str = "correlation",
     out_dir: str | Path | None = None,
     progress: Callable[[str], None] | None = None,
+    base_run: Any = None,
 ) -> AblationTable:
     """The base recipe and each ablation of it, one row each (see the module docstring).
 
@@ -260,10 +260,17 @@ def run_ablations(
             earlier call with the same model, base SAE and settings; the table is written
             there at the end.
         progress: receives one line per row.
+        base_run: the base SAE's :class:`~mechrec.alignment.AlignmentRun`, made earlier with
+            the same ``select``, ``score``, ``metric`` and ``seed`` (e.g. ``AlignmentRun.load``
+            of a saved alignment): the base row reads it instead of aligning again, and reads
+            its saved bootstrap when that has ``bootstrap`` resamples at ``seed``. The caller
+            vouches that it was made with ``sae`` on ``study`` (compare
+            :meth:`~mechrec.saes.NormalizedSAE.weights_sha256`); its numbers are then those a
+            fresh base row would give.
 
     Raises:
         ValueError: ``select == score``, duplicate row names, bad ablation settings, a
-            transcoder as the base.
+            transcoder as the base, a ``base_run`` made with other settings.
     """
     from mechrec.alignment import align
     from mechrec.reconstruction import reconstruction_metrics
@@ -277,6 +284,12 @@ def run_ablations(
     if getattr(sae, "is_transcoder", False):
         raise ValueError("the base is a transcoder: ablation rows retrain an SAE that reads and "
                          "writes one hook, and transcoders cannot be trained here; use an SAE")
+    if base_run is not None:
+        problem = base_run_mismatch(base_run, sae, select=select, score=score, metric=metric,
+                                    seed=seed, group=group, bootstrap=bootstrap)
+        if problem:
+            raise ValueError(f"base_run cannot stand for the base row: {problem}; align the "
+                             "base SAE with these settings or leave base_run out")
     names = [BASE_ROW, *(a.name for a in ablations)]
     if len(set(names)) != len(names):
         raise ValueError(f"ablation names must be unique and not {BASE_ROW!r}: {names}")
@@ -284,7 +297,7 @@ def run_ablations(
     out = Path(out_dir) if out_dir is not None else None
     # what a saved row must have been made with to be reused (only needed with out_dir)
     identity = None if out is None else {
-                "model": state_dict_sha256(study.model), "sae": state_dict_sha256(sae.sae),
+                "model": state_dict_sha256(study.model), "sae": sae.weights_sha256(),
                 "hook": sae.hook_name, "config": config.to_dict(tracking=False),
                 "select": select, "score": score, "bootstrap": bootstrap,
                 "confidence": confidence, "seed": seed, "group": group, "metric": metric}
@@ -319,8 +332,12 @@ def run_ablations(
             trained = train_sae(study.activations(select, hook), variant_config,
                                 hook_name=hook)
             variant, train_seconds = trained.sae, trained.seconds
-        run = align(study, variant, select=select, score=score, metric=metric, seed=seed,
-                    unit=ablation.unit)
+        if base_run is not None and ablation.name == BASE_ROW:
+            run = base_run
+            log(f"{BASE_ROW}: the saved alignment of the base SAE, not aligned again")
+        else:
+            run = align(study, variant, select=select, score=score, metric=metric, seed=seed,
+                        unit=ablation.unit)
         chosen_group = group or run.group_order[0]
         quality = reconstruction_metrics(variant, study.activations(score, variant.hook_name))
         row = {"name": ablation.name, "description": ablation.description,
@@ -329,7 +346,8 @@ def run_ablations(
                "changes": _changes(config, variant_config),
                "l0": quality.l0, "explained_variance": quality.explained_variance,
                "dead_fraction": quality.dead_fraction,
-               **_row_from_run(run, chosen_group, bootstrap, confidence, seed),
+               **_row_from_run(run, chosen_group, _bootstrap_of(run, bootstrap, seed),
+                               confidence),
                "group": chosen_group, "train_seconds": train_seconds,
                "seconds": time.perf_counter() - started}
         if folder is not None:
@@ -348,6 +366,52 @@ def run_ablations(
     if out is not None:
         table.save(out)
     return table
+
+
+def base_run_mismatch(run: Any, sae: Any, *, select: str, score: str,
+                      metric: str = "correlation", seed: int = 0, group: str | None = None,
+                      bootstrap: int = 0) -> str | None:
+    """Why ``run`` cannot stand for the base row of :func:`run_ablations` with these
+    settings (``None``: it can). The base row, made afresh, aligns ``sae`` with the SAE,
+    neurons and random sources on ``select`` / ``score`` positions.
+
+    It checks the settings a saved alignment records; that the run was made with this very
+    SAE and model is the caller's to check (compare
+    :meth:`~mechrec.saes.NormalizedSAE.weights_sha256`).
+    """
+    from mechrec.alignment.recipe import SOURCES
+
+    expected = {"hook": sae.hook_name, "select rows": select, "score rows": score,
+                "metric": metric, "seed": seed, "unit": "positions",
+                "sources": list(SOURCES)}
+    found = {"hook": run.hook_name, "select rows": run.select_part,
+             "score rows": run.score_part, "metric": run.metric, "seed": run.seed,
+             "unit": run.unit, "sources": list(run.sources)}
+    differ = [f"{key} {found[key]!r} (expected {value!r})" for key, value in expected.items()
+              if found[key] != value]
+    if differ:
+        return f"it was made with other settings: {'; '.join(differ)}"
+    if group is not None and group not in run.group_order:
+        return f"it has no attribute group {group!r} (it has {run.group_order})"
+    if bootstrap and not _saved_bootstrap_fits(run, bootstrap, seed) and run.scored is None:
+        return (f"it has neither a saved bootstrap of {bootstrap} resamples at seed {seed} "
+                "nor the score rows to make one (save it with keep_rows=True)")
+    return None
+
+
+def _saved_bootstrap_fits(run: Any, bootstrap: int, seed: int) -> bool:
+    boot = getattr(run, "saved_bootstrap", None)
+    return boot is not None and boot.n_resamples == bootstrap and boot.seed == seed
+
+
+def _bootstrap_of(run: Any, bootstrap: int, seed: int) -> Any:
+    """``run``'s paired bootstrap with ``bootstrap`` resamples at ``seed`` (the saved one
+    when it has those), or ``None`` without resamples."""
+    if not bootstrap:
+        return None
+    if _saved_bootstrap_fits(run, bootstrap, seed):
+        return run.saved_bootstrap
+    return run.bootstrap(bootstrap, seed=seed)
 
 
 def _changes(base: Any, variant: Any) -> str:

@@ -25,9 +25,11 @@ __all__ = [
     "ABLATIONS",
     "SCORE_PART",
     "SELECT_PART",
+    "alignment_identity",
     "recsys_ablations",
     "run_sae_ablations",
     "sae_training_config",
+    "saved_base_alignment",
 ]
 
 #: The users that train the variants and choose features, and those that score them.
@@ -74,11 +76,59 @@ def sae_training_config(sae_dir: str | Path) -> Any:
     return SAETrainingConfig.from_dict(config)
 
 
+def alignment_identity(experiment: Any, sae: Any) -> dict[str, str]:
+    """What a saved alignment records of the model and the SAE it was made with (their
+    weight hashes), so that :func:`saved_base_alignment` reuses it only for them."""
+    from mechrec_recsys.saes import model_weights_sha256
+
+    return {"model_sha256": model_weights_sha256(experiment), "sae_sha256": sae.weights_sha256()}
+
+
+def saved_base_alignment(folder: str | Path, experiment: Any, sae: Any, *, bootstrap: int,
+                         seed: int) -> tuple[Any, str]:
+    """The alignment saved in ``folder`` (by ``mechrec align tables`` or the pipeline's
+    ``align`` step) when it can stand for the base ablation row, and why (not).
+
+    It can when it was made with this model and SAE (:func:`alignment_identity`), on every
+    user of both parts, with the catalog's genres, and with the settings the base row uses
+    (:func:`mechrec.ablations.base_run_mismatch`).
+
+    Returns:
+        ``(run, reason)``: the loaded :class:`~mechrec.alignment.AlignmentRun` or ``None``,
+        and a line saying which it is and why.
+    """
+    from mechrec.ablations import base_run_mismatch
+    from mechrec.alignment import AlignmentRun
+    from mechrec.alignment.persist import RUN_FILE
+
+    folder = Path(folder)
+    if not (folder / RUN_FILE).is_file() or not (folder / "alignment.json").is_file():
+        return None, f"no saved alignment in {folder}: the base row is aligned afresh"
+    provenance = json.loads((folder / "alignment.json").read_text()).get("provenance") or {}
+    identity = alignment_identity(experiment, sae)
+    if any(provenance.get(key) != value for key, value in identity.items()):
+        return None, (f"the alignment in {folder} was made with another model or SAE (or "
+                      "before mechrec recorded them): the base row is aligned afresh")
+    if provenance.get("sampled_users") or provenance.get("attributes") != "catalog":
+        return None, (f"the alignment in {folder} used a sample of users or other labels "
+                      "than the catalog's: the base row is aligned afresh")
+    try:
+        run = AlignmentRun.load(folder)
+    except (OSError, ValueError, KeyError) as exc:
+        return None, f"the alignment in {folder} cannot be read ({exc}): aligned afresh"
+    problem = base_run_mismatch(run, sae, select=SELECT_PART, score=SCORE_PART, seed=seed,
+                                group=GROUP, bootstrap=bootstrap)
+    if problem:
+        return None, f"the alignment in {folder} does not fit: {problem}; aligned afresh"
+    return run, f"the base row reads the saved alignment in {folder}"
+
+
 def run_sae_ablations(experiment: Any, sae: Any, config: Any,
                       kinds: Sequence[str] = ABLATIONS, *, bootstrap: int = 200,
                       confidence: float = 0.95, seed: int = 0,
                       out_dir: str | Path | None = None,
-                      progress: Callable[[str], None] | None = None) -> AblationTable:
+                      progress: Callable[[str], None] | None = None,
+                      base_run: Any = None) -> AblationTable:
     """The ablation rows of ``kinds`` for the run's SAE: chosen on the SAE users, scored on
     the test users, mean over genres, paired bootstrap over test users.
 
@@ -92,9 +142,11 @@ def run_sae_ablations(experiment: Any, sae: Any, config: Any,
         seed: seed of the random control and the bootstrap.
         out_dir: save each row (and its SAE) here as it finishes; reuse saved rows.
         progress: receives one line per row.
+        base_run: the base SAE's saved alignment, to reuse for the base row (see
+            :func:`saved_base_alignment`).
     """
     return run_ablations(experiment, sae, config,
                          recsys_ablations(experiment.model, sae.hook_name, kinds),
                          select=SELECT_PART, score=SCORE_PART, bootstrap=bootstrap,
                          confidence=confidence, seed=seed, group=GROUP, out_dir=out_dir,
-                         progress=progress)
+                         progress=progress, base_run=base_run)

@@ -43,7 +43,7 @@ from sae_lens import SAE
 from sae_lens.saes.transcoder import SkipTranscoder, Transcoder
 from safetensors import SafetensorError
 
-from mechrec._io import atomic_write_json
+from mechrec._io import atomic_write_json, state_dict_sha256
 from mechrec.normalization import NORMALIZER_FILENAME, Normalizer
 from mechrec.saes.folding import (
     FOLD_METADATA_KEY,
@@ -385,6 +385,26 @@ class NormalizedSAE:
         each feature by 1 (for an SAE that normalises each row itself, the change before its
         per-row rescaling)."""
         return self.sae.W_dec.detach() * self.output_normalizer.std.to(self.sae.W_dec.device)
+
+    def weights_sha256(self) -> str:
+        """The SHA-256 of what this SAE computes: its weights, its normaliser(s) and hooks.
+
+        Two SAEs with equal hashes encode and decode alike, so a result saved with one (an
+        alignment, an ablation row) can be reused for the other. Cheap: no file is written.
+        A saved and reloaded SAE hashes alike every time it is loaded, but may differ from
+        the in-memory SAE it was saved from: folding the normaliser into the weights on save
+        rounds them (by ~1e-8).
+        """
+        tensors = {f"sae.{name}": tensor for name, tensor in self.sae.state_dict().items()}
+        tensors.update({"normalizer.mean": self.normalizer.mean,
+                        "normalizer.std": self.normalizer.std,
+                        "output_normalizer.mean": self.output_normalizer.mean,
+                        "output_normalizer.std": self.output_normalizer.std})
+        settings = {"architecture": self.architecture, "hook_name": self.hook_name,
+                    "hook_name_out": self.hook_name_out, "normalizer": self.normalizer.mode,
+                    "output_normalizer": self.output_normalizer.mode}
+        # one header key: safetensors writes several in no fixed order
+        return state_dict_sha256(tensors, {"mechrec": json.dumps(settings, sort_keys=True)})
 
     def save(self, directory: str | os.PathLike, *, overwrite: bool = True) -> Path:
         """Write the SAE (sae-lens format, normaliser folded in), its normaliser, provenance

@@ -20,10 +20,11 @@ from mechrec.ablations import (
     ABLATION_KINDS,
     Ablation,
     AblationTable,
+    base_run_mismatch,
     run_ablations,
     standard_ablations,
 )
-from mechrec.alignment import align
+from mechrec.alignment import AlignmentRun, align
 from mechrec.reconstruction import reconstruction_metrics
 from mechrec.saes import SAETrainingConfig, train_sae
 from mechrec.study import TokenStudy
@@ -146,3 +147,61 @@ def test_bad_inputs_are_refused(study, sae, config, tmp_path) -> None:
                       score="eval")
     with pytest.raises(FileNotFoundError, match="mechrec align ablations"):
         AblationTable.load(tmp_path)
+
+
+def test_a_saved_alignment_stands_for_the_base_row(study, sae, config, tmp_path) -> None:
+    fresh = run_ablations(study, sae, config, [], select="fit", score="eval", bootstrap=30,
+                          seed=2).frame()
+    saved = align(study, sae, select="fit", score="eval", seed=2)
+    saved.save(tmp_path / "alignment", bootstrap=30)
+    loaded = AlignmentRun.load(tmp_path / "alignment")
+    lines: list[str] = []
+    reused = run_ablations(study, sae, config, [], select="fit", score="eval", bootstrap=30,
+                           seed=2, base_run=loaded, progress=lines.append).frame()
+    assert "not aligned again" in lines[0]
+    numbers = [c for c in fresh.columns if c not in ("seconds", "train_seconds")
+               and pd.api.types.is_float_dtype(fresh[c])]
+    assert "SAE - random lower" in numbers
+    np.testing.assert_allclose(reused.loc["base", numbers].astype(float),
+                               fresh.loc["base", numbers].astype(float), atol=1e-12)
+
+    # without a saved bootstrap of the same size it resamples the kept score rows
+    other = run_ablations(study, sae, config, [], select="fit", score="eval", bootstrap=20,
+                          seed=2, base_run=loaded).frame()
+    by_hand = run_ablations(study, sae, config, [], select="fit", score="eval", bootstrap=20,
+                            seed=2).frame()
+    assert other.loc["base", "SAE - random upper"] == pytest.approx(
+        by_hand.loc["base", "SAE - random upper"], abs=1e-12)
+
+
+def test_a_base_run_made_otherwise_is_refused(study, sae, tmp_path) -> None:
+    run = align(study, sae, select="fit", score="eval", seed=2)
+    assert base_run_mismatch(run, sae, select="fit", score="eval", seed=2, bootstrap=5) is None
+    assert "seed 2 (expected 0)" in base_run_mismatch(run, sae, select="fit", score="eval")
+    swapped = base_run_mismatch(run, sae, select="eval", score="fit", seed=2)
+    assert "select rows 'fit' (expected 'eval')" in swapped
+    tokens = align(study, sae, select="fit", score="eval", seed=2, unit="tokens")
+    assert "unit 'tokens'" in base_run_mismatch(tokens, sae, select="fit", score="eval", seed=2)
+    assert "no attribute group 'genre'" in base_run_mismatch(run, sae, select="fit",
+                                                             score="eval", seed=2, group="genre")
+    run.save(tmp_path / "a", keep_rows=False)
+    bare = AlignmentRun.load(tmp_path / "a")
+    assert "nor the score rows" in base_run_mismatch(bare, sae, select="fit", score="eval",
+                                                     seed=2, bootstrap=10)
+    with pytest.raises(ValueError, match=r"base_run cannot stand for the base row: .*seed"):
+        run_ablations(study, sae, SAETrainingConfig(), [], select="fit", score="eval",
+                      base_run=run)
+
+
+def test_the_sae_hash_follows_weights_and_normaliser(study, sae, tmp_path) -> None:
+    from mechrec.normalization import Normalizer
+    from mechrec.saes import NormalizedSAE
+
+    digest = sae.weights_sha256()
+    assert sae.weights_sha256() == digest
+    saved = sae.save(tmp_path / "sae")
+    loaded = NormalizedSAE.load(saved).weights_sha256()
+    assert NormalizedSAE.load(saved).weights_sha256() == loaded
+    shifted = NormalizedSAE(sae.sae, Normalizer(sae.normalizer.mode, sae.normalizer.mean + 1,
+                                                sae.normalizer.std), sae.hook_name)
+    assert shifted.weights_sha256() != digest

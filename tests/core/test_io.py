@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -36,6 +37,13 @@ def test_state_dict_hash_is_the_hash_of_the_saved_file(tmp_path: Path) -> None:
     assert state_dict_sha256(module) != state_dict_sha256(module, {"format": "test"})
     loaded = load_file(path)
     assert torch.equal(loaded["weight"], module.weight.detach())
+
+
+def test_a_hash_refuses_metadata_whose_order_is_not_fixed() -> None:
+    module = torch.nn.Linear(2, 2)
+    with pytest.raises(ValueError, match="at most one metadata key"):
+        state_dict_sha256(module, {"a": "1", "b": "2"})
+    assert state_dict_sha256(module.state_dict()) == state_dict_sha256(module)
 
 
 def test_hash_changes_with_any_weight() -> None:

@@ -176,6 +176,25 @@ def test_ablations_train_the_variants_like_the_sae_and_resume(
                     "--bootstrap", "10", *data)
     assert again.exit_code == 0, again.output
     assert again.stderr.count("done before, reused") == 4
+    assert "no saved alignment" in result.stderr
+
+    # once 'align tables' has aligned this SAE, the base row reads its tables (same numbers)
+    tables = run_cli("align", "tables", run, "small", "--bootstrap", "10", *data)
+    assert tables.exit_code == 0, tables.output
+    reused = run_cli("align", "ablations", run, "small", "--kinds", "items", "--bootstrap",
+                     "10", "--out", tmp_path / "reused", *data)
+    assert reused.exit_code == 0, reused.output
+    assert "the base row reads the saved alignment" in reused.stderr
+    base, again_base = table.rows[0], AblationTable.load(tmp_path / "reused").rows[0]
+    for key in ("SAE", "neurons", "random", "SAE - random lower", "SAE - neurons upper"):
+        assert again_base[key] == pytest.approx(base[key], abs=1e-12)
+    # ... but not tables of a sample of the users, nor of another seed
+    sample = run_cli("align", "tables", run, "small", "--bootstrap", "10", "--max-users", "50",
+                     *data)
+    assert sample.exit_code == 0, sample.output
+    fresh = run_cli("align", "ablations", run, "small", "--kinds", "items", "--bootstrap",
+                    "10", "--out", tmp_path / "fresh", *data)
+    assert "a sample of users" in fresh.stderr, fresh.stderr
 
 
 def test_ablations_errors(paper_run_dir: Path, data_dir: Path, sae_dir: Path,

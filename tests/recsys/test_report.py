@@ -545,6 +545,21 @@ def test_ablation_rows_come_from_their_file_and_use_honest_selection(report, qui
     assert "Ablations: what drives the SAE" in text and "topk: SAE features − random" in text
 
 
+def test_resumed_ablations_read_the_saved_alignment(quick_run, tmp_path: Path, data_args):
+    from mechrec.ablations import AblationTable
+
+    run_dir = copy_run(quick_run, tmp_path)
+    before = AblationTable.load(run_dir / "saes" / "paper" / "ablations")
+    shutil.rmtree(run_dir / "saes" / "paper" / "ablations")
+    result = run_cli("reproduce", "--quick", "--out", run_dir, *data_args)
+    assert result.exit_code == 0, result.output
+    assert invocation(run_dir)["ablations"] != "skipped"
+    assert "the base row reads the saved alignment" in result.stderr
+    after = AblationTable.load(run_dir / "saes" / "paper" / "ablations")
+    for key in ("SAE", "neurons", "random", "SAE - random lower", "l0"):
+        assert after.rows[0][key] == pytest.approx(before.rows[0][key], abs=1e-12)
+
+
 # ------------------------------------------------------------------------------ resuming
 def test_rerun_skips_every_finished_step(quick_run, tmp_path: Path, data_args):
     run_dir = copy_run(quick_run, tmp_path)

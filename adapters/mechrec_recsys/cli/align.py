@@ -291,6 +291,7 @@ def tables_command(
     factors = _planted_factors(planted, unit, bool(title_texts or year_ranges))
     sources = _sources(baselines)
     check_max_users(max_users)
+    from mechrec_recsys.ablations import alignment_identity
     from mechrec_recsys.alignment import align
     from mechrec_recsys.saes import resolve_sae_directory
 
@@ -312,7 +313,9 @@ def tables_command(
         written = run.save(out_dir, top_k=top_k, provenance={
             "run_dir": str(run_dir), "sae_dir": str(sae_path),
             "command": "mechrec align tables",
-            "sampled_users": experiment.split.info.get("sampled_users")},
+            "sampled_users": experiment.split.info.get("sampled_users"),
+            "attributes": f"planted: {','.join(factors)}" if factors else "catalog",
+            **alignment_identity(experiment, sae)},
             bootstrap=boot, confidence=confidence)
     console = wide_console(160)
     console.print(per_genre_rich(run))
@@ -363,7 +366,9 @@ def ablations_command(
     Variant SAEs train with the base SAE's recorded configuration on the SAE users; best
     features are chosen there and scored on the test users; each row gives the honest mean
     best-genre correlation and paired bootstrap intervals of SAE - random and SAE - neurons.
-    Every finished row is saved at once (OUT/<row>/), so a rerun resumes.
+    Every finished row is saved at once (OUT/<row>/), so a rerun resumes. The base row reads
+    SAE_DIR/alignment when 'mechrec align tables' made it for this model and SAE on all users
+    with the same seed (the same numbers, without aligning again).
     """
     chosen = tuple(k.strip() for k in kinds.split(",") if k.strip())
     unknown = [k for k in chosen if k not in ABLATION_KINDS]
@@ -373,17 +378,26 @@ def ablations_command(
         fail(f"--bootstrap must be >= 0 (0 disables), got {bootstrap}")
     if not 0.0 < confidence < 1.0:
         fail(f"--confidence must be in (0, 1), e.g. 0.95, got {confidence}")
-    from mechrec_recsys.ablations import ABLATIONS_DIR, run_sae_ablations, sae_training_config
+    from mechrec_recsys.ablations import (
+        ABLATIONS_DIR,
+        run_sae_ablations,
+        sae_training_config,
+        saved_base_alignment,
+    )
     from mechrec_recsys.saes import resolve_sae_directory
 
     experiment, sae = open_run(run_dir, sae_dir, data_dir, download, device)
     sae_path = resolve_sae_directory(run_dir, sae_dir)
     config = sae_training_config(sae_path).with_overrides(device=device)
     out_dir = out if out is not None else sae_path / ABLATIONS_DIR
+    base_run, reason = saved_base_alignment(sae_path / "alignment", experiment, sae,
+                                            bootstrap=bootstrap, seed=seed)
+    typer.echo(f"  {reason}", err=True)
     with on_interrupt(f"every finished row, in {out_dir}", rerun_command()):
         table = run_sae_ablations(experiment, sae, config, chosen, bootstrap=bootstrap,
                                   confidence=confidence, seed=seed, out_dir=out_dir,
-                                  progress=lambda line: typer.echo(f"  {line}", err=True))
+                                  progress=lambda line: typer.echo(f"  {line}", err=True),
+                                  base_run=base_run)
     wide_console(160).print(ablations_rich(table))
     typer.echo(f"rows written to {out_dir}")
 

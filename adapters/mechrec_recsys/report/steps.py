@@ -212,8 +212,10 @@ def run_sae(ctx: StepContext, fresh_upstream: bool) -> dict[str, Any]:
     config = tracked(sae_config(s, ctx.device), ctx.tracking, s.sae_name)
     trained = train_run_sae(ctx.experiment, config, hook=s.hook, run_dir=ctx.layout.run_dir,
                             name=s.sae_name, overwrite=True)
-    ctx._sae = trained.sae
-    quality = splice_quality(ctx.experiment, trained.sae)
+    # later steps read the SAE as saved (folding its normaliser rounds the weights by ~1e-8),
+    # so a resumed run computes exactly what an uninterrupted one does
+    ctx._sae = None
+    quality = splice_quality(ctx.experiment, ctx.sae)
     if trained.training.tracked_run is not None:
         log_run_summary(trained.training.tracked_run, config,
                         {**trained.test_metrics.as_dict(), **quality})
@@ -237,6 +239,7 @@ def run_align(ctx: StepContext, fresh_upstream: bool) -> dict[str, Any]:
     (``align_bootstrap`` resamples of the test users; when 0, bootstrap files left in the
     folder by an earlier run are removed, so the report never shows stale intervals)."""
     del fresh_upstream
+    from mechrec_recsys.ablations import alignment_identity
     from mechrec_recsys.alignment import align, parse_year_range, title_contains, year_between
 
     s = ctx.settings
@@ -248,7 +251,8 @@ def run_align(ctx: StepContext, fresh_upstream: bool) -> dict[str, Any]:
                 predicates=predicates, seed=s.seed)
     run.save(ctx.layout.alignment_dir, top_k=s.align_top_k, provenance={
         "run_dir": str(ctx.layout.run_dir), "sae_dir": str(ctx.layout.sae_dir),
-        "command": "mechrec reproduce"}, bootstrap=s.align_bootstrap,
+        "command": "mechrec reproduce", "attributes": "catalog",
+        **alignment_identity(ctx.experiment, ctx.sae)}, bootstrap=s.align_bootstrap,
         confidence=ALIGN_CONFIDENCE)
     if not s.align_bootstrap:
         for name in BOOTSTRAP_FILES:
@@ -297,17 +301,22 @@ def run_steer(ctx: StepContext, fresh_upstream: bool) -> dict[str, Any]:
 def run_ablations_step(ctx: StepContext, fresh_upstream: bool) -> dict[str, Any]:
     """Ablation rows of the analysis SAE: the alignment comparison with one setting changed
     per row (variants trained like the analysis SAE on the SAE users, scored on the test
-    users). Rows saved by an interrupted run with the same model and SAE are reused."""
+    users). Rows saved by an interrupted run with the same model and SAE are reused, and the
+    base row reads the ``align`` step's saved alignment when it was made with this model and
+    SAE (the same numbers, without aligning again)."""
     del fresh_upstream
-    from mechrec_recsys.ablations import run_sae_ablations
+    from mechrec_recsys.ablations import run_sae_ablations, saved_base_alignment
 
     s = ctx.settings
     if not s.ablations:
         return {"rows": 0}
+    base_run, reason = saved_base_alignment(ctx.layout.alignment_dir, ctx.experiment, ctx.sae,
+                                            bootstrap=s.align_bootstrap, seed=s.seed)
+    ctx.log(f"  {reason}")
     table = run_sae_ablations(ctx.experiment, ctx.sae, sae_config(s, ctx.device), s.ablations,
                               bootstrap=s.align_bootstrap, confidence=ALIGN_CONFIDENCE,
                               seed=s.seed, out_dir=ctx.layout.ablations_dir,
-                              progress=lambda line: ctx.log(f"  {line}"))
+                              progress=lambda line: ctx.log(f"  {line}"), base_run=base_run)
     return {"rows": len(table.rows)}
 
 
