@@ -104,11 +104,7 @@ def saved_base_alignment(folder: str | Path, experiment: Any, sae: Any, *, boots
     folder = Path(folder)
     if not (folder / RUN_FILE).is_file() or not (folder / "alignment.json").is_file():
         return None, f"no saved alignment in {folder}: the base row is aligned afresh"
-    try:
-        meta = json.loads((folder / "alignment.json").read_text())
-    except (OSError, ValueError) as exc:
-        return None, f"the alignment in {folder} cannot be read ({exc}): aligned afresh"
-    provenance = (meta.get("provenance") if isinstance(meta, dict) else None) or {}
+    provenance = json.loads((folder / "alignment.json").read_text()).get("provenance") or {}
     identity = alignment_identity(experiment, sae)
     if any(provenance.get(key) != value for key, value in identity.items()):
         return None, (f"the alignment in {folder} was made with another model or SAE (or "
