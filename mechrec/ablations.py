@@ -290,7 +290,6 @@ def run_ablations(
         if problem:
             raise ValueError(f"base_run cannot stand for the base row: {problem}; align the "
                              "base SAE with these settings or leave base_run out")
-        group = group or base_run.group_order[0]  # every row reports the base row's group
     names = [BASE_ROW, *(a.name for a in ablations)]
     if len(set(names)) != len(names):
         raise ValueError(f"ablation names must be unique and not {BASE_ROW!r}: {names}")
